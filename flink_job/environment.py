@@ -1,0 +1,134 @@
+"""Build the StreamExecutionEnvironment: checkpoints, S3A, restart strategy, low latency.
+
+Locally (tests, `torghut ta`) it also points PyFlink's MiniCluster at the Maven-fetched
+Kafka connector + glue jars and the `flink-s3-fs-hadoop` plugin. In Kubernetes the image
+has them in /opt/flink/lib and /opt/flink/plugins, so `local=False` adds neither.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from flink_job.settings import TaSettings
+
+ARTIFACTS = Path(os.environ.get("TORGHUT_ARTIFACTS", Path(__file__).resolve().parents[1] / ".artifacts"))
+FLINK_LIB = ARTIFACTS / "flink" / "lib"
+FLINK_PLUGINS = ARTIFACTS / "flink" / "plugins"
+
+
+class FlinkSetupError(RuntimeError):
+    """Jars or plugins needed by the local job are missing; run `make setup`."""
+
+
+def flink_config(settings: TaSettings) -> dict[str, str]:
+    """Flink configuration keys for the job (also rendered into the FlinkDeployment)."""
+    cfg = {
+        "execution.checkpointing.interval": f"{settings.checkpoint_interval_ms} ms",
+        "execution.checkpointing.mode": "EXACTLY_ONCE",
+        "execution.checkpointing.timeout": f"{settings.checkpoint_timeout_ms} ms",
+        "execution.checkpointing.min-pause": f"{settings.min_pause_between_checkpoints_ms} ms",
+        "execution.checkpointing.externalized-checkpoint-retention": "RETAIN_ON_CANCELLATION",
+        "execution.checkpointing.max-concurrent-checkpoints": "1",
+        "state.checkpoints.dir": settings.checkpoint_dir,
+        "state.backend.type": "hashmap",
+        "restart-strategy.type": "exponential-delay",
+        "restart-strategy.exponential-delay.initial-backoff": f"{settings.restart_initial_backoff_ms} ms",
+        "restart-strategy.exponential-delay.max-backoff": f"{settings.restart_max_backoff_ms} ms",
+        "restart-strategy.exponential-delay.backoff-multiplier": "2.0",
+        "restart-strategy.exponential-delay.reset-backoff-threshold": "10 min",
+        "restart-strategy.exponential-delay.jitter-factor": "0.1",
+        "python.execution-mode": settings.python_execution_mode,
+        "python.fn-execution.bundle.time": str(settings.bundle_time_ms),
+        "python.fn-execution.bundle.size": str(settings.bundle_size),
+        "python.executable": sys.executable,
+        "python.client.executable": sys.executable,
+        "execution.buffer-timeout": f"{settings.buffer_timeout_ms} ms",
+        "pipeline.auto-watermark-interval": f"{settings.watermark_interval_ms} ms",
+        "pipeline.name": settings.job_name,
+        "parallelism.default": str(settings.parallelism),
+    }
+    if settings.s3_endpoint:
+        cfg.update(
+            {
+                "s3.endpoint": settings.s3_endpoint,
+                "s3.path.style.access": str(settings.s3_path_style_access).lower(),
+                "s3.access-key": settings.s3_access_key,
+                "s3.secret-key": settings.s3_secret_key.get_secret_value(),
+            }
+        )
+    return cfg
+
+
+def local_lib_dir() -> Path:
+    """A FLINK_LIB_DIR for the local client JVM: PyFlink's lib + connector, glue and S3 jars.
+
+    The local MiniCluster runs inside the client JVM and never loads filesystem plugins
+    (FLINK-11470 was not merged), so the S3 filesystem goes on the system classpath here,
+    next to the connector; in a real cluster it stays a plugin.
+    """
+    import pyflink
+
+    jars = sorted(FLINK_LIB.glob("*.jar"))
+    names = {j.name for j in jars}
+    if not any(n.startswith("flink-connector-kafka") for n in names) or "torghut-flink-glue.jar" not in names:
+        raise FlinkSetupError(f"Kafka connector or glue jar missing in {FLINK_LIB}; run `make setup`")
+    s3 = sorted(FLINK_PLUGINS.glob("s3-fs-hadoop/*.jar"))
+    if not s3:
+        raise FlinkSetupError(f"flink-s3-fs-hadoop missing in {FLINK_PLUGINS}; run `make setup`")
+    pyflink_lib = Path(pyflink.__file__).parent / "lib"
+    lib = ARTIFACTS / "flink" / "local-lib"
+    lib.mkdir(parents=True, exist_ok=True)
+    wanted = {j.name: j for j in [*pyflink_lib.glob("*.jar"), *jars, *s3]}
+    for stale in lib.iterdir():
+        if stale.name not in wanted or stale.resolve() != wanted[stale.name].resolve():
+            stale.unlink()
+    for name, target in wanted.items():
+        link = lib / name
+        if not link.exists():
+            link.symlink_to(target)
+    return lib
+
+
+def create_environment(settings: TaSettings, local: bool = True):  # noqa: ANN201
+    """A configured StreamExecutionEnvironment (must be the first PyFlink call in a process)."""
+    cfg = flink_config(settings)
+    if local:
+        # read once, when the first PyFlink call launches the gateway JVM; PyFlink ignores
+        # FLINK_LIB_DIR unless FLINK_HOME is set too
+        import pyflink
+
+        os.environ.setdefault("FLINK_HOME", str(Path(pyflink.__file__).parent))
+        os.environ["FLINK_LIB_DIR"] = str(local_lib_dir())
+        os.environ.setdefault("FLINK_LOG_DIR", str(ARTIFACTS.parent / ".stack" / "flink-logs"))
+        # thread mode embeds CPython in the JVM (pemja); it must see this venv and the repo
+        import sysconfig
+
+        paths = [sysconfig.get_paths()["purelib"], str(Path(__file__).resolve().parents[1])]
+        if os.environ.get("PYTHONPATH"):
+            paths.append(os.environ["PYTHONPATH"])
+        os.environ["PYTHONPATH"] = os.pathsep.join(paths)
+    from pyflink.common import Configuration
+    from pyflink.datastream import StreamExecutionEnvironment
+
+    conf = Configuration()
+    for key, value in cfg.items():
+        conf.set_string(key, value)
+    if local:
+        _configure_local_filesystems(conf)
+    env = StreamExecutionEnvironment.get_execution_environment(conf)
+    env.set_parallelism(settings.parallelism)
+    env.set_buffer_timeout(settings.buffer_timeout_ms)
+    return env
+
+
+def _configure_local_filesystems(conf) -> None:  # noqa: ANN001 - pyflink Configuration
+    """Hand our `s3.*` settings to the filesystems of the client JVM hosting the MiniCluster.
+
+    A local environment never passes its configuration to FileSystem (FLINK-11470 was
+    not merged), so without this the S3 filesystem has no endpoint or credentials.
+    """
+    from pyflink.java_gateway import get_gateway
+
+    get_gateway().jvm.org.apache.flink.core.fs.FileSystem.initialize(conf._j_configuration, None)

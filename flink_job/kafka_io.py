@@ -1,0 +1,75 @@
+"""KafkaSource of raw bytes and the one EXACTLY_ONCE KafkaSink for every derived topic."""
+
+from __future__ import annotations
+
+from flink_job.settings import TaSettings
+
+_OFFSETS = {
+    "committed-earliest": ("committed_offsets", "EARLIEST"),
+    "committed-latest": ("committed_offsets", "LATEST"),
+    "earliest": ("earliest", None),
+    "latest": ("latest", None),
+}
+
+
+def raw_bytes_source(settings: TaSettings, topics: list[str], group_id: str | None = None):  # noqa: ANN201
+    """KafkaSource emitting each record value as `bytes`, read_committed."""
+    from pyflink.common.serialization import DeserializationSchema
+    from pyflink.datastream.connectors.kafka import (
+        KafkaOffsetResetStrategy,
+        KafkaOffsetsInitializer,
+        KafkaSource,
+    )
+    from pyflink.java_gateway import get_gateway
+
+    j_schema = get_gateway().jvm.dev.torghut.flink.RawBytesDeserializationSchema()
+    try:
+        how, reset = _OFFSETS[settings.starting_offsets]
+    except KeyError:
+        raise ValueError(
+            f"TORGHUT_TA_STARTING_OFFSETS={settings.starting_offsets!r}; use one of {sorted(_OFFSETS)}"
+        ) from None
+    if how == "committed_offsets":
+        offsets = KafkaOffsetsInitializer.committed_offsets(getattr(KafkaOffsetResetStrategy, reset))
+    else:
+        offsets = getattr(KafkaOffsetsInitializer, how)()
+    builder = (
+        KafkaSource.builder()
+        .set_bootstrap_servers(settings.kafka_bootstrap)
+        .set_topics(*topics)
+        .set_group_id(group_id or settings.consumer_group)
+        .set_starting_offsets(offsets)
+        .set_value_only_deserializer(DeserializationSchema(j_schema))
+        .set_property("isolation.level", "read_committed")
+        .set_property("commit.offsets.on.checkpoint", "true")
+        .set_property("partition.discovery.interval.ms", "60000")
+    )
+    for key, value in settings.kafka_properties().items():
+        builder = builder.set_property(key, value)
+    return builder.build()
+
+
+def framed_exactly_once_sink(settings: TaSettings):  # noqa: ANN201
+    """KafkaSink(EXACTLY_ONCE) for frames from `shared.framing.frame_record`."""
+    from pyflink.datastream.connectors.base import DeliveryGuarantee
+    from pyflink.datastream.connectors.kafka import KafkaSink
+    from pyflink.java_gateway import get_gateway
+
+    builder = (
+        KafkaSink.builder()
+        .set_bootstrap_servers(settings.kafka_bootstrap)
+        .set_delivery_guarantee(DeliveryGuarantee.EXACTLY_ONCE)
+        .set_transactional_id_prefix(settings.transactional_id_prefix)
+        .set_property("transaction.timeout.ms", str(settings.transaction_timeout_ms))
+        .set_property("compression.type", "lz4")
+        .set_property("linger.ms", "0")
+        .set_property("enable.idempotence", "true")
+        .set_property("acks", "all")
+    )
+    for key, value in settings.kafka_properties().items():
+        builder = builder.set_property(key, value)
+    # set directly: PyFlink's set_record_serializer expects a builder-made schema
+    builder._j_builder.setRecordSerializer(
+        get_gateway().jvm.dev.torghut.flink.FramedRecordSerializationSchema()
+    )
+    return builder.build()

@@ -1,0 +1,1 @@
+"""Contracts and pure kernels shared by the forwarder and the Flink job."""

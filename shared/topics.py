@@ -1,0 +1,103 @@
+"""The topic catalog: the one place topic names, keys, retention and schemas are stated.
+
+Local creation (`torghut stack up`), the Strimzi KafkaTopic CRs, the Flink job, the
+forwarder, ClickHouse and the tests all read this module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+DAY_MS = 24 * 60 * 60 * 1000
+
+
+@dataclass(frozen=True)
+class Topic:
+    """One Kafka topic and everything that must agree about it."""
+
+    name: str
+    key: str  # what the record key holds
+    retention_days: int
+    value_schema: str  # Avro record full name in schemas/avro
+    description: str
+    partitions: int = 1
+    replication_factor: int = 3  # production; local stacks use 1
+    cleanup_policy: str = "delete"
+    compression: str = "lz4"
+    extra_config: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def retention_ms(self) -> int:
+        return self.retention_days * DAY_MS
+
+    @property
+    def subject(self) -> str:
+        """Schema-registry subject (TopicNameStrategy)."""
+        return f"{self.name}-value"
+
+    def config(self) -> dict[str, str]:
+        """Topic-level configs as Kafka names them."""
+        cfg = {
+            "retention.ms": str(self.retention_ms),
+            "cleanup.policy": self.cleanup_policy,
+            "compression.type": self.compression,
+            "min.insync.replicas": str(min(2, self.replication_factor)),
+        }
+        cfg.update(self.extra_config)
+        return cfg
+
+
+TRADES = Topic(
+    "torghut.trades.v1", "symbol", 7, "torghut.Envelope", "raw Alpaca trades (+corrections, cancelErrors)"
+)
+QUOTES = Topic("torghut.quotes.v1", "symbol", 7, "torghut.Envelope", "raw Alpaca quotes")
+BARS_1M = Topic(
+    "torghut.bars.1m.v1",
+    "symbol",
+    30,
+    "torghut.Envelope",
+    "Alpaca 1 min bars, updatedBars (is_final=false) and dailyBars",
+)
+STATUS = Topic(
+    "torghut.status.v1",
+    "feed",
+    7,
+    "torghut.Envelope",
+    "forwarder status: connect, reconnect reason/attempt, errors, trading status",
+)
+TA_BARS_1S = Topic("ta.bars.1s.v1", "symbol", 30, "torghut.ta.MicroBar", "1 s micro-bars")
+TA_SIGNALS = Topic("ta.signals.v1", "symbol", 14, "torghut.ta.Signal", "indicators per bar")
+TA_STATUS = Topic(
+    "ta.status.v1",
+    "job",
+    7,
+    "torghut.ta.TaStatus",
+    "job heartbeat: watermark lag, late/out-of-order counts, seq gaps",
+)
+
+RAW_TOPICS: tuple[Topic, ...] = (TRADES, QUOTES, BARS_1M, STATUS)
+DERIVED_TOPICS: tuple[Topic, ...] = (TA_BARS_1S, TA_SIGNALS, TA_STATUS)
+ALL_TOPICS: tuple[Topic, ...] = RAW_TOPICS + DERIVED_TOPICS
+BY_NAME: dict[str, Topic] = {t.name: t for t in ALL_TOPICS}
+
+# Alpaca stream channel -> raw topic it is forwarded to.
+CHANNEL_TOPICS: dict[str, Topic] = {
+    "trades": TRADES,
+    "corrections": TRADES,
+    "cancelErrors": TRADES,
+    "quotes": QUOTES,
+    "bars": BARS_1M,
+    "updatedBars": BARS_1M,
+    "dailyBars": BARS_1M,
+    "statuses": STATUS,
+    "lulds": STATUS,
+    "status": STATUS,
+}
+
+
+def topic(name: str) -> Topic:
+    """Look a topic up by name; a typo names the known topics instead of failing later."""
+    try:
+        return BY_NAME[name]
+    except KeyError:
+        raise KeyError(f"unknown topic {name!r}; the catalog has {sorted(BY_NAME)}") from None

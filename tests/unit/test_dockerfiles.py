@@ -1,0 +1,145 @@
+"""Dockerfile.forwarder and Dockerfile.flink: pinned, non-root, no baked secrets, right paths."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import tomllib
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCKERFILES = ("Dockerfile.forwarder", "Dockerfile.flink")
+SECRET_NAME = re.compile(r"KEY|SECRET|PASSWORD|TOKEN|CREDENTIAL", re.IGNORECASE)
+
+
+def instructions(name: str) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
+    out: list[tuple[str, str]] = []
+    pending = ""
+    for raw in (ROOT / name).read_text(encoding="utf-8").splitlines():
+        line = raw.strip()
+        if not pending and (not line or line.startswith("#")):
+            continue
+        if line.startswith("#"):
+            continue
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        full = (pending + line).strip()
+        pending = ""
+        op, _, args = full.partition(" ")
+        out.append((op.upper(), args.strip()))
+    return out
+
+
+def base_images(name: str) -> list[str]:
+    ins = instructions(name)
+    args = dict(re.match(r"(\w+)=(\S+)", a).groups() for op, a in ins
+                if op == "ARG" and "=" in a)
+    stages = {a.split()[-1] for op, a in ins if op == "FROM" and " AS " in a.upper()}
+    images = []
+    for op, a in ins:
+        if op == "FROM":
+            image = re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], a.split()[0])
+            if image not in stages:
+                images.append(image)
+    return images
+
+
+def final_user(name: str) -> str:
+    users = [a for op, a in instructions(name) if op == "USER"]
+    assert users, f"{name} sets no USER"
+    return users[-1]
+
+
+@pytest.mark.parametrize("name", DOCKERFILES)
+def test_base_images_are_pinned_to_an_exact_tag(name) -> None:
+    for image in base_images(name):
+        repo, _, tag = image.rpartition(":")
+        assert repo and tag and tag != "latest", image
+        assert re.search(r"\d+\.\d+\.\d+", tag), f"{image}: pin a full version, not a series"
+
+
+@pytest.mark.parametrize("name", DOCKERFILES)
+def test_image_runs_as_a_numeric_non_root_user(name) -> None:
+    uid = final_user(name).split(":")[0]
+    assert uid.isdigit() and int(uid) > 0, uid
+
+
+@pytest.mark.parametrize("name", DOCKERFILES)
+def test_no_secret_is_baked_into_env_or_build_args(name) -> None:
+    for op, args in instructions(name):
+        if op not in {"ENV", "ARG"}:
+            continue
+        for key, value in re.findall(r"(\w+)=(\"[^\"]*\"|\S+)", args):
+            assert not SECRET_NAME.search(key), f"{name}: {op} {key}={value}"
+        if op == "ARG" and "=" not in args:
+            assert not SECRET_NAME.search(args), f"{name}: ARG {args}"
+
+
+def test_forwarder_has_no_healthcheck_and_needs_no_flink() -> None:
+    ins = instructions("Dockerfile.forwarder")
+    assert not [a for op, a in ins if op == "HEALTHCHECK"], "probes come from Kubernetes"
+    text = " ".join(a for _, a in ins)
+    assert "apt-get install" not in text, "no extra OS tools in the forwarder image"
+    assert "chdb" not in text
+    assert ("EXPOSE", "8080") in ins
+    assert "PYTHONDONTWRITEBYTECODE=1" in text, "read-only root filesystem friendly"
+
+
+def test_forwarder_base_is_slim_python_3_11() -> None:
+    for image in base_images("Dockerfile.forwarder"):
+        assert re.fullmatch(r"python:3\.11\.\d+-slim-\w+", image), image
+
+
+def test_flink_image_is_the_official_flink_1_20_java17_with_matching_pyflink() -> None:
+    (image,) = base_images("Dockerfile.flink")
+    m = re.fullmatch(r"flink:(1\.20\.\d+)-scala_2\.12-java17", image)
+    assert m, image
+    text = " ".join(a for _, a in instructions("Dockerfile.flink"))
+    pins = re.findall(r"apache-flink==([\d.]+)", text)
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    (project_pin,) = [d for d in pyproject["project"]["dependencies"]
+                      if d.startswith("apache-flink")]
+    assert pins == [project_pin.split("==")[1]] == ["1.20.5"]
+    assert "python3.11" in text
+    jar_uri = (ROOT / "k8s/base/flink/flinkdeployment.yaml").read_text()
+    assert f"flink-python-{m.group(1)}.jar" in jar_uri, "jarURI must match the image's Flink"
+
+
+def test_flink_image_puts_jars_and_the_s3_plugin_in_the_right_places() -> None:
+    copies = [a.split() for op, a in instructions("Dockerfile.flink") if op == "COPY"]
+    by_src = {c[-2]: c[-1] for c in copies if c[-2].startswith(".artifacts/")}
+    assert by_src[".artifacts/flink/lib/*.jar"] == "/opt/flink/lib/"
+    assert by_src[".artifacts/flink/plugins/s3-fs-hadoop/*.jar"] == (
+        "/opt/flink/plugins/s3-fs-hadoop/")
+    job = [c for c in copies if c[-1] == "./flink_job"]
+    workdirs = [a for op, a in instructions("Dockerfile.flink") if op == "WORKDIR"]
+    assert job and "/opt/torghut" in workdirs
+
+
+def test_flink_image_runs_as_the_flink_user() -> None:
+    assert final_user("Dockerfile.flink") in {"flink", "9999", "9999:9999"}
+
+
+def test_dockerignore_keeps_local_state_and_secrets_out_of_the_context() -> None:
+    lines = [ln.strip() for ln in (ROOT / ".dockerignore").read_text().splitlines()
+             if ln.strip() and not ln.startswith("#")]
+    assert lines[0] == "**", "allow-list: everything is excluded unless named"
+    allowed = [ln[1:] for ln in lines if ln.startswith("!")]
+    for never in (".venv", ".stack", ".git", ".artifacts/bin", ".runs"):
+        assert not any(a.startswith(never) for a in allowed), never
+    assert ".artifacts/flink/plugins/s3-fs-hadoop/*.jar" in allowed
+
+
+def test_hadolint_finds_no_warnings() -> None:
+    binary = ROOT / ".artifacts" / "bin" / "hadolint"
+    hadolint = str(binary) if binary.exists() else shutil.which("hadolint")
+    if not hadolint:
+        pytest.skip("hadolint not installed (.artifacts/bin/hadolint); see k8s/TOOLS.md")
+    proc = subprocess.run([hadolint, "--no-color", "--failure-threshold", "warning",
+                           *DOCKERFILES], cwd=ROOT, capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr

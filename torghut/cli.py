@@ -1,0 +1,51 @@
+"""The `torghut` command. Each subcommand lives in its own module, imported only when used.
+
+A subcommand module exposes ``add_arguments(parser)`` and ``run(args) -> int``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "stack": ("torghut.stack.cli", "start, inspect and stop the local Kafka/MinIO/registry stack"),
+    "clickhouse": ("torghut.clickhouse.cli", "apply the ClickHouse schema (embedded or a server)"),
+    "sim": ("torghut.sim.cli", "run the Alpaca-compatible market-data simulator"),
+    "forwarder": ("forwarder.cli", "run the Alpaca WebSocket -> Kafka forwarder"),
+    "ta": ("flink_job.cli", "run the PyFlink technical-analysis job"),
+    "run": ("torghut.pipeline", "run the whole local pipeline with a live terminal view"),
+    "bench": ("torghut.bench.cli", "benchmarks that print numbers and save plots"),
+    "k8s": ("torghut.k8s_cli", "render Kubernetes objects generated from the contracts"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="torghut",
+        description="torghut-ta: Alpaca market data -> Kafka -> PyFlink TA -> ClickHouse.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module_name, help_text) in SUBCOMMANDS.items():
+        sub.add_parser(name, help=help_text, description=help_text, add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    if not argv or argv[0] in {"-h", "--help"} or argv[0] not in SUBCOMMANDS:
+        parser.parse_args(argv)  # prints help or a usage error and exits
+        return 2
+    name, rest = argv[0], argv[1:]
+    module_name, help_text = SUBCOMMANDS[name]
+    module = importlib.import_module(module_name)
+    sub_parser = argparse.ArgumentParser(prog=f"torghut {name}", description=help_text)
+    module.add_arguments(sub_parser)
+    args = sub_parser.parse_args(rest)
+    return int(module.run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""ClickHouse: one client interface, two engines (embedded chdb, a real server), one DDL."""

@@ -1,0 +1,109 @@
+"""Typed configuration of the Alpaca simulator (one object; the CLI only fills it in)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from torghut.sim.protocol import FEEDS
+
+Feed = Literal["iex", "sip", "delayed_sip", "test"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ApiKey(_Model):
+    """A key the simulator accepts, and the feeds its (pretend) subscription covers."""
+
+    key: str
+    secret: str
+    feeds: tuple[Feed, ...] = FEEDS  # type: ignore[assignment]
+
+
+class SyntheticConfig(_Model):
+    """The seeded random-walk market (rates are per symbol)."""
+
+    symbols: tuple[str, ...] = ("AAPL", "MSFT", "NVDA", "TSLA", "SPY")
+    trades_per_sec: float = Field(50.0, ge=0)
+    quotes_per_sec: float = Field(50.0, ge=0)
+    seed: int | None = None  # None: a fresh seed per run (logged, so a run can be repeated)
+    feed: Feed = "iex"  # decides the exchange codes: IEX feeds always report "V"
+    volatility: float = Field(0.0002, ge=0, description="sd of the log-return per event")
+    fractional_sizes: bool = False
+    out_of_order_rate: float = Field(0.01, ge=0, le=1)
+    out_of_order_max_s: float = Field(0.5, gt=0)
+    late_rate: float = Field(0.002, ge=0, le=1)
+    late_delay_s: tuple[float, float] = (2.0, 20.0)
+    correction_rate: float = Field(0.001, ge=0, le=1)
+    cancel_error_rate: float = Field(0.001, ge=0, le=1)
+    daily_bars: bool = True
+    statuses: bool = True
+    lulds: bool = True
+
+    @model_validator(mode="after")
+    def _check(self) -> SyntheticConfig:
+        if not self.symbols:
+            raise ValueError("symbols must not be empty, e.g. ('AAPL', 'MSFT')")
+        lo, hi = self.late_delay_s
+        if not 0 < lo <= hi:
+            raise ValueError(f"late_delay_s must be 0 < min <= max, got {self.late_delay_s}")
+        if self.late_rate + self.out_of_order_rate > 1:
+            raise ValueError("late_rate + out_of_order_rate must be <= 1")
+        return self
+
+
+class ReplayConfig(_Model):
+    """Replay of recorded messages from JSONL (one Alpaca message or list per line)."""
+
+    path: Path
+    pace: Literal["original", "fast"] = "original"
+    speed: float = Field(1.0, gt=0, description="original pacing sped up by this factor")
+
+
+class FaultConfig(_Model):
+    """Faults injected into every client connection."""
+
+    drop_every_s: float | None = Field(None, gt=0, description="close each connection after N s")
+    resend_last: int = Field(0, ge=0, description="after a reconnect re-send the last K messages")
+    duplicate_rate: float = Field(0.0, ge=0, le=1, description="probability a frame is sent twice")
+    seed: int | None = None
+
+
+class SimConfig(_Model):
+    """Everything the Alpaca simulator does; defaults behave like a quiet IEX stream."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(0, ge=0, le=65535, description="0 picks a free port")
+    feed: Feed = "iex"  # the path ``url`` points at; every /v2/{feed} path is served
+    source: Literal["synthetic", "replay"] = "synthetic"
+    synthetic: SyntheticConfig = SyntheticConfig()
+    replay: ReplayConfig | None = None
+    faults: FaultConfig = FaultConfig()
+    keys: tuple[ApiKey, ...] = ()  # empty: any non-empty key/secret authenticates
+    auth_timeout_s: float = Field(10.0, gt=0)
+    connection_limit: int = Field(1, ge=1, description="concurrent connections per key")
+    symbol_limit: int | None = Field(None, ge=1, description="distinct symbols per connection")
+    fast: bool = Field(False, description="synthetic: as fast as clients read, no pacing")
+    max_trades: int | None = Field(None, ge=0)
+    max_messages: int | None = Field(None, ge=0)
+    duration_s: float | None = Field(None, gt=0)
+    wait_for_subscriber: bool = Field(
+        True, description="start the source when the first client subscribes, not at start()"
+    )
+    frame_max_messages: int = Field(500, ge=1, description="messages batched into one frame")
+    tick_s: float = Field(0.005, gt=0, description="paced source wake-up interval")
+    send_queue_frames: int = Field(
+        2048, ge=1, description="per-client queue; a paced client that fills it is dropped"
+    )
+    compression: bool = Field(False, description="offer permessage-deflate like Alpaca (slower)")
+    record_path: Path | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> SimConfig:
+        if self.source == "replay" and self.replay is None:
+            raise ValueError("source='replay' needs replay=ReplayConfig(path=...)")
+        return self

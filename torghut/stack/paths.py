@@ -1,0 +1,15 @@
+"""Where build artifacts and stack run dirs live (one place, overridable by env)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = Path(os.environ.get("TORGHUT_ARTIFACTS", REPO_ROOT / ".artifacts"))
+KAFKA_LIBS = ARTIFACTS / "kafka" / "libs"
+FLINK_LIB = ARTIFACTS / "flink" / "lib"
+FLINK_PLUGINS = ARTIFACTS / "flink" / "plugins"
+REGISTRY_JAR = ARTIFACTS / "registry" / "quarkus-app" / "quarkus-run.jar"
+MINIO_BIN = ARTIFACTS / "bin" / "minio"
+STACK_HOME = Path(os.environ.get("TORGHUT_STACK_HOME", REPO_ROOT / ".stack"))
