@@ -23,8 +23,15 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 TOPICS_YAML = REPO_ROOT / "k8s" / "base" / "kafka" / "topics.yaml"
 AVRO_DIR = REPO_ROOT / "schemas" / "avro"
 STRIMZI_CLUSTER = "torghut-kafka"
-COMPATIBILITY_LEVELS = ("BACKWARD", "BACKWARD_TRANSITIVE", "FORWARD", "FORWARD_TRANSITIVE",
-                        "FULL", "FULL_TRANSITIVE", "NONE")
+COMPATIBILITY_LEVELS = (
+    "BACKWARD",
+    "BACKWARD_TRANSITIVE",
+    "FORWARD",
+    "FORWARD_TRANSITIVE",
+    "FULL",
+    "FULL_TRANSITIVE",
+    "NONE",
+)
 _REGISTRY_CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
 
 
@@ -106,7 +113,9 @@ class RegistryClient:
     def _call(self, method: str, path: str, body: dict[str, object] | None = None) -> object:
         data = None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(
-            self.url + path, data=data, method=method,
+            self.url + path,
+            data=data,
+            method=method,
             headers={"Content-Type": _REGISTRY_CONTENT_TYPE, "Accept": _REGISTRY_CONTENT_TYPE},
         )
         try:
@@ -142,9 +151,12 @@ class RegistryClient:
         return int(reply["id"])
 
 
-def register_schemas(client: RegistryClient, compatibility: str,
-                     avro_dir: Path = AVRO_DIR,
-                     topics: tuple[Topic, ...] = ALL_TOPICS) -> dict[str, int]:
+def register_schemas(
+    client: RegistryClient,
+    compatibility: str,
+    avro_dir: Path = AVRO_DIR,
+    topics: tuple[Topic, ...] = ALL_TOPICS,
+) -> dict[str, int]:
     """Set compatibility then register each topic's value schema; subject -> schema id.
 
     Registering an identical schema again returns the existing id, so the step is idempotent;
@@ -166,20 +178,40 @@ def register_schemas(client: RegistryClient, compatibility: str,
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     rt = sub.add_parser("render-topics", help="write k8s/base/kafka/topics.yaml from the catalog")
-    rt.add_argument("--check", action="store_true",
-                    help="do not write; exit 1 when the file differs from the catalog")
-    rt.add_argument("--path", type=Path, default=TOPICS_YAML,
-                    help="output file (default: %(default)s)")
-    rs = sub.add_parser("register-schemas",
-                        help="set subject compatibility and register schemas/avro value schemas")
-    rs.add_argument("--registry-url", required=True,
-                    help="Confluent-compatible registry, e.g. http://karapace.torghut.svc:8081")
-    rs.add_argument("--compatibility", default="BACKWARD", choices=COMPATIBILITY_LEVELS,
-                    help="subject compatibility level (default: %(default)s)")
-    rs.add_argument("--schemas-dir", type=Path, default=AVRO_DIR,
-                    help="directory of *.avsc files (default: %(default)s)")
-    rs.add_argument("--wait", type=float, default=120.0,
-                    help="seconds to wait for the registry to answer (default: %(default)s)")
+    rt.add_argument(
+        "--check",
+        action="store_true",
+        help="do not write; exit 1 when the file differs from the catalog",
+    )
+    rt.add_argument(
+        "--path", type=Path, default=TOPICS_YAML, help="output file (default: %(default)s)"
+    )
+    rs = sub.add_parser(
+        "register-schemas", help="set subject compatibility and register schemas/avro value schemas"
+    )
+    rs.add_argument(
+        "--registry-url",
+        required=True,
+        help="Confluent-compatible registry, e.g. http://karapace.torghut.svc:8081",
+    )
+    rs.add_argument(
+        "--compatibility",
+        default="BACKWARD",
+        choices=COMPATIBILITY_LEVELS,
+        help="subject compatibility level (default: %(default)s)",
+    )
+    rs.add_argument(
+        "--schemas-dir",
+        type=Path,
+        default=AVRO_DIR,
+        help="directory of *.avsc files (default: %(default)s)",
+    )
+    rs.add_argument(
+        "--wait",
+        type=float,
+        default=120.0,
+        help="seconds to wait for the registry to answer (default: %(default)s)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -189,8 +221,11 @@ def run(args: argparse.Namespace) -> int:
         if args.check:
             current = path.read_text(encoding="utf-8") if path.exists() else None
             if current != text:
-                print(f"torghut k8s render-topics: {path} drifted from shared/topics.py; "
-                      "run `torghut k8s render-topics`", file=sys.stderr)
+                print(
+                    f"torghut k8s render-topics: {path} drifted from shared/topics.py; "
+                    "run `torghut k8s render-topics`",
+                    file=sys.stderr,
+                )
                 return 1
             print(f"{path} matches the topic catalog ({len(ALL_TOPICS)} topics)")
             return 0

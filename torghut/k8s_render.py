@@ -46,8 +46,9 @@ def kustomize_build(path: Path) -> list[dict[str, Any]]:
     binary = kustomize_bin()
     if binary is None:
         raise ManifestError("kustomize is not installed; run `make setup` (see k8s/TOOLS.md)")
-    proc = subprocess.run([str(binary), "build", str(path)], capture_output=True, text=True,
-                          check=False, timeout=120)
+    proc = subprocess.run(
+        [str(binary), "build", str(path)], capture_output=True, text=True, check=False, timeout=120
+    )
     if proc.returncode != 0:
         raise ManifestError(f"kustomize build {path} failed:\n{proc.stderr}")
     return [d for d in yaml.safe_load_all(proc.stdout) if d]
@@ -140,8 +141,11 @@ def _walk(node: Any) -> Iterator[dict[str, Any]]:
 
 
 def find(docs: list[dict[str, Any]], kind: str, name: str | None = None) -> list[dict[str, Any]]:
-    return [d for d in docs if d.get("kind") == kind
-            and (name is None or d.get("metadata", {}).get("name") == name)]
+    return [
+        d
+        for d in docs
+        if d.get("kind") == kind and (name is None or d.get("metadata", {}).get("name") == name)
+    ]
 
 
 def pod_specs(docs: list[dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any]]]:

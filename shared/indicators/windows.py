@@ -51,11 +51,18 @@ class RollingVwap:
             pvs.clear()
             vs.clear()
             npos = 0
+        # Neumaier steps written out (the same arithmetic as `_add`): this is the hot path
         while keys and keys[0] <= cutoff:
             keys.popleft()
-            spv, cpv = _add(spv, cpv, -pvs.popleft())
+            x = -pvs.popleft()
+            t = spv + x
+            cpv += ((spv - t) + x) if abs(spv) >= abs(x) else ((x - t) + spv)
+            spv = t
             ov = vs.popleft()
-            sv, cv = _add(sv, cv, -ov)
+            x = -ov
+            t = sv + x
+            cv += ((sv - t) + x) if abs(sv) >= abs(x) else ((x - t) + sv)
+            sv = t
             if ov > 0.0:
                 npos -= 1
         if npos == 0:
@@ -64,8 +71,12 @@ class RollingVwap:
             keys.append(key)
             pvs.append(pv)
             vs.append(v)
-            spv, cpv = _add(spv, cpv, pv)
-            sv, cv = _add(sv, cv, v)
+            t = spv + pv
+            cpv += ((spv - t) + pv) if abs(spv) >= abs(pv) else ((pv - t) + spv)
+            spv = t
+            t = sv + v
+            cv += ((sv - t) + v) if abs(sv) >= abs(v) else ((v - t) + sv)
+            sv = t
             if v > 0.0:
                 npos += 1
         self._spv, self._cpv, self._sv, self._cv, self._npos = spv, cpv, sv, cv, npos
@@ -170,24 +181,23 @@ class RollingVolatility:
     def commit(self, cutoff: int, key: int, x: float | None) -> float | None:
         """Drop items keyed <= cutoff, add (key, x) unless x is None, return the sd."""
         fk, fmean, fm2 = self._fk, self._fmean, self._fm2
-        while True:
-            if fk:
-                if fk[-1] > cutoff:
-                    break
+        for attempt in (0, 1):
+            while fk and fk[-1] <= cutoff:
                 fk.pop()
                 fmean.pop()
                 fm2.pop()
-            elif self._bk and self._bk[0] <= cutoff:
-                self._flip()
-            else:
+            if fk or attempt or not self._bk or self._bk[0] > cutoff:
                 break
+            self._flip()  # the front ran out and the back holds items to drop
+        bn, bmean, bm2 = self._bn, self._bmean, self._bm2
         if x is not None and key > cutoff:
             self._bk.append(key)
             self._bv.append(x)
-            self._bn, self._bmean, self._bm2 = _welford(self._bn, self._bmean, self._bm2, x)
+            bn, bmean, bm2 = _welford(bn, bmean, bm2, x)
+            self._bn, self._bmean, self._bm2 = bn, bmean, bm2
         if fk:
-            return _sample_sd(len(fk), fmean[-1], fm2[-1], self._bn, self._bmean, self._bm2)
-        return _sample_sd(0, 0.0, 0.0, self._bn, self._bmean, self._bm2)
+            return _sample_sd(len(fk), fmean[-1], fm2[-1], bn, bmean, bm2)
+        return _sample_sd(0, 0.0, 0.0, bn, bmean, bm2)
 
     def peek(self, cutoff: int, key: int, x: float | None) -> float | None:
         """What `commit` would return, without changing anything."""

@@ -37,8 +37,7 @@ def instructions(name: str) -> list[tuple[str, str]]:
 
 def base_images(name: str) -> list[str]:
     ins = instructions(name)
-    args = dict(re.match(r"(\w+)=(\S+)", a).groups() for op, a in ins
-                if op == "ARG" and "=" in a)
+    args = dict(re.match(r"(\w+)=(\S+)", a).groups() for op, a in ins if op == "ARG" and "=" in a)
     stages = {a.split()[-1] for op, a in ins if op == "FROM" and " AS " in a.upper()}
     images = []
     for op, a in ins:
@@ -102,8 +101,9 @@ def test_flink_image_is_the_official_flink_1_20_java17_with_matching_pyflink() -
     text = " ".join(a for _, a in instructions("Dockerfile.flink"))
     pins = re.findall(r"apache-flink==([\d.]+)", text)
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    (project_pin,) = [d for d in pyproject["project"]["dependencies"]
-                      if d.startswith("apache-flink")]
+    (project_pin,) = [
+        d for d in pyproject["project"]["dependencies"] if d.startswith("apache-flink")
+    ]
     assert pins == [project_pin.split("==")[1]] == ["1.20.5"]
     assert "python3.11" in text
     jar_uri = (ROOT / "k8s/base/flink/flinkdeployment.yaml").read_text()
@@ -115,7 +115,8 @@ def test_flink_image_puts_jars_and_the_s3_plugin_in_the_right_places() -> None:
     by_src = {c[-2]: c[-1] for c in copies if c[-2].startswith(".artifacts/")}
     assert by_src[".artifacts/flink/lib/*.jar"] == "/opt/flink/lib/"
     assert by_src[".artifacts/flink/plugins/s3-fs-hadoop/*.jar"] == (
-        "/opt/flink/plugins/s3-fs-hadoop/")
+        "/opt/flink/plugins/s3-fs-hadoop/"
+    )
     job = [c for c in copies if c[-1] == "./flink_job"]
     workdirs = [a for op, a in instructions("Dockerfile.flink") if op == "WORKDIR"]
     assert job and "/opt/torghut" in workdirs
@@ -126,8 +127,11 @@ def test_flink_image_runs_as_the_flink_user() -> None:
 
 
 def test_dockerignore_keeps_local_state_and_secrets_out_of_the_context() -> None:
-    lines = [ln.strip() for ln in (ROOT / ".dockerignore").read_text().splitlines()
-             if ln.strip() and not ln.startswith("#")]
+    lines = [
+        ln.strip()
+        for ln in (ROOT / ".dockerignore").read_text().splitlines()
+        if ln.strip() and not ln.startswith("#")
+    ]
     assert lines[0] == "**", "allow-list: everything is excluded unless named"
     allowed = [ln[1:] for ln in lines if ln.startswith("!")]
     for never in (".venv", ".stack", ".git", ".artifacts/bin", ".runs"):
@@ -140,6 +144,11 @@ def test_hadolint_finds_no_warnings() -> None:
     hadolint = str(binary) if binary.exists() else shutil.which("hadolint")
     if not hadolint:
         pytest.skip("hadolint not installed (.artifacts/bin/hadolint); see k8s/TOOLS.md")
-    proc = subprocess.run([hadolint, "--no-color", "--failure-threshold", "warning",
-                           *DOCKERFILES], cwd=ROOT, capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        [hadolint, "--no-color", "--failure-threshold", "warning", *DOCKERFILES],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -48,6 +48,7 @@ def overlay(request) -> str:
 
 # --- build ---------------------------------------------------------------------------------
 
+
 def test_overlay_builds_and_everything_lands_in_namespace_torghut(overlay) -> None:
     docs = built(overlay)
     for d in docs:
@@ -56,8 +57,18 @@ def test_overlay_builds_and_everything_lands_in_namespace_torghut(overlay) -> No
         else:
             assert d["metadata"].get("namespace") == NAMESPACE, d["metadata"]["name"]
     kinds = {d["kind"] for d in docs}
-    assert {"FlinkDeployment", "Deployment", "Service", "KafkaTopic", "KafkaUser", "Job",
-            "NetworkPolicy", "ServiceMonitor", "PodMonitor", "PrometheusRule"} <= kinds
+    assert {
+        "FlinkDeployment",
+        "Deployment",
+        "Service",
+        "KafkaTopic",
+        "KafkaUser",
+        "Job",
+        "NetworkPolicy",
+        "ServiceMonitor",
+        "PodMonitor",
+        "PrometheusRule",
+    } <= kinds
 
 
 def test_base_builds() -> None:
@@ -81,6 +92,7 @@ def test_no_secret_objects_or_inline_secret_values_in_git(overlay) -> None:
 
 # --- forwarder -----------------------------------------------------------------------------
 
+
 def test_forwarder_is_a_single_recreate_replica_with_probes(overlay) -> None:
     dep = one(built(overlay), "Deployment", "torghut-forwarder")
     assert dep["spec"]["replicas"] == 1
@@ -100,12 +112,17 @@ def test_forwarder_reads_secrets_only_from_secrets(overlay) -> None:
     refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in c["env"] if "valueFrom" in e}
     assert refs["TORGHUT_FWD_ALPACA_KEY_ID"]["name"] == "torghut-alpaca"
     assert refs["TORGHUT_FWD_ALPACA_SECRET_KEY"]["name"] == "torghut-alpaca"
-    assert refs["TORGHUT_FWD_KAFKA_SASL_PASSWORD"] == {"name": "torghut-forwarder",
-                                                       "key": "password"}
+    assert refs["TORGHUT_FWD_KAFKA_SASL_PASSWORD"] == {
+        "name": "torghut-forwarder",
+        "key": "password",
+    }
     cfg = configmap(docs, "torghut-forwarder-config")
     assert all(k.startswith("TORGHUT_FWD_") for k in cfg)
-    assert not {"TORGHUT_FWD_ALPACA_KEY_ID", "TORGHUT_FWD_ALPACA_SECRET_KEY",
-                "TORGHUT_FWD_KAFKA_SASL_PASSWORD"} & set(cfg)
+    assert not {
+        "TORGHUT_FWD_ALPACA_KEY_ID",
+        "TORGHUT_FWD_ALPACA_SECRET_KEY",
+        "TORGHUT_FWD_KAFKA_SASL_PASSWORD",
+    } & set(cfg)
     assert cfg["TORGHUT_FWD_KAFKA_SASL_MECHANISM"] == "SCRAM-SHA-512"
     assert cfg["TORGHUT_FWD_KAFKA_SECURITY_PROTOCOL"] in {"SASL_PLAINTEXT", "SASL_SSL"}
     assert cfg["TORGHUT_FWD_KAFKA_SASL_USERNAME"] == "torghut-forwarder"
@@ -113,9 +130,13 @@ def test_forwarder_reads_secrets_only_from_secrets(overlay) -> None:
 
 def test_every_pod_is_non_root_read_only_and_drops_all_capabilities(overlay) -> None:
     specs = dict(pod_specs(built(overlay)))
-    assert {"Deployment/torghut-forwarder", "FlinkDeployment/torghut-ta",
-            "Job/torghut-clickhouse-schema", "Job/torghut-register-schemas",
-            "Job/torghut-checkpoint-bucket"} <= set(specs)
+    assert {
+        "Deployment/torghut-forwarder",
+        "FlinkDeployment/torghut-ta",
+        "Job/torghut-clickhouse-schema",
+        "Job/torghut-register-schemas",
+        "Job/torghut-checkpoint-bucket",
+    } <= set(specs)
     for name, spec in specs.items():
         pod_sc = spec["securityContext"]
         assert pod_sc["runAsNonRoot"] is True, name
@@ -144,6 +165,7 @@ def test_forwarder_metrics_are_scraped_through_a_service(overlay) -> None:
 
 # --- Flink -----------------------------------------------------------------------------------
 
+
 def test_flink_deployment_runs_the_python_job_with_savepoint_upgrades(overlay) -> None:
     fd = one(built(overlay), "FlinkDeployment", "torghut-ta")
     spec = fd["spec"]
@@ -169,7 +191,8 @@ def test_flink_configuration_has_the_contracted_settings(overlay) -> None:
     assert conf["execution.buffer-timeout.interval"] == "5 ms"
     assert conf["pipeline.auto-watermark-interval"] == "50 ms"
     assert conf["metrics.reporter.prom.factory.class"] == (
-        "org.apache.flink.metrics.prometheus.PrometheusReporterFactory")
+        "org.apache.flink.metrics.prometheus.PrometheusReporterFactory"
+    )
     assert conf["metrics.reporter.prom.port"] == "9249"
     bucket = conf["state.checkpoints.dir"].removeprefix("s3a://").split("/")[0]
     assert conf["state.checkpoints.dir"] == f"s3a://{bucket}/torghut-ta/checkpoints"
@@ -202,11 +225,16 @@ def test_flink_pods_get_secrets_from_secrets_and_settings_from_the_configmap(ove
     cfg = configmap(docs, "torghut-ta-config")
     assert cfg["TORGHUT_TA_TRANSACTIONAL_ID_PREFIX"] == f"torghut-ta-{overlay}"
     assert cfg["TORGHUT_TA_KAFKA_SASL_USERNAME"] == "torghut-ta"
-    assert {"TORGHUT_TA_KAFKA_BOOTSTRAP", "TORGHUT_TA_REGISTRY_URL",
-            "TORGHUT_TA_OUT_OF_ORDERNESS_MS", "TORGHUT_TA_IDLENESS_MS"} <= set(cfg)
+    assert {
+        "TORGHUT_TA_KAFKA_BOOTSTRAP",
+        "TORGHUT_TA_REGISTRY_URL",
+        "TORGHUT_TA_OUT_OF_ORDERNESS_MS",
+        "TORGHUT_TA_IDLENESS_MS",
+    } <= set(cfg)
 
 
 # --- Kafka -----------------------------------------------------------------------------------
+
 
 def _acls(user: dict) -> dict[tuple[str, str], set[str]]:
     out: dict[tuple[str, str], set[str]] = {}
@@ -223,8 +251,9 @@ def test_kafka_users_are_scram_and_scoped_to_the_catalog_topics() -> None:
     assert set(users) == {"torghut-forwarder", "torghut-ta", "torghut-clickhouse"}
     for u in users.values():
         assert u["spec"]["authentication"]["type"] == "scram-sha-512"
-    fwd, ta, ch = (_acls(users[n]) for n in ("torghut-forwarder", "torghut-ta",
-                                               "torghut-clickhouse"))
+    fwd, ta, ch = (
+        _acls(users[n]) for n in ("torghut-forwarder", "torghut-ta", "torghut-clickhouse")
+    )
 
     def topics(acls, op):
         return {name for (kind, name), ops in acls.items() if kind == "topic" and op in ops}
@@ -243,18 +272,19 @@ def test_topic_and_user_crs_name_the_same_strimzi_cluster(overlay) -> None:
     crs = find(docs, "KafkaTopic") + find(docs, "KafkaUser")
     assert {d["metadata"]["labels"]["strimzi.io/cluster"] for d in crs} == {"torghut-kafka"}
     assert {d["spec"]["topicName"] for d in find(docs, "KafkaTopic")} == {
-        t.name for t in ALL_TOPICS}
+        t.name for t in ALL_TOPICS
+    }
 
 
 def test_replication_follows_the_environment(overlay) -> None:
     topics = find(built(overlay), "KafkaTopic")
     expected = 1 if overlay == "dev" else 3
     assert {t["spec"]["replicas"] for t in topics} == {expected}
-    assert {t["spec"]["config"]["min.insync.replicas"] for t in topics} == {
-        str(min(2, expected))}
+    assert {t["spec"]["config"]["min.insync.replicas"] for t in topics} == {str(min(2, expected))}
 
 
 # --- overlays differ only where they should ----------------------------------------------------
+
 
 def test_overlays_vary_alpaca_endpoint_bucket_and_thresholds() -> None:
     def fingerprint(overlay: str) -> tuple[str, str, str]:
@@ -316,8 +346,10 @@ def test_prometheus_rule_carries_the_seed_alerts_with_env_thresholds(overlay) ->
 
 def test_every_alert_links_a_runbook_section_that_exists() -> None:
     runbook = (K8S_DIR.parent / "docs" / "runbooks.md").read_text(encoding="utf-8")
-    anchors = {"#" + re.sub(r"[^a-z0-9 -]", "", h.strip().lower()).replace(" ", "-")
-               for h in re.findall(r"^#+ (.+)$", runbook, flags=re.MULTILINE)}
+    anchors = {
+        "#" + re.sub(r"[^a-z0-9 -]", "", h.strip().lower()).replace(" ", "-")
+        for h in re.findall(r"^#+ (.+)$", runbook, flags=re.MULTILINE)
+    }
     rule = find(base_resource_docs(), "PrometheusRule", "torghut")[0]
     for g in rule["spec"]["groups"]:
         for r in g["rules"]:
@@ -328,14 +360,22 @@ def test_every_alert_links_a_runbook_section_that_exists() -> None:
 def test_dashboards_are_valid_json_configmaps_with_the_seed_panels(overlay) -> None:
     cm = one(built(overlay), "ConfigMap", "torghut-dashboards")
     assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
-    titles = " | ".join(p["title"].lower() for body in cm["data"].values()
-                        for p in json.loads(body)["panels"])
-    for needle in ("lag histogram", "consumer lag", "watermark", "checkpoint duration",
-                   "checkpoint age", "sink transaction failure"):
+    titles = " | ".join(
+        p["title"].lower() for body in cm["data"].values() for p in json.loads(body)["panels"]
+    )
+    for needle in (
+        "lag histogram",
+        "consumer lag",
+        "watermark",
+        "checkpoint duration",
+        "checkpoint age",
+        "sink transaction failure",
+    ):
         assert needle in titles, needle
 
 
 # --- network ---------------------------------------------------------------------------------
+
 
 def _policies(docs: list[dict]) -> dict[str, dict]:
     return {p["metadata"]["name"]: p["spec"] for p in find(docs, "NetworkPolicy")}
@@ -364,9 +404,15 @@ def test_forwarder_egress_is_only_alpaca_kafka_and_registry(overlay) -> None:
 def test_flink_egress_is_only_kafka_minio_registry_and_the_api_server(overlay) -> None:
     pol = _policies(built(overlay))
     assert _egress_ports(pol["torghut-ta"]) == {9092, 9093, 9000, 443, 8081}
-    minio_rules = [r for r in pol["torghut-ta"]["egress"]
-                   if r["to"][0].get("namespaceSelector", {}).get("matchLabels", {}).get(
-                       "kubernetes.io/metadata.name") == "minio"]
+    minio_rules = [
+        r
+        for r in pol["torghut-ta"]["egress"]
+        if r["to"][0]
+        .get("namespaceSelector", {})
+        .get("matchLabels", {})
+        .get("kubernetes.io/metadata.name")
+        == "minio"
+    ]
     assert minio_rules, "Flink must reach MinIO"
     api = pol["torghut-ta-apiserver"]["egress"][0]
     assert api["to"][0]["ipBlock"]["cidr"] != "0.0.0.0/0"
@@ -377,9 +423,8 @@ def test_flink_egress_is_only_kafka_minio_registry_and_the_api_server(overlay) -
 def test_every_workload_pod_is_selected_by_a_specific_network_policy(overlay) -> None:
     docs = built(overlay)
     pol = _policies(docs)
-    selectors = [s["podSelector"].get("matchLabels", {}) for s in pol.values()
-                 if s["podSelector"]]
-    for name, spec in pod_specs(docs):
+    selectors = [s["podSelector"].get("matchLabels", {}) for s in pol.values() if s["podSelector"]]
+    for name, _spec in pod_specs(docs):
         doc_kind, doc_name = name.split("/")
         if doc_kind == "FlinkDeployment":
             labels = {"app": doc_name}  # set by the operator on JM and TM pods

@@ -6,6 +6,7 @@ import argparse
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
 
 import pytest
 
@@ -16,9 +17,9 @@ from torghut import k8s_cli
 class FakeRegistry(BaseHTTPRequestHandler):
     """The registry REST calls the Job makes; records what it was asked."""
 
-    config: dict[str, str] = {}
-    versions: dict[str, list[str]] = {}
-    refuse: set[str] = set()
+    config: ClassVar[dict[str, str]] = {}
+    versions: ClassVar[dict[str, list[str]]] = {}
+    refuse: ClassVar[set[str]] = set()
 
     def _reply(self, code: int, body: object) -> None:
         data = json.dumps(body).encode()
@@ -48,8 +49,9 @@ class FakeRegistry(BaseHTTPRequestHandler):
         known = self.versions.setdefault(subject, [])
         if schema not in known:
             known.append(schema)
-        self._reply(200, {"id": 1 + sorted({s for v in self.versions.values() for s in v})
-                          .index(schema)})
+        self._reply(
+            200, {"id": 1 + sorted({s for v in self.versions.values() for s in v}).index(schema)}
+        )
 
     def log_message(self, *args: object) -> None:
         del args
@@ -70,8 +72,12 @@ def registry():
 def avro_dir(tmp_path):
     for full_name in {t.value_schema for t in ALL_TOPICS}:
         namespace, name = full_name.rsplit(".", 1)
-        schema = {"type": "record", "name": name, "namespace": namespace,
-                  "fields": [{"name": "symbol", "type": "string"}]}
+        schema = {
+            "type": "record",
+            "name": name,
+            "namespace": namespace,
+            "fields": [{"name": "symbol", "type": "string"}],
+        }
         (tmp_path / f"{name}.avsc").write_text(json.dumps(schema))
     return tmp_path
 
@@ -82,10 +88,21 @@ def _run(argv: list[str]) -> int:
     return k8s_cli.run(parser.parse_args(argv))
 
 
-def test_every_topic_subject_gets_backward_compatibility_and_its_schema(registry,
-                                                                        avro_dir) -> None:
-    assert _run(["register-schemas", "--registry-url", registry, "--schemas-dir",
-                 str(avro_dir), "--wait", "5"]) == 0
+def test_every_topic_subject_gets_backward_compatibility_and_its_schema(registry, avro_dir) -> None:
+    assert (
+        _run(
+            [
+                "register-schemas",
+                "--registry-url",
+                registry,
+                "--schemas-dir",
+                str(avro_dir),
+                "--wait",
+                "5",
+            ]
+        )
+        == 0
+    )
     subjects = {t.subject for t in ALL_TOPICS}
     assert FakeRegistry.config == dict.fromkeys(subjects, "BACKWARD")
     assert set(FakeRegistry.versions) == subjects
@@ -101,18 +118,32 @@ def test_registering_twice_is_idempotent(registry, avro_dir) -> None:
 
 def test_an_incompatible_schema_fails_the_step(registry, avro_dir, capsys) -> None:
     FakeRegistry.refuse = {"ta.signals.v1-value"}
-    assert _run(["register-schemas", "--registry-url", registry, "--schemas-dir",
-                 str(avro_dir)]) == 1
+    assert (
+        _run(["register-schemas", "--registry-url", registry, "--schemas-dir", str(avro_dir)]) == 1
+    )
     assert "HTTP 409" in capsys.readouterr().err
 
 
 def test_a_missing_schema_file_names_the_record(registry, tmp_path, capsys) -> None:
-    assert _run(["register-schemas", "--registry-url", registry, "--schemas-dir",
-                 str(tmp_path)]) == 1
+    assert (
+        _run(["register-schemas", "--registry-url", registry, "--schemas-dir", str(tmp_path)]) == 1
+    )
     assert "torghut.Envelope" in capsys.readouterr().err
 
 
 def test_an_unreachable_registry_fails_with_a_clear_message(capsys, avro_dir) -> None:
-    assert _run(["register-schemas", "--registry-url", "http://127.0.0.1:9", "--schemas-dir",
-                 str(avro_dir), "--wait", "0"]) == 1
+    assert (
+        _run(
+            [
+                "register-schemas",
+                "--registry-url",
+                "http://127.0.0.1:9",
+                "--schemas-dir",
+                str(avro_dir),
+                "--wait",
+                "0",
+            ]
+        )
+        == 1
+    )
     assert "did not answer" in capsys.readouterr().err

@@ -25,7 +25,7 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State
 
 from torghut.sim.config import SimConfig
-from torghut.sim.errors import SimNotRunningError
+from torghut.sim.errors import ReplayFileError, SimNotRunningError
 from torghut.sim.protocol import (
     Subscription,
     SubscriptionRequestError,
@@ -149,6 +149,10 @@ class AlpacaSimServer:
     async def start(self) -> int:
         """Listen, start the source, return the port (a free one when ``port=0``)."""
         cfg = self.config
+        if cfg.source == "replay" and cfg.replay is not None and not cfg.replay.path.is_file():
+            raise ReplayFileError(
+                f"replay file {cfg.replay.path} does not exist; record one with --record"
+            )
         if cfg.record_path is not None:
             self._recorder = JsonlRecorder(cfg.record_path)
         self._server = await serve(
@@ -158,7 +162,7 @@ class AlpacaSimServer:
             process_request=self._check_path,
             compression="deflate" if cfg.compression else None,
             max_size=1 << 20,
-            close_timeout=2,
+            close_timeout=5,
             ping_interval=20,
             ping_timeout=60,
         )

@@ -1,0 +1,77 @@
+# torghut-ta: `make run` and `make test` do every set-up step on a fresh machine.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+ART := .artifacts
+# MinIO publishes no semver module tags; this is the pseudo-version of its last source release.
+MINIO_VERSION := v0.0.0-20260212201848-7aac2a2c5b7c
+KUSTOMIZE_VERSION := v5.7.1
+# chdb-core needs pyarrow>=13, apache-beam 2.48 (under apache-flink) pins pyarrow<12: installed
+# without dependency resolution after the project; PyFlink's DataStream path never uses pyarrow.
+CHDB_PINS := chdb-core==26.9.0 pyarrow==17.0.0
+JVM_SOURCES := $(shell find jvm -name pom.xml -o -name '*.java' 2>/dev/null)
+PYTEST_ARGS ?=
+
+.PHONY: help setup run test test-unit lint bench clean stack-up stack-down
+
+help: ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
+
+setup: $(VENV)/.installed $(ART)/.jvm $(ART)/bin/minio $(ART)/bin/kustomize $(ART)/.crds ## venv, Maven artifacts, MinIO, kustomize, CRDs
+
+$(VENV)/.installed: pyproject.toml
+	@echo "==> Python venv ($(PYTHON)) and dependencies"
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip 'setuptools<81' wheel
+	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q --no-deps $(CHDB_PINS)
+	touch $@
+
+$(ART)/.jvm: $(JVM_SOURCES)
+	@echo "==> Maven: Kafka broker, Flink Kafka connector, S3 plugin, glue jar, schema registry"
+	mvn -B -q -f jvm/pom.xml package -DskipTests
+	touch $@
+
+$(ART)/bin/minio:
+	@echo "==> MinIO server $(MINIO_VERSION) (go install)"
+	mkdir -p $(ART)/bin
+	GOBIN=$(CURDIR)/$(ART)/bin GOFLAGS=-buildvcs=false go install github.com/minio/minio@$(MINIO_VERSION)
+
+$(ART)/bin/kustomize:
+	@echo "==> kustomize $(KUSTOMIZE_VERSION) (go install)"
+	mkdir -p $(ART)/bin
+	GOBIN=$(CURDIR)/$(ART)/bin GOFLAGS=-buildvcs=false go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION)
+
+$(ART)/.crds: jvm/crds/pom.xml
+	@echo "==> CRDs of the Flink operator and Strimzi (Maven Central)"
+	mvn -B -q -f jvm/crds/pom.xml package
+	touch $@
+
+run: setup ## the whole local pipeline with a live terminal view (Ctrl-C stops everything)
+	$(VENV)/bin/torghut run
+
+test: setup ## the whole suite: unit + integration against real local engines
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+test-unit: $(VENV)/.installed ## unit tests only (no engines)
+	$(VENV)/bin/pytest -m 'not integration' $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed ## ruff + mypy
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+bench: setup ## benchmarks (print numbers, save plots under bench-results/)
+	$(VENV)/bin/torghut bench forwarder
+	$(VENV)/bin/torghut bench pipeline
+
+stack-up: setup ## start the local stack in the background
+	$(VENV)/bin/torghut stack up
+
+stack-down: ## stop the local stack
+	$(VENV)/bin/torghut stack down
+
+clean: ## remove build outputs and stack run dirs (not the venv)
+	rm -rf $(ART) .stack jvm/*/target bench-results

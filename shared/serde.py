@@ -1,0 +1,101 @@
+"""Avro in the Confluent wire format: magic byte 0, 4-byte big-endian schema id, then the
+schemaless Avro body. Writer schemas come from the registry by id and are cached."""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+import threading
+from typing import Any
+
+import fastavro
+
+from shared.registry import RegistryError, SchemaRegistryClient
+from shared.schemas import parsed, schema_text
+from shared.topics import Topic
+
+MAGIC = 0
+_HEADER = struct.Struct(">bI")
+
+
+class SerdeError(ValueError):
+    """A record could not be decoded; names topic, partition and offset."""
+
+    def __init__(self, reason: str, topic: str = "?", partition: int = -1, offset: int = -1) -> None:
+        super().__init__(f"{reason} (topic {topic}, partition {partition}, offset {offset})")
+        self.reason, self.topic, self.partition, self.offset = reason, topic, partition, offset
+
+
+class BadMagicByteError(SerdeError):
+    """Not Confluent-framed Avro (first byte is not 0)."""
+
+
+class TruncatedFrameError(SerdeError):
+    """Shorter than the 5-byte header, or the body ends early."""
+
+
+class UnknownSchemaIdError(SerdeError):
+    """The registry has no schema with this id."""
+
+
+class AvroSerializer:
+    """Encodes records of one topic with the catalog's schema, registered under `<topic>-value`."""
+
+    def __init__(self, registry: SchemaRegistryClient, topic: Topic) -> None:
+        self.topic = topic
+        self._schema = parsed(topic.value_schema)
+        self.schema_id = registry.register(topic.subject, schema_text(topic.value_schema))
+        self._header = _HEADER.pack(MAGIC, self.schema_id)
+
+    def encode(self, record: dict[str, Any]) -> bytes:
+        buf = io.BytesIO()
+        buf.write(self._header)
+        fastavro.schemaless_writer(buf, self._schema, record)
+        return buf.getvalue()
+
+
+class AvroDeserializer:
+    """Decodes Confluent-framed Avro, resolving writer schemas by id (cached).
+
+    With a `reader_schema` (a full record name from schemas/avro), records written with an
+    older or newer compatible schema are resolved to the reader's shape.
+    """
+
+    def __init__(self, registry: SchemaRegistryClient, reader_schema: str | None = None) -> None:
+        self._registry = registry
+        self._reader = parsed(reader_schema) if reader_schema else None
+        self._writers: dict[int, Any] = {}
+        self._lock = threading.Lock()
+
+    def _writer(self, schema_id: int, topic: str, partition: int, offset: int) -> Any:
+        w = self._writers.get(schema_id)
+        if w is not None:
+            return w
+        try:
+            text = self._registry.schema_by_id(schema_id)
+        except RegistryError as exc:
+            raise UnknownSchemaIdError(f"unknown schema id {schema_id}: {exc}", topic, partition, offset) from exc
+        w = fastavro.parse_schema(json.loads(text))
+        with self._lock:
+            self._writers[schema_id] = w
+        return w
+
+    def decode(self, data: bytes, topic: str = "?", partition: int = -1, offset: int = -1) -> dict[str, Any]:
+        if len(data) < 5:
+            raise TruncatedFrameError(f"{len(data)} bytes, shorter than the 5-byte header", topic, partition, offset)
+        magic, schema_id = _HEADER.unpack_from(data)
+        if magic != MAGIC:
+            raise BadMagicByteError(f"magic byte {magic}, expected 0", topic, partition, offset)
+        writer = self._writer(schema_id, topic, partition, offset)
+        buf = io.BytesIO(data)
+        buf.seek(5)
+        try:
+            record = fastavro.schemaless_reader(buf, writer, self._reader)
+        except (EOFError, StopIteration, IndexError, struct.error) as exc:
+            raise TruncatedFrameError(f"Avro body ends early ({exc!r})", topic, partition, offset) from exc
+        if buf.tell() != len(data):
+            # trailing garbage means the frame is not what the header claims
+            raise TruncatedFrameError(
+                f"{len(data) - buf.tell()} unread bytes after the record", topic, partition, offset)
+        return record  # type: ignore[no-any-return]

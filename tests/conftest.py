@@ -1,0 +1,52 @@
+"""Session fixtures: one real local stack (Kafka, MinIO, registry) for all integration tests."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from torghut.stack import supervisor
+from torghut.stack.state import StackState
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackState]:
+    """Start the real stack once per session in its own run dir; stop it at the end."""
+    run_dir = tmp_path_factory.mktemp("stack")
+    state = supervisor.up(run_dir)
+    os.environ["TORGHUT_STACK_DIR"] = state.run_dir
+    try:
+        yield state
+    finally:
+        supervisor.down(state)
+
+
+@pytest.fixture
+def unique() -> Callable[[str], str]:
+    """Unique names per test (topics, groups, prefixes) so tests never share state."""
+
+    def make(prefix: str) -> str:
+        return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+    return make
+
+
+def wait_for(condition: Callable[[], object], timeout_s: float, what: str,
+             interval_s: float = 0.1) -> object:
+    """Poll until `condition()` is truthy; fail naming `what` at the deadline."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+        time.sleep(interval_s)
+
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
