@@ -1,0 +1,69 @@
+-- Storage tables: idempotent (IF NOT EXISTS). ReplacingMergeTree(version) absorbs replays
+-- and duplicates; provisional (is_final = 0) and final rows are separate keys, so both
+-- stay queryable and the final row of a bar is never replaced by a late provisional one.
+CREATE DATABASE IF NOT EXISTS {{database}};
+
+CREATE TABLE IF NOT EXISTS {{database}}.ta_microbars
+(
+    symbol       LowCardinality(String),
+    window_start DateTime64(6, 'UTC'),
+    window_end   DateTime64(6, 'UTC'),
+    window_size_ms UInt32,
+    is_final     Bool,
+    open         Float64,
+    high         Float64,
+    low          Float64,
+    close        Float64,
+    volume       Float64,
+    vwap         Float64,
+    trade_count  UInt64,
+    version      UInt64,
+    event_ts     DateTime64(9, 'UTC'),
+    ingest_ts    DateTime64(9, 'UTC'),
+    emit_ts      DateTime64(9, 'UTC'),
+    seq          Int64,
+    source       LowCardinality(String),
+    trace_id     String,
+    loaded_at    DateTime64(3, 'UTC') DEFAULT now64(3)
+)
+ENGINE = ReplacingMergeTree(version)
+PARTITION BY toDate(window_start)
+ORDER BY (symbol, window_start, window_size_ms, is_final)
+TTL toDateTime(window_start) + INTERVAL 30 DAY;
+
+CREATE TABLE IF NOT EXISTS {{database}}.ta_signals
+(
+    symbol       LowCardinality(String),
+    window_start DateTime64(6, 'UTC'),
+    window_end   DateTime64(6, 'UTC'),
+    window_size_ms UInt32,
+    is_final     Bool,
+    close        Float64,
+    ema12        Nullable(Float64),
+    ema26        Nullable(Float64),
+    macd         Nullable(Float64),
+    macd_signal  Nullable(Float64),
+    macd_hist    Nullable(Float64),
+    rsi14        Nullable(Float64),
+    boll_mid     Nullable(Float64),
+    boll_upper   Nullable(Float64),
+    boll_lower   Nullable(Float64),
+    atr14        Nullable(Float64),
+    vwap_session Nullable(Float64),
+    vwap_5m      Nullable(Float64),
+    realized_vol_60s Nullable(Float64),
+    spread       Nullable(Float64),
+    imbalance    Nullable(Float64),
+    version      UInt64,
+    event_ts     DateTime64(9, 'UTC'),
+    ingest_ts    DateTime64(9, 'UTC'),
+    emit_ts      DateTime64(9, 'UTC'),
+    seq          Int64,
+    source       LowCardinality(String),
+    trace_id     String,
+    loaded_at    DateTime64(3, 'UTC') DEFAULT now64(3)
+)
+ENGINE = ReplacingMergeTree(version)
+PARTITION BY toDate(window_start)
+ORDER BY (symbol, window_start, window_size_ms, is_final)
+TTL toDateTime(window_start) + INTERVAL 14 DAY;

@@ -1,0 +1,112 @@
+-- Kafka engine tables and their materialized views, re-created on every apply in their own
+-- database ({{ingest_db_engine}}: Memory under embedded chdb, Atomic on a server); the
+-- consumer group keeps the offsets, so re-creating them loses and repeats nothing.
+-- Isolation: librdkafka's default isolation.level is read_committed (set it explicitly on a
+-- server in config.d: <kafka><isolation_level>read_committed</isolation_level></kafka>,
+-- see schemas/clickhouse/server/kafka.xml); the job's transactional output is only read
+-- once committed.
+DROP DATABASE IF EXISTS {{ingest_db}} SYNC;
+
+CREATE DATABASE {{ingest_db}} ENGINE = {{ingest_db_engine}};
+
+CREATE TABLE {{ingest_db}}.ta_microbars_queue
+(
+    symbol      String,
+    window      Tuple(size_ms Int64, step_ms Int64, start DateTime64(6, 'UTC'), end DateTime64(6, 'UTC')),
+    open        Float64,
+    high        Float64,
+    low         Float64,
+    close       Float64,
+    volume      Float64,
+    vwap        Float64,
+    trade_count Int64,
+    is_final    Bool,
+    version     Int64,
+    event_ts    Int64,
+    ingest_ts   Int64,
+    emit_ts     Int64,
+    seq         Int64,
+    source      String,
+    trace_id    String
+)
+ENGINE = Kafka
+SETTINGS kafka_broker_list = '{{kafka_broker}}',
+         kafka_topic_list = 'ta.bars.1s.v1',
+         kafka_group_name = '{{consumer_group}}-microbars',
+         kafka_format = 'AvroConfluent',
+         format_avro_schema_registry_url = '{{registry_url}}',
+         kafka_flush_interval_ms = 250,
+         kafka_handle_error_mode = 'stream'{{kafka_security_settings}};
+
+CREATE MATERIALIZED VIEW {{ingest_db}}.ta_microbars_mv TO {{database}}.ta_microbars AS
+SELECT
+    symbol,
+    window.start AS window_start,
+    window.end AS window_end,
+    toUInt32(window.size_ms) AS window_size_ms,
+    is_final,
+    open, high, low, close, volume, vwap,
+    toUInt64(trade_count) AS trade_count,
+    toUInt64(version) AS version,
+    fromUnixTimestamp64Nano(event_ts, 'UTC') AS event_ts,
+    fromUnixTimestamp64Nano(ingest_ts, 'UTC') AS ingest_ts,
+    fromUnixTimestamp64Nano(emit_ts, 'UTC') AS emit_ts,
+    seq, source, trace_id
+FROM {{ingest_db}}.ta_microbars_queue
+WHERE length(_error) = 0;
+
+CREATE TABLE {{ingest_db}}.ta_signals_queue
+(
+    symbol      String,
+    window      Tuple(size_ms Int64, step_ms Int64, start DateTime64(6, 'UTC'), end DateTime64(6, 'UTC')),
+    close       Float64,
+    ema12       Nullable(Float64),
+    ema26       Nullable(Float64),
+    macd        Nullable(Float64),
+    macd_signal Nullable(Float64),
+    macd_hist   Nullable(Float64),
+    rsi14       Nullable(Float64),
+    boll_mid    Nullable(Float64),
+    boll_upper  Nullable(Float64),
+    boll_lower  Nullable(Float64),
+    atr14       Nullable(Float64),
+    vwap_session Nullable(Float64),
+    vwap_5m     Nullable(Float64),
+    realized_vol_60s Nullable(Float64),
+    spread      Nullable(Float64),
+    imbalance   Nullable(Float64),
+    is_final    Bool,
+    version     Int64,
+    event_ts    Int64,
+    ingest_ts   Int64,
+    emit_ts     Int64,
+    seq         Int64,
+    source      String,
+    trace_id    String
+)
+ENGINE = Kafka
+SETTINGS kafka_broker_list = '{{kafka_broker}}',
+         kafka_topic_list = 'ta.signals.v1',
+         kafka_group_name = '{{consumer_group}}-signals',
+         kafka_format = 'AvroConfluent',
+         format_avro_schema_registry_url = '{{registry_url}}',
+         kafka_flush_interval_ms = 250,
+         kafka_handle_error_mode = 'stream'{{kafka_security_settings}};
+
+CREATE MATERIALIZED VIEW {{ingest_db}}.ta_signals_mv TO {{database}}.ta_signals AS
+SELECT
+    symbol,
+    window.start AS window_start,
+    window.end AS window_end,
+    toUInt32(window.size_ms) AS window_size_ms,
+    is_final,
+    close, ema12, ema26, macd, macd_signal, macd_hist, rsi14,
+    boll_mid, boll_upper, boll_lower, atr14, vwap_session, vwap_5m, realized_vol_60s,
+    spread, imbalance,
+    toUInt64(version) AS version,
+    fromUnixTimestamp64Nano(event_ts, 'UTC') AS event_ts,
+    fromUnixTimestamp64Nano(ingest_ts, 'UTC') AS ingest_ts,
+    fromUnixTimestamp64Nano(emit_ts, 'UTC') AS emit_ts,
+    seq, source, trace_id
+FROM {{ingest_db}}.ta_signals_queue
+WHERE length(_error) = 0;
