@@ -91,7 +91,7 @@ def local_lib_dir() -> Path:
     return lib
 
 
-def create_environment(settings: TaSettings, local: bool = True):  # noqa: ANN201
+def create_environment(settings: TaSettings, local: bool = True):
     """A configured StreamExecutionEnvironment (must be the first PyFlink call in a process)."""
     cfg = flink_config(settings)
     if local:
@@ -123,7 +123,7 @@ def create_environment(settings: TaSettings, local: bool = True):  # noqa: ANN20
     return env
 
 
-def _configure_local_filesystems(conf) -> None:  # noqa: ANN001 - pyflink Configuration
+def _configure_local_filesystems(conf) -> None:
     """Hand our `s3.*` settings to the filesystems of the client JVM hosting the MiniCluster.
 
     A local environment never passes its configuration to FileSystem (FLINK-11470 was

@@ -12,7 +12,7 @@ _OFFSETS = {
 }
 
 
-def raw_bytes_source(settings: TaSettings, topics: list[str], group_id: str | None = None):  # noqa: ANN201
+def raw_bytes_source(settings: TaSettings, topics: list[str], group_id: str | None = None):
     """KafkaSource emitting each record value as `bytes`, read_committed."""
     from pyflink.common.serialization import DeserializationSchema
     from pyflink.datastream.connectors.kafka import (
@@ -49,7 +49,7 @@ def raw_bytes_source(settings: TaSettings, topics: list[str], group_id: str | No
     return builder.build()
 
 
-def framed_exactly_once_sink(settings: TaSettings):  # noqa: ANN201
+def framed_exactly_once_sink(settings: TaSettings):
     """KafkaSink(EXACTLY_ONCE) for frames from `shared.framing.frame_record`."""
     from pyflink.datastream.connectors.base import DeliveryGuarantee
     from pyflink.datastream.connectors.kafka import KafkaSink

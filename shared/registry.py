@@ -19,6 +19,10 @@ class IncompatibleSchemaError(RegistryError):
     """The new schema breaks the subject's compatibility rule (HTTP 409)."""
 
 
+class SchemaNotFoundError(RegistryError):
+    """The registry answered 404: no such schema id, subject or version."""
+
+
 CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
 
 
@@ -48,6 +52,8 @@ class SchemaRegistryClient:
         )
         if resp.status_code == 409:
             raise IncompatibleSchemaError(f"{method} {path}: 409 {resp.text}")
+        if resp.status_code == 404:
+            raise SchemaNotFoundError(f"{method} {self.url}{path}: 404 {resp.text}")
         if resp.status_code >= 400:
             raise RegistryError(f"{method} {self.url}{path}: {resp.status_code} {resp.text}")
         return resp.json() if resp.content else None

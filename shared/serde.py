@@ -11,12 +11,12 @@ from typing import Any
 
 import fastavro
 
-from shared.registry import RegistryError, SchemaRegistryClient
+from shared.registry import SchemaNotFoundError, SchemaRegistryClient
 from shared.schemas import parsed, schema_text
 from shared.topics import Topic
 
 MAGIC = 0
-_HEADER = struct.Struct(">bI")
+_HEADER = struct.Struct(">BI")  # unsigned magic: 0xFF reads as 255, not -1
 
 
 class SerdeError(ValueError):
@@ -35,8 +35,16 @@ class TruncatedFrameError(SerdeError):
     """Shorter than the 5-byte header, or the body ends early."""
 
 
+class TrailingBytesError(SerdeError):
+    """The frame is longer than the record its header announces (bytes left after it)."""
+
+
+class CorruptRecordError(SerdeError):
+    """The body does not decode with its writer schema (bad UTF-8, out-of-range value, ...)."""
+
+
 class UnknownSchemaIdError(SerdeError):
-    """The registry has no schema with this id."""
+    """The registry has no schema with this id (a registry outage is not this error)."""
 
 
 class AvroSerializer:
@@ -74,7 +82,7 @@ class AvroDeserializer:
             return w
         try:
             text = self._registry.schema_by_id(schema_id)
-        except RegistryError as exc:
+        except SchemaNotFoundError as exc:
             raise UnknownSchemaIdError(f"unknown schema id {schema_id}: {exc}", topic, partition, offset) from exc
         w = fastavro.parse_schema(json.loads(text))
         with self._lock:
@@ -94,8 +102,11 @@ class AvroDeserializer:
             record = fastavro.schemaless_reader(buf, writer, self._reader)
         except (EOFError, StopIteration, IndexError, struct.error) as exc:
             raise TruncatedFrameError(f"Avro body ends early ({exc!r})", topic, partition, offset) from exc
+        except (ValueError, OverflowError, TypeError) as exc:
+            # corrupt bytes must surface as a SerdeError so consumers can count and skip them
+            raise CorruptRecordError(f"Avro body does not decode ({exc!r})", topic, partition, offset) from exc
         if buf.tell() != len(data):
             # trailing garbage means the frame is not what the header claims
-            raise TruncatedFrameError(
+            raise TrailingBytesError(
                 f"{len(data) - buf.tell()} unread bytes after the record", topic, partition, offset)
         return record  # type: ignore[no-any-return]

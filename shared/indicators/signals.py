@@ -177,6 +177,11 @@ class SignalState:
         """Commit a closed bar and return the indicators at its end."""
         return self._step(bar, quote, True)
 
+    @property
+    def last_bar_end_ns(self) -> int | None:
+        """End of the last committed bar (None before the first); `peek` needs a later bar."""
+        return None if self._last_end == _NO_BAR else self._last_end
+
     def peek(self, bar: MicroBar, quote: Quote | None = None) -> SignalValues:
         """The values `update` would return for this (still open) bar; state unchanged."""
         return self._step(bar, quote, False)

@@ -1,0 +1,61 @@
+"""The TA job topology, top to bottom:
+
+raw trades+quotes (KafkaSource, read_committed) -> decode (shared serde)
+  -> event time (bounded out-of-orderness + idleness) -> key by symbol
+  -> SymbolTaFunction (1 s bars, signals, status) -> one EXACTLY_ONCE KafkaSink.
+
+`python -m flink_job.job` is the cluster entry (the image has the jars); `torghut ta` runs
+it on a local MiniCluster.
+"""
+
+from __future__ import annotations
+
+from flink_job.environment import create_environment
+from flink_job.kafka_io import framed_exactly_once_sink, raw_bytes_source
+from flink_job.settings import TaSettings
+from shared.topics import QUOTES, TRADES
+
+
+def build(env, settings: TaSettings) -> None:
+    from pyflink.common import Duration, Types, WatermarkStrategy
+
+    from flink_job.functions import DecodeRaw, EventTimeAssigner, SymbolTaFunction
+
+    raw_type = Types.PRIMITIVE_ARRAY(Types.BYTE())
+    raw = env.from_source(
+        raw_bytes_source(settings, [TRADES.name, QUOTES.name]),
+        WatermarkStrategy.no_watermarks(), "raw-trades-quotes", type_info=raw_type,
+    ).uid("source-raw")
+    events = raw.flat_map(DecodeRaw(settings.registry_url), output_type=Types.PICKLED_BYTE_ARRAY()) \
+        .name("decode").uid("decode")
+    watermarks = (
+        WatermarkStrategy.for_bounded_out_of_orderness(Duration.of_millis(settings.out_of_orderness_ms))
+        .with_idleness(Duration.of_millis(settings.idleness_ms))
+        .with_timestamp_assigner(EventTimeAssigner())
+    )
+    opts = {
+        "registry_url": settings.registry_url,
+        "bar_size_ms": settings.bar_size_ms,
+        "provisional_interval_ms": settings.provisional_interval_ms,
+        "quote_max_age_ms": settings.quote_max_age_ms,
+        "session_start_local": settings.session_start_local,
+        "status_interval_ms": settings.status_interval_ms,
+        "job_name": settings.job_name,
+    }
+    frames = (
+        events.assign_timestamps_and_watermarks(watermarks).name("event-time").uid("event-time")
+        .key_by(lambda e: e[1], key_type=Types.STRING())
+        .process(SymbolTaFunction(opts), output_type=raw_type).name("bars-signals").uid("bars-signals")
+    )
+    frames.sink_to(framed_exactly_once_sink(settings)).name("derived-topics").uid("sink-derived")
+
+
+def main(local: bool = False, settings: TaSettings | None = None) -> None:
+    settings = settings or TaSettings()
+    env = create_environment(settings, local=local)
+    build(env, settings)
+    env.execute(settings.job_name)
+
+
+if __name__ == "__main__":
+    main(local=False)

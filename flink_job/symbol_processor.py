@@ -1,0 +1,193 @@
+"""Per-symbol event-time logic of the TA job, as plain Python (no Flink), so it is unit-tested
+directly and the KeyedProcessFunction stays a thin adapter.
+
+Rules (DESIGN.md "Event time"):
+- a trade goes to its own 1 s bucket; several buckets may be open at once;
+- a trade whose bucket has already closed (bucket end <= watermark) is late: counted and
+  reported, never a bar;
+- a bucket closes when the watermark passes its end: final bar + signals, in start order;
+- while a bucket is open a provisional bar + signals (is_final=false) is emitted at most
+  every `provisional_interval_ns` of wall time;
+- corrections and cancelErrors are counted and reported; bars are not rewritten (Alpaca
+  re-sends corrected minute bars as updatedBars; 1 s bars stay a record of what traded).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from shared.bars import MicroBar, bucket_start_ns
+from shared.indicators import Quote, SignalState, SignalValues
+
+NS_PER_MS = 1_000_000
+
+# Decoded raw events (flink_job.decode): (kind, symbol, event_ns, seq, ingest_ns, trace_id, *fields)
+TRADE, QUOTE, CORRECTION, CANCEL = "t", "q", "c", "x"
+
+
+@dataclass
+class SymbolCounters:
+    late: int = 0
+    out_of_order: int = 0
+    seq_gaps: int = 0
+    seq_regressions: int = 0
+    corrections: int = 0
+
+    def to_state(self) -> tuple[int, ...]:
+        return (self.late, self.out_of_order, self.seq_gaps, self.seq_regressions, self.corrections)
+
+
+@dataclass
+class SymbolState:
+    """Everything mutable about one symbol except its SignalState."""
+
+    bars: dict[int, MicroBar] = field(default_factory=dict)  # bucket start ns -> open bar
+    latest: dict[int, tuple[int, int, int, str]] = field(default_factory=dict)  # start -> (event, ingest, seq, trace) of the bar's latest trade
+    quotes: dict[int, tuple[int, float, float, float, float]] = field(default_factory=dict)  # bucket -> latest quote in it
+    last_seq: dict[str, int] = field(default_factory=dict)  # channel kind -> seq
+    last_trade_ns: int = 0
+    last_provisional_wall_ns: int = 0
+    counters: SymbolCounters = field(default_factory=SymbolCounters)
+
+    def to_state(self) -> tuple[Any, ...]:
+        return (
+            {k: b.to_state() for k, b in self.bars.items()},
+            dict(self.latest),
+            dict(self.quotes),
+            dict(self.last_seq),
+            self.last_trade_ns,
+            self.last_provisional_wall_ns,
+            self.counters.to_state(),
+        )
+
+    @classmethod
+    def from_state(cls, t: tuple[Any, ...]) -> SymbolState:
+        bars, latest, quotes, last_seq, last_trade, last_prov, counters = t
+        return cls(
+            bars={k: MicroBar.from_state(b) for k, b in bars.items()},
+            latest=dict(latest), quotes=dict(quotes), last_seq=dict(last_seq),
+            last_trade_ns=last_trade, last_provisional_wall_ns=last_prov,
+            counters=SymbolCounters(*counters),
+        )
+
+
+@dataclass(frozen=True)
+class Emission:
+    """One output: a bar and its signals at one moment, final or provisional."""
+
+    bar: MicroBar
+    signals: SignalValues
+    is_final: bool
+    event_ns: int
+    ingest_ns: int
+    seq: int
+    trace_id: str
+
+
+@dataclass
+class StepResult:
+    emissions: list[Emission] = field(default_factory=list)
+    new_timer_ms: int | None = None  # register an event-time timer at this timestamp
+    late: bool = False
+
+
+class SymbolProcessor:
+    """Applies one event (or a watermark advance) to a symbol's state."""
+
+    def __init__(self, bar_size_ns: int = 1_000_000_000, provisional_interval_ns: int = 200_000_000,
+                 quote_max_age_ns: int = 5_000_000_000) -> None:
+        self.size = bar_size_ns
+        self.provisional_interval_ns = provisional_interval_ns
+        self.quote_max_age_ns = quote_max_age_ns
+
+    @staticmethod
+    def timer_for(bar_end_ns: int) -> int:
+        """Flink event-time timer (ms) that fires once every event < bar end was seen."""
+        return bar_end_ns // NS_PER_MS - 1
+
+    def _check_seq(self, st: SymbolState, kind: str, seq: int) -> None:
+        prev = st.last_seq.get(kind)
+        if prev is not None:
+            if seq <= prev:
+                st.counters.seq_regressions += 1
+                return
+            if seq != prev + 1:
+                st.counters.seq_gaps += 1
+        st.last_seq[kind] = seq
+
+    def on_trade(self, st: SymbolState, signals: SignalState, ev: tuple, watermark_ms: int,
+                 wall_ns: int) -> StepResult:
+        _, symbol, event_ns, seq, ingest_ns, trace_id, price, size, _trade_id = ev
+        self._check_seq(st, TRADE, seq)
+        start = bucket_start_ns(event_ns, self.size)
+        end = start + self.size
+        result = StepResult()
+        if start not in st.bars and self.timer_for(end) <= watermark_ms:
+            st.counters.late += 1
+            result.late = True
+            return result
+        if event_ns < st.last_trade_ns:
+            st.counters.out_of_order += 1
+        else:
+            st.last_trade_ns = event_ns
+        bar = st.bars.get(start)
+        if bar is None:
+            bar = st.bars[start] = MicroBar.open_with(symbol, start, self.size, price, size, event_ns)
+            result.new_timer_ms = self.timer_for(end)
+        else:
+            bar.add_trade(price, size, event_ns)
+        prev = st.latest.get(start)
+        if prev is None or event_ns >= prev[0]:
+            st.latest[start] = (event_ns, ingest_ns, seq, trace_id)
+        if self.provisional_interval_ns and wall_ns - st.last_provisional_wall_ns >= self.provisional_interval_ns:
+            st.last_provisional_wall_ns = wall_ns
+            # the provisional view of the bar this trade went into, as if it closed now
+            values = signals.peek(bar, self._quote_before(st, bar.end_ns)) if self._peekable(signals, bar) else SignalValues()
+            result.emissions.append(Emission(bar, values, False, event_ns, ingest_ns, seq, trace_id))
+        return result
+
+    @staticmethod
+    def _peekable(signals: SignalState, bar: MicroBar) -> bool:
+        last_end = signals.last_bar_end_ns
+        return last_end is None or bar.end_ns > last_end
+
+    def on_quote(self, st: SymbolState, ev: tuple) -> None:
+        _, _symbol, event_ns, seq, _ingest, _trace, bid, bid_size, ask, ask_size = ev
+        self._check_seq(st, QUOTE, seq)
+        bucket = bucket_start_ns(event_ns, self.size)
+        prev = st.quotes.get(bucket)
+        if prev is None or event_ns >= prev[0]:
+            st.quotes[bucket] = (event_ns, bid, bid_size, ask, ask_size)
+
+    def on_correction(self, st: SymbolState, ev: tuple) -> None:
+        self._check_seq(st, TRADE, ev[3])
+        st.counters.corrections += 1
+
+    def _quote_before(self, st: SymbolState, bar_end_ns: int) -> Quote | None:
+        """Latest quote with event time < bar end and not older than the limit."""
+        oldest = bar_end_ns - self.quote_max_age_ns
+        bucket = bucket_start_ns(bar_end_ns - 1, self.size)
+        while bucket + self.size > oldest:
+            q = st.quotes.get(bucket)
+            if q is not None and q[0] < bar_end_ns:
+                return Quote(bid=q[1], bid_size=q[2], ask=q[3], ask_size=q[4], event_ns=q[0])
+            bucket -= self.size
+        return None
+
+    def on_watermark(self, st: SymbolState, signals: SignalState, watermark_ms: int) -> list[Emission]:
+        """Close, in start order, every open bar the watermark has passed."""
+        out: list[Emission] = []
+        for start in sorted(st.bars):
+            bar = st.bars[start]
+            if self.timer_for(bar.end_ns) > watermark_ms:
+                break
+            values = signals.update(bar, self._quote_before(st, bar.end_ns))
+            event_ns, ingest_ns, seq, trace_id = st.latest.pop(start)
+            del st.bars[start]
+            out.append(Emission(bar, values, True, event_ns, ingest_ns, seq, trace_id))
+        if out:
+            horizon = out[-1].bar.end_ns - self.quote_max_age_ns - self.size
+            for bucket in [b for b in st.quotes if b < horizon]:
+                del st.quotes[bucket]
+        return out

@@ -1,0 +1,149 @@
+"""The TA job's per-symbol event-time rules, tested without Flink."""
+
+from __future__ import annotations
+
+import pickle
+import random
+
+import numpy as np
+import pytest
+import talib  # type: ignore[import-untyped]
+
+from flink_job.symbol_processor import SymbolProcessor, SymbolState
+from shared.bars import batch_bars
+from shared.indicators import SignalState
+
+S = 1_000_000_000
+T0 = 1_767_362_400 * S  # 2026-01-02 14:00:00 UTC
+NO_WM = -(1 << 63)
+
+
+def trade(ts_ns: int, price: float, size: float = 1.0, seq: int = 1, sym: str = "AAPL") -> tuple:
+    return ("t", sym, ts_ns, seq, ts_ns + 1000, f"tr{seq}", price, size, seq)
+
+
+def quote(ts_ns: int, bid: float, ask: float, seq: int = 1, bs: float = 3.0, asz: float = 1.0) -> tuple:
+    return ("q", "AAPL", ts_ns, seq, ts_ns, "q", bid, bs, ask, asz)
+
+
+def wm_ms(ts_ns: int) -> int:
+    return ts_ns // 1_000_000
+
+
+@pytest.fixture
+def proc() -> SymbolProcessor:
+    return SymbolProcessor(provisional_interval_ns=0)
+
+
+def test_out_of_order_trade_inside_the_bound_lands_in_its_own_second(proc):
+    st, sig = SymbolState(), SignalState()
+    r1 = proc.on_trade(st, sig, trade(T0 + S + 100, 101.0, seq=1), NO_WM, 0)
+    r2 = proc.on_trade(st, sig, trade(T0 + 900_000_000, 100.0, seq=2), wm_ms(T0 + S + 100) - 1000, 0)
+    assert r1.new_timer_ms == (T0 + 2 * S) // 1_000_000 - 1
+    assert r2.new_timer_ms == (T0 + S) // 1_000_000 - 1
+    assert sorted(st.bars) == [T0, T0 + S]
+    assert st.counters.out_of_order == 1 and st.counters.late == 0
+    closed = proc.on_watermark(st, sig, wm_ms(T0 + 2 * S))
+    assert [(e.bar.start_ns, e.bar.close, e.is_final) for e in closed] == [(T0, 100.0, True), (T0 + S, 101.0, True)]
+
+
+def test_trade_behind_the_watermark_is_counted_late_and_never_makes_a_bar(proc):
+    st, sig = SymbolState(), SignalState()
+    proc.on_trade(st, sig, trade(T0 + 5 * S, 100.0, seq=1), NO_WM, 0)
+    proc.on_watermark(st, sig, wm_ms(T0 + 6 * S))
+    result = proc.on_trade(st, sig, trade(T0 + 5 * S + 10, 99.0, seq=2), wm_ms(T0 + 6 * S), 0)
+    assert result.late and result.emissions == [] and result.new_timer_ms is None
+    assert st.bars == {} and st.counters.late == 1
+    assert proc.on_watermark(st, sig, wm_ms(T0 + 10 * S)) == []
+
+
+def test_watermark_closes_only_bars_whose_end_it_passed(proc):
+    st, sig = SymbolState(), SignalState()
+    for i, p in enumerate([100.0, 101.0, 102.0]):
+        proc.on_trade(st, sig, trade(T0 + i * S + 1, p, seq=i + 1), NO_WM, 0)
+    closed = proc.on_watermark(st, sig, wm_ms(T0 + 2 * S) - 2)
+    assert [e.bar.start_ns for e in closed] == [T0]
+    assert sorted(st.bars) == [T0 + S, T0 + 2 * S]
+
+
+def test_provisional_output_is_rate_limited_and_marked_not_final():
+    proc = SymbolProcessor(provisional_interval_ns=200_000_000)
+    st, sig = SymbolState(), SignalState()
+    wall = 10 * S
+    first = proc.on_trade(st, sig, trade(T0 + 1, 100.0, seq=1), NO_WM, wall)
+    second = proc.on_trade(st, sig, trade(T0 + 2, 100.5, seq=2), NO_WM, wall + 100_000_000)
+    third = proc.on_trade(st, sig, trade(T0 + 3, 101.0, seq=3), NO_WM, wall + 250_000_000)
+    assert len(first.emissions) == 1 and not first.emissions[0].is_final
+    assert second.emissions == []
+    assert third.emissions[0].bar.close == 101.0 and third.emissions[0].bar.trade_count == 3
+    assert sig.bars_committed == 0  # provisional output never commits indicator state
+
+
+def test_quote_used_for_a_bar_is_the_latest_before_its_end_not_a_later_one(proc):
+    st, sig = SymbolState(), SignalState()
+    proc.on_quote(st, quote(T0 + 200, 99.0, 101.0, seq=1))
+    proc.on_quote(st, quote(T0 + 900_000_000, 99.5, 100.5, seq=2))
+    proc.on_quote(st, quote(T0 + S + 5, 90.0, 110.0, seq=3))  # after the bar end: look-ahead
+    proc.on_trade(st, sig, trade(T0 + 10, 100.0), NO_WM, 0)
+    (em,) = proc.on_watermark(st, sig, wm_ms(T0 + S))
+    assert em.signals.spread == pytest.approx(1.0)
+    assert em.signals.imbalance == pytest.approx((3.0 - 1.0) / 4.0)
+
+
+def test_seq_gaps_and_regressions_are_counted_per_channel(proc):
+    st, sig = SymbolState(), SignalState()
+    for seq in (1, 2, 5, 5, 6):
+        proc.on_trade(st, sig, trade(T0 + seq, 100.0, seq=seq), NO_WM, 0)
+    proc.on_quote(st, quote(T0, 1.0, 2.0, seq=100))
+    proc.on_quote(st, quote(T0, 1.0, 2.0, seq=101))
+    assert st.counters.seq_gaps == 1 and st.counters.seq_regressions == 1
+
+
+def test_state_round_trips_through_pickle_mid_stream_and_continues_identically(proc):
+    rng = random.Random(7)
+    events = [trade(T0 + int(i * 0.37 * S) + rng.randrange(1000), 100 + rng.random(), rng.random() * 10, seq=i + 1)
+              for i in range(200)]
+    a, sa = SymbolState(), SignalState()
+    b, sb = SymbolState(), SignalState()
+    out_a, out_b = [], []
+    for i, ev in enumerate(events):
+        wm = wm_ms(ev[2]) - 1000
+        proc.on_trade(a, sa, ev, wm, 0)
+        out_a += proc.on_watermark(a, sa, wm)
+        if i == 100:  # checkpoint + restore
+            b = SymbolState.from_state(pickle.loads(pickle.dumps(a.to_state())))
+            sb = SignalState.from_state(pickle.loads(pickle.dumps(sa.to_state())))
+            out_b = list(out_a)
+        elif i > 100:
+            proc.on_trade(b, sb, ev, wm, 0)
+            out_b += proc.on_watermark(b, sb, wm)
+    assert [(e.bar.to_state(), e.signals.as_dict()) for e in out_a] == [
+        (e.bar.to_state(), e.signals.as_dict()) for e in out_b]
+
+
+def test_final_bars_equal_the_batch_oracle_and_signals_equal_talib(proc):
+    rng = random.Random(11)
+    trades, price = [], 100.0
+    for i in range(6000):
+        ts = T0 + i * 50_000_000 + rng.randrange(-300_000_000, 300_000_000)  # shuffled inside 0.3 s
+        price *= 1 + rng.gauss(0, 0.0005)
+        trades.append(trade(ts, round(price, 4), round(rng.uniform(0.1, 50), 3), seq=i + 1))
+    st, sig = SymbolState(), SignalState()
+    finals, max_seen = [], 0
+    for ev in trades:
+        max_seen = max(max_seen, ev[2])
+        wm = wm_ms(max_seen) - 1000 - 1  # 1 s bounded out-of-orderness
+        proc.on_trade(st, sig, ev, wm, 0)
+        finals += proc.on_watermark(st, sig, wm)
+    assert st.counters.late == 0
+    oracle = batch_bars([(e[1], e[2], e[6], e[7]) for e in trades], S)
+    got = [e.bar for e in finals]
+    assert [b.to_state()[:10] for b in got] == [b.to_state()[:10] for b in oracle[: len(got)]]
+    closes = np.array([b.close for b in got])
+    ema12 = talib.EMA(closes, 12)
+    rsi = talib.RSI(closes, 14)
+    for i, e in enumerate(finals):
+        if not np.isnan(ema12[i]):
+            assert e.signals.ema12 == pytest.approx(ema12[i], rel=1e-12)
+        if not np.isnan(rsi[i]):
+            assert e.signals.rsi14 == pytest.approx(rsi[i], rel=1e-9, abs=1e-9)
