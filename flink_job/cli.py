@@ -21,6 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint-interval-ms", type=int, help="override checkpoint interval")
     parser.add_argument("--starting-offsets", choices=["committed-earliest", "committed-latest", "earliest", "latest"])
     parser.add_argument("--transactional-id-prefix", help="unique per deployment")
+    parser.add_argument("--restore-latest", action="store_true",
+                        help="resume from the newest completed checkpoint in the checkpoint dir")
     parser.add_argument("--print-config", action="store_true", help="print the Flink config and exit")
 
 
@@ -57,9 +59,15 @@ def run(args: argparse.Namespace) -> int:
         for k, v in sorted(flink_config(settings).items()):
             print(f"{k}: {'***' if 'secret' in k else v}")
         return 0
+    restore_from = None
+    if args.restore_latest:
+        from flink_job.restore import latest_checkpoint
+
+        restore_from = latest_checkpoint(settings)
+        print(f"[ta] restoring from {restore_from or 'nothing (no checkpoint yet)'}", file=sys.stderr)
     from flink_job.job import main
 
     print(f"[ta] job {settings.job_name}: kafka {settings.kafka_bootstrap}, checkpoints "
           f"{settings.checkpoint_dir} every {settings.checkpoint_interval_ms} ms", file=sys.stderr)
-    main(local=True, settings=settings)
+    main(local=True, settings=settings, restore_from=restore_from)
     return 0

@@ -7,7 +7,6 @@ import time
 from typing import Any
 
 from pyflink.common import Types
-from pyflink.common.watermark_strategy import TimestampAssigner
 from pyflink.datastream import FlatMapFunction, KeyedProcessFunction, RuntimeContext
 from pyflink.datastream.state import ValueStateDescriptor
 
@@ -43,11 +42,6 @@ class DecodeRaw(FlatMapFunction):
     def flat_map(self, value: bytes):
         assert self._deser is not None
         yield from decode_raw(self._deser, bytes(value))
-
-
-class EventTimeAssigner(TimestampAssigner):
-    def extract_timestamp(self, value: Any, record_timestamp: int) -> int:
-        return int(value[2] // 1_000_000)
 
 
 class SymbolTaFunction(KeyedProcessFunction):

@@ -1,7 +1,7 @@
 """The TA job topology, top to bottom:
 
-raw trades+quotes (KafkaSource, read_committed) -> decode (shared serde)
-  -> event time (bounded out-of-orderness + idleness) -> key by symbol
+raw trades+quotes (KafkaSource, read_committed; event-time watermarks with bounded
+  out-of-orderness + idleness per partition) -> decode (shared serde) -> key by symbol
   -> SymbolTaFunction (1 s bars, signals, status) -> one EXACTLY_ONCE KafkaSink.
 
 `python -m flink_job.job` is the cluster entry (the image has the jars); `torghut ta` runs
@@ -19,20 +19,22 @@ from shared.topics import QUOTES, TRADES
 def build(env, settings: TaSettings) -> None:
     from pyflink.common import Duration, Types, WatermarkStrategy
 
-    from flink_job.functions import DecodeRaw, EventTimeAssigner, SymbolTaFunction
+    from flink_job.functions import DecodeRaw, SymbolTaFunction
 
     raw_type = Types.PRIMITIVE_ARRAY(Types.BYTE())
-    raw = env.from_source(
-        raw_bytes_source(settings, [TRADES.name, QUOTES.name]),
-        WatermarkStrategy.no_watermarks(), "raw-trades-quotes", type_info=raw_type,
-    ).uid("source-raw")
-    events = raw.flat_map(DecodeRaw(settings.registry_url), output_type=Types.PICKLED_BYTE_ARRAY()) \
-        .name("decode").uid("decode")
+    # Event time = the Kafka record timestamp, which the forwarder sets to the Alpaca event
+    # time (ms). Assigning it in the source gives per-partition watermarks (a partition
+    # catching up cannot make another one's records late) and per-split idleness.
     watermarks = (
         WatermarkStrategy.for_bounded_out_of_orderness(Duration.of_millis(settings.out_of_orderness_ms))
         .with_idleness(Duration.of_millis(settings.idleness_ms))
-        .with_timestamp_assigner(EventTimeAssigner())
     )
+    raw = env.from_source(
+        raw_bytes_source(settings, [TRADES.name, QUOTES.name]),
+        watermarks, "raw-trades-quotes", type_info=raw_type,
+    ).uid("source-raw")
+    events = raw.flat_map(DecodeRaw(settings.registry_url), output_type=Types.PICKLED_BYTE_ARRAY()) \
+        .name("decode").uid("decode")
     opts = {
         "registry_url": settings.registry_url,
         "bar_size_ms": settings.bar_size_ms,
@@ -43,16 +45,15 @@ def build(env, settings: TaSettings) -> None:
         "job_name": settings.job_name,
     }
     frames = (
-        events.assign_timestamps_and_watermarks(watermarks).name("event-time").uid("event-time")
-        .key_by(lambda e: e[1], key_type=Types.STRING())
+        events.key_by(lambda e: e[1], key_type=Types.STRING())
         .process(SymbolTaFunction(opts), output_type=raw_type).name("bars-signals").uid("bars-signals")
     )
     frames.sink_to(framed_exactly_once_sink(settings)).name("derived-topics").uid("sink-derived")
 
 
-def main(local: bool = False, settings: TaSettings | None = None) -> None:
+def main(local: bool = False, settings: TaSettings | None = None, restore_from: str | None = None) -> None:
     settings = settings or TaSettings()
-    env = create_environment(settings, local=local)
+    env = create_environment(settings, local=local, restore_from=restore_from)
     build(env, settings)
     env.execute(settings.job_name)
 

@@ -33,7 +33,8 @@ def _transient(exc: Exception) -> bool:
 class SchemaRegistryClient:
     """Thread-safe, caching client. Schemas by id are immutable, so they are cached forever."""
 
-    def __init__(self, url: str, timeout_s: float = 10.0, auth: tuple[str, str] | None = None) -> None:
+    def __init__(self, url: str, timeout_s: float = 10.0,
+                 auth: tuple[str, str] | None = None) -> None:
         self.url = url.rstrip("/")
         self._timeout = timeout_s
         self._session = requests.Session()

@@ -30,7 +30,7 @@ def start(run_dir: Path) -> dict[str, object]:
         env={"MINIO_ROOT_USER": access, "MINIO_ROOT_PASSWORD": secret,
              "MINIO_BROWSER": "off", "MINIO_UPDATE": "off"},
     )
-    return {"pid": pid, "log_file": log_file, "ports": {"s3": port, "console": console},
+    return {"pid": pid, "log_file": log_file, "ports": {"s3": port},
             "endpoint": f"http://127.0.0.1:{port}", "access_key": access, "secret_key": secret}
 
 

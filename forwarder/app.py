@@ -1,0 +1,286 @@
+"""``Forwarder``: wires settings, registry, producer, seq recovery, the WebSocket stream and
+the HTTP endpoints, and owns the lifecycle (start, run, SIGTERM flush, exit code)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from forwarder.avro_writer import EnvelopeWriter, check_schema
+from forwarder.envelope import CHANNEL_BY_TYPE, STATUS_CHANNEL, status_envelope
+from forwarder.exceptions import FatalStreamError, ForwarderError
+from forwarder.http import HealthServer
+from forwarder.metrics import CHANNEL_INDEX, ForwarderMetrics
+from forwarder.producer import EnvelopeProducer
+from forwarder.reconnect import ReconnectPolicy
+from forwarder.router import EnvelopeRouter, TraceIds
+from forwarder.sequence import SequenceNumbers, recover_floor, seq_floor
+from forwarder.settings import ForwarderSettings
+from forwarder.ws_client import StockDataStream
+from shared.registry import SchemaRegistryClient
+from shared.schemas import schema_json
+from shared.serde import AvroDeserializer, AvroSerializer
+from shared.topics import RAW_TOPICS, STATUS
+
+log = logging.getLogger("forwarder")
+
+EXIT_OK = 0
+EXIT_STARTUP = 1
+EXIT_FATAL_STREAM = 2
+EXIT_PRODUCER = 3
+SHUTDOWN_FLUSH_S = 25.0  # inside the 30 s Kubernetes grace period
+STATUS_IDX = CHANNEL_INDEX[STATUS_CHANNEL]
+
+
+class Forwarder:
+    """One Alpaca connection forwarded to Kafka. ``await run()`` returns the exit code."""
+
+    def __init__(self, settings: ForwarderSettings,
+                 producer_config: Mapping[str, Any] | None = None) -> None:
+        self.settings = settings
+        self.metrics = ForwarderMetrics()
+        self.http_port: int | None = None
+        self.exit_code: int | None = None
+        self.started = threading.Event()
+        self._producer_config = dict(producer_config or {})
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._producer: EnvelopeProducer | None = None
+        self._stream: StockDataStream | None = None
+        self._status_ser: AvroSerializer | None = None
+        self._trace = TraceIds()
+        self._seqs: SequenceNumbers | None = None
+        self._heartbeat = time.monotonic()
+        self._rejects: dict[str, tuple[float, int]] = {}  # reason -> (last report, suppressed)
+
+    # --- lifecycle ---------------------------------------------------------------
+
+    async def run(self) -> int:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        s = self.settings
+        try:
+            router = await asyncio.to_thread(self._setup)
+        except Exception as exc:
+            log.error("forwarder could not start: %s", exc)
+            self.exit_code = EXIT_STARTUP
+            self.started.set()
+            return EXIT_STARTUP
+        assert self._producer is not None
+        policy = ReconnectPolicy(s.backoff_base_s, s.backoff_cap_s, s.conflict_backoff_s)
+        self._stream = StockDataStream(s, self, policy)
+        self._router = router
+        router.on_control = self._stream.on_control
+        http = HealthServer(s.http_host, s.http_port, self.metrics.render, self.healthy, self.ready)
+        self.http_port = await http.start()
+        house = asyncio.create_task(self._housekeeping(), name="forwarder-housekeeping")
+        stream_task = asyncio.create_task(self._stream.run(), name="forwarder-stream")
+        stop_task = asyncio.create_task(self._stop.wait())
+        self.started.set()
+        code = EXIT_OK
+        try:
+            await asyncio.wait({stream_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+            if not stream_task.done():
+                self._stream.stop()
+                try:
+                    await asyncio.wait_for(asyncio.shield(stream_task), 10)
+                except TimeoutError:
+                    stream_task.cancel()
+            exc = stream_task.exception() if not stream_task.cancelled() else None
+            if isinstance(exc, FatalStreamError):
+                log.error("stopping: %s", exc)
+                code = EXIT_FATAL_STREAM
+            elif exc is not None:
+                log.error("stream failed: %r", exc)
+                code = EXIT_STARTUP
+            if self.exit_code is not None:  # set by housekeeping (fatal producer error)
+                code = self.exit_code
+        finally:
+            stop_task.cancel()
+            house.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await house
+            self.on_status("stopped", reason=f"exit code {code}")
+            left = await asyncio.to_thread(self._producer.flush, SHUTDOWN_FLUSH_S)
+            self.metrics.queue_depth = left
+            if left:
+                log.error("%d envelopes were not acked by Kafka within %.0fs", left,
+                          SHUTDOWN_FLUSH_S)
+                code = code or EXIT_PRODUCER
+            log.info("stopped: %d envelopes acked, %d rejected, exit code %d",
+                     self.metrics.acked_total, sum(self.metrics.frames_rejected.values()), code)
+            await http.stop()
+        self.exit_code = code
+        return code
+
+    def _setup(self) -> EnvelopeRouter:
+        """Blocking start-up: registry ids, producer, seq floor from the Kafka tail."""
+        s = self.settings
+        check_schema(schema_json("torghut.Envelope"))
+        registry = SchemaRegistryClient(s.registry_url)
+        ids = {}
+        for topic in RAW_TOPICS:
+            ser = AvroSerializer(registry, topic)
+            ids[topic.name] = ser.schema_id
+            if topic is STATUS:
+                self._status_ser = ser
+        deser = AvroDeserializer(registry)
+        highest = recover_floor(s.kafka_config(), [t.name for t in RAW_TOPICS], deser.decode,
+                                s.seq_scan_records)
+        floor = seq_floor(time.time_ns() // 1000, highest)
+        log.info("seq floor %d (highest seq in Kafka: %s)", floor, highest)
+        self._seqs = SequenceNumbers(floor)
+        self._producer = EnvelopeProducer(s, self.metrics, self._producer_config)
+        writer = EnvelopeWriter(ids[RAW_TOPICS[0].name], s.feed)
+        router = EnvelopeRouter(writer, self._seqs, self._producer, self.metrics,
+                                s.dedup_max_entries, s.dedup_horizon_s,
+                                on_reject=self.on_reject, on_control=lambda m: None,
+                                trace_ids=self._trace)
+        router.set_schema_ids(ids)
+        return router
+
+    def stop(self) -> None:
+        """Request a clean stop (thread-safe): stop reading, flush, exit 0."""
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+
+    async def _housekeeping(self) -> None:
+        p = self._producer
+        assert p is not None
+        while True:
+            self._heartbeat = time.monotonic()
+            p.poll(0)
+            p.retry_failed()
+            self.metrics.queue_depth = len(p)
+            self.metrics.ready = int(self.ready()[0])
+            if p.fatal_error and self.exit_code is None:
+                log.error("fatal producer error, stopping: %s", p.fatal_error)
+                self.exit_code = EXIT_PRODUCER
+                assert self._stop is not None
+                self._stop.set()
+            await asyncio.sleep(0.05)
+
+    # --- probes ------------------------------------------------------------------
+
+    def healthy(self) -> tuple[bool, str]:
+        lag = time.monotonic() - self._heartbeat
+        if lag > 5:
+            return False, f"event loop blocked for {lag:.1f}s"
+        return True, "alive"
+
+    def ready(self) -> tuple[bool, str]:
+        st, p = self._stream, self._producer
+        if st is None or p is None:
+            return False, "starting"
+        if not st.subscribed:
+            return False, f"not subscribed (attempt {st.attempt})"
+        return p.health()
+
+    # --- StreamHandler -----------------------------------------------------------
+
+    async def on_data(self, msgs: Sequence[Any], ingest_ns: int) -> None:
+        p = self._producer
+        assert p is not None
+        self.metrics.frames += 1
+        self._router.route(msgs, ingest_ns)
+        p.poll(0)
+        limit = self.settings.queue_limit
+        if len(p) >= limit:
+            # backpressure: stop reading the socket until the producer drains to half
+            while len(p) > limit // 2 and not p.fatal_error:
+                p.poll(0.005)
+                p.retry_failed()
+                self.metrics.queue_depth = len(p)
+                await asyncio.sleep(0)
+
+    def on_connected(self, connected: bool) -> None:
+        self.metrics.connected = int(connected)
+
+    def on_status(self, event: str, *, reason: str = "", attempt: int = 0,
+                  code: int | None = None, detail: str = "") -> None:
+        if event == "reconnecting":
+            self.metrics.reconnects += 1
+        level = logging.WARNING if event in ("disconnected", "error") else logging.INFO
+        log.log(level, "status %s attempt=%d code=%s reason=%s %s", event, attempt, code,
+                reason, detail)
+        if self._producer is None or self._status_ser is None or self._seqs is None:
+            return
+        ts = time.time_ns()
+        record = status_envelope(event, feed=self.settings.feed,
+                                 seq=self._seqs.next((STATUS_CHANNEL, "")), ts=ts,
+                                 trace_id=self._trace.next(), reason=reason[:500],
+                                 attempt=attempt, code=code, detail=detail)
+        self._producer.produce(STATUS.name, self._status_ser.encode(record),
+                               self.settings.feed.encode(), STATUS_IDX, ts)
+
+    def on_reject(self, reason: str, detail: str, msg: Any) -> None:
+        """Count every reject; log and report each reason at most once per interval."""
+        self.metrics.frames_rejected[reason] += 1
+        now = time.monotonic()
+        last, suppressed = self._rejects.get(reason, (-1e9, 0))
+        if now - last < self.settings.status_interval_s:
+            self._rejects[reason] = (last, suppressed + 1)
+            return
+        self._rejects[reason] = (now, 0)
+        ctx = {"symbol": None, "channel": None, "event_ts": None}
+        if isinstance(msg, dict):
+            ctx = {"symbol": str(msg.get("S"))[:32],
+                   "channel": CHANNEL_BY_TYPE.get(msg.get("T"), str(msg.get("T"))[:32])
+                   if isinstance(msg.get("T"), str) else None,
+                   "event_ts": str(msg.get("t"))[:40]}
+        text = (f"reason={reason} symbol={ctx['symbol']} channel={ctx['channel']} "
+                f"event_ts={ctx['event_ts']} detail={detail[:300]} "
+                f"suppressed_since_last={suppressed}")
+        log.warning("rejected market data: %s", text)
+        self.on_status("frame_rejected", reason=reason, detail=text)
+
+
+class ForwarderThread:
+    """A ``Forwarder`` on its own loop in a background thread (tests, benchmarks)."""
+
+    def __init__(self, settings: ForwarderSettings, **kwargs: Any) -> None:
+        self.forwarder = Forwarder(settings, **kwargs)
+        self._thread = threading.Thread(target=self._main, name="forwarder", daemon=True)
+        self.error: BaseException | None = None
+
+    def _main(self) -> None:
+        try:
+            asyncio.run(self.forwarder.run())
+        except BaseException as exc:
+            self.error = exc
+            self.forwarder.started.set()
+
+    def start(self, timeout_s: float = 60.0) -> ForwarderThread:
+        self._thread.start()
+        if not self.forwarder.started.wait(timeout_s):
+            raise ForwarderError(f"forwarder did not start within {timeout_s}s")
+        if self.forwarder.exit_code is not None or self.error is not None:
+            raise ForwarderError(f"forwarder failed to start (exit code "
+                                 f"{self.forwarder.exit_code}, error {self.error!r})")
+        return self
+
+    def stop(self, timeout_s: float = 60.0) -> int | None:
+        self.forwarder.stop()
+        self._thread.join(timeout_s)
+        return self.forwarder.exit_code
+
+    @property
+    def metrics(self) -> ForwarderMetrics:
+        return self.forwarder.metrics
+
+    def join(self, timeout_s: float) -> int | None:
+        self._thread.join(timeout_s)
+        return self.forwarder.exit_code
+
+    def __enter__(self) -> ForwarderThread:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+

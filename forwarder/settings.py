@@ -1,0 +1,128 @@
+"""``ForwarderSettings``: every tuning default of the forwarder, read from ``TORGHUT_FWD_*``.
+
+Secrets (Alpaca key/secret, Kafka SASL password) are ``SecretStr`` and only come from the
+environment; the CLI has no flag for them, so they never show up in ``ps`` output.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+from urllib.parse import urlparse
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+FEEDS = ("iex", "sip", "delayed_sip", "test", "otc", "boats", "overnight")
+SUBSCRIBABLE = ("trades", "quotes", "bars", "updatedBars", "dailyBars", "statuses", "lulds")
+DEFAULT_CHANNELS = SUBSCRIBABLE
+
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"]
+
+
+def _split(value: Any) -> Any:
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return value
+
+
+class ForwarderSettings(BaseSettings):
+    """Typed configuration of one forwarder (one Alpaca account, one feed)."""
+
+    model_config = SettingsConfigDict(env_prefix="TORGHUT_FWD_", extra="ignore", frozen=True)
+
+    alpaca_key_id: SecretStr = SecretStr("")
+    alpaca_secret_key: SecretStr = SecretStr("")
+    alpaca_url: str = "wss://stream.data.alpaca.markets/v2/iex"
+    feed: str = ""  # derived from the url path when empty
+    symbols: Annotated[tuple[str, ...], NoDecode] = ("*",)
+    channels: Annotated[tuple[str, ...], NoDecode] = DEFAULT_CHANNELS
+    wire_format: Literal["msgpack", "json"] = "msgpack"
+
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    kafka_security_protocol: SecurityProtocol = "PLAINTEXT"
+    kafka_sasl_mechanism: SaslMechanism = "SCRAM-SHA-512"
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: SecretStr = SecretStr("")
+    kafka_ssl_ca_location: str = ""
+    registry_url: str = "http://127.0.0.1:8081"
+
+    linger_ms: int = Field(20, ge=0, le=1000, description="seed budget 20-50 ms; 5 = low latency")
+    message_timeout_ms: int = Field(300_000, ge=1000, description="librdkafka retry window")
+    queue_limit: int = Field(100_000, ge=100, description="unacked envelopes before reading stops")
+    http_port: int = Field(8080, ge=0, le=65535)
+    http_host: str = "0.0.0.0"
+
+    dedup_max_entries: int = Field(200_000, ge=1, description="per message family")
+    dedup_horizon_s: float = Field(300.0, gt=0)
+    backoff_base_s: float = Field(0.5, gt=0)
+    backoff_cap_s: float = Field(30.0, gt=0)
+    conflict_backoff_s: float = Field(60.0, gt=0, description="after 406 (account in use)")
+    connect_timeout_s: float = Field(10.0, gt=0)
+    producer_stall_s: float = Field(15.0, gt=0, description="unacked this long: not ready")
+    seq_scan_records: int = Field(50_000, ge=0, description="tail records read per partition")
+    status_interval_s: float = Field(10.0, gt=0, description="rate limit of rejected-frame status")
+    max_frame_bytes: int = Field(16 << 20, ge=1 << 16)
+
+    @field_validator("symbols", "channels", mode="before")
+    @classmethod
+    def _comma_list(cls, value: Any) -> Any:
+        return _split(value)
+
+    @field_validator("channels")
+    @classmethod
+    def _known_channels(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [c for c in value if c not in SUBSCRIBABLE]
+        if unknown:
+            raise ValueError(
+                f"unknown channels {unknown}; choose from {', '.join(SUBSCRIBABLE)} "
+                "(corrections and cancelErrors come with trades)"
+            )
+        if not value:
+            raise ValueError("channels must not be empty, e.g. trades,quotes,bars")
+        return value
+
+    @field_validator("symbols")
+    @classmethod
+    def _some_symbols(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("symbols must not be empty, e.g. AAPL,MSFT or *")
+        return value
+
+    @model_validator(mode="after")
+    def _derive_feed(self) -> ForwarderSettings:
+        url = urlparse(self.alpaca_url)
+        if url.scheme not in ("ws", "wss"):
+            raise ValueError(f"alpaca_url must be ws:// or wss://, got {self.alpaca_url!r}")
+        if not self.feed:
+            feed = url.path.rstrip("/").rsplit("/", 1)[-1]
+            if feed not in FEEDS:
+                raise ValueError(
+                    f"cannot derive the feed from {self.alpaca_url!r} (path ends in {feed!r}); "
+                    f"set TORGHUT_FWD_FEED to one of {', '.join(FEEDS)}"
+                )
+            object.__setattr__(self, "feed", feed)
+        if self.kafka_security_protocol.startswith("SASL") and not self.kafka_sasl_username:
+            raise ValueError(
+                f"kafka_security_protocol={self.kafka_security_protocol} needs "
+                "TORGHUT_FWD_KAFKA_SASL_USERNAME and TORGHUT_FWD_KAFKA_SASL_PASSWORD"
+            )
+        return self
+
+    def kafka_config(self) -> dict[str, Any]:
+        """confluent-kafka connection and security settings (no producer tuning)."""
+        cfg: dict[str, Any] = {
+            "bootstrap.servers": self.kafka_bootstrap,
+            "security.protocol": self.kafka_security_protocol,
+        }
+        if self.kafka_security_protocol.startswith("SASL"):
+            cfg["sasl.mechanism"] = self.kafka_sasl_mechanism
+            cfg["sasl.username"] = self.kafka_sasl_username
+            cfg["sasl.password"] = self.kafka_sasl_password.get_secret_value()
+        if self.kafka_security_protocol.endswith("SSL") and self.kafka_ssl_ca_location:
+            cfg["ssl.ca.location"] = self.kafka_ssl_ca_location
+        return cfg
+
+    def subscription(self) -> dict[str, list[str]]:
+        """The Alpaca subscribe message body: every configured channel with the symbols."""
+        return {channel: list(self.symbols) for channel in self.channels}

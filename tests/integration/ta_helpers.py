@@ -1,0 +1,125 @@
+"""Driving the real TA job in tests: envelope producer, job process, output reader."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from confluent_kafka import Consumer, Producer
+
+from shared.registry import SchemaRegistryClient
+from shared.serde import AvroDeserializer, AvroSerializer
+from shared.topics import QUOTES, TRADES
+from tests.conftest import REPO_ROOT
+from tests.integration.kafka_helpers import QUIET
+from torghut.stack.state import StackState
+
+
+class EnvelopeProducer:
+    """Produces raw envelopes as the forwarder does (key = symbol, timestamp = event ms)."""
+
+    def __init__(self, stack: StackState) -> None:
+        reg = SchemaRegistryClient(stack.registry_url)
+        self.trades = AvroSerializer(reg, TRADES)
+        self.quotes = AvroSerializer(reg, QUOTES)
+        self.p = Producer({"bootstrap.servers": stack.kafka_bootstrap, "linger.ms": 5,
+                           "enable.idempotence": True, "logger": QUIET, "partitioner": "murmur2_random"})
+        self.seq: dict[tuple[str, str], int] = {}
+
+    def _next(self, ch: str, sym: str) -> int:
+        self.seq[(ch, sym)] = self.seq.get((ch, sym), 0) + 1
+        return self.seq[(ch, sym)]
+
+    def trade(self, sym: str, event_ns: int, price: float, size: float, trade_id: int) -> None:
+        env = {"ingest_ts": time.time_ns(), "event_ts": event_ns, "feed": "test", "channel": "trades",
+               "symbol": sym, "seq": self._next("trades", sym),
+               "payload": {"id": trade_id, "exchange": "V", "price": price, "size": size,
+                           "conditions": ["@"], "tape": "C"},
+               "is_final": True, "source": "test", "window": None, "trace_id": f"{sym}-{trade_id}"}
+        self.p.produce(TRADES.name, self.trades.encode(env), key=sym.encode(), timestamp=event_ns // 1_000_000)
+        self.p.poll(0)
+
+    def quote(self, sym: str, event_ns: int, bid: float, ask: float, bid_size: float, ask_size: float) -> None:
+        env = {"ingest_ts": time.time_ns(), "event_ts": event_ns, "feed": "test", "channel": "quotes",
+               "symbol": sym, "seq": self._next("quotes", sym),
+               "payload": {"bid_exchange": "V", "bid_price": bid, "bid_size": bid_size, "ask_exchange": "V",
+                           "ask_price": ask, "ask_size": ask_size, "conditions": ["R"], "tape": "C"},
+               "is_final": True, "source": "test", "window": None, "trace_id": ""}
+        self.p.produce(QUOTES.name, self.quotes.encode(env), key=sym.encode(), timestamp=event_ns // 1_000_000)
+        self.p.poll(0)
+
+    def flush(self) -> None:
+        assert self.p.flush(30) == 0
+
+
+class TaJobProcess:
+    """`torghut ta` as a separate process (so it can be killed -9 like a crashed TaskManager)."""
+
+    def __init__(self, stack: StackState, workdir: Path, checkpoint_prefix: str, txn_prefix: str,
+                 group: str, checkpoint_interval_ms: int = 1000, extra_env: dict[str, str] | None = None) -> None:
+        self.workdir = workdir
+        self.env = {
+            **os.environ,
+            "TORGHUT_TA_KAFKA_BOOTSTRAP": stack.kafka_bootstrap,
+            "TORGHUT_TA_REGISTRY_URL": stack.registry_url,
+            "TORGHUT_TA_S3_ENDPOINT": stack.s3_endpoint,
+            "TORGHUT_TA_S3_ACCESS_KEY": stack.s3_access_key,
+            "TORGHUT_TA_S3_SECRET_KEY": stack.s3_secret_key,
+            "TORGHUT_TA_CHECKPOINT_DIR": f"s3a://{stack.s3_bucket}/{checkpoint_prefix}",
+            "TORGHUT_TA_CHECKPOINT_INTERVAL_MS": str(checkpoint_interval_ms),
+            "TORGHUT_TA_STARTING_OFFSETS": "committed-earliest",
+            "TORGHUT_TA_CONSUMER_GROUP": group,
+            "TORGHUT_TA_TRANSACTIONAL_ID_PREFIX": txn_prefix,
+            "FLINK_LOG_DIR": str(workdir / "flink-logs"),
+            **(extra_env or {}),
+        }
+        self.proc: subprocess.Popen | None = None
+        self.starts = 0
+
+    def start(self, restore: bool = False) -> None:
+        self.starts += 1
+        log = open(self.workdir / f"ta-{self.starts}.log", "wb")  # noqa: SIM115 - owned by the child
+        cmd = [sys.executable, "-m", "torghut.cli", "ta", "--no-stack"] + (["--restore-latest"] if restore else [])
+        self.proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(30)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self) -> None:
+        if self.alive():
+            self.kill9()
+
+
+def read_topic(stack: StackState, topic: str, symbols: set[str], until, timeout_s: float,
+               isolation: str = "read_committed") -> list[dict]:
+    """Decoded records of `symbols` from the beginning, until `until(records)` or the deadline."""
+    deser = AvroDeserializer(SchemaRegistryClient(stack.registry_url))
+    c = Consumer({"bootstrap.servers": stack.kafka_bootstrap, "group.id": f"read-{time.monotonic_ns()}",
+                  "auto.offset.reset": "earliest", "enable.auto.commit": False, "isolation.level": isolation,
+                  "logger": QUIET})
+    c.subscribe([topic])
+    out: list[dict] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline:
+            msg = c.poll(0.2)
+            if msg is not None and not msg.error():
+                rec = deser.decode(msg.value(), msg.topic(), msg.partition(), msg.offset())
+                if rec.get("symbol") in symbols:
+                    out.append(rec)
+                continue
+            if until(out):
+                break
+    finally:
+        c.close()
+    return out

@@ -1,0 +1,182 @@
+"""The PyFlink TA job on the real stack: oracle equality, exactly-once across kill -9."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections import Counter
+
+import numpy as np
+import pytest
+import talib  # type: ignore[import-untyped]
+
+from shared.bars import batch_bars
+from shared.registry import SchemaRegistryClient
+from shared.serde import AvroDeserializer
+from tests.conftest import wait_for
+from tests.integration.kafka_helpers import consume
+from tests.integration.ta_helpers import EnvelopeProducer, TaJobProcess, read_topic
+from torghut.stack import minio
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+S = 1_000_000_000
+
+
+def _final_bars(records: list[dict]) -> dict[tuple[str, int], dict]:
+    return {(r["symbol"], r["window"]["start"]): r for r in records if r["is_final"]}
+
+
+def _checkpoints(stack, prefix: str) -> set[str]:
+    s3 = minio.client(stack.s3_endpoint, stack.s3_access_key, stack.s3_secret_key)
+    return {o.object_name for o in s3.list_objects(stack.s3_bucket, prefix=prefix, recursive=True)
+            if o.object_name.endswith("/_metadata")}
+
+
+def test_final_bars_equal_batch_oracle_signals_equal_talib_and_late_trades_are_only_counted(
+        stack, unique, tmp_path):
+    rng = random.Random(5)
+    symbols = [unique("E2EA").upper(), unique("E2EB").upper()]
+    prod = EnvelopeProducer(stack)
+    t0 = (time.time_ns() // S - 300) * S
+    trades: list[tuple[str, int, float, float]] = []
+    price = {s: 100.0 + 50 * i for i, s in enumerate(symbols)}
+    tid = 0
+    for sec in range(80):
+        for _ in range(12):
+            for s in symbols:
+                ts = t0 + sec * S + rng.randrange(S) - rng.randrange(300_000_000)  # out of order inside 1 s
+                price[s] = round(price[s] * (1 + rng.gauss(0, 0.001)), 4)
+                size = round(rng.uniform(0.5, 40), 3)
+                tid += 1
+                prod.trade(s, max(ts, t0), price[s], size, tid)
+                trades.append((s, max(ts, t0), price[s], size))
+        for s in symbols:
+            prod.quote(s, t0 + sec * S + 500_000_000, price[s] - 0.01, price[s] + 0.02, 300.0, 100.0)
+    # a trade 10 s behind the latest event: its second closed long ago -> late, never a bar
+    for s in symbols:
+        prod.trade(s, t0 + 60 * S + 123, 1.0, 1.0, 10_000_000 + tid)
+    # advance the watermark past second 80, then past everything
+    for s in symbols:
+        prod.trade(s, t0 + 95 * S, price[s], 1.0, 20_000_000 + tid)
+    prod.flush()
+
+    job = TaJobProcess(stack, tmp_path, unique("cp-e2e"), unique("tx-e2e"), unique("grp-e2e"),
+                       extra_env={"TORGHUT_TA_STATUS_INTERVAL_MS": "300"})
+    job.start()
+    try:
+        oracle = [b for b in batch_bars(trades, S) if b.start_ns < t0 + 80 * S]
+        expected = {(b.symbol, b.start_ns // 1000): b for b in oracle}
+        got = read_topic(stack, "ta.bars.1s.v1", set(symbols),
+                         lambda recs: len(_final_bars(recs)) >= len(expected), timeout_s=240)
+        finals = _final_bars(got)
+        assert job.alive(), "job died"
+        assert set(finals) == set(expected)
+        assert Counter((r["symbol"], r["window"]["start"]) for r in got if r["is_final"]).most_common(1)[0][1] == 1
+        for key, b in expected.items():
+            r = finals[key]
+            assert (r["open"], r["high"], r["low"], r["close"], r["trade_count"]) == (
+                b.open, b.high, b.low, b.close, b.trade_count)
+            assert r["volume"] == pytest.approx(b.volume, rel=1e-12)
+            assert r["vwap"] == pytest.approx(b.vwap, rel=1e-12)
+        assert any(not r["is_final"] for r in got), "no provisional bars were emitted"
+
+        signals = read_topic(stack, "ta.signals.v1", set(symbols),
+                             lambda recs: len(_final_bars(recs)) >= len(expected), timeout_s=60)
+        by_sym: dict[str, list[dict]] = {}
+        for r in sorted(_final_bars(signals).values(), key=lambda r: r["window"]["start"]):
+            by_sym.setdefault(r["symbol"], []).append(r)
+        for sym, rows in by_sym.items():
+            bars = [expected[(sym, r["window"]["start"])] for r in rows]
+            close = np.array([b.close for b in bars])
+            high, low = np.array([b.high for b in bars]), np.array([b.low for b in bars])
+            checks = {
+                "ema12": talib.EMA(close, 12), "ema26": talib.EMA(close, 26),
+                "macd": talib.MACD(close, 12, 26, 9)[0], "macd_signal": talib.MACD(close, 12, 26, 9)[1],
+                "rsi14": talib.RSI(close, 14), "boll_upper": talib.BBANDS(close, 20, 2, 2)[0],
+                "atr14": talib.ATR(high, low, close, 14),
+            }
+            for name, ref in checks.items():
+                for i, r in enumerate(rows):
+                    if np.isnan(ref[i]):
+                        assert r[name] is None, (sym, name, i)
+                    else:
+                        assert r[name] == pytest.approx(ref[i], rel=1e-9, abs=1e-9), (sym, name, i)
+            assert rows[-1]["spread"] == pytest.approx(0.03, abs=1e-9)
+
+        deser = AvroDeserializer(SchemaRegistryClient(stack.registry_url))
+
+        def late_counted() -> bool:
+            msgs = consume(stack, "ta.status.v1", expected=1, timeout_s=5, settle_s=0.5)
+            for m in msgs:
+                for s in deser.decode(m.value())["symbols"]:
+                    if s["symbol"] in symbols and s["late_events"] >= 1:
+                        return True
+            return False
+
+        wait_for(late_counted, 60, "late trades reported on ta.status.v1", interval_s=1)
+    finally:
+        job.stop()
+
+
+def test_exactly_once_across_three_kill9_restarts_no_loss_no_duplicate_no_stall(stack, unique, tmp_path):
+    symbols = [unique("EOSA").upper(), unique("EOSB").upper(), unique("EOSC").upper()]
+    prod = EnvelopeProducer(stack)
+    sent: list[tuple[str, int, float, float]] = []
+    stop = threading.Event()
+
+    def feed() -> None:
+        rng = random.Random(9)
+        tid = 0
+        while not stop.is_set():
+            now = time.time_ns()
+            for s in symbols:
+                tid += 1
+                p, q = round(100 + rng.random(), 4), round(rng.uniform(1, 9), 2)
+                prod.trade(s, now, p, q, tid)
+                sent.append((s, now, p, q))
+            time.sleep(0.01)
+        prod.flush()
+
+    cp_prefix = unique("cp-eos")
+    job = TaJobProcess(stack, tmp_path, cp_prefix, unique("tx-eos"), unique("grp-eos"))
+    feeder = threading.Thread(target=feed, daemon=True)
+    feeder.start()
+    job.start()
+    restore_times = []
+    try:
+        for _ in range(3):
+            before = _checkpoints(stack, cp_prefix)
+            wait_for(lambda b=before: len(_checkpoints(stack, cp_prefix) - b) >= 2, 180,
+                     "two new completed checkpoints", interval_s=0.5)
+            time.sleep(random.Random(len(before)).uniform(0.1, 0.9))  # kill at an arbitrary moment
+            job.kill9()
+            t = time.monotonic()
+            job.start(restore=True)
+            after = _checkpoints(stack, cp_prefix)
+            wait_for(lambda a=after: _checkpoints(stack, cp_prefix) - a, 180,
+                     "a checkpoint after restore (no InitProducerId stall)", interval_s=0.5)
+            restore_times.append(time.monotonic() - t)
+        stop.set()
+        feeder.join(30)
+        last = max(ts for _, ts, _, _ in sent)
+        for s in symbols:  # close every second that was traded
+            prod.trade(s, last + 3 * S, 1.0, 1.0, 99_999_999)
+        prod.flush()
+        oracle = [b for b in batch_bars(sent, S) if b.end_ns <= last + S - 1]
+        expected = {(b.symbol, b.start_ns // 1000): b for b in oracle}
+        got = read_topic(stack, "ta.bars.1s.v1", set(symbols),
+                         lambda recs: len(_final_bars(recs)) >= len(expected), timeout_s=240)
+        counts = Counter((r["symbol"], r["window"]["start"]) for r in got if r["is_final"])
+        assert job.alive()
+        missing = set(expected) - set(counts)
+        dupes = {k: n for k, n in counts.items() if n > 1}
+        assert not missing, f"{len(missing)} final bars missing"
+        assert not dupes, f"duplicated final bars: {list(dupes.items())[:5]}"
+        finals = _final_bars(got)
+        for key, b in expected.items():
+            assert (finals[key]["trade_count"], finals[key]["close"]) == (b.trade_count, b.close), key
+        print(f"restore-to-checkpoint times (s): {[round(t, 1) for t in restore_times]}")
+    finally:
+        stop.set()
+        job.stop()

@@ -1,0 +1,176 @@
+"""`torghut run`: the whole pipeline on this machine, with a live terminal view.
+
+stack (Kafka, MinIO, registry) -> ClickHouse DDL (embedded engine, owned by this process)
+-> simulator -> forwarder -> TA job -> ClickHouse via Kafka engine tables. Ctrl-C (or
+--duration) stops everything in reverse order and leaves no process behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from torghut.stack import procs, supervisor
+from torghut.stack.state import StackState
+
+DEFAULT_SYMBOLS = "AAPL,MSFT,NVDA,TSLA,SPY"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--symbols", default=DEFAULT_SYMBOLS, help="simulated symbols (default: %(default)s)")
+    parser.add_argument("--trades-per-sec", type=float, default=20.0, help="per symbol (default: %(default)s)")
+    parser.add_argument("--quotes-per-sec", type=float, default=20.0, help="per symbol (default: %(default)s)")
+    parser.add_argument("--duration", type=float, default=0.0,
+                        help="stop after this many seconds (default: run until Ctrl-C)")
+    parser.add_argument("--checkpoint-interval-ms", type=int, default=10_000)
+    parser.add_argument("--no-view", action="store_true", help="print one status line per interval instead")
+
+
+class Pipeline:
+    """Starts and stops the pipeline's processes; owns the embedded ClickHouse."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.procs: list[tuple[str, int, Path]] = []
+        self.state: StackState | None = None
+        self.run_dir = Path(".")
+        self.ch = None
+        self.latencies: collections.deque[float] = collections.deque(maxlen=5000)
+        self.signals_seen = 0
+        self._stop = threading.Event()
+
+    def _spawn(self, name: str, cmd: list[str], env: dict[str, str]) -> None:
+        log = self.run_dir / "logs" / f"{name}.log"
+        pid = procs.spawn(cmd, log, env=env)
+        self.procs.append((name, pid, log))
+        print(f"[run] {name} started (pid {pid}, log {log})", file=sys.stderr)
+
+    def start(self) -> None:
+        from torghut.clickhouse.client import ChdbClient
+        from torghut.clickhouse.schema import SchemaParams, apply
+
+        self.state = supervisor.up()
+        self.run_dir = Path(self.state.run_dir)
+        st = self.state
+        self.ch = ChdbClient(self.run_dir / "clickhouse")
+        n = apply(self.ch, SchemaParams(kafka_broker=st.kafka_bootstrap, registry_url=st.registry_url,
+                                        ingest_db_engine="Memory"))
+        print(f"[run] ClickHouse schema applied ({n} statements)", file=sys.stderr)
+        torghut = [sys.executable, "-m", "torghut.cli"]
+        sim_port = procs.free_port()
+        self._spawn("sim", [*torghut, "sim", "--port", str(sim_port), "--symbols", self.args.symbols,
+                            "--trades-per-sec", str(self.args.trades_per_sec),
+                            "--quotes-per-sec", str(self.args.quotes_per_sec),
+                            "--key", "local:local-secret"], {})
+        fwd_env = {
+            "TORGHUT_FWD_ALPACA_URL": f"ws://127.0.0.1:{sim_port}/v2/iex",
+            "TORGHUT_FWD_ALPACA_KEY_ID": "local",
+            "TORGHUT_FWD_ALPACA_SECRET_KEY": "local-secret",
+            "TORGHUT_FWD_SYMBOLS": self.args.symbols,
+            "TORGHUT_FWD_KAFKA_BOOTSTRAP": st.kafka_bootstrap,
+            "TORGHUT_FWD_REGISTRY_URL": st.registry_url,
+            "TORGHUT_FWD_HTTP_PORT": str(procs.free_port()),
+            "TORGHUT_FWD_LINGER_MS": "5",
+        }
+        self._spawn("forwarder", [*torghut, "forwarder"], fwd_env)
+        ta_env = {"TORGHUT_STACK_DIR": st.run_dir, "FLINK_LOG_DIR": str(self.run_dir / "logs" / "flink"),
+                  "TORGHUT_TA_TRANSACTIONAL_ID_PREFIX": f"torghut-ta-local-{os.getpid()}"}
+        self._spawn("ta", [*torghut, "ta", "--checkpoint-interval-ms",
+                           str(self.args.checkpoint_interval_ms), "--starting-offsets", "latest"], ta_env)
+        threading.Thread(target=self._watch_latency, daemon=True).start()
+
+    def _watch_latency(self) -> None:
+        """Event-to-signal latency as a consumer sees it (read_uncommitted: provisional too)."""
+        from confluent_kafka import Consumer
+
+        from shared.registry import SchemaRegistryClient
+        from shared.serde import AvroDeserializer
+
+        assert self.state is not None
+        deser = AvroDeserializer(SchemaRegistryClient(self.state.registry_url))
+        c = Consumer({"bootstrap.servers": self.state.kafka_bootstrap, "group.id": f"torghut-run-{os.getpid()}",
+                      "auto.offset.reset": "latest", "isolation.level": "read_uncommitted",
+                      "enable.auto.commit": False})
+        c.subscribe(["ta.signals.v1"])
+        while not self._stop.is_set():
+            msg = c.poll(0.2)
+            if msg is None or msg.error():
+                continue
+            rec = deser.decode(msg.value(), msg.topic(), msg.partition(), msg.offset())
+            self.signals_seen += 1
+            self.latencies.append((time.time_ns() - rec["ingest_ts"]) / 1e6)
+        c.close()
+
+    def check_alive(self) -> None:
+        for name, pid, log in self.procs:
+            if not procs.alive(pid):
+                raise RuntimeError(f"{name} exited; see {log}")
+
+    def view(self) -> str:
+        assert self.ch is not None
+        rows = self.ch.rows(
+            "SELECT symbol, toString(window_start), close, ema12, rsi14, macd, vwap_session, spread, is_final "
+            "FROM torghut.ta_signals_latest ORDER BY symbol")
+        counts = self.ch.rows("SELECT (SELECT count() FROM torghut.ta_microbars FINAL WHERE is_final), "
+                              "(SELECT count() FROM torghut.ta_signals FINAL WHERE is_final)")[0]
+        lat = sorted(self.latencies)
+        p50 = lat[len(lat) // 2] if lat else float("nan")
+        p99 = lat[int(len(lat) * 0.99)] if lat else float("nan")
+        fmt = lambda v: f"{v:10.4f}" if isinstance(v, float) else f"{'-':>10}"  # noqa: E731
+        lines = [f"torghut-ta local pipeline — {time.strftime('%H:%M:%S')}   (Ctrl-C stops everything)", "",
+                 f"{'symbol':<7}{'bar (UTC)':<28}{'close':>10}{'ema12':>10}{'rsi14':>10}{'macd':>10}"
+                 f"{'vwap_sess':>10}{'spread':>10} final"]
+        for sym, start, close, ema, rsi, macd, vwap, spread, final in rows:
+            lines.append(f"{sym:<7}{start:<28}{fmt(close)}{fmt(ema)}{fmt(rsi)}{fmt(macd)}{fmt(vwap)}"
+                         f"{fmt(spread)} {'yes' if final else 'no'}")
+        lines += ["", f"ClickHouse: {counts[0]} final bars, {counts[1]} final signals",
+                  f"event->signal (forwarder ingest -> signal readable, read_uncommitted): "
+                  f"p50 {p50:.1f} ms  p99 {p99:.1f} ms  over {len(lat)} signals"]
+        return "\n".join(lines)
+
+    def stop(self) -> None:
+        self._stop.set()
+        for name, pid, _log in reversed(self.procs):
+            procs.stop(pid)
+            print(f"[run] {name} stopped", file=sys.stderr)
+        if self.ch is not None:
+            self.ch.close()
+        if self.state is not None:
+            supervisor.down(self.state)
+            print("[run] stack stopped", file=sys.stderr)
+
+
+def run(args: argparse.Namespace) -> int:
+    pipeline = Pipeline(args)
+    interrupted = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: interrupted.set())
+    try:
+        pipeline.start()
+        deadline = time.monotonic() + args.duration if args.duration else None
+        tty = sys.stdout.isatty() and not args.no_view
+        while not interrupted.is_set() and (deadline is None or time.monotonic() < deadline):
+            pipeline.check_alive()
+            screen = pipeline.view()
+            if tty:
+                sys.stdout.write("\x1b[H\x1b[2J" + screen + "\n")
+            else:
+                print(screen.splitlines()[-1], flush=True)
+            sys.stdout.flush()
+            interrupted.wait(1.0 if tty else 5.0)
+        if not tty:
+            print(pipeline.view())
+    except KeyboardInterrupt:
+        pass
+    except Exception as exc:  # noqa: BLE001 - report, then tear down
+        print(f"torghut run: {exc}", file=sys.stderr)
+        pipeline.stop()
+        return 1
+    pipeline.stop()
+    return 0
