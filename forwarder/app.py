@@ -40,8 +40,9 @@ STATUS_IDX = CHANNEL_INDEX[STATUS_CHANNEL]
 class Forwarder:
     """One Alpaca connection forwarded to Kafka. ``await run()`` returns the exit code."""
 
-    def __init__(self, settings: ForwarderSettings,
-                 producer_config: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self, settings: ForwarderSettings, producer_config: Mapping[str, Any] | None = None
+    ) -> None:
         self.settings = settings
         self.metrics = ForwarderMetrics()
         self.http_port: int | None = None
@@ -109,11 +110,16 @@ class Forwarder:
             left = await asyncio.to_thread(self._producer.flush, SHUTDOWN_FLUSH_S)
             self.metrics.queue_depth = left
             if left:
-                log.error("%d envelopes were not acked by Kafka within %.0fs", left,
-                          SHUTDOWN_FLUSH_S)
+                log.error(
+                    "%d envelopes were not acked by Kafka within %.0fs", left, SHUTDOWN_FLUSH_S
+                )
                 code = code or EXIT_PRODUCER
-            log.info("stopped: %d envelopes acked, %d rejected, exit code %d",
-                     self.metrics.acked_total, sum(self.metrics.frames_rejected.values()), code)
+            log.info(
+                "stopped: %d envelopes acked, %d rejected, exit code %d",
+                self.metrics.acked_total,
+                sum(self.metrics.frames_rejected.values()),
+                code,
+            )
             await http.stop()
         self.exit_code = code
         return code
@@ -130,17 +136,25 @@ class Forwarder:
             if topic is STATUS:
                 self._status_ser = ser
         deser = AvroDeserializer(registry)
-        highest = recover_floor(s.kafka_config(), [t.name for t in RAW_TOPICS], deser.decode,
-                                s.seq_scan_records)
+        highest = recover_floor(
+            s.kafka_config(), [t.name for t in RAW_TOPICS], deser.decode, s.seq_scan_records
+        )
         floor = seq_floor(time.time_ns() // 1000, highest)
         log.info("seq floor %d (highest seq in Kafka: %s)", floor, highest)
         self._seqs = SequenceNumbers(floor)
         self._producer = EnvelopeProducer(s, self.metrics, self._producer_config)
         writer = EnvelopeWriter(ids[RAW_TOPICS[0].name], s.feed)
-        router = EnvelopeRouter(writer, self._seqs, self._producer, self.metrics,
-                                s.dedup_max_entries, s.dedup_horizon_s,
-                                on_reject=self.on_reject, on_control=lambda m: None,
-                                trace_ids=self._trace)
+        router = EnvelopeRouter(
+            writer,
+            self._seqs,
+            self._producer,
+            self.metrics,
+            s.dedup_max_entries,
+            s.dedup_horizon_s,
+            on_reject=self.on_reject,
+            on_control=lambda m: None,
+            trace_ids=self._trace,
+        )
         router.set_schema_ids(ids)
         return router
 
@@ -157,6 +171,8 @@ class Forwarder:
             p.poll(0)
             p.retry_failed()
             self.metrics.queue_depth = len(p)
+            if self._stream is not None:
+                self.metrics.frames = self._stream.frames_read
             self.metrics.ready = int(self.ready()[0])
             if p.fatal_error and self.exit_code is None:
                 log.error("fatal producer error, stopping: %s", p.fatal_error)
@@ -186,7 +202,6 @@ class Forwarder:
     async def on_data(self, msgs: Sequence[Any], ingest_ns: int) -> None:
         p = self._producer
         assert p is not None
-        self.metrics.frames += 1
         self._router.route(msgs, ingest_ns)
         p.poll(0)
         limit = self.settings.queue_limit
@@ -201,22 +216,42 @@ class Forwarder:
     def on_connected(self, connected: bool) -> None:
         self.metrics.connected = int(connected)
 
-    def on_status(self, event: str, *, reason: str = "", attempt: int = 0,
-                  code: int | None = None, detail: str = "") -> None:
+    def on_status(
+        self,
+        event: str,
+        *,
+        reason: str = "",
+        attempt: int = 0,
+        code: int | None = None,
+        detail: str = "",
+    ) -> None:
         if event == "reconnecting":
             self.metrics.reconnects += 1
         level = logging.WARNING if event in ("disconnected", "error") else logging.INFO
-        log.log(level, "status %s attempt=%d code=%s reason=%s %s", event, attempt, code,
-                reason, detail)
+        log.log(
+            level, "status %s attempt=%d code=%s reason=%s %s", event, attempt, code, reason, detail
+        )
         if self._producer is None or self._status_ser is None or self._seqs is None:
             return
         ts = time.time_ns()
-        record = status_envelope(event, feed=self.settings.feed,
-                                 seq=self._seqs.next((STATUS_CHANNEL, "")), ts=ts,
-                                 trace_id=self._trace.next(), reason=reason[:500],
-                                 attempt=attempt, code=code, detail=detail)
-        self._producer.produce(STATUS.name, self._status_ser.encode(record),
-                               self.settings.feed.encode(), STATUS_IDX, ts)
+        record = status_envelope(
+            event,
+            feed=self.settings.feed,
+            seq=self._seqs.next((STATUS_CHANNEL, "")),
+            ts=ts,
+            trace_id=self._trace.next(),
+            reason=reason[:500],
+            attempt=attempt,
+            code=code,
+            detail=detail,
+        )
+        self._producer.produce(
+            STATUS.name,
+            self._status_ser.encode(record),
+            self.settings.feed.encode(),
+            STATUS_IDX,
+            ts,
+        )
 
     def on_reject(self, reason: str, detail: str, msg: Any) -> None:
         """Count every reject; log and report each reason at most once per interval."""
@@ -229,13 +264,18 @@ class Forwarder:
         self._rejects[reason] = (now, 0)
         ctx = {"symbol": None, "channel": None, "event_ts": None}
         if isinstance(msg, dict):
-            ctx = {"symbol": str(msg.get("S"))[:32],
-                   "channel": CHANNEL_BY_TYPE.get(msg.get("T"), str(msg.get("T"))[:32])
-                   if isinstance(msg.get("T"), str) else None,
-                   "event_ts": str(msg.get("t"))[:40]}
-        text = (f"reason={reason} symbol={ctx['symbol']} channel={ctx['channel']} "
-                f"event_ts={ctx['event_ts']} detail={detail[:300]} "
-                f"suppressed_since_last={suppressed}")
+            ctx = {
+                "symbol": str(msg.get("S"))[:32],
+                "channel": CHANNEL_BY_TYPE.get(msg.get("T"), str(msg.get("T"))[:32])
+                if isinstance(msg.get("T"), str)
+                else None,
+                "event_ts": str(msg.get("t"))[:40],
+            }
+        text = (
+            f"reason={reason} symbol={ctx['symbol']} channel={ctx['channel']} "
+            f"event_ts={ctx['event_ts']} detail={detail[:300]} "
+            f"suppressed_since_last={suppressed}"
+        )
         log.warning("rejected market data: %s", text)
         self.on_status("frame_rejected", reason=reason, detail=text)
 
@@ -260,8 +300,10 @@ class ForwarderThread:
         if not self.forwarder.started.wait(timeout_s):
             raise ForwarderError(f"forwarder did not start within {timeout_s}s")
         if self.forwarder.exit_code is not None or self.error is not None:
-            raise ForwarderError(f"forwarder failed to start (exit code "
-                                 f"{self.forwarder.exit_code}, error {self.error!r})")
+            raise ForwarderError(
+                f"forwarder failed to start (exit code "
+                f"{self.forwarder.exit_code}, error {self.error!r})"
+            )
         return self
 
     def stop(self, timeout_s: float = 60.0) -> int | None:
@@ -282,5 +324,3 @@ class ForwarderThread:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-

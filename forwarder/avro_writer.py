@@ -17,10 +17,29 @@ from typing import Any
 from forwarder.envelope import CHANNEL_BY_TYPE, DAY_MS, MINUTE_MS, SOURCE, event_ts_ns
 from forwarder.exceptions import InvalidMessageError
 
-ENVELOPE_FIELDS = ("ingest_ts", "event_ts", "feed", "channel", "symbol", "seq", "payload",
-                   "is_final", "source", "window", "trace_id")
-PAYLOAD_BRANCHES = ("Trade", "Quote", "Bar", "TradingStatus", "Luld", "Correction",
-                    "CancelError", "ForwarderStatus")
+ENVELOPE_FIELDS = (
+    "ingest_ts",
+    "event_ts",
+    "feed",
+    "channel",
+    "symbol",
+    "seq",
+    "payload",
+    "is_final",
+    "source",
+    "window",
+    "trace_id",
+)
+PAYLOAD_BRANCHES = (
+    "Trade",
+    "Quote",
+    "Bar",
+    "TradingStatus",
+    "Luld",
+    "Correction",
+    "CancelError",
+    "ForwarderStatus",
+)
 
 _D = struct.Struct("<d").pack
 _DD = struct.Struct("<dd").pack
@@ -102,46 +121,101 @@ def _union(index: int) -> bytes:
 
 
 def _trade(m: Mapping[str, Any]) -> bytes:
-    return b"".join((b"\x00", write_long(m["i"]), write_string(m["x"]), _DD(m["p"], m["s"]),
-                     write_string_array(m.get("c")), write_string(m.get("z", ""))))
+    return b"".join(
+        (
+            b"\x00",
+            write_long(m["i"]),
+            write_string(m["x"]),
+            _DD(m["p"], m["s"]),
+            write_string_array(m.get("c")),
+            write_string(m.get("z", "")),
+        )
+    )
 
 
 def _quote(m: Mapping[str, Any]) -> bytes:
-    return b"".join((b"\x02", write_string(m["bx"]), _DD(m["bp"], m["bs"]),
-                     write_string(m["ax"]), _DD(m["ap"], m["as"]),
-                     write_string_array(m.get("c")), write_string(m.get("z", ""))))
+    return b"".join(
+        (
+            b"\x02",
+            write_string(m["bx"]),
+            _DD(m["bp"], m["bs"]),
+            write_string(m["ax"]),
+            _DD(m["ap"], m["as"]),
+            write_string_array(m.get("c")),
+            write_string(m.get("z", "")),
+        )
+    )
 
 
 def _bar(m: Mapping[str, Any]) -> bytes:
-    return b"".join((b"\x04", _BAR_DOUBLES(m["o"], m["h"], m["l"], m["c"], m["v"]),
-                     write_long(m["n"]), _D(m["vw"])))
+    return b"".join(
+        (
+            b"\x04",
+            _BAR_DOUBLES(m["o"], m["h"], m["l"], m["c"], m["v"]),
+            write_long(m["n"]),
+            _D(m["vw"]),
+        )
+    )
 
 
 def _status(m: Mapping[str, Any]) -> bytes:
-    return b"".join((b"\x06", write_string(m["sc"]), write_string(m["sm"]),
-                     write_string(m["rc"]), write_string(m["rm"]), write_string(m.get("z", ""))))
+    return b"".join(
+        (
+            b"\x06",
+            write_string(m["sc"]),
+            write_string(m["sm"]),
+            write_string(m["rc"]),
+            write_string(m["rm"]),
+            write_string(m.get("z", "")),
+        )
+    )
 
 
 def _luld(m: Mapping[str, Any]) -> bytes:
-    return b"".join((b"\x08", _DD(m["u"], m["d"]), write_string(m["i"]),
-                     write_string(m.get("z", ""))))
+    return b"".join(
+        (b"\x08", _DD(m["u"], m["d"]), write_string(m["i"]), write_string(m.get("z", "")))
+    )
 
 
 def _correction(m: Mapping[str, Any]) -> bytes:
-    return b"".join((b"\x0a", write_string(m["x"]), write_long(m["oi"]), _DD(m["op"], m["os"]),
-                     write_string_array(m.get("oc")), write_long(m["ci"]),
-                     _DD(m["cp"], m["cs"]), write_string_array(m.get("cc")),
-                     write_string(m.get("z", ""))))
+    return b"".join(
+        (
+            b"\x0a",
+            write_string(m["x"]),
+            write_long(m["oi"]),
+            _DD(m["op"], m["os"]),
+            write_string_array(m.get("oc")),
+            write_long(m["ci"]),
+            _DD(m["cp"], m["cs"]),
+            write_string_array(m.get("cc")),
+            write_string(m.get("z", "")),
+        )
+    )
 
 
 def _cancel(m: Mapping[str, Any]) -> bytes:
-    return b"".join((b"\x0c", write_long(m["i"]), write_string(m["x"]), _DD(m["p"], m["s"]),
-                     write_string(m["a"]), write_string(m.get("z", ""))))
+    return b"".join(
+        (
+            b"\x0c",
+            write_long(m["i"]),
+            write_string(m["x"]),
+            _DD(m["p"], m["s"]),
+            write_string(m["a"]),
+            write_string(m.get("z", "")),
+        )
+    )
 
 
 BODIES: dict[str, Callable[[Mapping[str, Any]], bytes]] = {
-    "t": _trade, "q": _quote, "b": _bar, "u": _bar, "d": _bar,
-    "s": _status, "l": _luld, "c": _correction, "x": _cancel,
+    "t": _trade,
+    "q": _quote,
+    "b": _bar,
+    "u": _bar,
+    "d": _bar,
+    "s": _status,
+    "l": _luld,
+    "c": _correction,
+    "x": _cancel,
 }
 
 _SOURCE = write_string(SOURCE)
@@ -157,12 +231,19 @@ def trailer(kind: str, event_ts: int) -> bytes:
     """is_final, source and window of a message of type ``kind``."""
     if kind == "b" or kind == "u":
         start = event_ts // 1000
-        return b"".join((_TRAILER_PROVISIONAL if kind == "u" else _TRAILER_FINAL, _MINUTE_WINDOW,
-                         write_long(start), write_long(start + MINUTE_MS * 1000)))
+        return b"".join(
+            (
+                _TRAILER_PROVISIONAL if kind == "u" else _TRAILER_FINAL,
+                _MINUTE_WINDOW,
+                write_long(start),
+                write_long(start + MINUTE_MS * 1000),
+            )
+        )
     if kind == "d":
         start = event_ts // 1000
-        return b"".join((_TRAILER_FINAL, _DAY_WINDOW, write_long(start),
-                         write_long(start + DAY_MS * 1000)))
+        return b"".join(
+            (_TRAILER_FINAL, _DAY_WINDOW, write_long(start), write_long(start + DAY_MS * 1000))
+        )
     return TRAILERS_NO_WINDOW
 
 
@@ -220,9 +301,18 @@ class EnvelopeWriter:
             kind = msg["T"]
             body = BODIES[kind](msg)
             event_ts = event_ts_ns(msg["t"])
-            return b"".join((self._header, write_long(ingest_ts), write_long(event_ts),
-                             self.prefix(kind, msg["S"]), write_long(seq), body,
-                             trailer(kind, event_ts), write_string(trace_id)))
+            return b"".join(
+                (
+                    self._header,
+                    write_long(ingest_ts),
+                    write_long(event_ts),
+                    self.prefix(kind, msg["S"]),
+                    write_long(seq),
+                    body,
+                    trailer(kind, event_ts),
+                    write_string(trace_id),
+                )
+            )
         except InvalidMessageError:
             raise
         except ENCODE_ERRORS as exc:

@@ -24,12 +24,17 @@ FLAGS: dict[str, tuple[str, str]] = {
     "--url": ("alpaca_url", "Alpaca stream URL, e.g. wss://stream.data.alpaca.markets/v2/iex"),
     "--feed": ("feed", "feed name (default: the last path segment of the URL)"),
     "--symbols": ("symbols", "comma-separated symbols or * (TORGHUT_FWD_SYMBOLS)"),
-    "--channels": ("channels", "comma-separated: trades,quotes,bars,updatedBars,dailyBars,"
-                               "statuses,lulds (corrections/cancelErrors come with trades)"),
+    "--channels": (
+        "channels",
+        "comma-separated: trades,quotes,bars,updatedBars,dailyBars,"
+        "statuses,lulds (corrections/cancelErrors come with trades)",
+    ),
     "--wire-format": ("wire_format", "msgpack (default, like alpaca-py) or json"),
     "--kafka-bootstrap": ("kafka_bootstrap", "Kafka bootstrap servers"),
-    "--kafka-security-protocol": ("kafka_security_protocol",
-                                  "PLAINTEXT | SASL_PLAINTEXT | SASL_SSL"),
+    "--kafka-security-protocol": (
+        "kafka_security_protocol",
+        "PLAINTEXT | SASL_PLAINTEXT | SASL_SSL",
+    ),
     "--kafka-sasl-username": ("kafka_sasl_username", "SCRAM user (password: env only)"),
     "--kafka-ssl-ca-location": ("kafka_ssl_ca_location", "CA file for SASL_SSL"),
     "--registry-url": ("registry_url", "Confluent-compatible schema registry URL"),
@@ -54,8 +59,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     for flag, (field, help_text) in FLAGS.items():
         parser.add_argument(flag, dest=field, default=None, help=help_text)
-    parser.add_argument("--profile", choices=sorted(PROFILES), default="default",
-                        help="tuning profile: low-latency sets linger.ms=5")
+    parser.add_argument(
+        "--profile",
+        choices=sorted(PROFILES),
+        default="default",
+        help="tuning profile: low-latency sets linger.ms=5",
+    )
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
 
 
@@ -69,8 +78,10 @@ def settings_from(args: argparse.Namespace) -> ForwarderSettings:
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO),
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
     try:
         settings = settings_from(args)
     except ValidationError as exc:

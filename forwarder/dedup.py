@@ -19,7 +19,9 @@ class DedupCache:
 
     def __init__(self, max_entries: int, horizon_s: float) -> None:
         if max_entries < 1 or horizon_s <= 0:
-            raise ValueError(f"need max_entries >= 1 and horizon_s > 0, got {max_entries}, {horizon_s}")
+            raise ValueError(
+                f"need max_entries >= 1 and horizon_s > 0, got {max_entries}, {horizon_s}"
+            )
         self.max_entries = max_entries
         self.horizon_s = horizon_s
         self._keys: set[Hashable] = set()

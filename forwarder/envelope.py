@@ -62,10 +62,16 @@ def parse_rfc3339_ns(text: str) -> int:
         raise InvalidMessageError("bad_timestamp", f"not RFC 3339: {text[:64]!r}")
     year, month, day, hour, minute, second, frac, zone = m.groups()
     try:
-        secs = calendar.timegm((int(year), int(month), int(day), int(hour), int(minute),
-                                int(second), 0, 0, 0))
-        if not (1 <= int(month) <= 12 and 1 <= int(day) <= 31 and int(hour) < 24
-                and int(minute) < 60 and int(second) < 61):
+        secs = calendar.timegm(
+            (int(year), int(month), int(day), int(hour), int(minute), int(second), 0, 0, 0)
+        )
+        if not (
+            1 <= int(month) <= 12
+            and 1 <= int(day) <= 31
+            and int(hour) < 24
+            and int(minute) < 60
+            and int(second) < 61
+        ):
             raise ValueError("field out of range")
     except (ValueError, OverflowError) as exc:
         raise InvalidMessageError("bad_timestamp", f"{text[:64]!r}: {exc}") from None
@@ -96,14 +102,18 @@ def event_ts_ns(value: Any) -> int:
 def _s(msg: Mapping[str, Any], key: str, default: str | None = None) -> str:
     v = msg.get(key, default)
     if not isinstance(v, str):
-        raise InvalidMessageError("invalid_field", f"{key} must be a string, got {type(v).__name__}")
+        raise InvalidMessageError(
+            "invalid_field", f"{key} must be a string, got {type(v).__name__}"
+        )
     return v
 
 
 def _f(msg: Mapping[str, Any], key: str) -> float:
     v = msg.get(key)
     if type(v) not in (int, float):
-        raise InvalidMessageError("invalid_field", f"{key} must be a number, got {type(v).__name__}")
+        raise InvalidMessageError(
+            "invalid_field", f"{key} must be a number, got {type(v).__name__}"
+        )
     return float(v)  # type: ignore[arg-type]
 
 
@@ -128,42 +138,70 @@ def payload_of(msg: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     kind = msg.get("T")
     if kind == "t":
         return "torghut.Trade", {
-            "id": _i(msg, "i"), "exchange": _s(msg, "x"), "price": _f(msg, "p"),
-            "size": _f(msg, "s"), "conditions": _strs(msg, "c"), "tape": _s(msg, "z", ""),
+            "id": _i(msg, "i"),
+            "exchange": _s(msg, "x"),
+            "price": _f(msg, "p"),
+            "size": _f(msg, "s"),
+            "conditions": _strs(msg, "c"),
+            "tape": _s(msg, "z", ""),
         }
     if kind == "q":
         return "torghut.Quote", {
-            "bid_exchange": _s(msg, "bx"), "bid_price": _f(msg, "bp"), "bid_size": _f(msg, "bs"),
-            "ask_exchange": _s(msg, "ax"), "ask_price": _f(msg, "ap"), "ask_size": _f(msg, "as"),
-            "conditions": _strs(msg, "c"), "tape": _s(msg, "z", ""),
+            "bid_exchange": _s(msg, "bx"),
+            "bid_price": _f(msg, "bp"),
+            "bid_size": _f(msg, "bs"),
+            "ask_exchange": _s(msg, "ax"),
+            "ask_price": _f(msg, "ap"),
+            "ask_size": _f(msg, "as"),
+            "conditions": _strs(msg, "c"),
+            "tape": _s(msg, "z", ""),
         }
     if kind in ("b", "u", "d"):
         return "torghut.Bar", {
-            "open": _f(msg, "o"), "high": _f(msg, "h"), "low": _f(msg, "l"), "close": _f(msg, "c"),
-            "volume": _f(msg, "v"), "trade_count": _i(msg, "n"), "vwap": _f(msg, "vw"),
+            "open": _f(msg, "o"),
+            "high": _f(msg, "h"),
+            "low": _f(msg, "l"),
+            "close": _f(msg, "c"),
+            "volume": _f(msg, "v"),
+            "trade_count": _i(msg, "n"),
+            "vwap": _f(msg, "vw"),
         }
     if kind == "s":
         return "torghut.TradingStatus", {
-            "status_code": _s(msg, "sc"), "status_message": _s(msg, "sm"),
-            "reason_code": _s(msg, "rc"), "reason_message": _s(msg, "rm"), "tape": _s(msg, "z", ""),
+            "status_code": _s(msg, "sc"),
+            "status_message": _s(msg, "sm"),
+            "reason_code": _s(msg, "rc"),
+            "reason_message": _s(msg, "rm"),
+            "tape": _s(msg, "z", ""),
         }
     if kind == "l":
         return "torghut.Luld", {
-            "limit_up_price": _f(msg, "u"), "limit_down_price": _f(msg, "d"),
-            "indicator": _s(msg, "i"), "tape": _s(msg, "z", ""),
+            "limit_up_price": _f(msg, "u"),
+            "limit_down_price": _f(msg, "d"),
+            "indicator": _s(msg, "i"),
+            "tape": _s(msg, "z", ""),
         }
     if kind == "c":
         return "torghut.Correction", {
-            "exchange": _s(msg, "x"), "original_id": _i(msg, "oi"),
-            "original_price": _f(msg, "op"), "original_size": _f(msg, "os"),
-            "original_conditions": _strs(msg, "oc"), "corrected_id": _i(msg, "ci"),
-            "corrected_price": _f(msg, "cp"), "corrected_size": _f(msg, "cs"),
-            "corrected_conditions": _strs(msg, "cc"), "tape": _s(msg, "z", ""),
+            "exchange": _s(msg, "x"),
+            "original_id": _i(msg, "oi"),
+            "original_price": _f(msg, "op"),
+            "original_size": _f(msg, "os"),
+            "original_conditions": _strs(msg, "oc"),
+            "corrected_id": _i(msg, "ci"),
+            "corrected_price": _f(msg, "cp"),
+            "corrected_size": _f(msg, "cs"),
+            "corrected_conditions": _strs(msg, "cc"),
+            "tape": _s(msg, "z", ""),
         }
     if kind == "x":
         return "torghut.CancelError", {
-            "id": _i(msg, "i"), "exchange": _s(msg, "x"), "price": _f(msg, "p"),
-            "size": _f(msg, "s"), "action": _s(msg, "a"), "tape": _s(msg, "z", ""),
+            "id": _i(msg, "i"),
+            "exchange": _s(msg, "x"),
+            "price": _f(msg, "p"),
+            "size": _f(msg, "s"),
+            "action": _s(msg, "a"),
+            "tape": _s(msg, "z", ""),
         }
     raise InvalidMessageError("unknown_type", f"T={str(kind)[:32]!r}")
 
@@ -174,12 +212,17 @@ def window_of(kind: str, event_ts: int) -> dict[str, int] | None:
     if size_ms is None:
         return None
     start_us = event_ts // NS_PER_US
-    return {"size_ms": size_ms, "step_ms": size_ms, "start": start_us,
-            "end": start_us + size_ms * 1000}
+    return {
+        "size_ms": size_ms,
+        "step_ms": size_ms,
+        "start": start_us,
+        "end": start_us + size_ms * 1000,
+    }
 
 
-def to_envelope(msg: Mapping[str, Any], *, feed: str, seq: int, ingest_ts: int,
-                trace_id: str) -> dict[str, Any]:
+def to_envelope(
+    msg: Mapping[str, Any], *, feed: str, seq: int, ingest_ts: int, trace_id: str
+) -> dict[str, Any]:
     """One Alpaca market-data message as an Envelope record (fastavro dict form)."""
     if not isinstance(msg, Mapping):
         raise InvalidMessageError("not_an_object", f"message of type {type(msg).__name__}")
@@ -206,9 +249,18 @@ def to_envelope(msg: Mapping[str, Any], *, feed: str, seq: int, ingest_ts: int,
     }
 
 
-def status_envelope(event: str, *, feed: str, seq: int, ts: int, trace_id: str,
-                    reason: str = "", attempt: int = 0, code: int | None = None,
-                    detail: str = "") -> dict[str, Any]:
+def status_envelope(
+    event: str,
+    *,
+    feed: str,
+    seq: int,
+    ts: int,
+    trace_id: str,
+    reason: str = "",
+    attempt: int = 0,
+    code: int | None = None,
+    detail: str = "",
+) -> dict[str, Any]:
     """A forwarder status event (ForwarderStatus payload) for ``torghut.status.v1``."""
     return {
         "ingest_ts": ts,
@@ -217,10 +269,16 @@ def status_envelope(event: str, *, feed: str, seq: int, ts: int, trace_id: str,
         "channel": STATUS_CHANNEL,
         "symbol": "",
         "seq": seq,
-        "payload": ("torghut.ForwarderStatus", {
-            "event": event, "reason": reason, "attempt": attempt, "code": code,
-            "detail": detail[:2000],
-        }),
+        "payload": (
+            "torghut.ForwarderStatus",
+            {
+                "event": event,
+                "reason": reason,
+                "attempt": attempt,
+                "code": code,
+                "detail": detail[:2000],
+            },
+        ),
         "is_final": True,
         "source": "forwarder",
         "window": None,

@@ -17,8 +17,9 @@ _REASONS = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 503: "Servic
 class HealthServer:
     """GET /metrics (Prometheus text), /healthz (alive), /readyz (stream and producer ready)."""
 
-    def __init__(self, host: str, port: int, metrics: Callable[[], bytes], healthy: Probe,
-                 ready: Probe) -> None:
+    def __init__(
+        self, host: str, port: int, metrics: Callable[[], bytes], healthy: Probe, ready: Probe
+    ) -> None:
         self.host, self.port = host, port
         self._metrics, self._healthy, self._ready = metrics, healthy, ready
         self._server: asyncio.Server | None = None
@@ -43,7 +44,11 @@ class HealthServer:
             return 200, "text/plain; version=0.0.4; charset=utf-8", self._metrics()
         if path in ("/healthz", "/readyz"):
             ok, why = (self._healthy if path == "/healthz" else self._ready)()
-            return (200 if ok else 503), "text/plain", f"{'ok' if ok else 'not ok'}: {why}\n".encode()
+            return (
+                (200 if ok else 503),
+                "text/plain",
+                f"{'ok' if ok else 'not ok'}: {why}\n".encode(),
+            )
         return 404, "text/plain", b"try /metrics /healthz /readyz\n"
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -55,10 +60,15 @@ class HealthServer:
             writer.write(
                 f"HTTP/1.1 {status} {_REASONS[status]}\r\nContent-Type: {ctype}\r\n"
                 f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
-                + (body if method != "HEAD" else b""))
+                + (body if method != "HEAD" else b"")
+            )
             await writer.drain()
-        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
-                ConnectionError):
+        except (
+            TimeoutError,
+            asyncio.IncompleteReadError,
+            asyncio.LimitOverrunError,
+            ConnectionError,
+        ):
             pass
         finally:
             writer.close()

@@ -65,17 +65,22 @@ class ForwarderMetrics:
             return fam
 
         yield per_channel("messages", "envelopes acked by Kafka (acks=all)", self.messages)
-        yield per_channel("received_messages", "market-data messages read from Alpaca",
-                          self.received)
+        yield per_channel(
+            "received_messages", "market-data messages read from Alpaca", self.received
+        )
         yield per_channel("dedup_dropped", "duplicate messages dropped", self.dedup_dropped)
-        yield CounterMetricFamily(f"{PREFIX}_reconnects", "WebSocket reconnect attempts",
-                                  value=self.reconnects)
-        yield CounterMetricFamily(f"{PREFIX}_produce_errors",
-                                  "failed deliveries (re-produced) and producer errors",
-                                  value=self.produce_errors)
+        yield CounterMetricFamily(
+            f"{PREFIX}_reconnects", "WebSocket reconnect attempts", value=self.reconnects
+        )
+        yield CounterMetricFamily(
+            f"{PREFIX}_produce_errors",
+            "failed deliveries (re-produced) and producer errors",
+            value=self.produce_errors,
+        )
         yield CounterMetricFamily(f"{PREFIX}_frames", "WebSocket frames read", value=self.frames)
-        rejected = CounterMetricFamily(f"{PREFIX}_frames_rejected",
-                                       "frames or messages rejected", labels=["reason"])
+        rejected = CounterMetricFamily(
+            f"{PREFIX}_frames_rejected", "frames or messages rejected", labels=["reason"]
+        )
         for reason, v in sorted(self.frames_rejected.items()):
             rejected.add_metric([reason], v)
         yield rejected
@@ -83,15 +88,19 @@ class ForwarderMetrics:
         for bound, count in zip((*LAG_BUCKETS_S, float("inf")), self.lag_buckets, strict=True):
             acc += count
             buckets.append(("+Inf" if bound == float("inf") else repr(bound), acc))
-        yield HistogramMetricFamily(f"{PREFIX}_event_lag_seconds",
-                                    "now - event_ts when Kafka acked the envelope",
-                                    buckets=buckets, sum_value=self.lag_sum_ns / 1e9)
-        yield GaugeMetricFamily(f"{PREFIX}_queue_depth", "envelopes produced but not yet acked",
-                                value=self.queue_depth)
-        yield GaugeMetricFamily(f"{PREFIX}_connected", "1 while connected and subscribed",
-                                value=self.connected)
-        yield GaugeMetricFamily(f"{PREFIX}_ready", "1 while /readyz answers 200",
-                                value=self.ready)
+        yield HistogramMetricFamily(
+            f"{PREFIX}_event_lag_seconds",
+            "now - event_ts when Kafka acked the envelope",
+            buckets=buckets,
+            sum_value=self.lag_sum_ns / 1e9,
+        )
+        yield GaugeMetricFamily(
+            f"{PREFIX}_queue_depth", "envelopes produced but not yet acked", value=self.queue_depth
+        )
+        yield GaugeMetricFamily(
+            f"{PREFIX}_connected", "1 while connected and subscribed", value=self.connected
+        )
+        yield GaugeMetricFamily(f"{PREFIX}_ready", "1 while /readyz answers 200", value=self.ready)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

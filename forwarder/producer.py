@@ -28,8 +28,12 @@ RETRY_CAP_S = 5.0
 class EnvelopeProducer:
     """Produces framed envelopes; tracks acks, failures and broker health."""
 
-    def __init__(self, settings: ForwarderSettings, metrics: ForwarderMetrics,
-                 extra_config: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        settings: ForwarderSettings,
+        metrics: ForwarderMetrics,
+        extra_config: dict[str, Any] | None = None,
+    ) -> None:
         self.metrics = metrics
         self.stall_s = settings.producer_stall_s
         cfg: dict[str, Any] = {
@@ -62,8 +66,9 @@ class EnvelopeProducer:
 
     # --- hot path ----------------------------------------------------------------
 
-    def produce(self, topic: str, value: bytes, key: bytes | None, channel: int,
-                event_ts: int) -> None:
+    def produce(
+        self, topic: str, value: bytes, key: bytes | None, channel: int, event_ts: int
+    ) -> None:
         cb = partial(self._delivered, channel, event_ts)
         try:
             self._producer.produce(topic, value, key, on_delivery=cb)
@@ -141,7 +146,10 @@ class EnvelopeProducer:
             return False, f"fatal producer error: {self.fatal_error}"
         depth = len(self)
         if depth and now - self.last_ack > self.stall_s:
-            return False, f"{depth} envelopes unacked for {now - self.last_ack:.0f}s: {self.last_error}"
+            return (
+                False,
+                f"{depth} envelopes unacked for {now - self.last_ack:.0f}s: {self.last_error}",
+            )
         if self.brokers_down_since is not None and now - self.brokers_down_since > self.stall_s:
             return False, f"all brokers down for {now - self.brokers_down_since:.0f}s"
         if self.last_failure is not None and now - self.last_failure < self.stall_s:

@@ -14,8 +14,9 @@ class ReconnectPolicy:
     ``conflict_s``: the other holder rarely goes away within seconds.
     """
 
-    def __init__(self, base_s: float, cap_s: float, conflict_s: float,
-                 rng: random.Random | None = None) -> None:
+    def __init__(
+        self, base_s: float, cap_s: float, conflict_s: float, rng: random.Random | None = None
+    ) -> None:
         if base_s <= 0 or cap_s < base_s:
             raise ValueError(f"need 0 < base_s <= cap_s, got {base_s}, {cap_s}")
         self.base_s, self.cap_s, self.conflict_s = base_s, cap_s, conflict_s

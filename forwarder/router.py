@@ -27,8 +27,17 @@ from forwarder.sequence import SequenceNumbers
 from shared.topics import CHANNEL_TOPICS
 
 # message families that share a dedup cache
-_FAMILY = {"t": "trades", "q": "quotes", "b": "bars", "u": "bars", "d": "bars",
-           "s": "other", "l": "other", "c": "other", "x": "other"}
+_FAMILY = {
+    "t": "trades",
+    "q": "quotes",
+    "b": "bars",
+    "u": "bars",
+    "d": "bars",
+    "s": "other",
+    "l": "other",
+    "c": "other",
+    "x": "other",
+}
 _BAR_TYPES = frozenset("bud")
 _MAX_NS = 1 << 63
 
@@ -57,11 +66,18 @@ class TraceIds:
 class EnvelopeRouter:
     """Dedup -> seq -> Avro -> produce, per message; rejects never stop the loop."""
 
-    def __init__(self, writer: EnvelopeWriter, seqs: SequenceNumbers,
-                 producer: EnvelopeProducer, metrics: ForwarderMetrics,
-                 dedup_max_entries: int, dedup_horizon_s: float,
-                 on_reject: RejectHook, on_control: ControlHook,
-                 trace_ids: TraceIds | None = None) -> None:
+    def __init__(
+        self,
+        writer: EnvelopeWriter,
+        seqs: SequenceNumbers,
+        producer: EnvelopeProducer,
+        metrics: ForwarderMetrics,
+        dedup_max_entries: int,
+        dedup_horizon_s: float,
+        on_reject: RejectHook,
+        on_control: ControlHook,
+        trace_ids: TraceIds | None = None,
+    ) -> None:
         self.writer, self.seqs, self.producer, self.metrics = writer, seqs, producer, metrics
         self.on_reject, self.on_control = on_reject, on_control
         self.trace_ids = trace_ids or TraceIds()
@@ -72,7 +88,9 @@ class EnvelopeRouter:
         self.headers = {t: writer.header for t in CHANNEL_BY_TYPE}
         feed_key = writer.feed.encode()
         # the status topic is keyed by feed, the others by symbol
-        self._feed_keyed = {t for t, c in CHANNEL_BY_TYPE.items() if CHANNEL_TOPICS[c].key == "feed"}
+        self._feed_keyed = {
+            t for t, c in CHANNEL_BY_TYPE.items() if CHANNEL_TOPICS[c].key == "feed"
+        }
         self._feed_key = feed_key
         self._keys: dict[str, bytes] = {}
 
@@ -101,7 +119,9 @@ class EnvelopeRouter:
         for m in msgs:
             try:
                 if type(m) is not dict:
-                    raise InvalidMessageError("not_an_object", f"message of type {type(m).__name__}")
+                    raise InvalidMessageError(
+                        "not_an_object", f"message of type {type(m).__name__}"
+                    )
                 kind = m.get("T")
                 body_of = BODIES.get(kind)  # type: ignore[arg-type]
                 if body_of is None:
@@ -122,11 +142,19 @@ class EnvelopeRouter:
                 seq = seq_next((kind, sym))
                 n += 1
                 tid = b"%s%x" % (tprefix, n)
-                value = b"".join((
-                    headers[kind], ingest, write_long(ets), pfx, write_long(seq), body,
-                    trailer(kind, ets) if kind in _BAR_TYPES else TRAILERS_NO_WINDOW,
-                    write_long(len(tid)), tid,
-                ))
+                value = b"".join(
+                    (
+                        headers[kind],
+                        ingest,
+                        write_long(ets),
+                        pfx,
+                        write_long(seq),
+                        body,
+                        trailer(kind, ets) if kind in _BAR_TYPES else TRAILERS_NO_WINDOW,
+                        write_long(len(tid)),
+                        tid,
+                    )
+                )
                 if kind in feed_keyed:
                     key = self._feed_key
                 else:

@@ -62,8 +62,13 @@ class SequenceNumbers:
         return len(self._next)
 
 
-def recover_floor(kafka_config: dict[str, Any], topics: Iterable[str], decode: Any,
-                  max_records_per_partition: int, timeout_s: float = 30.0) -> int | None:
+def recover_floor(
+    kafka_config: dict[str, Any],
+    topics: Iterable[str],
+    decode: Any,
+    max_records_per_partition: int,
+    timeout_s: float = 30.0,
+) -> int | None:
     """Highest ``seq`` in the last ``max_records_per_partition`` records of each partition
     of ``topics`` (read_committed), or None when the topics are empty.
 
@@ -72,15 +77,17 @@ def recover_floor(kafka_config: dict[str, Any], topics: Iterable[str], decode: A
     """
     if max_records_per_partition <= 0:
         return None
-    consumer = Consumer({
-        **kafka_config,
-        "group.id": f"torghut-forwarder-seq-scan-{time.time_ns()}",
-        "enable.auto.commit": False,
-        "enable.partition.eof": True,
-        "isolation.level": "read_committed",
-        "auto.offset.reset": "earliest",
-        "fetch.max.bytes": 16 << 20,
-    })
+    consumer = Consumer(
+        {
+            **kafka_config,
+            "group.id": f"torghut-forwarder-seq-scan-{time.time_ns()}",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            "isolation.level": "read_committed",
+            "auto.offset.reset": "earliest",
+            "fetch.max.bytes": 16 << 20,
+        }
+    )
     highest: int | None = None
     scanned = undecodable = 0
     deadline = time.monotonic() + timeout_s
@@ -92,13 +99,16 @@ def recover_floor(kafka_config: dict[str, Any], topics: Iterable[str], decode: A
             if meta is None or meta.error is not None:
                 raise SequenceRecoveryError(
                     f"topic {name} is not readable ({meta.error if meta else 'missing'}); "
-                    "create the catalog topics (torghut stack up / KafkaTopic CRs)")
+                    "create the catalog topics (torghut stack up / KafkaTopic CRs)"
+                )
             for p in meta.partitions:
                 low, high = consumer.get_watermark_offsets(
-                    TopicPartition(name, p), timeout=max(1.0, deadline - time.monotonic()))
+                    TopicPartition(name, p), timeout=max(1.0, deadline - time.monotonic())
+                )
                 if high > low:
                     assignment.append(
-                        TopicPartition(name, p, max(low, high - max_records_per_partition)))
+                        TopicPartition(name, p, max(low, high - max_records_per_partition))
+                    )
         if not assignment:
             return None
         consumer.assign(assignment)
@@ -107,7 +117,8 @@ def recover_floor(kafka_config: dict[str, Any], topics: Iterable[str], decode: A
             if time.monotonic() > deadline:
                 raise SequenceRecoveryError(
                     f"reading the tail of {sorted(pending)} took over {timeout_s:.0f}s; "
-                    "is the broker reachable? (TORGHUT_FWD_SEQ_SCAN_RECORDS=0 skips the scan)")
+                    "is the broker reachable? (TORGHUT_FWD_SEQ_SCAN_RECORDS=0 skips the scan)"
+                )
             for msg in consumer.consume(1000, timeout=0.5):
                 err = msg.error()
                 if err is not None:
@@ -129,8 +140,10 @@ def recover_floor(kafka_config: dict[str, Any], topics: Iterable[str], decode: A
         raise SequenceRecoveryError(f"seq recovery from Kafka failed: {exc}") from exc
     finally:
         consumer.close()
-    log.info("seq recovery: scanned %d records (%d undecodable), highest seq %s",
-             scanned, undecodable, highest)
+    log.info(
+        "seq recovery: scanned %d records (%d undecodable), highest seq %s",
+        scanned,
+        undecodable,
+        highest,
+    )
     return highest
-
-

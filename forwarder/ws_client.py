@@ -33,7 +33,7 @@ log = logging.getLogger("forwarder.ws")
 FATAL_CODES = {
     402: "auth failed: check TORGHUT_FWD_ALPACA_KEY_ID / TORGHUT_FWD_ALPACA_SECRET_KEY",
     409: "insufficient subscription: the account's plan does not include this feed "
-         "(use the iex feed or upgrade the market-data subscription)",
+    "(use the iex feed or upgrade the market-data subscription)",
     405: "symbol limit exceeded: subscribe fewer symbols (TORGHUT_FWD_SYMBOLS)",
     400: "invalid syntax: the subscription request was refused (check TORGHUT_FWD_CHANNELS)",
 }
@@ -44,8 +44,15 @@ class StreamHandler(Protocol):
 
     async def on_data(self, msgs: Sequence[Any], ingest_ns: int) -> None: ...
 
-    def on_status(self, event: str, *, reason: str = "", attempt: int = 0,
-                  code: int | None = None, detail: str = "") -> None: ...
+    def on_status(
+        self,
+        event: str,
+        *,
+        reason: str = "",
+        attempt: int = 0,
+        code: int | None = None,
+        detail: str = "",
+    ) -> None: ...
 
     def on_reject(self, reason: str, detail: str, msg: Any) -> None: ...
 
@@ -56,8 +63,9 @@ class BaseDataStream:
     """Connect/auth/subscribe/dispatch with reconnects; ``run`` returns when ``stop`` is set
     and raises ``FatalStreamError`` for errors a retry cannot fix (402, 409)."""
 
-    def __init__(self, settings: ForwarderSettings, handler: StreamHandler,
-                 policy: ReconnectPolicy) -> None:
+    def __init__(
+        self, settings: ForwarderSettings, handler: StreamHandler, policy: ReconnectPolicy
+    ) -> None:
         self.settings = settings
         self.handler = handler
         self.policy = policy
@@ -65,6 +73,7 @@ class BaseDataStream:
         self.attempt = 0
         self.connected_at: float | None = None
         self.subscribed = False
+        self.frames_read = 0
         self._ws: ClientConnection | None = None
         self._stop = asyncio.Event()
         self._closing: asyncio.Task[None] | None = None
@@ -81,20 +90,29 @@ class BaseDataStream:
         """One frame -> a list of messages; raises ValueError for a malformed frame."""
         try:
             if isinstance(raw, bytes) and self.msgpack:
-                return msgpack.unpackb(raw, timestamp=2, use_list=False,
-                                       strict_map_key=True, max_buffer_size=len(raw))
+                return msgpack.unpackb(raw, timestamp=2, use_list=False)
             return orjson.loads(raw)
-        except (msgpack.ExtraData, msgpack.FormatError, msgpack.StackError,
-                orjson.JSONDecodeError, ValueError, TypeError) as exc:
+        except (
+            msgpack.ExtraData,
+            msgpack.FormatError,
+            msgpack.StackError,
+            orjson.JSONDecodeError,
+            ValueError,
+            TypeError,
+        ) as exc:
             raise ValueError(f"undecodable frame ({type(exc).__name__}: {exc})"[:300]) from None
 
     async def _recv_control(self, ws: ClientConnection, expect: str) -> Mapping[str, Any]:
         try:
             raw = await asyncio.wait_for(ws.recv(), self.settings.connect_timeout_s)
         except TimeoutError:
-            raise StreamProtocolError(f"no answer within {self.settings.connect_timeout_s}s "
-                                      f"while waiting for {expect}") from None
-        msgs = self.decode(raw)
+            raise StreamProtocolError(
+                f"no answer within {self.settings.connect_timeout_s}s while waiting for {expect}"
+            ) from None
+        try:
+            msgs = self.decode(raw)
+        except ValueError as exc:
+            raise StreamProtocolError(f"{exc} while waiting for {expect}") from None
         if not isinstance(msgs, (list, tuple)) or not msgs or not isinstance(msgs[0], dict):
             raise StreamProtocolError(f"unexpected frame while waiting for {expect}")
         msg = msgs[0]
@@ -110,7 +128,8 @@ class BaseDataStream:
             raise FatalStreamError(code, f"{text}: {FATAL_CODES[code]}")
         if code == 406:
             raise ConnectionLimitError(
-                f"{text}: another connection uses this Alpaca account; only one is allowed")
+                f"{text}: another connection uses this Alpaca account; only one is allowed"
+            )
         raise StreamProtocolError(text, code if isinstance(code, int) else None)
 
     async def _handshake(self, ws: ClientConnection) -> None:
@@ -118,8 +137,15 @@ class BaseDataStream:
         first = await self._recv_control(ws, "the connected message")
         if first.get("T") != "success" or first.get("msg") != "connected":
             raise StreamProtocolError(f"expected success/connected, got {first.get('T')!r}")
-        await ws.send(self.encode({"action": "auth", "key": s.alpaca_key_id.get_secret_value(),
-                                   "secret": s.alpaca_secret_key.get_secret_value()}))
+        await ws.send(
+            self.encode(
+                {
+                    "action": "auth",
+                    "key": s.alpaca_key_id.get_secret_value(),
+                    "secret": s.alpaca_secret_key.get_secret_value(),
+                }
+            )
+        )
         auth = await self._recv_control(ws, "the auth answer")
         if auth.get("T") != "success" or auth.get("msg") != "authenticated":
             raise StreamProtocolError(f"expected success/authenticated, got {auth.get('T')!r}")
@@ -129,7 +155,9 @@ class BaseDataStream:
         if sub.get("T") != "subscription":
             raise StreamProtocolError(f"expected a subscription answer, got {sub.get('T')!r}")
         channels = {k: len(v) for k, v in sub.items() if k != "T" and isinstance(v, list | tuple)}
-        self.handler.on_status("subscribed", attempt=self.attempt, detail=orjson.dumps(channels).decode())
+        self.handler.on_status(
+            "subscribed", attempt=self.attempt, detail=orjson.dumps(channels).decode()
+        )
 
     # --- loop --------------------------------------------------------------------
 
@@ -141,45 +169,68 @@ class BaseDataStream:
                 await self._session()
                 reason = "closed by server" if not self._stop.is_set() else "stopping"
             except FatalStreamError as exc:
-                self.handler.on_status("error", reason=str(exc), attempt=self.attempt,
-                                       code=exc.code)
+                self.handler.on_status(
+                    "error", reason=str(exc), attempt=self.attempt, code=exc.code
+                )
                 raise
             except ConnectionLimitError as exc:
                 reason, code, conflict = str(exc), 406, True
                 self.handler.on_status("error", reason=reason, attempt=self.attempt, code=406)
-                log.warning("%s; retrying in at least %.0fs", reason, self.settings.conflict_backoff_s)
+                log.warning(
+                    "%s; retrying in at least %.0fs", reason, self.settings.conflict_backoff_s
+                )
             except StreamProtocolError as exc:
                 reason, code = str(exc), exc.code
             except ConnectionClosed as exc:
                 rcvd = exc.rcvd
                 code = rcvd.code if rcvd is not None else None
-                reason = f"connection closed ({rcvd.code} {rcvd.reason})" if rcvd else \
-                    "connection lost (no close frame)"
+                reason = (
+                    f"connection closed ({rcvd.code} {rcvd.reason})"
+                    if rcvd
+                    else "connection lost (no close frame)"
+                )
             except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as exc:
                 reason = f"{type(exc).__name__}: {exc}"
+            except Exception as exc:  # a bug must cost a reconnect, not the process
+                log.exception("unexpected error in the stream; reconnecting")
+                reason = f"internal error {type(exc).__name__}: {exc}"[:300]
             finally:
                 was_connected = self._ws is not None
                 self._ws = None
                 self.subscribed = False
                 self.handler.on_connected(False)
             if was_connected:
-                self.handler.on_status("disconnected", reason=reason, attempt=self.attempt, code=code)
+                self.handler.on_status(
+                    "disconnected", reason=reason, attempt=self.attempt, code=code
+                )
             if self._stop.is_set():
                 return
             self.attempt += 1
             delay = self.policy.delay(self.attempt, conflict=conflict)
             log.info("reconnecting in %.2fs (attempt %d): %s", delay, self.attempt, reason)
-            self.handler.on_status("reconnecting", reason=reason, attempt=self.attempt, code=code,
-                                   detail=f"delay_s={delay:.2f}")
+            self.handler.on_status(
+                "reconnecting",
+                reason=reason,
+                attempt=self.attempt,
+                code=code,
+                detail=f"delay_s={delay:.2f}",
+            )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), delay)
 
     async def _session(self) -> None:
         s = self.settings
         headers = {"Content-Type": "application/msgpack"} if self.msgpack else {}
-        async with connect(self.url(), additional_headers=headers, max_size=s.max_frame_bytes,
-                           open_timeout=s.connect_timeout_s, ping_interval=20, ping_timeout=20,
-                           close_timeout=5, user_agent_header="torghut-forwarder") as ws:
+        async with connect(
+            self.url(),
+            additional_headers=headers,
+            max_size=s.max_frame_bytes,
+            open_timeout=s.connect_timeout_s,
+            ping_interval=20,
+            ping_timeout=20,
+            close_timeout=5,
+            user_agent_header="torghut-forwarder",
+        ) as ws:
             self._ws = ws
             self.handler.on_status("connected", attempt=self.attempt)
             await self._handshake(ws)
@@ -196,14 +247,18 @@ class BaseDataStream:
         while True:
             raw = await ws.recv()
             ingest_ns = time.time_ns()
+            self.frames_read += 1
             try:
                 msgs = self.decode(raw)
             except ValueError as exc:
                 handler.on_reject("malformed_frame", str(exc), None)
                 continue
             if type(msgs) is not tuple and type(msgs) is not list:
-                handler.on_reject("malformed_frame", f"frame holds a {type(msgs).__name__}, "
-                                  "not an array of messages", None)
+                handler.on_reject(
+                    "malformed_frame",
+                    f"frame holds a {type(msgs).__name__}, not an array of messages",
+                    None,
+                )
                 continue
             if not data_seen:
                 data_seen = True
@@ -214,9 +269,12 @@ class BaseDataStream:
         """A control message inside the data stream (e.g. 407 slow client before a close)."""
         if msg.get("T") == "error":
             code = msg.get("code")
-            self.handler.on_status("error", reason=f"Alpaca error {code} {msg.get('msg', '')!r}",
-                                   attempt=self.attempt,
-                                   code=code if isinstance(code, int) else None)
+            self.handler.on_status(
+                "error",
+                reason=f"Alpaca error {code} {msg.get('msg', '')!r}",
+                attempt=self.attempt,
+                code=code if isinstance(code, int) else None,
+            )
         else:
             log.info("control message while streaming: %s", str(msg)[:200])
 
@@ -226,7 +284,8 @@ class BaseDataStream:
         ws = self._ws
         if ws is not None:
             self._closing = asyncio.get_running_loop().create_task(
-                ws.close(1000, "forwarder stopping"))
+                ws.close(1000, "forwarder stopping")
+            )
 
 
 class StockDataStream(BaseDataStream):

@@ -46,8 +46,12 @@ def _evolved() -> dict[str, dict[str, Any]]:
     for f in retyped["fields"]:
         if f["name"] == "trade_count":
             f["type"] = "string"
-    return {V2_ADDED_OPTIONAL: added_opt, V2_ADDED_REQUIRED: added_req,
-            V2_REMOVED_REQUIRED: removed, V2_RETYPED: retyped}
+    return {
+        V2_ADDED_OPTIONAL: added_opt,
+        V2_ADDED_REQUIRED: added_req,
+        V2_REMOVED_REQUIRED: removed,
+        V2_RETYPED: retyped,
+    }
 
 
 EVOLVED = _evolved()
@@ -82,13 +86,17 @@ def scratch(unique, registry) -> str:
 
 # ---- registration and compatibility of the catalog ---------------------------------------
 
-def test_every_catalog_schema_registers_under_its_topic_subject_and_resolves_by_id(registry) -> None:
+
+def test_every_catalog_schema_registers_under_its_topic_subject_and_resolves_by_id(
+    registry,
+) -> None:
     for t in ALL_TOPICS:
         schema_id = registry.register(t.subject, schema_text(t.value_schema))
         assert t.subject in registry.subjects()
         stored = json.loads(SchemaRegistryClient(registry.url).schema_by_id(schema_id))
-        assert fastavro.schema.to_parsing_canonical_form(stored) == \
-            fastavro.schema.to_parsing_canonical_form(schema_json(t.value_schema)), t.name
+        assert fastavro.schema.to_parsing_canonical_form(
+            stored
+        ) == fastavro.schema.to_parsing_canonical_form(schema_json(t.value_schema)), t.name
 
 
 def test_registering_the_same_schema_again_returns_the_same_id_and_no_new_version(registry) -> None:
@@ -109,13 +117,16 @@ def test_backward_compatibility_is_set_and_read_back_for_every_subject(registry,
 
 @pytest.mark.parametrize("topic", ALL_TOPICS, ids=lambda t: t.name)
 def test_every_subject_accepts_an_added_optional_field_and_rejects_an_added_required_one(
-        registry, topic) -> None:
+    registry, topic
+) -> None:
     """Checked with the compatibility endpoint, so the catalog subjects stay unchanged."""
     registry.register(topic.subject, schema_text(topic.value_schema))
     registry.set_compatibility("BACKWARD", topic.subject)
     base = schema_json(topic.value_schema)
-    optional = {**base, "fields": [*base["fields"], {"name": "x_new", "type": ["null", "long"],
-                                                     "default": None}]}
+    optional = {
+        **base,
+        "fields": [*base["fields"], {"name": "x_new", "type": ["null", "long"], "default": None}],
+    }
     required = {**base, "fields": [*base["fields"], {"name": "x_new", "type": "long"}]}
     assert registry.is_compatible(topic.subject, json.dumps(optional)) is True
     assert registry.is_compatible(topic.subject, json.dumps(required)) is False
@@ -123,8 +134,10 @@ def test_every_subject_accepts_an_added_optional_field_and_rejects_an_added_requ
 
 # ---- evolution on a scratch subject ------------------------------------------------------
 
+
 def test_an_added_optional_field_with_a_default_is_registered_as_a_new_version(
-        registry, scratch) -> None:
+    registry, scratch
+) -> None:
     v1_id = registry.register(scratch, schema_text(V1))
     v2_id = registry.register(scratch, text(V2_ADDED_OPTIONAL))
     assert v2_id != v1_id
@@ -143,7 +156,8 @@ def test_a_retyped_field_is_rejected(registry, scratch) -> None:
 
 
 def test_a_removed_required_field_is_rejected_where_old_readers_must_keep_working(
-        registry, unique) -> None:
+    registry, unique
+) -> None:
     """Removing `vwap` (no default) breaks every reader still on v1: FORWARD and FULL reject
     it. BACKWARD (new readers read old data) allows it by the Avro rules, which is why
     docs/topics-and-schemas.md forbids removing a field ClickHouse or the job still reads."""
@@ -163,8 +177,10 @@ def test_backward_allows_removing_a_field_because_new_readers_skip_it(registry, 
 
 # ---- reader-schema resolution across versions, through Kafka -----------------------------
 
+
 def test_records_of_both_versions_decode_with_either_reader_where_backward_allows(
-        stack, registry, scratch, evolved_schemas, unique) -> None:
+    stack, registry, scratch, evolved_schemas, unique
+) -> None:
     topic_name = scratch.removesuffix("-value")
     create_topic(stack, topic_name)
     old = AvroSerializer(registry, Topic(topic_name, "symbol", 1, V1, "scratch"))
@@ -189,18 +205,21 @@ def test_records_of_both_versions_decode_with_either_reader_where_backward_allow
 
 
 def test_a_reader_still_on_v1_cannot_read_records_without_a_field_it_requires(
-        registry, scratch, evolved_schemas) -> None:
+    registry, scratch, evolved_schemas
+) -> None:
     """Not a SerdeError on purpose: a consumer would count and skip every record; a reader
     behind its writer must fail loudly instead."""
     frame = AvroSerializer(registry, Topic("x", "symbol", 1, V2_REMOVED_REQUIRED, "x")).encode(
-        {k: v for k, v in microbar().items() if k != "vwap"})
+        {k: v for k, v in microbar().items() if k != "vwap"}
+    )
     assert AvroDeserializer(registry, V2_REMOVED_REQUIRED).decode(frame)["symbol"] == "AAPL"
     with pytest.raises(fastavro.read.SchemaResolutionError):
         AvroDeserializer(registry, V1).decode(frame)
 
 
 def test_an_id_the_registry_never_issued_is_an_unknown_schema_id_naming_the_record(
-        registry) -> None:
+    registry,
+) -> None:
     frame = b"\x00" + (2**31 - 7).to_bytes(4, "big") + b"\x00"
     with pytest.raises(UnknownSchemaIdError) as err:
         AvroDeserializer(registry).decode(frame, "ta.bars.1s.v1", 0, 42)

@@ -8,6 +8,7 @@ settings of every client have a real target.
 from __future__ import annotations
 
 import base64
+import logging
 import secrets
 import subprocess
 import uuid
@@ -31,6 +32,11 @@ logger.state.level = WARN
 logger.authorizer.name = kafka.authorizer.logger
 logger.authorizer.level = WARN
 """
+
+# librdkafka logs every refused connect while the broker boots; readiness is our job here
+_QUIET = logging.getLogger("torghut.stack.rdkafka")
+_QUIET.addHandler(logging.NullHandler())
+_QUIET.propagate = False
 
 # A transaction may stay open up to this long; Flink's transaction.timeout.ms must be below it.
 TRANSACTION_MAX_TIMEOUT_MS = 3_600_000
@@ -137,7 +143,7 @@ def wait_ready(bootstrap: str, pid: int, log_file: Path, timeout_s: float = 90.0
     """Ready = the broker answers a metadata request with itself as a live broker."""
     from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 2000})
+    admin = AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 2000, "logger": _QUIET})
 
     def check() -> bool:
         md = admin.list_topics(timeout=2)
@@ -150,7 +156,7 @@ def create_topics(bootstrap: str, topics: list[tuple[str, int, dict[str, str]]])
     """Create topics (name, partitions, config) with RF 1; existing ones are left alone."""
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient({"bootstrap.servers": bootstrap, "logger": _QUIET})
     existing = set(admin.list_topics(timeout=10).topics)
     new = [
         NewTopic(name, num_partitions=parts, replication_factor=1, config=cfg)

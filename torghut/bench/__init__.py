@@ -1,0 +1,1 @@
+"""Benchmarks: each prints its numbers and saves a plot under ``bench-results/``."""

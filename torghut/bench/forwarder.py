@@ -1,0 +1,250 @@
+"""``torghut bench forwarder``: throughput from the simulator to acked Kafka records.
+
+The simulator runs ``--fast`` in a subprocess (its own core), the forwarder in this
+process. Throughput = messages / (last broker ack - first frame read). The peer is the
+official ``alpaca-py`` ``StockDataStream`` decoding the same stream (msgpack) into its
+models with no Kafka at all; the ratio says how much headroom the forwarder has.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+SYMBOLS = "AAPL,MSFT,NVDA,TSLA,SPY"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--messages", type=int, default=500_000, help="messages per run")
+    parser.add_argument(
+        "--stack-dir",
+        default=None,
+        help="use this running stack (default: $TORGHUT_STACK_DIR, "
+        ".stack/current, else start a temporary one)",
+    )
+    parser.add_argument("--kafka-bootstrap", default=None, help="use this broker, not a stack")
+    parser.add_argument("--registry-url", default=None, help="use this registry, not a stack")
+    parser.add_argument("--wire-format", choices=("msgpack", "json"), default="msgpack")
+    parser.add_argument("--linger-ms", type=int, default=20)
+    parser.add_argument("--skip-peer", action="store_true", help="do not run alpaca-py")
+    parser.add_argument("--out", default="bench-results", help="directory of the PNG")
+
+
+def _start_sim(messages: int) -> tuple[subprocess.Popen[bytes], str]:
+    from torghut.stack.procs import free_port, port_open
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "torghut.cli",
+            "sim",
+            "--port",
+            str(port),
+            "--fast",
+            "--max-messages",
+            str(messages),
+            "--symbols",
+            SYMBOLS,
+            "--seed",
+            "7",
+            "--exit-when-done",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 20
+    while not port_open(port):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError("the simulator did not start")
+        time.sleep(0.05)
+    return proc, f"ws://127.0.0.1:{port}/v2/iex"
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(10)
+    if proc.poll() is None:
+        proc.kill()
+
+
+def bench_forwarder(
+    messages: int, bootstrap: str, registry_url: str, wire_format: str, linger_ms: int
+) -> dict[str, float]:
+    from forwarder.app import ForwarderThread
+    from forwarder.settings import ForwarderSettings
+
+    sim, url = _start_sim(messages)
+    settings = ForwarderSettings(
+        alpaca_key_id="bench",
+        alpaca_secret_key="bench",
+        alpaca_url=url,
+        kafka_bootstrap=bootstrap,
+        registry_url=registry_url,
+        wire_format=wire_format,
+        linger_ms=linger_ms,
+        http_port=0,
+        seq_scan_records=0,
+    )
+    try:
+        fwd = ForwarderThread(settings).start()
+        m = fwd.metrics
+        t_first = cpu0 = None
+        deadline = time.monotonic() + max(60.0, messages / 5000)
+        while time.monotonic() < deadline:
+            if t_first is None and m.frames:
+                t_first, cpu0 = time.monotonic(), time.process_time()
+            if sum(m.messages[:-1]) >= messages:
+                break
+            time.sleep(0.002)
+        t_last, cpu1 = time.monotonic(), time.process_time()
+        acked = sum(m.messages[:-1])
+        fwd.stop()
+    finally:
+        _stop(sim)
+    if t_first is None or acked < messages:
+        raise RuntimeError(f"only {acked} of {messages} messages acked before the deadline")
+    wall = t_last - t_first
+    return {
+        "messages": acked,
+        "seconds": wall,
+        "msgs_per_s": acked / wall,
+        "cpu_seconds": (cpu1 - (cpu0 or cpu1)),
+        "msgs_per_cpu_s": acked / max(1e-9, cpu1 - (cpu0 or cpu1)),
+    }
+
+
+def bench_alpaca_py(messages: int) -> dict[str, float]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from alpaca.data.live import StockDataStream
+
+    sim, url = _start_sim(messages)
+    count = [0]
+    t_first: list[float] = []
+
+    async def handler(_: Any) -> None:
+        if not t_first:
+            t_first.append(time.monotonic())
+        count[0] += 1
+
+    stream = StockDataStream("bench", "bench", url_override=url)
+    stream.subscribe_trades(handler, "*")
+    stream.subscribe_quotes(handler, "*")
+    stream.subscribe_bars(handler, "*")
+    stream.subscribe_updated_bars(handler, "*")
+    stream.subscribe_daily_bars(handler, "*")
+    stream.subscribe_trading_statuses(handler, "*")
+    stream.register_trade_corrections(handler)
+    stream.register_trade_cancels(handler)
+    thread = threading.Thread(target=lambda: asyncio.run(stream._run_forever()), daemon=True)
+    try:
+        thread.start()
+        deadline = time.monotonic() + max(60.0, messages / 2000)
+        cpu0 = time.process_time()
+        while count[0] < messages and time.monotonic() < deadline:
+            time.sleep(0.002)
+        t_last, cpu1 = time.monotonic(), time.process_time()
+        loop = stream._loop
+        if loop is not None and loop.is_running():
+            with contextlib.suppress(Exception):
+                asyncio.run_coroutine_threadsafe(stream.stop_ws(), loop).result(timeout=5)
+    finally:
+        _stop(sim)
+        thread.join(10)
+    if not t_first:
+        raise RuntimeError("alpaca-py received nothing")
+    wall = t_last - t_first[0]
+    return {
+        "messages": count[0],
+        "seconds": wall,
+        "msgs_per_s": count[0] / wall,
+        "cpu_seconds": cpu1 - cpu0,
+        "msgs_per_cpu_s": count[0] / max(1e-9, cpu1 - cpu0),
+    }
+
+
+def _plot(out_dir: Path, fwd: dict[str, float], peer: dict[str, float] | None) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = ["torghut forwarder\n(-> acked Kafka)"]
+    values = [fwd["msgs_per_s"]]
+    if peer:
+        labels.append("alpaca-py StockDataStream\n(parse only)")
+        values.append(peer["msgs_per_s"])
+    fig, ax = plt.subplots(figsize=(7, 4))
+    bars = ax.bar(labels, values, color=["#2a7", "#888"][: len(values)])
+    ax.bar_label(bars, labels=[f"{v:,.0f}" for v in values])
+    ax.axhline(50_000, ls="--", color="#c33", lw=1, label="target 50k msgs/s")
+    ax.set_ylabel("messages / s")
+    ax.set_title(f"forwarder throughput ({fwd['messages']:,.0f} msgs, {os.cpu_count()} CPUs)")
+    ax.legend()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"forwarder-{time.strftime('%Y%m%d-%H%M%S')}.png"
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _endpoints(args: argparse.Namespace) -> tuple[str, str, Any]:
+    """(bootstrap, registry url, stack to stop or None)."""
+    if args.kafka_bootstrap and args.registry_url:
+        return args.kafka_bootstrap, args.registry_url, None
+    from torghut.stack import supervisor
+    from torghut.stack.errors import NoStackError
+    from torghut.stack.state import StackState
+
+    try:
+        state = StackState.load(args.stack_dir)
+        return state.kafka_bootstrap, state.registry_url, None
+    except NoStackError:
+        state = supervisor.up(Path(tempfile.mkdtemp(prefix="torghut-bench-")))
+        return state.kafka_bootstrap, state.registry_url, state
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("forwarder.rdkafka").setLevel(logging.ERROR)
+    bootstrap, registry_url, own_stack = _endpoints(args)
+    try:
+        fwd = bench_forwarder(
+            args.messages, bootstrap, registry_url, args.wire_format, args.linger_ms
+        )
+        peer = None if args.skip_peer else bench_alpaca_py(args.messages)
+    finally:
+        if own_stack is not None:
+            from torghut.stack import supervisor
+
+            supervisor.down(own_stack)
+    print(
+        f"forwarder : {fwd['msgs_per_s']:>10,.0f} msgs/s simulator -> acked Kafka "
+        f"({fwd['messages']:,.0f} msgs in {fwd['seconds']:.2f}s; "
+        f"{fwd['msgs_per_cpu_s']:,.0f} msgs per CPU-second of this process)"
+    )
+    if peer:
+        print(
+            f"alpaca-py : {peer['msgs_per_s']:>10,.0f} msgs/s parsed "
+            f"({peer['messages']:,.0f} msgs in {peer['seconds']:.2f}s)"
+        )
+        print(f"ratio     : {fwd['msgs_per_s'] / peer['msgs_per_s']:.2f}x")
+    path = _plot(Path(args.out), fwd, peer)
+    print(f"plot      : {path}")
+    return 0
