@@ -91,9 +91,14 @@ def local_lib_dir() -> Path:
     return lib
 
 
-def create_environment(settings: TaSettings, local: bool = True):
-    """A configured StreamExecutionEnvironment (must be the first PyFlink call in a process)."""
+def create_environment(settings: TaSettings, local: bool = True, restore_from: str | None = None):  # noqa: ANN201
+    """A configured StreamExecutionEnvironment (must be the first PyFlink call in a process).
+
+    `restore_from`: a checkpoint or savepoint path to resume from.
+    """
     cfg = flink_config(settings)
+    if restore_from:
+        cfg["execution.savepoint.path"] = restore_from
     if local:
         # read once, when the first PyFlink call launches the gateway JVM; PyFlink ignores
         # FLINK_LIB_DIR unless FLINK_HOME is set too

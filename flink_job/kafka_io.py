@@ -15,11 +15,7 @@ _OFFSETS = {
 def raw_bytes_source(settings: TaSettings, topics: list[str], group_id: str | None = None):
     """KafkaSource emitting each record value as `bytes`, read_committed."""
     from pyflink.common.serialization import DeserializationSchema
-    from pyflink.datastream.connectors.kafka import (
-        KafkaOffsetResetStrategy,
-        KafkaOffsetsInitializer,
-        KafkaSource,
-    )
+    from pyflink.datastream.connectors.kafka import KafkaOffsetsInitializer, KafkaSource
     from pyflink.java_gateway import get_gateway
 
     j_schema = get_gateway().jvm.dev.torghut.flink.RawBytesDeserializationSchema()
@@ -30,7 +26,13 @@ def raw_bytes_source(settings: TaSettings, topics: list[str], group_id: str | No
             f"TORGHUT_TA_STARTING_OFFSETS={settings.starting_offsets!r}; use one of {sorted(_OFFSETS)}"
         ) from None
     if how == "committed_offsets":
-        offsets = KafkaOffsetsInitializer.committed_offsets(getattr(KafkaOffsetResetStrategy, reset))
+        # PyFlink's KafkaOffsetResetStrategy names the shaded class of flink-sql-connector-kafka;
+        # we run the plain connector (Maven Central serves no 1.20 sql jar), so build it in Java
+        jvm = get_gateway().jvm
+        strategy = getattr(jvm.org.apache.kafka.clients.consumer.OffsetResetStrategy, reset)
+        offsets = KafkaOffsetsInitializer(
+            jvm.org.apache.flink.connector.kafka.source.enumerator.initializer.OffsetsInitializer
+            .committedOffsets(strategy))
     else:
         offsets = getattr(KafkaOffsetsInitializer, how)()
     builder = (

@@ -92,12 +92,12 @@ class Forwarder:
                     await asyncio.wait_for(asyncio.shield(stream_task), 10)
                 except TimeoutError:
                     stream_task.cancel()
-            exc = stream_task.exception() if not stream_task.cancelled() else None
-            if isinstance(exc, FatalStreamError):
-                log.error("stopping: %s", exc)
+            err = stream_task.exception() if not stream_task.cancelled() else None
+            if isinstance(err, FatalStreamError):
+                log.error("stopping: %s", err)
                 code = EXIT_FATAL_STREAM
-            elif exc is not None:
-                log.error("stream failed: %r", exc)
+            elif err is not None:
+                log.error("stream failed: %r", err)
                 code = EXIT_STARTUP
             if self.exit_code is not None:  # set by housekeeping (fatal producer error)
                 code = self.exit_code
@@ -262,13 +262,11 @@ class Forwarder:
             self._rejects[reason] = (last, suppressed + 1)
             return
         self._rejects[reason] = (now, 0)
-        ctx = {"symbol": None, "channel": None, "event_ts": None}
+        ctx: dict[str, str | None] = {"symbol": None, "channel": None, "event_ts": None}
         if isinstance(msg, dict):
             ctx = {
                 "symbol": str(msg.get("S"))[:32],
-                "channel": CHANNEL_BY_TYPE.get(msg.get("T"), str(msg.get("T"))[:32])
-                if isinstance(msg.get("T"), str)
-                else None,
+                "channel": CHANNEL_BY_TYPE.get(str(msg.get("T")), str(msg.get("T"))[:32]),
                 "event_ts": str(msg.get("t"))[:40],
             }
         text = (

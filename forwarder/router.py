@@ -122,7 +122,7 @@ class EnvelopeRouter:
                     raise InvalidMessageError(
                         "not_an_object", f"message of type {type(m).__name__}"
                     )
-                kind = m.get("T")
+                kind: str = m.get("T")  # type: ignore[assignment]
                 body_of = BODIES.get(kind)  # type: ignore[arg-type]
                 if body_of is None:
                     if kind in CONTROL_TYPES:

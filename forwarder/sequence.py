@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from forwarder.exceptions import SequenceRecoveryError
 
@@ -62,6 +62,18 @@ class SequenceNumbers:
         return len(self._next)
 
 
+def _watermarks(consumer: Consumer, tp: TopicPartition, deadline: float) -> tuple[int, int]:
+    """Watermarks, retried while a partition has no leader yet (new topic, broker restart)."""
+    while True:
+        try:
+            low, high = consumer.get_watermark_offsets(tp, timeout=2.0)
+            return int(low), int(high)
+        except KafkaException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 def recover_floor(
     kafka_config: dict[str, Any],
     topics: Iterable[str],
@@ -102,9 +114,7 @@ def recover_floor(
                     "create the catalog topics (torghut stack up / KafkaTopic CRs)"
                 )
             for p in meta.partitions:
-                low, high = consumer.get_watermark_offsets(
-                    TopicPartition(name, p), timeout=max(1.0, deadline - time.monotonic())
-                )
+                low, high = _watermarks(consumer, TopicPartition(name, p), deadline)
                 if high > low:
                     assignment.append(
                         TopicPartition(name, p, max(low, high - max_records_per_partition))

@@ -100,8 +100,12 @@ class TaJobProcess:
             self.kill9()
 
 
+class JobDied(AssertionError):
+    """The job process exited while a test waited for its output."""
+
+
 def read_topic(stack: StackState, topic: str, symbols: set[str], until, timeout_s: float,
-               isolation: str = "read_committed") -> list[dict]:
+               isolation: str = "read_committed", job: TaJobProcess | None = None) -> list[dict]:
     """Decoded records of `symbols` from the beginning, until `until(records)` or the deadline."""
     deser = AvroDeserializer(SchemaRegistryClient(stack.registry_url))
     c = Consumer({"bootstrap.servers": stack.kafka_bootstrap, "group.id": f"read-{time.monotonic_ns()}",
@@ -120,6 +124,8 @@ def read_topic(stack: StackState, topic: str, symbols: set[str], until, timeout_
                 continue
             if until(out):
                 break
+            if job is not None and not job.alive():
+                raise JobDied(f"job exited (code {job.proc.returncode}); logs in {job.workdir}")
     finally:
         c.close()
     return out

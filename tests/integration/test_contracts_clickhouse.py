@@ -248,7 +248,9 @@ def test_microbars_final_view_holds_only_final_bars_once(ch) -> None:
         "toString(version) FROM torghut.ta_microbars_final "
         f"WHERE symbol IN {IN_SYMBOLS} ORDER BY symbol, window_start"
     )
-    assert sorted((s, int(w), int(v)) for s, w, v in rows) == [(A, T0, 3), (A, T1, 1), (C, T0, 1)]
+    assert sorted((s, int(w), int(v)) for s, w, v in rows) == sorted(
+        [(A, T0, 3), (A, T1, 1), (C, T0, 1)]
+    )
 
 
 def test_timestamps_equal_the_produced_values_to_the_nanosecond(ch) -> None:
@@ -334,7 +336,9 @@ def test_signals_final_view_holds_only_finals(ch) -> None:
         "SELECT symbol, toString(toUnixTimestamp64Micro(window_start)), toString(version) "
         f"FROM torghut.ta_signals_final WHERE symbol IN {IN_SYMBOLS} ORDER BY symbol"
     )
-    assert sorted((s, int(w), int(v)) for s, w, v in rows) == [(A, T0, 2), (B, T0, 1), (C, T1, 2)]
+    assert sorted((s, int(w), int(v)) for s, w, v in rows) == sorted(
+        [(A, T0, 2), (B, T0, 1), (C, T1, 2)]
+    )
 
 
 def test_signals_latest_returns_one_row_per_symbol_the_newest_bar_final_first(ch) -> None:
@@ -343,11 +347,13 @@ def test_signals_latest_returns_one_row_per_symbol_the_newest_bar_final_first(ch
         "toString(version), toString(toUnixTimestamp64Nano(event_ts)) "
         f"FROM torghut.ta_signals_latest WHERE symbol IN {IN_SYMBOLS} ORDER BY symbol"
     )
-    assert sorted((s, int(w), bool(f), int(v), int(e)) for s, w, f, v, e in rows) == [
-        (A, T1, False, 1, NS + 1),  # the newest bar wins even while provisional
-        (B, T0, True, 1, NS + 1),
-        (C, T1, True, 2, NS + 2),  # same bar: the final row beats the provisional one
-    ]
+    assert sorted((s, int(w), bool(f), int(v), int(e)) for s, w, f, v, e in rows) == sorted(
+        [
+            (A, T1, False, 1, NS + 1),  # the newest bar wins even while provisional
+            (B, T0, True, 1, NS + 1),
+            (C, T1, True, 2, NS + 2),  # same bar: the final row beats the provisional one
+        ]
+    )
 
 
 # ---- `torghut clickhouse apply` ----------------------------------------------------------
@@ -361,9 +367,10 @@ def _python(code: str, timeout: float = 180) -> str:
     return res.stdout
 
 
-def test_clickhouse_apply_cli_is_idempotent_and_keeps_data(stack, tmp_path) -> None:
+def test_clickhouse_apply_cli_is_idempotent_and_keeps_data(tmp_path) -> None:
     """Each step runs in its own process: one process owns a chdb data dir at a time. The
-    Kafka engine points at the stack broker with a unique group and no records match it."""
+    CLI has no consumer-group flag, so its Kafka tables point at a closed port: they must not
+    commit offsets of the default group on the shared stack topics."""
     data_dir = tmp_path / "ch"
     cli = [
         sys.executable,
@@ -374,9 +381,9 @@ def test_clickhouse_apply_cli_is_idempotent_and_keeps_data(stack, tmp_path) -> N
         "--data-dir",
         str(data_dir),
         "--kafka-broker",
-        stack.kafka_bootstrap,
+        "127.0.0.1:9",
         "--registry-url",
-        stack.registry_url,
+        "http://127.0.0.1:9",
     ]
     first = subprocess.run(cli, cwd=REPO_ROOT, capture_output=True, text=True, timeout=180)
     assert first.returncode == 0, first.stderr[-3000:]
@@ -394,7 +401,9 @@ def test_clickhouse_apply_cli_is_idempotent_and_keeps_data(stack, tmp_path) -> N
     )
     second = subprocess.run(cli, cwd=REPO_ROOT, capture_output=True, text=True, timeout=180)
     assert second.returncode == 0, second.stderr[-3000:]
+    # every statement ran again (the ingest database is re-created), nothing failed
     assert second.stdout.split(" statements")[0] == first.stdout.split(" statements")[0]
+    assert "applied 12 statements" in second.stdout
     out = _python(
         "from torghut.clickhouse.client import ChdbClient\n"
         f"c = ChdbClient({str(data_dir)!r})\n"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import random
 import threading
 import time
@@ -23,8 +24,16 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 S = 1_000_000_000
 
 
+EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+
+
+def _start_us(r: dict) -> int:
+    """Window start in epoch µs (fastavro decodes timestamp-micros to a datetime)."""
+    return (r["window"]["start"] - EPOCH) // datetime.timedelta(microseconds=1)
+
+
 def _final_bars(records: list[dict]) -> dict[tuple[str, int], dict]:
-    return {(r["symbol"], r["window"]["start"]): r for r in records if r["is_final"]}
+    return {(r["symbol"], _start_us(r)): r for r in records if r["is_final"]}
 
 
 def _checkpoints(stack, prefix: str) -> set[str]:
@@ -53,26 +62,31 @@ def test_final_bars_equal_batch_oracle_signals_equal_talib_and_late_trades_are_o
                 trades.append((s, max(ts, t0), price[s], size))
         for s in symbols:
             prod.quote(s, t0 + sec * S + 500_000_000, price[s] - 0.01, price[s] + 0.02, 300.0, 100.0)
-    # a trade 10 s behind the latest event: its second closed long ago -> late, never a bar
-    for s in symbols:
-        prod.trade(s, t0 + 60 * S + 123, 1.0, 1.0, 10_000_000 + tid)
-    # advance the watermark past second 80, then past everything
-    for s in symbols:
-        prod.trade(s, t0 + 95 * S, price[s], 1.0, 20_000_000 + tid)
     prod.flush()
 
     job = TaJobProcess(stack, tmp_path, unique("cp-e2e"), unique("tx-e2e"), unique("grp-e2e"),
                        extra_env={"TORGHUT_TA_STATUS_INTERVAL_MS": "300"})
     job.start()
     try:
+        # once second 70 is final the watermark has passed second 60 for good
+        read_topic(stack, "ta.bars.1s.v1", set(symbols),
+                   lambda recs: any(k[1] == (t0 + 70 * S) // 1000 for k in _final_bars(recs)),
+                   timeout_s=240, isolation="read_uncommitted", job=job)
+        for s in symbols:  # a trade far behind the watermark: late, counted, never a bar
+            prod.trade(s, t0 + 60 * S + 123, 1.0, 1.0, 10_000_000 + tid)
+        for s in symbols:  # advance the watermark past second 80 on both raw topics
+            prod.trade(s, t0 + 95 * S, price[s], 1.0, 20_000_000 + tid)
+            prod.quote(s, t0 + 95 * S, price[s] - 0.01, price[s] + 0.02, 300.0, 100.0)
+        prod.flush()
         oracle = [b for b in batch_bars(trades, S) if b.start_ns < t0 + 80 * S]
         expected = {(b.symbol, b.start_ns // 1000): b for b in oracle}
         got = read_topic(stack, "ta.bars.1s.v1", set(symbols),
-                         lambda recs: len(_final_bars(recs)) >= len(expected), timeout_s=240)
+                         lambda recs: len(_final_bars(recs)) >= len(expected), timeout_s=240,
+                         job=job)
         finals = _final_bars(got)
         assert job.alive(), "job died"
         assert set(finals) == set(expected)
-        assert Counter((r["symbol"], r["window"]["start"]) for r in got if r["is_final"]).most_common(1)[0][1] == 1
+        assert Counter((r["symbol"], _start_us(r)) for r in got if r["is_final"]).most_common(1)[0][1] == 1
         for key, b in expected.items():
             r = finals[key]
             assert (r["open"], r["high"], r["low"], r["close"], r["trade_count"]) == (
@@ -84,10 +98,10 @@ def test_final_bars_equal_batch_oracle_signals_equal_talib_and_late_trades_are_o
         signals = read_topic(stack, "ta.signals.v1", set(symbols),
                              lambda recs: len(_final_bars(recs)) >= len(expected), timeout_s=60)
         by_sym: dict[str, list[dict]] = {}
-        for r in sorted(_final_bars(signals).values(), key=lambda r: r["window"]["start"]):
+        for r in sorted(_final_bars(signals).values(), key=_start_us):
             by_sym.setdefault(r["symbol"], []).append(r)
         for sym, rows in by_sym.items():
-            bars = [expected[(sym, r["window"]["start"])] for r in rows]
+            bars = [expected[(sym, _start_us(r))] for r in rows]
             close = np.array([b.close for b in bars])
             high, low = np.array([b.high for b in bars]), np.array([b.low for b in bars])
             checks = {
@@ -166,8 +180,9 @@ def test_exactly_once_across_three_kill9_restarts_no_loss_no_duplicate_no_stall(
         oracle = [b for b in batch_bars(sent, S) if b.end_ns <= last + S - 1]
         expected = {(b.symbol, b.start_ns // 1000): b for b in oracle}
         got = read_topic(stack, "ta.bars.1s.v1", set(symbols),
-                         lambda recs: len(_final_bars(recs)) >= len(expected), timeout_s=240)
-        counts = Counter((r["symbol"], r["window"]["start"]) for r in got if r["is_final"])
+                         lambda recs: len(_final_bars(recs)) >= len(expected), timeout_s=240,
+                         job=job)
+        counts = Counter((r["symbol"], _start_us(r)) for r in got if r["is_final"])
         assert job.alive()
         missing = set(expected) - set(counts)
         dupes = {k: n for k, n in counts.items() if n > 1}

@@ -242,7 +242,8 @@ def run(args: argparse.Namespace) -> int:
     if peer:
         print(
             f"alpaca-py : {peer['msgs_per_s']:>10,.0f} msgs/s parsed "
-            f"({peer['messages']:,.0f} msgs in {peer['seconds']:.2f}s)"
+            f"({peer['messages']:,.0f} msgs in {peer['seconds']:.2f}s; "
+            f"{peer['msgs_per_cpu_s']:,.0f} msgs per CPU-second of this process)"
         )
         print(f"ratio     : {fwd['msgs_per_s'] / peer['msgs_per_s']:.2f}x")
     path = _plot(Path(args.out), fwd, peer)
