@@ -70,14 +70,17 @@ class EnvelopeProducer:
         self, topic: str, value: bytes, key: bytes | None, channel: int, event_ts: int
     ) -> None:
         cb = partial(self._delivered, channel, event_ts)
+        # the record timestamp is the Alpaca event time: the TA job's per-partition
+        # watermarks come straight from it
+        ts_ms = event_ts // 1_000_000
         try:
-            self._producer.produce(topic, value, key, on_delivery=cb)
+            self._producer.produce(topic, value, key, on_delivery=cb, timestamp=ts_ms)
         except BufferError:
             # the hard queue limit: wait for acks (backpressure), never drop
             while True:
                 self._producer.poll(0.05)
                 try:
-                    self._producer.produce(topic, value, key, on_delivery=cb)
+                    self._producer.produce(topic, value, key, on_delivery=cb, timestamp=ts_ms)
                     return
                 except BufferError:
                     continue

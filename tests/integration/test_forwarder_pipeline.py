@@ -68,6 +68,7 @@ def envelopes(stack, topics=RAW, symbols=None, settle_s=1.0) -> list[dict]:
         for m in consume(stack, topic.name, 1, timeout_s=10, settle_s=settle_s):
             env = deser.decode(m.value(), m.topic(), m.partition(), m.offset())
             env["_key"] = m.key()
+            env["_timestamp_ms"] = m.timestamp()[1]
             if symbols is None or env["symbol"] in symbols:
                 out.append(env)
     return out
@@ -132,6 +133,9 @@ def test_every_channel_arrives_as_avro_envelopes_with_monotonic_seq(stack, tmp_p
             m = sent_trades[(e["symbol"], e["payload"]["id"])]
             assert e["event_ts"] == m["t"]  # nanoseconds, exactly
             assert e["payload"]["price"] == m["p"] and e["payload"]["size"] == m["s"]
+        if e["channel"] in ("trades", "quotes"):
+            # the TA job's watermarks are the Kafka record timestamps: event time in ms
+            assert e["_timestamp_ms"] == e["event_ts"] // 1_000_000
         if e["channel"] in ("bars", "dailyBars"):
             assert e["window"]["size_ms"] in (60_000, 86_400_000) and e["is_final"]
     last: dict = {}
