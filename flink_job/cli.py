@@ -16,21 +16,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "by default the Kafka, registry and S3 endpoints of the running local stack "
         "(`torghut stack up`) fill whatever is not set."
     )
-    parser.add_argument("--no-stack", action="store_true",
-                        help="do not read endpoints from the local stack state")
+    parser.add_argument(
+        "--no-stack", action="store_true", help="do not read endpoints from the local stack state"
+    )
     parser.add_argument("--checkpoint-interval-ms", type=int, help="override checkpoint interval")
-    parser.add_argument("--starting-offsets", choices=["committed-earliest", "committed-latest", "earliest", "latest"])
+    parser.add_argument(
+        "--starting-offsets",
+        choices=["committed-earliest", "committed-latest", "earliest", "latest"],
+    )
     parser.add_argument("--transactional-id-prefix", help="unique per deployment")
-    parser.add_argument("--restore-latest", action="store_true",
-                        help="resume from the newest completed checkpoint in the checkpoint dir")
-    parser.add_argument("--print-config", action="store_true", help="print the Flink config and exit")
+    parser.add_argument(
+        "--restore-latest",
+        action="store_true",
+        help="resume from the newest completed checkpoint in the checkpoint dir",
+    )
+    parser.add_argument(
+        "--print-config", action="store_true", help="print the Flink config and exit"
+    )
 
 
 def settings_from_stack(base: dict[str, object]) -> dict[str, object]:
     from torghut.stack.state import StackState
 
     st = StackState.load()
-    env_set = {k[len("TORGHUT_TA_"):].lower() for k in os.environ if k.startswith("TORGHUT_TA_")}
+    env_set = {k[len("TORGHUT_TA_") :].lower() for k in os.environ if k.startswith("TORGHUT_TA_")}
     defaults = {
         "kafka_bootstrap": st.kafka_bootstrap,
         "registry_url": st.registry_url,
@@ -64,10 +73,15 @@ def run(args: argparse.Namespace) -> int:
         from flink_job.restore import latest_checkpoint
 
         restore_from = latest_checkpoint(settings)
-        print(f"[ta] restoring from {restore_from or 'nothing (no checkpoint yet)'}", file=sys.stderr)
+        print(
+            f"[ta] restoring from {restore_from or 'nothing (no checkpoint yet)'}", file=sys.stderr
+        )
     from flink_job.job import main
 
-    print(f"[ta] job {settings.job_name}: kafka {settings.kafka_bootstrap}, checkpoints "
-          f"{settings.checkpoint_dir} every {settings.checkpoint_interval_ms} ms", file=sys.stderr)
+    print(
+        f"[ta] job {settings.job_name}: kafka {settings.kafka_bootstrap}, checkpoints "
+        f"{settings.checkpoint_dir} every {settings.checkpoint_interval_ms} ms",
+        file=sys.stderr,
+    )
     main(local=True, settings=settings, restore_from=restore_from)
     return 0

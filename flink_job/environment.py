@@ -13,7 +13,9 @@ from pathlib import Path
 
 from flink_job.settings import TaSettings
 
-ARTIFACTS = Path(os.environ.get("TORGHUT_ARTIFACTS", Path(__file__).resolve().parents[1] / ".artifacts"))
+ARTIFACTS = Path(
+    os.environ.get("TORGHUT_ARTIFACTS", Path(__file__).resolve().parents[1] / ".artifacts")
+)
 FLINK_LIB = ARTIFACTS / "flink" / "lib"
 FLINK_PLUGINS = ARTIFACTS / "flink" / "plugins"
 
@@ -72,8 +74,13 @@ def local_lib_dir() -> Path:
 
     jars = sorted(FLINK_LIB.glob("*.jar"))
     names = {j.name for j in jars}
-    if not any(n.startswith("flink-connector-kafka") for n in names) or "torghut-flink-glue.jar" not in names:
-        raise FlinkSetupError(f"Kafka connector or glue jar missing in {FLINK_LIB}; run `make setup`")
+    if (
+        not any(n.startswith("flink-connector-kafka") for n in names)
+        or "torghut-flink-glue.jar" not in names
+    ):
+        raise FlinkSetupError(
+            f"Kafka connector or glue jar missing in {FLINK_LIB}; run `make setup`"
+        )
     s3 = sorted(FLINK_PLUGINS.glob("s3-fs-hadoop/*.jar"))
     if not s3:
         raise FlinkSetupError(f"flink-s3-fs-hadoop missing in {FLINK_PLUGINS}; run `make setup`")
@@ -91,7 +98,7 @@ def local_lib_dir() -> Path:
     return lib
 
 
-def create_environment(settings: TaSettings, local: bool = True, restore_from: str | None = None):  # noqa: ANN201
+def create_environment(settings: TaSettings, local: bool = True, restore_from: str | None = None):
     """A configured StreamExecutionEnvironment (must be the first PyFlink call in a process).
 
     `restore_from`: a checkpoint or savepoint path to resume from.

@@ -53,9 +53,11 @@ class SymbolTaFunction(KeyedProcessFunction):
     def open(self, runtime_context: RuntimeContext) -> None:
         o = self.opts
         self.symbol_state = runtime_context.get_state(
-            ValueStateDescriptor("symbol-state", Types.PICKLED_BYTE_ARRAY()))
+            ValueStateDescriptor("symbol-state", Types.PICKLED_BYTE_ARRAY())
+        )
         self.signal_state = runtime_context.get_state(
-            ValueStateDescriptor("signal-state", Types.PICKLED_BYTE_ARRAY()))
+            ValueStateDescriptor("signal-state", Types.PICKLED_BYTE_ARRAY())
+        )
         self.signal_config = SignalConfig.parse(o["session_start_local"], o["quote_max_age_ms"])
         self.proc = SymbolProcessor(
             bar_size_ns=o["bar_size_ms"] * 1_000_000,
@@ -83,8 +85,11 @@ class SymbolTaFunction(KeyedProcessFunction):
             return hit
         raw_sym, raw_sig = self.symbol_state.value(), self.signal_state.value()
         sym = SymbolState.from_state(raw_sym) if raw_sym is not None else SymbolState()
-        sig = (SignalState.from_state(raw_sig, self.signal_config) if raw_sig is not None
-               else SignalState(self.signal_config))
+        sig = (
+            SignalState.from_state(raw_sig, self.signal_config)
+            if raw_sig is not None
+            else SignalState(self.signal_config)
+        )
         self.cache[key] = (sym, sig)
         return sym, sig
 
@@ -92,7 +97,9 @@ class SymbolTaFunction(KeyedProcessFunction):
         now = time.time_ns()
         for em in emissions:
             yield frame_record(TA_BARS_1S.name, key, self.bars_out.encode(microbar_record(em, now)))
-            yield frame_record(TA_SIGNALS.name, key, self.signals_out.encode(signal_record(em, now)))
+            yield frame_record(
+                TA_SIGNALS.name, key, self.signals_out.encode(signal_record(em, now))
+            )
             self.records_out += 2
 
     def process_element(self, value: tuple, ctx: KeyedProcessFunction.Context):
@@ -142,19 +149,35 @@ class SymbolTaFunction(KeyedProcessFunction):
         symbols, late, ooo, gaps = [], 0, 0, 0
         for name, (sym, _sig) in sorted(self.cache.items()):
             c = sym.counters
-            late, ooo, gaps = late + c.late, ooo + c.out_of_order, gaps + c.seq_gaps + c.seq_regressions
-            symbols.append({"symbol": name, "last_event_ts": sym.last_trade_ns, "late_events": c.late,
-                            "out_of_order_events": c.out_of_order,
-                            "seq_gaps": c.seq_gaps + c.seq_regressions})
+            late, ooo, gaps = (
+                late + c.late,
+                ooo + c.out_of_order,
+                gaps + c.seq_gaps + c.seq_regressions,
+            )
+            symbols.append(
+                {
+                    "symbol": name,
+                    "last_event_ts": sym.last_trade_ns,
+                    "late_events": c.late,
+                    "out_of_order_events": c.out_of_order,
+                    "seq_gaps": c.seq_gaps + c.seq_regressions,
+                }
+            )
         wm = self.watermark_ms if self.watermark_ms is not None and self.watermark_ms > 0 else None
         record = {
-            "job": self.job, "subtask": self.subtask, "emit_ts": now,
+            "job": self.job,
+            "subtask": self.subtask,
+            "emit_ts": now,
             "watermark_ts": wm * 1_000_000 if wm is not None else None,
             "watermark_lag_ms": now // 1_000_000 - wm if wm is not None else None,
             "source_lag_ms": (now - self.max_event_ns) // 1_000_000 if self.max_event_ns else None,
-            "records_in": self.records_in, "records_out": self.records_out,
-            "late_events": late, "out_of_order_events": ooo, "seq_gaps": gaps,
-            "rejected_records": self.rejected, "symbols": symbols,
+            "records_in": self.records_in,
+            "records_out": self.records_out,
+            "late_events": late,
+            "out_of_order_events": ooo,
+            "seq_gaps": gaps,
+            "rejected_records": self.rejected,
+            "symbols": symbols,
         }
         self.records_out += 1
         yield frame_record(TA_STATUS.name, self.job.encode(), self.status_out.encode(record))

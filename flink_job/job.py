@@ -25,16 +25,20 @@ def build(env, settings: TaSettings) -> None:
     # Event time = the Kafka record timestamp, which the forwarder sets to the Alpaca event
     # time (ms). Assigning it in the source gives per-partition watermarks (a partition
     # catching up cannot make another one's records late) and per-split idleness.
-    watermarks = (
-        WatermarkStrategy.for_bounded_out_of_orderness(Duration.of_millis(settings.out_of_orderness_ms))
-        .with_idleness(Duration.of_millis(settings.idleness_ms))
-    )
+    watermarks = WatermarkStrategy.for_bounded_out_of_orderness(
+        Duration.of_millis(settings.out_of_orderness_ms)
+    ).with_idleness(Duration.of_millis(settings.idleness_ms))
     raw = env.from_source(
         raw_bytes_source(settings, [TRADES.name, QUOTES.name]),
-        watermarks, "raw-trades-quotes", type_info=raw_type,
+        watermarks,
+        "raw-trades-quotes",
+        type_info=raw_type,
     ).uid("source-raw")
-    events = raw.flat_map(DecodeRaw(settings.registry_url), output_type=Types.PICKLED_BYTE_ARRAY()) \
-        .name("decode").uid("decode")
+    events = (
+        raw.flat_map(DecodeRaw(settings.registry_url), output_type=Types.PICKLED_BYTE_ARRAY())
+        .name("decode")
+        .uid("decode")
+    )
     opts = {
         "registry_url": settings.registry_url,
         "bar_size_ms": settings.bar_size_ms,
@@ -46,12 +50,16 @@ def build(env, settings: TaSettings) -> None:
     }
     frames = (
         events.key_by(lambda e: e[1], key_type=Types.STRING())
-        .process(SymbolTaFunction(opts), output_type=raw_type).name("bars-signals").uid("bars-signals")
+        .process(SymbolTaFunction(opts), output_type=raw_type)
+        .name("bars-signals")
+        .uid("bars-signals")
     )
     frames.sink_to(framed_exactly_once_sink(settings)).name("derived-topics").uid("sink-derived")
 
 
-def main(local: bool = False, settings: TaSettings | None = None, restore_from: str | None = None) -> None:
+def main(
+    local: bool = False, settings: TaSettings | None = None, restore_from: str | None = None
+) -> None:
     settings = settings or TaSettings()
     env = create_environment(settings, local=local, restore_from=restore_from)
     build(env, settings)

@@ -31,8 +31,10 @@ def raw_bytes_source(settings: TaSettings, topics: list[str], group_id: str | No
         jvm = get_gateway().jvm
         strategy = getattr(jvm.org.apache.kafka.clients.consumer.OffsetResetStrategy, reset)
         offsets = KafkaOffsetsInitializer(
-            jvm.org.apache.flink.connector.kafka.source.enumerator.initializer.OffsetsInitializer
-            .committedOffsets(strategy))
+            jvm.org.apache.flink.connector.kafka.source.enumerator.initializer.OffsetsInitializer.committedOffsets(
+                strategy
+            )
+        )
     else:
         offsets = getattr(KafkaOffsetsInitializer, how)()
     builder = (

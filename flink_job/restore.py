@@ -14,14 +14,22 @@ def latest_checkpoint(settings: TaSettings) -> str | None:
 
     if not settings.checkpoint_dir.startswith("s3a://"):
         raise ValueError(f"checkpoint_dir {settings.checkpoint_dir!r} is not s3a://bucket/path")
-    bucket, _, prefix = settings.checkpoint_dir[len("s3a://"):].partition("/")
+    bucket, _, prefix = settings.checkpoint_dir[len("s3a://") :].partition("/")
     endpoint = settings.s3_endpoint
-    s3 = Minio(endpoint.split("://", 1)[-1], access_key=settings.s3_access_key,
-               secret_key=settings.s3_secret_key.get_secret_value(), secure=endpoint.startswith("https"))
+    s3 = Minio(
+        endpoint.split("://", 1)[-1],
+        access_key=settings.s3_access_key,
+        secret_key=settings.s3_secret_key.get_secret_value(),
+        secure=endpoint.startswith("https"),
+    )
     newest = None
     for obj in s3.list_objects(bucket, prefix=prefix.rstrip("/") + "/", recursive=True):
         name = obj.object_name
-        if name.endswith("/_metadata") and "/chk-" in name and (newest is None or obj.last_modified > newest[0]):
+        if (
+            name.endswith("/_metadata")
+            and "/chk-" in name
+            and (newest is None or obj.last_modified > newest[0])
+        ):
             newest = (obj.last_modified, name)
     if newest is None:
         return None

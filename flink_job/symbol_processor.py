@@ -43,8 +43,12 @@ class SymbolState:
     """Everything mutable about one symbol except its SignalState."""
 
     bars: dict[int, MicroBar] = field(default_factory=dict)  # bucket start ns -> open bar
-    latest: dict[int, tuple[int, int, int, str]] = field(default_factory=dict)  # start -> (event, ingest, seq, trace) of the bar's latest trade
-    quotes: dict[int, tuple[int, float, float, float, float]] = field(default_factory=dict)  # bucket -> latest quote in it
+    latest: dict[int, tuple[int, int, int, str]] = field(
+        default_factory=dict
+    )  # start -> (event, ingest, seq, trace) of the bar's latest trade
+    quotes: dict[int, tuple[int, float, float, float, float]] = field(
+        default_factory=dict
+    )  # bucket -> latest quote in it
     last_seq: dict[str, int] = field(default_factory=dict)  # channel kind -> seq
     last_trade_ns: int = 0
     last_provisional_wall_ns: int = 0
@@ -66,8 +70,11 @@ class SymbolState:
         bars, latest, quotes, last_seq, last_trade, last_prov, counters = t
         return cls(
             bars={k: MicroBar.from_state(b) for k, b in bars.items()},
-            latest=dict(latest), quotes=dict(quotes), last_seq=dict(last_seq),
-            last_trade_ns=last_trade, last_provisional_wall_ns=last_prov,
+            latest=dict(latest),
+            quotes=dict(quotes),
+            last_seq=dict(last_seq),
+            last_trade_ns=last_trade,
+            last_provisional_wall_ns=last_prov,
             counters=SymbolCounters(*counters),
         )
 
@@ -95,8 +102,12 @@ class StepResult:
 class SymbolProcessor:
     """Applies one event (or a watermark advance) to a symbol's state."""
 
-    def __init__(self, bar_size_ns: int = 1_000_000_000, provisional_interval_ns: int = 200_000_000,
-                 quote_max_age_ns: int = 5_000_000_000) -> None:
+    def __init__(
+        self,
+        bar_size_ns: int = 1_000_000_000,
+        provisional_interval_ns: int = 200_000_000,
+        quote_max_age_ns: int = 5_000_000_000,
+    ) -> None:
         self.size = bar_size_ns
         self.provisional_interval_ns = provisional_interval_ns
         self.quote_max_age_ns = quote_max_age_ns
@@ -116,8 +127,9 @@ class SymbolProcessor:
                 st.counters.seq_gaps += 1
         st.last_seq[kind] = seq
 
-    def on_trade(self, st: SymbolState, signals: SignalState, ev: tuple, watermark_ms: int,
-                 wall_ns: int) -> StepResult:
+    def on_trade(
+        self, st: SymbolState, signals: SignalState, ev: tuple, watermark_ms: int, wall_ns: int
+    ) -> StepResult:
         _, symbol, event_ns, seq, ingest_ns, trace_id, price, size, _trade_id = ev
         self._check_seq(st, TRADE, seq)
         start = bucket_start_ns(event_ns, self.size)
@@ -133,18 +145,29 @@ class SymbolProcessor:
             st.last_trade_ns = event_ns
         bar = st.bars.get(start)
         if bar is None:
-            bar = st.bars[start] = MicroBar.open_with(symbol, start, self.size, price, size, event_ns)
+            bar = st.bars[start] = MicroBar.open_with(
+                symbol, start, self.size, price, size, event_ns
+            )
             result.new_timer_ms = self.timer_for(end)
         else:
             bar.add_trade(price, size, event_ns)
         prev = st.latest.get(start)
         if prev is None or event_ns >= prev[0]:
             st.latest[start] = (event_ns, ingest_ns, seq, trace_id)
-        if self.provisional_interval_ns and wall_ns - st.last_provisional_wall_ns >= self.provisional_interval_ns:
+        if (
+            self.provisional_interval_ns
+            and wall_ns - st.last_provisional_wall_ns >= self.provisional_interval_ns
+        ):
             st.last_provisional_wall_ns = wall_ns
             # the provisional view of the bar this trade went into, as if it closed now
-            values = signals.peek(bar, self._quote_before(st, bar.end_ns)) if self._peekable(signals, bar) else SignalValues()
-            result.emissions.append(Emission(bar, values, False, event_ns, ingest_ns, seq, trace_id))
+            values = (
+                signals.peek(bar, self._quote_before(st, bar.end_ns))
+                if self._peekable(signals, bar)
+                else SignalValues()
+            )
+            result.emissions.append(
+                Emission(bar, values, False, event_ns, ingest_ns, seq, trace_id)
+            )
         return result
 
     @staticmethod
@@ -175,7 +198,9 @@ class SymbolProcessor:
             bucket -= self.size
         return None
 
-    def on_watermark(self, st: SymbolState, signals: SignalState, watermark_ms: int) -> list[Emission]:
+    def on_watermark(
+        self, st: SymbolState, signals: SignalState, watermark_ms: int
+    ) -> list[Emission]:
         """Close, in start order, every open bar the watermark has passed."""
         out: list[Emission] = []
         for start in sorted(st.bars):

@@ -33,8 +33,9 @@ def _transient(exc: Exception) -> bool:
 class SchemaRegistryClient:
     """Thread-safe, caching client. Schemas by id are immutable, so they are cached forever."""
 
-    def __init__(self, url: str, timeout_s: float = 10.0,
-                 auth: tuple[str, str] | None = None) -> None:
+    def __init__(
+        self, url: str, timeout_s: float = 10.0, auth: tuple[str, str] | None = None
+    ) -> None:
         self.url = url.rstrip("/")
         self._timeout = timeout_s
         self._session = requests.Session()
@@ -47,7 +48,9 @@ class SchemaRegistryClient:
     @backoff.on_exception(backoff.expo, (requests.ConnectionError, requests.Timeout), max_time=30)
     def _call(self, method: str, path: str, body: Any = None) -> Any:
         resp = self._session.request(
-            method, f"{self.url}{path}", timeout=self._timeout,
+            method,
+            f"{self.url}{path}",
+            timeout=self._timeout,
             data=None if body is None else json.dumps(body),
             headers={"Content-Type": CONTENT_TYPE, "Accept": CONTENT_TYPE},
         )
@@ -65,8 +68,9 @@ class SchemaRegistryClient:
         with self._lock:
             if key in self._ids:
                 return self._ids[key]
-        answer = self._call("POST", f"/subjects/{subject}/versions",
-                            {"schema": schema, "schemaType": "AVRO"})
+        answer = self._call(
+            "POST", f"/subjects/{subject}/versions", {"schema": schema, "schemaType": "AVRO"}
+        )
         schema_id = int(answer["id"])
         with self._lock:
             self._ids[key] = schema_id
@@ -98,6 +102,9 @@ class SchemaRegistryClient:
         return str(answer.get("compatibilityLevel") or answer.get("compatibility"))
 
     def is_compatible(self, subject: str, schema: str) -> bool:
-        answer = self._call("POST", f"/compatibility/subjects/{subject}/versions/latest",
-                            {"schema": schema, "schemaType": "AVRO"})
+        answer = self._call(
+            "POST",
+            f"/compatibility/subjects/{subject}/versions/latest",
+            {"schema": schema, "schemaType": "AVRO"},
+        )
         return bool(answer.get("is_compatible"))

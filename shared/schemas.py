@@ -10,7 +10,9 @@ from typing import Any
 
 import fastavro
 
-AVRO_DIR = Path(os.environ.get("TORGHUT_SCHEMA_DIR", Path(__file__).resolve().parents[1] / "schemas" / "avro"))
+AVRO_DIR = Path(
+    os.environ.get("TORGHUT_SCHEMA_DIR", Path(__file__).resolve().parents[1] / "schemas" / "avro")
+)
 
 
 @functools.cache
@@ -28,7 +30,9 @@ def schema_json(full_name: str) -> dict[str, Any]:
     try:
         return all_schemas()[full_name]
     except KeyError:
-        raise KeyError(f"no Avro schema {full_name!r} in {AVRO_DIR}; have {sorted(all_schemas())}") from None
+        raise KeyError(
+            f"no Avro schema {full_name!r} in {AVRO_DIR}; have {sorted(all_schemas())}"
+        ) from None
 
 
 def schema_text(full_name: str) -> str:

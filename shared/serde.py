@@ -22,8 +22,9 @@ _HEADER = struct.Struct(">BI")  # unsigned magic: 0xFF reads as 255, not -1
 class SerdeError(ValueError):
     """A record could not be decoded; names topic, partition and offset."""
 
-    def __init__(self, reason: str, topic: str = "?", partition: int = -1,
-                 offset: int = -1) -> None:
+    def __init__(
+        self, reason: str, topic: str = "?", partition: int = -1, offset: int = -1
+    ) -> None:
         super().__init__(f"{reason} (topic {topic}, partition {partition}, offset {offset})")
         self.reason, self.topic, self.partition, self.offset = reason, topic, partition, offset
 
@@ -85,17 +86,20 @@ class AvroDeserializer:
             text = self._registry.schema_by_id(schema_id)
         except SchemaNotFoundError as exc:
             raise UnknownSchemaIdError(
-                f"unknown schema id {schema_id}: {exc}", topic, partition, offset) from exc
+                f"unknown schema id {schema_id}: {exc}", topic, partition, offset
+            ) from exc
         w = fastavro.parse_schema(json.loads(text))
         with self._lock:
             self._writers[schema_id] = w
         return w
 
-    def decode(self, data: bytes, topic: str = "?", partition: int = -1,
-               offset: int = -1) -> dict[str, Any]:
+    def decode(
+        self, data: bytes, topic: str = "?", partition: int = -1, offset: int = -1
+    ) -> dict[str, Any]:
         if len(data) < 5:
             raise TruncatedFrameError(
-                f"{len(data)} bytes, shorter than the 5-byte header", topic, partition, offset)
+                f"{len(data)} bytes, shorter than the 5-byte header", topic, partition, offset
+            )
         magic, schema_id = _HEADER.unpack_from(data)
         if magic != MAGIC:
             raise BadMagicByteError(f"magic byte {magic}, expected 0", topic, partition, offset)
@@ -106,16 +110,20 @@ class AvroDeserializer:
             record = fastavro.schemaless_reader(buf, writer, self._reader)
         except (EOFError, StopIteration, IndexError, struct.error) as exc:
             raise TruncatedFrameError(
-                f"Avro body ends early ({exc!r})", topic, partition, offset) from exc
+                f"Avro body ends early ({exc!r})", topic, partition, offset
+            ) from exc
         except (ValueError, OverflowError, TypeError) as exc:
             # corrupt bytes must surface as a SerdeError so consumers can count and skip them
             raise CorruptRecordError(
-                f"Avro body does not decode ({exc!r})", topic, partition, offset) from exc
+                f"Avro body does not decode ({exc!r})", topic, partition, offset
+            ) from exc
         if buf.tell() != len(data):
             # trailing garbage means the frame is not what the header claims
             raise TrailingBytesError(
-                f"{len(data) - buf.tell()} unread bytes after the record", topic, partition, offset)
+                f"{len(data) - buf.tell()} unread bytes after the record", topic, partition, offset
+            )
         if not isinstance(record, dict):
             raise CorruptRecordError(
-                f"writer schema {schema_id} is not a record schema", topic, partition, offset)
+                f"writer schema {schema_id} is not a record schema", topic, partition, offset
+            )
         return record

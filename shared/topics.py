@@ -48,7 +48,11 @@ class Topic:
 
 
 TRADES = Topic(
-    "torghut.trades.v1", "symbol", 7, "torghut.Envelope", "raw Alpaca trades (+corrections, cancelErrors)"
+    "torghut.trades.v1",
+    "symbol",
+    7,
+    "torghut.Envelope",
+    "raw Alpaca trades (+corrections, cancelErrors)",
 )
 QUOTES = Topic("torghut.quotes.v1", "symbol", 7, "torghut.Envelope", "raw Alpaca quotes")
 BARS_1M = Topic(

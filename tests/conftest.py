@@ -36,8 +36,9 @@ def unique() -> Callable[[str], str]:
     return make
 
 
-def wait_for(condition: Callable[[], object], timeout_s: float, what: str,
-             interval_s: float = 0.1) -> object:
+def wait_for(
+    condition: Callable[[], object], timeout_s: float, what: str, interval_s: float = 0.1
+) -> object:
     """Poll until `condition()` is truthy; fail naming `what` at the deadline."""
     deadline = time.monotonic() + timeout_s
     while True:

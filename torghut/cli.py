@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="torghut-ta: Alpaca market data -> Kafka -> PyFlink TA -> ClickHouse.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name, (module_name, help_text) in SUBCOMMANDS.items():
+    for name, (_module, help_text) in SUBCOMMANDS.items():
         sub.add_parser(name, help=help_text, description=help_text, add_help=False)
     return parser
 

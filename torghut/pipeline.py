@@ -11,7 +11,6 @@ import argparse
 import collections
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -24,13 +23,25 @@ DEFAULT_SYMBOLS = "AAPL,MSFT,NVDA,TSLA,SPY"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--symbols", default=DEFAULT_SYMBOLS, help="simulated symbols (default: %(default)s)")
-    parser.add_argument("--trades-per-sec", type=float, default=20.0, help="per symbol (default: %(default)s)")
-    parser.add_argument("--quotes-per-sec", type=float, default=20.0, help="per symbol (default: %(default)s)")
-    parser.add_argument("--duration", type=float, default=0.0,
-                        help="stop after this many seconds (default: run until Ctrl-C)")
+    parser.add_argument(
+        "--symbols", default=DEFAULT_SYMBOLS, help="simulated symbols (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--trades-per-sec", type=float, default=20.0, help="per symbol (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--quotes-per-sec", type=float, default=20.0, help="per symbol (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--duration",
+        type=float,
+        default=0.0,
+        help="stop after this many seconds (default: run until Ctrl-C)",
+    )
     parser.add_argument("--checkpoint-interval-ms", type=int, default=10_000)
-    parser.add_argument("--no-view", action="store_true", help="print one status line per interval instead")
+    parser.add_argument(
+        "--no-view", action="store_true", help="print one status line per interval instead"
+    )
 
 
 class Pipeline:
@@ -60,15 +71,35 @@ class Pipeline:
         self.run_dir = Path(self.state.run_dir)
         st = self.state
         self.ch = ChdbClient(self.run_dir / "clickhouse")
-        n = apply(self.ch, SchemaParams(kafka_broker=st.kafka_bootstrap, registry_url=st.registry_url,
-                                        ingest_db_engine="Memory"))
+        n = apply(
+            self.ch,
+            SchemaParams(
+                kafka_broker=st.kafka_bootstrap,
+                registry_url=st.registry_url,
+                ingest_db_engine="Memory",
+            ),
+        )
         print(f"[run] ClickHouse schema applied ({n} statements)", file=sys.stderr)
         torghut = [sys.executable, "-m", "torghut.cli"]
         sim_port = procs.free_port()
-        self._spawn("sim", [*torghut, "sim", "--port", str(sim_port), "--symbols", self.args.symbols,
-                            "--trades-per-sec", str(self.args.trades_per_sec),
-                            "--quotes-per-sec", str(self.args.quotes_per_sec),
-                            "--key", "local:local-secret"], {})
+        self._spawn(
+            "sim",
+            [
+                *torghut,
+                "sim",
+                "--port",
+                str(sim_port),
+                "--symbols",
+                self.args.symbols,
+                "--trades-per-sec",
+                str(self.args.trades_per_sec),
+                "--quotes-per-sec",
+                str(self.args.quotes_per_sec),
+                "--key",
+                "local:local-secret",
+            ],
+            {},
+        )
         fwd_env = {
             "TORGHUT_FWD_ALPACA_URL": f"ws://127.0.0.1:{sim_port}/v2/iex",
             "TORGHUT_FWD_ALPACA_KEY_ID": "local",
@@ -80,10 +111,23 @@ class Pipeline:
             "TORGHUT_FWD_LINGER_MS": "5",
         }
         self._spawn("forwarder", [*torghut, "forwarder"], fwd_env)
-        ta_env = {"TORGHUT_STACK_DIR": st.run_dir, "FLINK_LOG_DIR": str(self.run_dir / "logs" / "flink"),
-                  "TORGHUT_TA_TRANSACTIONAL_ID_PREFIX": f"torghut-ta-local-{os.getpid()}"}
-        self._spawn("ta", [*torghut, "ta", "--checkpoint-interval-ms",
-                           str(self.args.checkpoint_interval_ms), "--starting-offsets", "latest"], ta_env)
+        ta_env = {
+            "TORGHUT_STACK_DIR": st.run_dir,
+            "FLINK_LOG_DIR": str(self.run_dir / "logs" / "flink"),
+            "TORGHUT_TA_TRANSACTIONAL_ID_PREFIX": f"torghut-ta-local-{os.getpid()}",
+        }
+        self._spawn(
+            "ta",
+            [
+                *torghut,
+                "ta",
+                "--checkpoint-interval-ms",
+                str(self.args.checkpoint_interval_ms),
+                "--starting-offsets",
+                "latest",
+            ],
+            ta_env,
+        )
         threading.Thread(target=self._watch_latency, daemon=True).start()
 
     def _watch_latency(self) -> None:
@@ -95,9 +139,15 @@ class Pipeline:
 
         assert self.state is not None
         deser = AvroDeserializer(SchemaRegistryClient(self.state.registry_url))
-        c = Consumer({"bootstrap.servers": self.state.kafka_bootstrap, "group.id": f"torghut-run-{os.getpid()}",
-                      "auto.offset.reset": "latest", "isolation.level": "read_uncommitted",
-                      "enable.auto.commit": False})
+        c = Consumer(
+            {
+                "bootstrap.servers": self.state.kafka_bootstrap,
+                "group.id": f"torghut-run-{os.getpid()}",
+                "auto.offset.reset": "latest",
+                "isolation.level": "read_uncommitted",
+                "enable.auto.commit": False,
+            }
+        )
         c.subscribe(["ta.signals.v1"])
         while not self._stop.is_set():
             msg = c.poll(0.2)
@@ -117,22 +167,33 @@ class Pipeline:
         assert self.ch is not None
         rows = self.ch.rows(
             "SELECT symbol, toString(window_start), close, ema12, rsi14, macd, vwap_session, spread, is_final "
-            "FROM torghut.ta_signals_latest ORDER BY symbol")
-        counts = self.ch.rows("SELECT (SELECT count() FROM torghut.ta_microbars FINAL WHERE is_final), "
-                              "(SELECT count() FROM torghut.ta_signals FINAL WHERE is_final)")[0]
+            "FROM torghut.ta_signals_latest ORDER BY symbol"
+        )
+        counts = self.ch.rows(
+            "SELECT (SELECT count() FROM torghut.ta_microbars FINAL WHERE is_final), "
+            "(SELECT count() FROM torghut.ta_signals FINAL WHERE is_final)"
+        )[0]
         lat = sorted(self.latencies)
         p50 = lat[len(lat) // 2] if lat else float("nan")
         p99 = lat[int(len(lat) * 0.99)] if lat else float("nan")
         fmt = lambda v: f"{v:10.4f}" if isinstance(v, float) else f"{'-':>10}"  # noqa: E731
-        lines = [f"torghut-ta local pipeline — {time.strftime('%H:%M:%S')}   (Ctrl-C stops everything)", "",
-                 f"{'symbol':<7}{'bar (UTC)':<28}{'close':>10}{'ema12':>10}{'rsi14':>10}{'macd':>10}"
-                 f"{'vwap_sess':>10}{'spread':>10} final"]
+        lines = [
+            f"torghut-ta local pipeline — {time.strftime('%H:%M:%S')}   (Ctrl-C stops everything)",
+            "",
+            f"{'symbol':<7}{'bar (UTC)':<28}{'close':>10}{'ema12':>10}{'rsi14':>10}{'macd':>10}"
+            f"{'vwap_sess':>10}{'spread':>10} final",
+        ]
         for sym, start, close, ema, rsi, macd, vwap, spread, final in rows:
-            lines.append(f"{sym:<7}{start:<28}{fmt(close)}{fmt(ema)}{fmt(rsi)}{fmt(macd)}{fmt(vwap)}"
-                         f"{fmt(spread)} {'yes' if final else 'no'}")
-        lines += ["", f"ClickHouse: {counts[0]} final bars, {counts[1]} final signals",
-                  f"event->signal (forwarder ingest -> signal readable, read_uncommitted): "
-                  f"p50 {p50:.1f} ms  p99 {p99:.1f} ms  over {len(lat)} signals"]
+            lines.append(
+                f"{sym:<7}{start:<28}{fmt(close)}{fmt(ema)}{fmt(rsi)}{fmt(macd)}{fmt(vwap)}"
+                f"{fmt(spread)} {'yes' if final else 'no'}"
+            )
+        lines += [
+            "",
+            f"ClickHouse: {counts[0]} final bars, {counts[1]} final signals",
+            f"event->signal (forwarder ingest -> signal readable, read_uncommitted): "
+            f"p50 {p50:.1f} ms  p99 {p99:.1f} ms  over {len(lat)} signals",
+        ]
         return "\n".join(lines)
 
     def stop(self) -> None:
@@ -168,7 +229,7 @@ def run(args: argparse.Namespace) -> int:
             print(pipeline.view())
     except KeyboardInterrupt:
         pass
-    except Exception as exc:  # noqa: BLE001 - report, then tear down
+    except Exception as exc:
         print(f"torghut run: {exc}", file=sys.stderr)
         pipeline.stop()
         return 1

@@ -23,18 +23,26 @@ def producer(state: StackState, **extra: str) -> Producer:
     return Producer({"bootstrap.servers": state.kafka_bootstrap, "logger": QUIET, **extra})
 
 
-def consume(state: StackState, topic: str, expected: int, timeout_s: float = 60.0,
-            isolation: str = "read_committed", settle_s: float = 0.0) -> list:
+def consume(
+    state: StackState,
+    topic: str,
+    expected: int,
+    timeout_s: float = 60.0,
+    isolation: str = "read_committed",
+    settle_s: float = 0.0,
+) -> list:
     """Read from the beginning until `expected` records arrived (and `settle_s` more passed
     with nothing new, to catch extras), or the deadline."""
-    c = Consumer({
-        "bootstrap.servers": state.kafka_bootstrap,
-        "group.id": f"test-{topic}-{time.monotonic_ns()}",
-        "auto.offset.reset": "earliest",
-        "enable.auto.commit": False,
-        "isolation.level": isolation,
-        "logger": QUIET,
-    })
+    c = Consumer(
+        {
+            "bootstrap.servers": state.kafka_bootstrap,
+            "group.id": f"test-{topic}-{time.monotonic_ns()}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "isolation.level": isolation,
+            "logger": QUIET,
+        }
+    )
     c.subscribe([topic])
     out: list = []
     deadline = time.monotonic() + timeout_s

@@ -26,8 +26,15 @@ class EnvelopeProducer:
         reg = SchemaRegistryClient(stack.registry_url)
         self.trades = AvroSerializer(reg, TRADES)
         self.quotes = AvroSerializer(reg, QUOTES)
-        self.p = Producer({"bootstrap.servers": stack.kafka_bootstrap, "linger.ms": 5,
-                           "enable.idempotence": True, "logger": QUIET, "partitioner": "murmur2_random"})
+        self.p = Producer(
+            {
+                "bootstrap.servers": stack.kafka_bootstrap,
+                "linger.ms": 5,
+                "enable.idempotence": True,
+                "logger": QUIET,
+                "partitioner": "murmur2_random",
+            }
+        )
         self.seq: dict[tuple[str, str], int] = {}
 
     def _next(self, ch: str, sym: str) -> int:
@@ -35,21 +42,59 @@ class EnvelopeProducer:
         return self.seq[(ch, sym)]
 
     def trade(self, sym: str, event_ns: int, price: float, size: float, trade_id: int) -> None:
-        env = {"ingest_ts": time.time_ns(), "event_ts": event_ns, "feed": "test", "channel": "trades",
-               "symbol": sym, "seq": self._next("trades", sym),
-               "payload": {"id": trade_id, "exchange": "V", "price": price, "size": size,
-                           "conditions": ["@"], "tape": "C"},
-               "is_final": True, "source": "test", "window": None, "trace_id": f"{sym}-{trade_id}"}
-        self.p.produce(TRADES.name, self.trades.encode(env), key=sym.encode(), timestamp=event_ns // 1_000_000)
+        env = {
+            "ingest_ts": time.time_ns(),
+            "event_ts": event_ns,
+            "feed": "test",
+            "channel": "trades",
+            "symbol": sym,
+            "seq": self._next("trades", sym),
+            "payload": {
+                "id": trade_id,
+                "exchange": "V",
+                "price": price,
+                "size": size,
+                "conditions": ["@"],
+                "tape": "C",
+            },
+            "is_final": True,
+            "source": "test",
+            "window": None,
+            "trace_id": f"{sym}-{trade_id}",
+        }
+        self.p.produce(
+            TRADES.name, self.trades.encode(env), key=sym.encode(), timestamp=event_ns // 1_000_000
+        )
         self.p.poll(0)
 
-    def quote(self, sym: str, event_ns: int, bid: float, ask: float, bid_size: float, ask_size: float) -> None:
-        env = {"ingest_ts": time.time_ns(), "event_ts": event_ns, "feed": "test", "channel": "quotes",
-               "symbol": sym, "seq": self._next("quotes", sym),
-               "payload": {"bid_exchange": "V", "bid_price": bid, "bid_size": bid_size, "ask_exchange": "V",
-                           "ask_price": ask, "ask_size": ask_size, "conditions": ["R"], "tape": "C"},
-               "is_final": True, "source": "test", "window": None, "trace_id": ""}
-        self.p.produce(QUOTES.name, self.quotes.encode(env), key=sym.encode(), timestamp=event_ns // 1_000_000)
+    def quote(
+        self, sym: str, event_ns: int, bid: float, ask: float, bid_size: float, ask_size: float
+    ) -> None:
+        env = {
+            "ingest_ts": time.time_ns(),
+            "event_ts": event_ns,
+            "feed": "test",
+            "channel": "quotes",
+            "symbol": sym,
+            "seq": self._next("quotes", sym),
+            "payload": {
+                "bid_exchange": "V",
+                "bid_price": bid,
+                "bid_size": bid_size,
+                "ask_exchange": "V",
+                "ask_price": ask,
+                "ask_size": ask_size,
+                "conditions": ["R"],
+                "tape": "C",
+            },
+            "is_final": True,
+            "source": "test",
+            "window": None,
+            "trace_id": "",
+        }
+        self.p.produce(
+            QUOTES.name, self.quotes.encode(env), key=sym.encode(), timestamp=event_ns // 1_000_000
+        )
         self.p.poll(0)
 
     def flush(self) -> None:
@@ -59,8 +104,16 @@ class EnvelopeProducer:
 class TaJobProcess:
     """`torghut ta` as a separate process (so it can be killed -9 like a crashed TaskManager)."""
 
-    def __init__(self, stack: StackState, workdir: Path, checkpoint_prefix: str, txn_prefix: str,
-                 group: str, checkpoint_interval_ms: int = 1000, extra_env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        stack: StackState,
+        workdir: Path,
+        checkpoint_prefix: str,
+        txn_prefix: str,
+        group: str,
+        checkpoint_interval_ms: int = 1000,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
         self.workdir = workdir
         self.env = {
             **os.environ,
@@ -83,9 +136,17 @@ class TaJobProcess:
     def start(self, restore: bool = False) -> None:
         self.starts += 1
         log = open(self.workdir / f"ta-{self.starts}.log", "wb")  # noqa: SIM115 - owned by the child
-        cmd = [sys.executable, "-m", "torghut.cli", "ta", "--no-stack"] + (["--restore-latest"] if restore else [])
-        self.proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+        cmd = [sys.executable, "-m", "torghut.cli", "ta", "--no-stack"] + (
+            ["--restore-latest"] if restore else []
+        )
+        self.proc = subprocess.Popen(
+            cmd,
+            cwd=REPO_ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     def kill9(self) -> None:
         assert self.proc is not None
@@ -104,13 +165,27 @@ class JobDied(AssertionError):
     """The job process exited while a test waited for its output."""
 
 
-def read_topic(stack: StackState, topic: str, symbols: set[str], until, timeout_s: float,
-               isolation: str = "read_committed", job: TaJobProcess | None = None) -> list[dict]:
+def read_topic(
+    stack: StackState,
+    topic: str,
+    symbols: set[str],
+    until,
+    timeout_s: float,
+    isolation: str = "read_committed",
+    job: TaJobProcess | None = None,
+) -> list[dict]:
     """Decoded records of `symbols` from the beginning, until `until(records)` or the deadline."""
     deser = AvroDeserializer(SchemaRegistryClient(stack.registry_url))
-    c = Consumer({"bootstrap.servers": stack.kafka_bootstrap, "group.id": f"read-{time.monotonic_ns()}",
-                  "auto.offset.reset": "earliest", "enable.auto.commit": False, "isolation.level": isolation,
-                  "logger": QUIET})
+    c = Consumer(
+        {
+            "bootstrap.servers": stack.kafka_bootstrap,
+            "group.id": f"read-{time.monotonic_ns()}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "isolation.level": isolation,
+            "logger": QUIET,
+        }
+    )
     c.subscribe([topic])
     out: list[dict] = []
     deadline = time.monotonic() + timeout_s

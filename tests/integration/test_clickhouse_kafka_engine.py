@@ -20,7 +20,9 @@ def chdb(tmp_path_factory) -> ChdbClient:
     client.close()
 
 
-def test_kafka_engine_and_mv_load_rows_and_replacing_merge_tree_collapses_replays(stack, chdb, unique):
+def test_kafka_engine_and_mv_load_rows_and_replacing_merge_tree_collapses_replays(
+    stack, chdb, unique
+):
     topic = create_topic(stack, unique("ch-rows"))
     chdb.execute("CREATE DATABASE IF NOT EXISTS foundation")
     chdb.execute("DROP DATABASE IF EXISTS foundation_ingest")
@@ -42,15 +44,19 @@ def test_kafka_engine_and_mv_load_rows_and_replacing_merge_tree_collapses_replay
         "SELECT symbol, ts, price, version FROM foundation_ingest.prices_queue"
     )
     p = producer(stack)
-    rows = [{"symbol": s, "ts": f"2026-01-02 14:30:0{i}.000", "price": 100.0 + i, "version": 1}
-            for s in ("AAPL", "MSFT") for i in range(5)]
+    rows = [
+        {"symbol": s, "ts": f"2026-01-02 14:30:0{i}.000", "price": 100.0 + i, "version": 1}
+        for s in ("AAPL", "MSFT")
+        for i in range(5)
+    ]
     replay = [dict(r, price=r["price"] + 0.5, version=2) for r in rows[:3]]
     for r in rows + replay:
         p.produce(topic, orjson.dumps(r), key=r["symbol"].encode())
     assert p.flush(20) == 0
 
     expected = {(r["symbol"], r["ts"], r["price"]) for r in rows[3:]} | {
-        (r["symbol"], r["ts"], r["price"]) for r in replay}
+        (r["symbol"], r["ts"], r["price"]) for r in replay
+    }
 
     def final_rows() -> set[tuple[str, str, float]]:
         got = chdb.rows("SELECT symbol, toString(ts), price FROM foundation.prices FINAL")

@@ -21,8 +21,13 @@ def test_read_committed_consumer_sees_committed_records_and_never_aborted_ones(s
     from confluent_kafka import Producer
 
     topic = create_topic(stack, unique("txn"))
-    p = Producer({"bootstrap.servers": stack.kafka_bootstrap, "transactional.id": unique("tx"),
-                  "logger": QUIET})
+    p = Producer(
+        {
+            "bootstrap.servers": stack.kafka_bootstrap,
+            "transactional.id": unique("tx"),
+            "logger": QUIET,
+        }
+    )
     p.init_transactions(30)
     p.begin_transaction()
     for i in range(5):
@@ -39,7 +44,9 @@ def test_read_committed_consumer_sees_committed_records_and_never_aborted_ones(s
     # the aborted records were really written: they and both transaction markers hold offsets
     from confluent_kafka import Consumer, TopicPartition
 
-    c = Consumer({"bootstrap.servers": stack.kafka_bootstrap, "group.id": unique("wm"), "logger": QUIET})
+    c = Consumer(
+        {"bootstrap.servers": stack.kafka_bootstrap, "group.id": unique("wm"), "logger": QUIET}
+    )
     _low, high = c.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
     c.close()
     assert high == 5 + 7 + 2
@@ -58,15 +65,29 @@ def test_scram_sha512_listener_accepts_the_stack_user_and_rejects_a_wrong_passwo
     assert [m.value() for m in consume(stack, topic, expected=1)] == [b"over-tls"]
 
     errors = []
-    bad = AdminClient({**stack.kafka_scram_config(), "sasl.password": "wrong", "logger": QUIET,
-                       "error_cb": errors.append})
-    with pytest.raises(Exception, match="(?i)failed to get metadata"):
+    bad = AdminClient(
+        {
+            **stack.kafka_scram_config(),
+            "sasl.password": "wrong",
+            "logger": QUIET,
+            "error_cb": errors.append,
+        }
+    )
+    with pytest.raises(Exception, match=r"(?i)failed to get metadata"):
         bad.list_topics(timeout=10)
-    wait_for(lambda: bad.poll(0.5) is not None and any(
-        e.code() == KafkaError._AUTHENTICATION for e in errors), 30, "an authentication error")
+    wait_for(
+        lambda: (
+            bad.poll(0.5) is not None
+            and any(e.code() == KafkaError._AUTHENTICATION for e in errors)
+        ),
+        30,
+        "an authentication error",
+    )
 
 
-def test_pyflink_exactly_once_job_checkpoints_to_minio_and_commits_its_output(stack, unique, tmp_path):
+def test_pyflink_exactly_once_job_checkpoints_to_minio_and_commits_its_output(
+    stack, unique, tmp_path
+):
     src, dst = create_topic(stack, unique("in")), create_topic(stack, unique("out"))
     cp_prefix = unique("foundation")
     env = {
@@ -84,7 +105,11 @@ def test_pyflink_exactly_once_job_checkpoints_to_minio_and_commits_its_output(st
     log = open(tmp_path / "job.out", "wb")  # noqa: SIM115 - closed in finally
     job = subprocess.Popen(
         [sys.executable, "-m", "tests.integration.jobs.passthrough", src, dst],
-        cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     try:
         from confluent_kafka import Producer
@@ -95,14 +120,19 @@ def test_pyflink_exactly_once_job_checkpoints_to_minio_and_commits_its_output(st
         assert p.flush(20) == 0
 
         out = consume(stack, dst, expected=50, timeout_s=120, settle_s=2.0)
-        assert sorted(m.value() for m in out) == sorted(f"event-{i:03d}".encode()[::-1] for i in range(50))
+        assert sorted(m.value() for m in out) == sorted(
+            f"event-{i:03d}".encode()[::-1] for i in range(50)
+        )
         assert job.poll() is None, "job died"
 
         s3 = minio.client(stack.s3_endpoint, stack.s3_access_key, stack.s3_secret_key)
 
         def checkpoint_metadata() -> list[str]:
-            return [o.object_name for o in s3.list_objects(stack.s3_bucket, prefix=cp_prefix, recursive=True)
-                    if o.object_name.endswith("/_metadata")]
+            return [
+                o.object_name
+                for o in s3.list_objects(stack.s3_bucket, prefix=cp_prefix, recursive=True)
+                if o.object_name.endswith("/_metadata")
+            ]
 
         assert wait_for(checkpoint_metadata, 60, "a completed checkpoint in MinIO")
     finally:
@@ -114,22 +144,42 @@ def test_pyflink_exactly_once_job_checkpoints_to_minio_and_commits_its_output(st
 def test_stack_cli_up_status_down_leaves_no_process(tmp_path):
     torghut = [sys.executable, "-m", "torghut.cli"]
     run_dir = tmp_path / "cli-stack"
-    up = subprocess.run([*torghut, "stack", "up", "--dir", str(run_dir), "--no-topics"],
-                        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    up = subprocess.run(
+        [*torghut, "stack", "up", "--dir", str(run_dir), "--no-topics"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert up.returncode == 0, up.stderr
     state = StackState.load(run_dir)
     pids = [c.pid for c in state.components.values()]
     assert len(pids) == 3
-    status = subprocess.run([*torghut, "stack", "status", "--dir", str(run_dir)],
-                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    status = subprocess.run(
+        [*torghut, "stack", "status", "--dir", str(run_dir)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert status.returncode == 0 and status.stdout.count("ok ") == 3, status.stdout
-    down = subprocess.run([*torghut, "stack", "down", "--dir", str(run_dir)],
-                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    down = subprocess.run(
+        [*torghut, "stack", "down", "--dir", str(run_dir)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert down.returncode == 0, down.stderr
     for pid in pids:
         assert not os.path.exists(f"/proc/{pid}") or _is_zombie(pid), f"pid {pid} still running"
-    after = subprocess.run([*torghut, "stack", "status", "--dir", str(run_dir)],
-                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    after = subprocess.run(
+        [*torghut, "stack", "status", "--dir", str(run_dir)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert after.returncode == 1
 
 

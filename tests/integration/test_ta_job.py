@@ -38,12 +38,16 @@ def _final_bars(records: list[dict]) -> dict[tuple[str, int], dict]:
 
 def _checkpoints(stack, prefix: str) -> set[str]:
     s3 = minio.client(stack.s3_endpoint, stack.s3_access_key, stack.s3_secret_key)
-    return {o.object_name for o in s3.list_objects(stack.s3_bucket, prefix=prefix, recursive=True)
-            if o.object_name.endswith("/_metadata")}
+    return {
+        o.object_name
+        for o in s3.list_objects(stack.s3_bucket, prefix=prefix, recursive=True)
+        if o.object_name.endswith("/_metadata")
+    }
 
 
 def test_final_bars_equal_batch_oracle_signals_equal_talib_and_late_trades_are_only_counted(
-        stack, unique, tmp_path):
+    stack, unique, tmp_path
+):
     rng = random.Random(5)
     symbols = [unique("E2EA").upper(), unique("E2EB").upper()]
     prod = EnvelopeProducer(stack)
@@ -54,24 +58,40 @@ def test_final_bars_equal_batch_oracle_signals_equal_talib_and_late_trades_are_o
     for sec in range(80):
         for _ in range(12):
             for s in symbols:
-                ts = t0 + sec * S + rng.randrange(S) - rng.randrange(300_000_000)  # out of order inside 1 s
+                ts = (
+                    t0 + sec * S + rng.randrange(S) - rng.randrange(300_000_000)
+                )  # out of order inside 1 s
                 price[s] = round(price[s] * (1 + rng.gauss(0, 0.001)), 4)
                 size = round(rng.uniform(0.5, 40), 3)
                 tid += 1
                 prod.trade(s, max(ts, t0), price[s], size, tid)
                 trades.append((s, max(ts, t0), price[s], size))
         for s in symbols:
-            prod.quote(s, t0 + sec * S + 500_000_000, price[s] - 0.01, price[s] + 0.02, 300.0, 100.0)
+            prod.quote(
+                s, t0 + sec * S + 500_000_000, price[s] - 0.01, price[s] + 0.02, 300.0, 100.0
+            )
     prod.flush()
 
-    job = TaJobProcess(stack, tmp_path, unique("cp-e2e"), unique("tx-e2e"), unique("grp-e2e"),
-                       extra_env={"TORGHUT_TA_STATUS_INTERVAL_MS": "300"})
+    job = TaJobProcess(
+        stack,
+        tmp_path,
+        unique("cp-e2e"),
+        unique("tx-e2e"),
+        unique("grp-e2e"),
+        extra_env={"TORGHUT_TA_STATUS_INTERVAL_MS": "300"},
+    )
     job.start()
     try:
         # once second 70 is final the watermark has passed second 60 for good
-        read_topic(stack, "ta.bars.1s.v1", set(symbols),
-                   lambda recs: any(k[1] == (t0 + 70 * S) // 1000 for k in _final_bars(recs)),
-                   timeout_s=240, isolation="read_uncommitted", job=job)
+        read_topic(
+            stack,
+            "ta.bars.1s.v1",
+            set(symbols),
+            lambda recs: any(k[1] == (t0 + 70 * S) // 1000 for k in _final_bars(recs)),
+            timeout_s=240,
+            isolation="read_uncommitted",
+            job=job,
+        )
         for s in symbols:  # a trade far behind the watermark: late, counted, never a bar
             prod.trade(s, t0 + 60 * S + 123, 1.0, 1.0, 10_000_000 + tid)
         for s in symbols:  # advance the watermark past second 80 on both raw topics
@@ -80,23 +100,41 @@ def test_final_bars_equal_batch_oracle_signals_equal_talib_and_late_trades_are_o
         prod.flush()
         oracle = [b for b in batch_bars(trades, S) if b.start_ns < t0 + 80 * S]
         expected = {(b.symbol, b.start_ns // 1000): b for b in oracle}
-        got = read_topic(stack, "ta.bars.1s.v1", set(symbols),
-                         lambda recs: len(_final_bars(recs)) >= len(expected), timeout_s=240,
-                         job=job)
+        got = read_topic(
+            stack,
+            "ta.bars.1s.v1",
+            set(symbols),
+            lambda recs: len(_final_bars(recs)) >= len(expected),
+            timeout_s=240,
+            job=job,
+        )
         finals = _final_bars(got)
         assert job.alive(), "job died"
         assert set(finals) == set(expected)
-        assert Counter((r["symbol"], _start_us(r)) for r in got if r["is_final"]).most_common(1)[0][1] == 1
+        assert (
+            Counter((r["symbol"], _start_us(r)) for r in got if r["is_final"]).most_common(1)[0][1]
+            == 1
+        )
         for key, b in expected.items():
             r = finals[key]
             assert (r["open"], r["high"], r["low"], r["close"], r["trade_count"]) == (
-                b.open, b.high, b.low, b.close, b.trade_count)
+                b.open,
+                b.high,
+                b.low,
+                b.close,
+                b.trade_count,
+            )
             assert r["volume"] == pytest.approx(b.volume, rel=1e-12)
             assert r["vwap"] == pytest.approx(b.vwap, rel=1e-12)
         assert any(not r["is_final"] for r in got), "no provisional bars were emitted"
 
-        signals = read_topic(stack, "ta.signals.v1", set(symbols),
-                             lambda recs: len(_final_bars(recs)) >= len(expected), timeout_s=60)
+        signals = read_topic(
+            stack,
+            "ta.signals.v1",
+            set(symbols),
+            lambda recs: len(_final_bars(recs)) >= len(expected),
+            timeout_s=60,
+        )
         by_sym: dict[str, list[dict]] = {}
         for r in sorted(_final_bars(signals).values(), key=_start_us):
             by_sym.setdefault(r["symbol"], []).append(r)
@@ -105,9 +143,12 @@ def test_final_bars_equal_batch_oracle_signals_equal_talib_and_late_trades_are_o
             close = np.array([b.close for b in bars])
             high, low = np.array([b.high for b in bars]), np.array([b.low for b in bars])
             checks = {
-                "ema12": talib.EMA(close, 12), "ema26": talib.EMA(close, 26),
-                "macd": talib.MACD(close, 12, 26, 9)[0], "macd_signal": talib.MACD(close, 12, 26, 9)[1],
-                "rsi14": talib.RSI(close, 14), "boll_upper": talib.BBANDS(close, 20, 2, 2)[0],
+                "ema12": talib.EMA(close, 12),
+                "ema26": talib.EMA(close, 26),
+                "macd": talib.MACD(close, 12, 26, 9)[0],
+                "macd_signal": talib.MACD(close, 12, 26, 9)[1],
+                "rsi14": talib.RSI(close, 14),
+                "boll_upper": talib.BBANDS(close, 20, 2, 2)[0],
                 "atr14": talib.ATR(high, low, close, 14),
             }
             for name, ref in checks.items():
@@ -133,7 +174,9 @@ def test_final_bars_equal_batch_oracle_signals_equal_talib_and_late_trades_are_o
         job.stop()
 
 
-def test_exactly_once_across_three_kill9_restarts_no_loss_no_duplicate_no_stall(stack, unique, tmp_path):
+def test_exactly_once_across_three_kill9_restarts_no_loss_no_duplicate_no_stall(
+    stack, unique, tmp_path
+):
     symbols = [unique("EOSA").upper(), unique("EOSB").upper(), unique("EOSC").upper()]
     prod = EnvelopeProducer(stack)
     sent: list[tuple[str, int, float, float]] = []
@@ -161,15 +204,23 @@ def test_exactly_once_across_three_kill9_restarts_no_loss_no_duplicate_no_stall(
     try:
         for _ in range(3):
             before = _checkpoints(stack, cp_prefix)
-            wait_for(lambda b=before: len(_checkpoints(stack, cp_prefix) - b) >= 2, 180,
-                     "two new completed checkpoints", interval_s=0.5)
+            wait_for(
+                lambda b=before: len(_checkpoints(stack, cp_prefix) - b) >= 2,
+                180,
+                "two new completed checkpoints",
+                interval_s=0.5,
+            )
             time.sleep(random.Random(len(before)).uniform(0.1, 0.9))  # kill at an arbitrary moment
             job.kill9()
             t = time.monotonic()
             job.start(restore=True)
             after = _checkpoints(stack, cp_prefix)
-            wait_for(lambda a=after: _checkpoints(stack, cp_prefix) - a, 180,
-                     "a checkpoint after restore (no InitProducerId stall)", interval_s=0.5)
+            wait_for(
+                lambda a=after: _checkpoints(stack, cp_prefix) - a,
+                180,
+                "a checkpoint after restore (no InitProducerId stall)",
+                interval_s=0.5,
+            )
             restore_times.append(time.monotonic() - t)
         stop.set()
         feeder.join(30)
@@ -179,9 +230,14 @@ def test_exactly_once_across_three_kill9_restarts_no_loss_no_duplicate_no_stall(
         prod.flush()
         oracle = [b for b in batch_bars(sent, S) if b.end_ns <= last + S - 1]
         expected = {(b.symbol, b.start_ns // 1000): b for b in oracle}
-        got = read_topic(stack, "ta.bars.1s.v1", set(symbols),
-                         lambda recs: len(_final_bars(recs)) >= len(expected), timeout_s=240,
-                         job=job)
+        got = read_topic(
+            stack,
+            "ta.bars.1s.v1",
+            set(symbols),
+            lambda recs: len(_final_bars(recs)) >= len(expected),
+            timeout_s=240,
+            job=job,
+        )
         counts = Counter((r["symbol"], _start_us(r)) for r in got if r["is_final"])
         assert job.alive()
         missing = set(expected) - set(counts)
@@ -190,7 +246,9 @@ def test_exactly_once_across_three_kill9_restarts_no_loss_no_duplicate_no_stall(
         assert not dupes, f"duplicated final bars: {list(dupes.items())[:5]}"
         finals = _final_bars(got)
         for key, b in expected.items():
-            assert (finals[key]["trade_count"], finals[key]["close"]) == (b.trade_count, b.close), key
+            assert (finals[key]["trade_count"], finals[key]["close"]) == (b.trade_count, b.close), (
+                key
+            )
         print(f"restore-to-checkpoint times (s): {[round(t, 1) for t in restore_times]}")
     finally:
         stop.set()

@@ -22,7 +22,9 @@ def trade(ts_ns: int, price: float, size: float = 1.0, seq: int = 1, sym: str = 
     return ("t", sym, ts_ns, seq, ts_ns + 1000, f"tr{seq}", price, size, seq)
 
 
-def quote(ts_ns: int, bid: float, ask: float, seq: int = 1, bs: float = 3.0, asz: float = 1.0) -> tuple:
+def quote(
+    ts_ns: int, bid: float, ask: float, seq: int = 1, bs: float = 3.0, asz: float = 1.0
+) -> tuple:
     return ("q", "AAPL", ts_ns, seq, ts_ns, "q", bid, bs, ask, asz)
 
 
@@ -38,13 +40,18 @@ def proc() -> SymbolProcessor:
 def test_out_of_order_trade_inside_the_bound_lands_in_its_own_second(proc):
     st, sig = SymbolState(), SignalState()
     r1 = proc.on_trade(st, sig, trade(T0 + S + 100, 101.0, seq=1), NO_WM, 0)
-    r2 = proc.on_trade(st, sig, trade(T0 + 900_000_000, 100.0, seq=2), wm_ms(T0 + S + 100) - 1000, 0)
+    r2 = proc.on_trade(
+        st, sig, trade(T0 + 900_000_000, 100.0, seq=2), wm_ms(T0 + S + 100) - 1000, 0
+    )
     assert r1.new_timer_ms == (T0 + 2 * S) // 1_000_000 - 1
     assert r2.new_timer_ms == (T0 + S) // 1_000_000 - 1
     assert sorted(st.bars) == [T0, T0 + S]
     assert st.counters.out_of_order == 1 and st.counters.late == 0
     closed = proc.on_watermark(st, sig, wm_ms(T0 + 2 * S))
-    assert [(e.bar.start_ns, e.bar.close, e.is_final) for e in closed] == [(T0, 100.0, True), (T0 + S, 101.0, True)]
+    assert [(e.bar.start_ns, e.bar.close, e.is_final) for e in closed] == [
+        (T0, 100.0, True),
+        (T0 + S, 101.0, True),
+    ]
 
 
 def test_trade_behind_the_watermark_is_counted_late_and_never_makes_a_bar(proc):
@@ -101,8 +108,15 @@ def test_seq_gaps_and_regressions_are_counted_per_channel(proc):
 
 def test_state_round_trips_through_pickle_mid_stream_and_continues_identically(proc):
     rng = random.Random(7)
-    events = [trade(T0 + int(i * 0.37 * S) + rng.randrange(1000), 100 + rng.random(), rng.random() * 10, seq=i + 1)
-              for i in range(200)]
+    events = [
+        trade(
+            T0 + int(i * 0.37 * S) + rng.randrange(1000),
+            100 + rng.random(),
+            rng.random() * 10,
+            seq=i + 1,
+        )
+        for i in range(200)
+    ]
     a, sa = SymbolState(), SignalState()
     b, sb = SymbolState(), SignalState()
     out_a, out_b = [], []
@@ -118,7 +132,8 @@ def test_state_round_trips_through_pickle_mid_stream_and_continues_identically(p
             proc.on_trade(b, sb, ev, wm, 0)
             out_b += proc.on_watermark(b, sb, wm)
     assert [(e.bar.to_state(), e.signals.as_dict()) for e in out_a] == [
-        (e.bar.to_state(), e.signals.as_dict()) for e in out_b]
+        (e.bar.to_state(), e.signals.as_dict()) for e in out_b
+    ]
 
 
 def test_final_bars_equal_the_batch_oracle_and_signals_equal_talib(proc):

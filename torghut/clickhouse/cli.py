@@ -13,21 +13,41 @@ from torghut.clickhouse.schema import SchemaApplyError, SchemaParams, apply
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     ap = sub.add_parser("apply", help="apply schemas/clickhouse/*.sql idempotently")
-    ap.add_argument("--url", help="clickhouse://user:pass@host:9000/db for a server; "
-                    "default: the embedded engine at --data-dir")
-    ap.add_argument("--data-dir", default=".stack/clickhouse",
-                    help="embedded (chdb) data dir (default: %(default)s)")
-    ap.add_argument("--kafka-broker", help="bootstrap servers the Kafka engine reads "
-                    "(default: the running local stack)")
-    ap.add_argument("--registry-url", help="schema registry URL for AvroConfluent "
-                    "(default: the running local stack)")
-    ap.add_argument("--kafka-security-protocol", default=os.environ.get("TORGHUT_CH_KAFKA_SECURITY_PROTOCOL", ""),
-                    help="e.g. SASL_PLAINTEXT or SASL_SSL for the Kafka engine (env TORGHUT_CH_KAFKA_SECURITY_PROTOCOL)")
-    ap.add_argument("--kafka-sasl-username", default=os.environ.get("TORGHUT_CH_KAFKA_SASL_USERNAME", ""),
-                    help="SCRAM-SHA-512 user (env TORGHUT_CH_KAFKA_SASL_USERNAME); the password is "
-                    "read from env TORGHUT_CH_KAFKA_SASL_PASSWORD only")
-    ap.add_argument("--wait", type=float, default=120.0,
-                    help="seconds to wait for the server to answer (default: %(default)s)")
+    ap.add_argument(
+        "--url",
+        help="clickhouse://user:pass@host:9000/db for a server; "
+        "default: the embedded engine at --data-dir",
+    )
+    ap.add_argument(
+        "--data-dir",
+        default=".stack/clickhouse",
+        help="embedded (chdb) data dir (default: %(default)s)",
+    )
+    ap.add_argument(
+        "--kafka-broker",
+        help="bootstrap servers the Kafka engine reads (default: the running local stack)",
+    )
+    ap.add_argument(
+        "--registry-url",
+        help="schema registry URL for AvroConfluent (default: the running local stack)",
+    )
+    ap.add_argument(
+        "--kafka-security-protocol",
+        default=os.environ.get("TORGHUT_CH_KAFKA_SECURITY_PROTOCOL", ""),
+        help="e.g. SASL_PLAINTEXT or SASL_SSL for the Kafka engine (env TORGHUT_CH_KAFKA_SECURITY_PROTOCOL)",
+    )
+    ap.add_argument(
+        "--kafka-sasl-username",
+        default=os.environ.get("TORGHUT_CH_KAFKA_SASL_USERNAME", ""),
+        help="SCRAM-SHA-512 user (env TORGHUT_CH_KAFKA_SASL_USERNAME); the password is "
+        "read from env TORGHUT_CH_KAFKA_SASL_PASSWORD only",
+    )
+    ap.add_argument(
+        "--wait",
+        type=float,
+        default=120.0,
+        help="seconds to wait for the server to answer (default: %(default)s)",
+    )
 
 
 def kafka_security_settings(protocol: str, username: str, password: str) -> str:
@@ -38,9 +58,13 @@ def kafka_security_settings(protocol: str, username: str, password: str) -> str:
     if protocol.upper().startswith("SASL"):
         if not (username and password):
             raise SchemaApplyError(
-                f"{protocol} needs --kafka-sasl-username and TORGHUT_CH_KAFKA_SASL_PASSWORD")
-        parts += ["kafka_sasl_mechanism = 'SCRAM-SHA-512'",
-                  f"kafka_sasl_username = '{username}'", f"kafka_sasl_password = '{password}'"]
+                f"{protocol} needs --kafka-sasl-username and TORGHUT_CH_KAFKA_SASL_PASSWORD"
+            )
+        parts += [
+            "kafka_sasl_mechanism = 'SCRAM-SHA-512'",
+            f"kafka_sasl_username = '{username}'",
+            f"kafka_sasl_password = '{password}'",
+        ]
     return ", " + ", ".join(parts)
 
 
@@ -55,11 +79,16 @@ def run(args: argparse.Namespace) -> int:
     target = args.url or args.data_dir
     try:
         client = connect(target)
-        params = SchemaParams(kafka_broker=broker, registry_url=registry,
-                              ingest_db_engine="Atomic" if args.url else "Memory",
-                              kafka_security_settings=kafka_security_settings(
-                                  args.kafka_security_protocol, args.kafka_sasl_username,
-                                  os.environ.get("TORGHUT_CH_KAFKA_SASL_PASSWORD", "")))
+        params = SchemaParams(
+            kafka_broker=broker,
+            registry_url=registry,
+            ingest_db_engine="Atomic" if args.url else "Memory",
+            kafka_security_settings=kafka_security_settings(
+                args.kafka_security_protocol,
+                args.kafka_sasl_username,
+                os.environ.get("TORGHUT_CH_KAFKA_SASL_PASSWORD", ""),
+            ),
+        )
         n = apply(client, params, wait_s=args.wait, verbose=True)
     except (SchemaApplyError, ClickHouseError) as exc:
         print(f"torghut clickhouse apply: {exc}", file=sys.stderr)

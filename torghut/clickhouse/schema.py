@@ -71,8 +71,13 @@ def wait_until_ready(client: ClickHouseClient, timeout_s: float) -> None:
         delay = min(delay * 2, 5.0)
 
 
-def apply(client: ClickHouseClient, params: SchemaParams, sql_dir: Path = SQL_DIR,
-          wait_s: float = 60.0, verbose: bool = False) -> int:
+def apply(
+    client: ClickHouseClient,
+    params: SchemaParams,
+    sql_dir: Path = SQL_DIR,
+    wait_s: float = 60.0,
+    verbose: bool = False,
+) -> int:
     """Apply every SQL file; returns the number of statements run."""
     wait_until_ready(client, wait_s)
     files = sorted(sql_dir.glob("*.sql"))

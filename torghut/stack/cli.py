@@ -46,7 +46,9 @@ def run(args: argparse.Namespace) -> int:
             else:
                 for name, h in report.items():
                     mark = "ok  " if h["healthy"] else "DOWN"
-                    print(f"{mark} {name:<9} pid {h['pid']:<8} ports {h['ports']}  log {h['log_file']}")
+                    print(
+                        f"{mark} {name:<9} pid {h['pid']:<8} ports {h['ports']}  log {h['log_file']}"
+                    )
             return 0 if all(h["healthy"] for h in report.values()) else 1
         if args.action == "down":
             stopped = supervisor.down(state, purge=args.purge)

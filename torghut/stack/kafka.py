@@ -113,13 +113,22 @@ def start(run_dir: Path) -> dict[str, object]:
 
     user, password = "torghut", secrets.token_urlsafe(18)
     cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-    fmt = subprocess.run(  # noqa: S603
+    fmt = subprocess.run(
         java_cmd(
-            "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props),
-            "--add-scram", f"SCRAM-SHA-512=[name={user},password={password}]",
-            heap="256m", log4j=log4j,
+            "kafka.tools.StorageTool",
+            "format",
+            "-t",
+            cluster_id,
+            "-c",
+            str(props),
+            "--add-scram",
+            f"SCRAM-SHA-512=[name={user},password={password}]",
+            heap="256m",
+            log4j=log4j,
         ),
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     if fmt.returncode != 0:
         log_file.write_text(fmt.stdout + fmt.stderr)
@@ -129,8 +138,11 @@ def start(run_dir: Path) -> dict[str, object]:
     return {
         "pid": pid,
         "log_file": log_file,
-        "ports": {"plaintext": ports.plaintext, "sasl_ssl": ports.sasl_ssl,
-                  "controller": ports.controller},
+        "ports": {
+            "plaintext": ports.plaintext,
+            "sasl_ssl": ports.sasl_ssl,
+            "controller": ports.controller,
+        },
         "bootstrap": f"127.0.0.1:{ports.plaintext}",
         "sasl_ssl_bootstrap": f"127.0.0.1:{ports.sasl_ssl}",
         "ca_file": str(ca_file),
@@ -143,7 +155,9 @@ def wait_ready(bootstrap: str, pid: int, log_file: Path, timeout_s: float = 90.0
     """Ready = the broker answers a metadata request with itself as a live broker."""
     from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 2000, "logger": _QUIET})
+    admin = AdminClient(
+        {"bootstrap.servers": bootstrap, "socket.timeout.ms": 2000, "logger": _QUIET}
+    )
 
     def check() -> bool:
         md = admin.list_topics(timeout=2)
@@ -168,6 +182,6 @@ def create_topics(bootstrap: str, topics: list[tuple[str, int, dict[str, str]]])
     for name, fut in admin.create_topics(new, operation_timeout=30).items():
         try:
             fut.result(timeout=60)
-        except Exception as exc:  # noqa: BLE001 - re-raised with the topic named
+        except Exception as exc:
             if "TOPIC_ALREADY_EXISTS" not in str(exc):
                 raise RuntimeError(f"creating topic {name!r} failed: {exc}") from exc

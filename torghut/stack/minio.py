@@ -24,14 +24,32 @@ def start(run_dir: Path) -> dict[str, object]:
     access, secret = "torghut", secrets.token_urlsafe(18)
     log_file = run_dir / "logs" / "minio.log"
     pid = procs.spawn(
-        [str(MINIO_BIN), "server", str(data), "--address", f"127.0.0.1:{port}",
-         "--console-address", f"127.0.0.1:{console}", "--quiet"],
+        [
+            str(MINIO_BIN),
+            "server",
+            str(data),
+            "--address",
+            f"127.0.0.1:{port}",
+            "--console-address",
+            f"127.0.0.1:{console}",
+            "--quiet",
+        ],
         log_file,
-        env={"MINIO_ROOT_USER": access, "MINIO_ROOT_PASSWORD": secret,
-             "MINIO_BROWSER": "off", "MINIO_UPDATE": "off"},
+        env={
+            "MINIO_ROOT_USER": access,
+            "MINIO_ROOT_PASSWORD": secret,
+            "MINIO_BROWSER": "off",
+            "MINIO_UPDATE": "off",
+        },
     )
-    return {"pid": pid, "log_file": log_file, "ports": {"s3": port},
-            "endpoint": f"http://127.0.0.1:{port}", "access_key": access, "secret_key": secret}
+    return {
+        "pid": pid,
+        "log_file": log_file,
+        "ports": {"s3": port},
+        "endpoint": f"http://127.0.0.1:{port}",
+        "access_key": access,
+        "secret_key": secret,
+    }
 
 
 def wait_ready(endpoint: str, pid: int, log_file: Path, timeout_s: float = 60.0) -> None:
@@ -42,11 +60,15 @@ def wait_ready(endpoint: str, pid: int, log_file: Path, timeout_s: float = 60.0)
     procs.wait_until("minio", log_file, pid, check, timeout_s, f"S3 API at {endpoint}")
 
 
-def client(endpoint: str, access_key: str, secret_key: str):  # noqa: ANN201 - minio.Minio
+def client(endpoint: str, access_key: str, secret_key: str):
     from minio import Minio
 
-    return Minio(endpoint.split("://", 1)[1], access_key=access_key, secret_key=secret_key,
-                 secure=endpoint.startswith("https"))
+    return Minio(
+        endpoint.split("://", 1)[1],
+        access_key=access_key,
+        secret_key=secret_key,
+        secure=endpoint.startswith("https"),
+    )
 
 
 def ensure_bucket(endpoint: str, access_key: str, secret_key: str, bucket: str) -> None:

@@ -21,12 +21,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def spawn(cmd: Sequence[str], log_file: Path, env: dict[str, str] | None = None,
-          cwd: Path | None = None) -> int:
+def spawn(
+    cmd: Sequence[str], log_file: Path, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> int:
     """Start a detached process (own session, so `down` can stop its whole group)."""
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with open(log_file, "ab") as log:
-        proc = subprocess.Popen(  # noqa: S603 - commands are built from our own config
+        proc = subprocess.Popen(
             list(cmd),
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -81,8 +82,9 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return s.connect_ex((host, port)) == 0
 
 
-def wait_until(component: str, log_file: Path, pid: int, check: Callable[[], bool],
-               timeout_s: float, what: str) -> None:
+def wait_until(
+    component: str, log_file: Path, pid: int, check: Callable[[], bool], timeout_s: float, what: str
+) -> None:
     """Poll `check` until it is true; fail fast if the process died."""
     deadline = time.monotonic() + timeout_s
     delay = 0.05
@@ -92,7 +94,7 @@ def wait_until(component: str, log_file: Path, pid: int, check: Callable[[], boo
         try:
             if check():
                 return
-        except Exception:  # noqa: BLE001 - any probe failure means "not yet"
+        except Exception:
             pass
         time.sleep(delay)
         delay = min(delay * 1.5, 0.5)

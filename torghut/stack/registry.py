@@ -24,15 +24,28 @@ def start(run_dir: Path, kafka_bootstrap: str) -> dict[str, object]:
     port = procs.free_port()
     log_file = run_dir / "logs" / "registry.log"
     pid = procs.spawn(
-        ["java", "-Xmx256m", "-XX:TieredStopAtLevel=1", "-XX:ReservedCodeCacheSize=48m", "-Xss512k",
-         f"-Dquarkus.http.port={port}", "-Dquarkus.http.host=127.0.0.1",
-         "-Dquarkus.datasource.jdbc.initial-size=2", "-Dquarkus.datasource.jdbc.min-size=2",
-         "-jar", str(REGISTRY_JAR)],
+        [
+            "java",
+            "-Xmx256m",
+            "-XX:TieredStopAtLevel=1",
+            "-XX:ReservedCodeCacheSize=48m",
+            "-Xss512k",
+            f"-Dquarkus.http.port={port}",
+            "-Dquarkus.http.host=127.0.0.1",
+            "-Dquarkus.datasource.jdbc.initial-size=2",
+            "-Dquarkus.datasource.jdbc.min-size=2",
+            "-jar",
+            str(REGISTRY_JAR),
+        ],
         log_file,
         cwd=REGISTRY_JAR.parent,
     )
-    return {"pid": pid, "log_file": log_file, "ports": {"http": port},
-            "url": f"http://127.0.0.1:{port}{CCOMPAT}"}
+    return {
+        "pid": pid,
+        "log_file": log_file,
+        "ports": {"http": port},
+        "url": f"http://127.0.0.1:{port}{CCOMPAT}",
+    }
 
 
 def wait_ready(url: str, pid: int, log_file: Path, timeout_s: float = 120.0) -> None:
@@ -44,8 +57,13 @@ def wait_ready(url: str, pid: int, log_file: Path, timeout_s: float = 120.0) -> 
 
     procs.wait_until("registry", log_file, pid, check, timeout_s, f"registry at {base}")
     req = urllib.request.Request(
-        f"{url}/config", method="PUT", data=json.dumps({"compatibility": "BACKWARD"}).encode(),
-        headers={"Content-Type": "application/vnd.schemaregistry.v1+json"})
+        f"{url}/config",
+        method="PUT",
+        data=json.dumps({"compatibility": "BACKWARD"}).encode(),
+        headers={"Content-Type": "application/vnd.schemaregistry.v1+json"},
+    )
     with urllib.request.urlopen(req, timeout=10) as resp:
         if resp.status != 200:
-            raise ComponentStartError("registry", str(log_file), f"setting BACKWARD got {resp.status}")
+            raise ComponentStartError(
+                "registry", str(log_file), f"setting BACKWARD got {resp.status}"
+            )

@@ -36,7 +36,8 @@ def up(run_dir: Path | None = None, with_topics: bool = True) -> StackState:
     try:
         k = kafka.start(run_dir)
         state.components["kafka"] = Component(
-            name="kafka", pid=k["pid"], log_file=str(k["log_file"]), ports=k["ports"])
+            name="kafka", pid=k["pid"], log_file=str(k["log_file"]), ports=k["ports"]
+        )
         state.kafka_bootstrap = str(k["bootstrap"])
         state.kafka_sasl_ssl_bootstrap = str(k["sasl_ssl_bootstrap"])
         state.kafka_ca_file = str(k["ca_file"])
@@ -46,7 +47,8 @@ def up(run_dir: Path | None = None, with_topics: bool = True) -> StackState:
 
         m = minio.start(run_dir)
         state.components["minio"] = Component(
-            name="minio", pid=m["pid"], log_file=str(m["log_file"]), ports=m["ports"])
+            name="minio", pid=m["pid"], log_file=str(m["log_file"]), ports=m["ports"]
+        )
         state.s3_endpoint = str(m["endpoint"])
         state.s3_access_key = str(m["access_key"])
         state.s3_secret_key = str(m["secret_key"])
@@ -55,15 +57,17 @@ def up(run_dir: Path | None = None, with_topics: bool = True) -> StackState:
 
         r = registry.start(run_dir, state.kafka_bootstrap)
         state.components["registry"] = Component(
-            name="registry", pid=r["pid"], log_file=str(r["log_file"]), ports=r["ports"])
+            name="registry", pid=r["pid"], log_file=str(r["log_file"]), ports=r["ports"]
+        )
         state.registry_url = str(r["url"])
         state.save()
 
         kafka.wait_ready(state.kafka_bootstrap, k["pid"], Path(k["log_file"]))
         _say(f"kafka ready at {state.kafka_bootstrap} (SASL_SSL {state.kafka_sasl_ssl_bootstrap})")
         minio.wait_ready(state.s3_endpoint, m["pid"], Path(m["log_file"]))
-        minio.ensure_bucket(state.s3_endpoint, state.s3_access_key, state.s3_secret_key,
-                            state.s3_bucket)
+        minio.ensure_bucket(
+            state.s3_endpoint, state.s3_access_key, state.s3_secret_key, state.s3_bucket
+        )
         _say(f"minio ready at {state.s3_endpoint}, bucket {state.s3_bucket}")
         registry.wait_ready(state.registry_url, r["pid"], Path(r["log_file"]))
         _say(f"registry ready at {state.registry_url}")
@@ -72,8 +76,10 @@ def up(run_dir: Path | None = None, with_topics: bool = True) -> StackState:
 
             kafka.create_topics(
                 state.kafka_bootstrap,
-                [(t.name, t.partitions, {**t.config(), "min.insync.replicas": "1"})
-                 for t in ALL_TOPICS],
+                [
+                    (t.name, t.partitions, {**t.config(), "min.insync.replicas": "1"})
+                    for t in ALL_TOPICS
+                ],
             )
             _say(f"{len(ALL_TOPICS)} catalog topics present")
     except BaseException:

@@ -20,7 +20,10 @@ def main(in_topic: str, out_topic: str) -> None:
     env = create_environment(settings)
     raw = Types.PRIMITIVE_ARRAY(Types.BYTE())
     stream = env.from_source(
-        raw_bytes_source(settings, [in_topic]), WatermarkStrategy.no_watermarks(), "in", type_info=raw
+        raw_bytes_source(settings, [in_topic]),
+        WatermarkStrategy.no_watermarks(),
+        "in",
+        type_info=raw,
     )
     stream.map(lambda v: frame_record(out_topic, v[:1], bytes(v)[::-1]), output_type=raw).sink_to(
         framed_exactly_once_sink(settings)

@@ -1,0 +1,214 @@
+"""End to end on the real stack: seeded simulator replay -> forwarder -> TA job ->
+Kafka -> ClickHouse (Kafka engine tables), checked against a batch oracle and TA-Lib;
+and a symbol that goes quiet for a minute never holds the others back."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+import talib  # type: ignore[import-untyped]
+
+from forwarder.app import ForwarderThread
+from forwarder.settings import ForwarderSettings
+from shared.bars import batch_bars
+from tests.conftest import wait_for
+from tests.integration.ta_helpers import EnvelopeProducer, TaJobProcess, read_topic
+from torghut.clickhouse.client import ChdbClient
+from torghut.clickhouse.schema import SchemaParams, apply
+from torghut.sim import (
+    JsonlRecorder,
+    ReplayConfig,
+    SimConfig,
+    SimServerThread,
+    SyntheticConfig,
+    SyntheticMarket,
+    read_jsonl,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+S = 1_000_000_000
+
+
+@pytest.fixture(scope="module")
+def clickhouse(tmp_path_factory):
+    client = ChdbClient(tmp_path_factory.mktemp("chdb-e2e"))
+    yield client
+    client.close()
+
+
+def test_seeded_replay_through_forwarder_and_job_lands_in_clickhouse_equal_to_oracle_and_talib(
+    stack, clickhouse, unique, tmp_path
+):
+    tag = unique("e")[-6:].upper()
+    symbols = (f"P{tag}A", f"P{tag}B")
+    apply(
+        clickhouse,
+        SchemaParams(
+            kafka_broker=stack.kafka_bootstrap,
+            registry_url=stack.registry_url,
+            ingest_db_engine="Memory",
+            consumer_group=unique("ch-e2e"),
+        ),
+    )
+    t0 = (time.time_ns() // S - 90) * S
+    market = SyntheticMarket(
+        SyntheticConfig(
+            symbols=symbols,
+            seed=42,
+            trades_per_sec=15,
+            quotes_per_sec=5,
+            late_rate=0.0,
+            out_of_order_rate=0.05,
+            out_of_order_max_s=0.4,
+            correction_rate=0.01,
+            cancel_error_rate=0.01,
+        ),
+        t0,
+        42,
+    )
+    rec = JsonlRecorder(tmp_path / "replay.jsonl")
+    rec.write(market.advance(t0 + 60 * S) + market.finish())
+    rec.close()
+    job = TaJobProcess(stack, tmp_path, unique("cp-pipe"), unique("tx-pipe"), unique("grp-pipe"))
+    job.start()
+    cfg = SimConfig(
+        source="replay",
+        replay=ReplayConfig(path=tmp_path / "replay.jsonl", pace="fast"),
+        record_path=tmp_path / "sent.jsonl",
+    )
+    settings = ForwarderSettings(
+        alpaca_key_id="key",
+        alpaca_secret_key="secret",
+        kafka_bootstrap=stack.kafka_bootstrap,
+        registry_url=stack.registry_url,
+        http_port=0,
+        linger_ms=5,
+    )
+    try:
+        with SimServerThread(cfg) as sim:  # noqa: SIM117 - the forwarder needs sim.url
+            with ForwarderThread(settings.model_copy(update={"alpaca_url": sim.url})) as fwd:
+                sim.wait_until(lambda: sim.source_done, 60, "the replay")
+                sent = read_jsonl(tmp_path / "sent.jsonl")
+                wait_for(
+                    lambda: sum(fwd.metrics.messages[:-1]) >= len(sent), 60, "every message acked"
+                )
+        trades = [(m["S"], m["t"], m["p"], float(m["s"])) for m in sent if m["T"] == "t"]
+        last = max(t for _, t, _, _ in trades)
+        closer = EnvelopeProducer(stack)  # advance event time on both raw topics past the replay
+        for s in symbols:
+            closer.trade(s, last + 5 * S, 1.0, 1.0, 1)
+            closer.quote(s, last + 5 * S, 1.0, 1.01, 1.0, 1.0)
+        closer.flush()
+        oracle = {(b.symbol, b.start_ns): b for b in batch_bars(trades, S)}
+
+        def clickhouse_bars() -> dict:
+            rows = clickhouse.rows(
+                "SELECT symbol, toString(toUnixTimestamp64Nano(window_start)), open, high, low, close, volume, "
+                "vwap, toString(trade_count) FROM torghut.ta_microbars_final "
+                f"WHERE symbol IN ('{symbols[0]}', '{symbols[1]}') ORDER BY symbol, window_start"
+            )
+            return {(r[0], int(r[1])): r[2:] for r in rows}
+
+        wait_for(
+            lambda: len(clickhouse_bars()) >= len(oracle) or not job.alive(),
+            300,
+            "every final bar in ClickHouse",
+            interval_s=1,
+        )
+        got = clickhouse_bars()
+        assert job.alive(), f"job died; logs in {tmp_path}"
+        assert set(got) == set(oracle)
+        for key, b in oracle.items():
+            o, h, lo, c, v, vw, n = got[key]
+            assert (o, h, lo, c, int(n)) == (b.open, b.high, b.low, b.close, b.trade_count), key
+            assert v == pytest.approx(b.volume, rel=1e-12) and vw == pytest.approx(
+                b.vwap, rel=1e-12
+            )
+
+        for sym in symbols:
+            rows = clickhouse.rows(
+                "SELECT close, ema12, ema26, rsi14, macd, boll_mid, atr14 FROM torghut.ta_signals_final "
+                f"WHERE symbol = '{sym}' ORDER BY window_start"
+            )
+            bars = [b for (s, _), b in sorted(oracle.items()) if s == sym]
+            assert len(rows) == len(bars)
+            close = np.array([b.close for b in bars])
+            high, low = np.array([b.high for b in bars]), np.array([b.low for b in bars])
+            ref = {
+                1: talib.EMA(close, 12),
+                2: talib.EMA(close, 26),
+                3: talib.RSI(close, 14),
+                4: talib.MACD(close, 12, 26, 9)[0],
+                5: talib.SMA(close, 20),
+                6: talib.ATR(high, low, close, 14),
+            }
+            for col, series in ref.items():
+                for i, row in enumerate(rows):
+                    if np.isnan(series[i]):
+                        assert row[col] is None, (sym, col, i)
+                    else:
+                        assert row[col] == pytest.approx(series[i], rel=1e-9, abs=1e-9), (
+                            sym,
+                            col,
+                            i,
+                        )
+    finally:
+        job.stop()
+
+
+def test_a_symbol_quiet_for_a_minute_never_delays_the_final_bars_of_the_others(
+    stack, unique, tmp_path
+):
+    busy, quiet = unique("BUSY").upper(), unique("QUIET").upper()
+    prod = EnvelopeProducer(stack)
+    stop = threading.Event()
+
+    def feed() -> None:
+        tid, started = 0, time.monotonic()
+        while not stop.is_set():
+            now = time.time_ns()
+            tid += 1
+            prod.trade(busy, now, 100.0 + (tid % 7) / 100, 1.0, tid)
+            prod.quote(busy, now, 99.9, 100.1, 5.0, 5.0)
+            if time.monotonic() - started < 5:  # then silent for the rest of the test
+                prod.trade(quiet, now, 50.0, 1.0, tid)
+            time.sleep(0.02)
+        prod.flush()
+
+    job = TaJobProcess(
+        stack, tmp_path, unique("cp-sparse"), unique("tx-sparse"), unique("grp-sparse")
+    )
+    job.start()
+    feeder = threading.Thread(target=feed, daemon=True)
+    lags_ms: list[float] = []
+    try:
+        feeder.start()
+        t_end = time.monotonic() + 65
+        seen: set = set()
+
+        def collect(recs: list[dict]) -> bool:
+            now = time.time_ns()
+            for r in recs:
+                k = (r["symbol"], r["window"]["end"])
+                if r["is_final"] and k not in seen:
+                    seen.add(k)
+                    if r["symbol"] == busy:
+                        end_ns = int(r["window"]["end"].timestamp()) * S
+                        lags_ms.append((now - end_ns) / 1e6)
+            return time.monotonic() > t_end
+
+        recs = read_topic(stack, "ta.bars.1s.v1", {busy, quiet}, collect, timeout_s=120, job=job)
+        quiet_finals = [r for r in recs if r["symbol"] == quiet and r["is_final"]]
+        busy_late = lags_ms[len(lags_ms) // 3 :]  # steady state: the other symbol quiet for > 20 s
+        assert quiet_finals, "the quiet symbol's bars were never finalised"
+        assert len(busy_late) >= 30, (
+            f"only {len(busy_late)} busy final bars while the other was quiet"
+        )
+        # bound: 1 s out-of-orderness + 1 s checkpoint interval + slack for a loaded 2-core machine
+        assert sorted(busy_late)[int(len(busy_late) * 0.9)] < 6000, sorted(busy_late)[-10:]
+    finally:
+        stop.set()
+        job.stop()
