@@ -16,7 +16,18 @@ from torghut.stack.state import StackState
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackState]:
-    """Start the real stack once per session in its own run dir; stop it at the end."""
+    """Start the real stack once per session in its own run dir; stop it at the end.
+
+    With TORGHUT_TESTCONTAINERS=1 (a machine with a Docker engine) the same engines come
+    from testcontainers instead (torghut/stack/containers.py).
+    """
+    if os.environ.get("TORGHUT_TESTCONTAINERS") == "1":
+        from torghut.stack.containers import container_stack
+
+        with container_stack() as state:
+            os.environ["TORGHUT_STACK_DIR"] = state.run_dir
+            yield state
+        return
     run_dir = tmp_path_factory.mktemp("stack")
     state = supervisor.up(run_dir)
     os.environ["TORGHUT_STACK_DIR"] = state.run_dir
