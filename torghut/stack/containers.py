@@ -45,9 +45,14 @@ def container_stack() -> Iterator[StackState]:
             s3_bucket=minio.CHECKPOINT_BUCKET,
             registry_url=f"http://{r.get_container_host_ip()}:{r.get_exposed_port(8080)}{CCOMPAT}",
         )
-        minio.ensure_bucket(state.s3_endpoint, state.s3_access_key, state.s3_secret_key, state.s3_bucket)
+        minio.ensure_bucket(
+            state.s3_endpoint, state.s3_access_key, state.s3_secret_key, state.s3_bucket
+        )
         kafka.create_topics(
             state.kafka_bootstrap,
-            [(t.name, t.partitions, {**t.config(), "min.insync.replicas": "1"}) for t in ALL_TOPICS],
+            [
+                (t.name, t.partitions, {**t.config(), "min.insync.replicas": "1"})
+                for t in ALL_TOPICS
+            ],
         )
         yield state
