@@ -25,6 +25,12 @@ RETRY_BASE_S = 0.1
 RETRY_CAP_S = 5.0
 
 
+# errors about the record itself, which no retry can fix
+PERMANENT_RECORD_ERRORS = frozenset(
+    {KafkaError.INVALID_TIMESTAMP, KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.INVALID_RECORD}
+)
+
+
 class EnvelopeProducer:
     """Produces framed envelopes; tracks acks, failures and broker health."""
 
@@ -97,6 +103,11 @@ class EnvelopeProducer:
         self.metrics.produce_errors += 1
         self.last_failure = time.monotonic()
         self.last_error = str(err)
+        if err.code() in PERMANENT_RECORD_ERRORS:
+            # this record can never be accepted: retrying would wedge the queue behind it
+            log.error("broker refused a record for %s for good (%s); dropped", msg.topic(), err)
+            self.metrics.frames_rejected["broker_refused"] += 1
+            return
         if err.fatal():
             self.fatal_error = str(err)
         log.warning("delivery to %s failed (%s); re-producing with backoff", msg.topic(), err)

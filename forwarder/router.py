@@ -26,6 +26,10 @@ from forwarder.producer import EnvelopeProducer
 from forwarder.sequence import SequenceNumbers
 from shared.topics import CHANNEL_TOPICS
 
+# Kafka 4 refuses record timestamps more than an hour ahead (log.message.timestamp.after.max.ms);
+# an Alpaca event this far ahead of our clock is bad input, not data.
+MAX_FUTURE_NS = 10 * 60 * 10**9
+
 # message families that share a dedup cache
 _FAMILY = {
     "t": "trades",
@@ -132,6 +136,11 @@ class EnvelopeRouter:
                 body = body_of(m)
                 t = m["t"]
                 ets = t if type(t) is int and 0 < t < _MAX_NS else event_ts_ns(t)
+                if ets > ingest_ns + MAX_FUTURE_NS:
+                    # the record timestamp is the event time; brokers refuse far-future ones
+                    raise InvalidMessageError(
+                        "event_ts_in_future", f"t={ets} is {(ets - ingest_ns) // 10**9}s ahead"
+                    )
                 sym = m["S"]
                 pfx = prefix_of(kind, sym)
                 ch = TYPE_INDEX[kind]

@@ -402,6 +402,8 @@ def test_ten_thousand_hostile_frames_leave_the_forwarder_alive_and_counting(host
     assert fwd.forwarder.healthy()[0] and fwd.forwarder.ready()[0]
     rejected = fwd.metrics.frames_rejected
     assert {"malformed_frame", "invalid_field", "unknown_type", "not_an_object"} <= set(rejected)
+    # far-future event times never reach the broker (it would refuse them as timestamps)
+    assert rejected["event_ts_in_future"] > 0 and rejected["broker_refused"] == 0
     assert sum(rejected.values()) > 5000
 
 

@@ -33,6 +33,12 @@ S = 1_000_000_000
 
 
 @pytest.fixture(scope="module")
+def stack(fresh_stack):
+    """This module's own stack: its raw topics hold only the event times its tests write."""
+    return fresh_stack
+
+
+@pytest.fixture(scope="module")
 def clickhouse(tmp_path_factory):
     client = ChdbClient(tmp_path_factory.mktemp("chdb-e2e"))
     yield client

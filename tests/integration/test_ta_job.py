@@ -24,6 +24,12 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 S = 1_000_000_000
 
 
+@pytest.fixture(scope="module")
+def stack(fresh_stack):
+    """This module's own stack: its raw topics hold only the event times its tests write."""
+    return fresh_stack
+
+
 EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
 
 
