@@ -194,6 +194,7 @@ def read_topic(
             msg = c.poll(0.2)
             if msg is not None and not msg.error():
                 rec = deser.decode(msg.value(), msg.topic(), msg.partition(), msg.offset())
+                rec["_recv_ns"] = time.time_ns()
                 if rec.get("symbol") in symbols:
                     out.append(rec)
                 continue

@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import itertools
 import json
 import logging
 import os
@@ -154,6 +155,31 @@ def _group_cpu_s(pgid: int) -> float:
         if int(fields[2]) == pgid:  # fields after "(comm)": state ppid pgrp ... utime(11) stime(12)
             total += int(fields[11]) + int(fields[12])
     return total / tick
+
+
+def _thread_cpu_s(pgid: int) -> dict[str, float]:
+    """CPU seconds per thread name (digits folded) over a process group: JVM task threads
+    ("Source: raw-tra", "bars-signals ->"), Kafka clients, GC, JIT compiler, ..."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            if int((d / "stat").read_text().rsplit(")", 1)[1].split()[2]) != pgid:
+                continue
+            tasks = list((d / "task").iterdir())
+        except OSError:
+            continue
+        for t in tasks:
+            try:
+                raw = (t / "stat").read_text()
+            except OSError:
+                continue
+            name = raw[raw.index("(") + 1 : raw.rindex(")")].rstrip("0123456789")
+            fields = raw.rsplit(")", 1)[1].split()
+            out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
 
 
 class _Procs:
@@ -382,6 +408,10 @@ def live_phase(state: Any, args: argparse.Namespace, procs: _Procs, run_id: str)
         final_end.append((recv - end_ns) / NS_PER_MS)
         final_wm.append((recv - end_ns) / NS_PER_MS - args.out_of_orderness_ms)
         final_commit.append((recv - rec["emit_ts"]) / NS_PER_MS)
+    # a read_committed reader gets records in bursts, one per transaction commit (= checkpoint)
+    batch_times = sorted({recv for recv, _ in bars.items if t0 <= recv < t1})
+    bursts = [t for i, t in enumerate(batch_times) if i == 0 or t - batch_times[i - 1] > 150 * NS_PER_MS]
+    commit_gaps = [(b - a) / NS_PER_MS for a, b in itertools.pairwise(bursts)]
     expected_bars = len(symbols) * int((t1 - t0) // NS_PER_S)
     return {
         "symbols": len(symbols), "rate_events_per_s": args.rate, "duration_s": args.duration,
@@ -399,6 +429,7 @@ def live_phase(state: Any, args: argparse.Namespace, procs: _Procs, run_id: str)
         "final_recv_minus_window_end_ms": _dist(final_end),
         "final_recv_minus_watermark_ms": _dist(final_wm),
         "final_recv_minus_emit_ms": _dist(final_commit),
+        "commit_interval_ms": _dist(commit_gaps),
         "load_before": load_before, "load_after": load_after,
         "_live": live_ingest, "_live_event": live_event, "_final": final_end,
     }
@@ -505,6 +536,11 @@ def _end_offsets(bootstrap: str, topics: list[str]) -> dict[str, int]:
         c.close()
 
 
+def pending_before_last_status(statuses: list[dict[str, Any]], total_in: int) -> bool:
+    """True while the job has records left (per its last status)."""
+    return statuses[-1]["records_in"] < total_in * 0.95
+
+
 def throughput_phase(state: Any, args: argparse.Namespace, procs: _Procs, run_id: str) -> dict[str, Any]:
     from shared.registry import SchemaRegistryClient
     from shared.serde import AvroDeserializer
@@ -558,6 +594,8 @@ def throughput_phase(state: Any, args: argparse.Namespace, procs: _Procs, run_id
     t_launch = time.time_ns()
     job_pid = _spawn_job(procs, "ta-throughput", env)
     cpu_samples: list[tuple[int, float]] = []
+    threads_a: tuple[int, dict[str, float]] | None = None
+    threads_b: tuple[int, dict[str, float]] | None = None
     _say(f"throughput: job started (parallelism 1, fresh group, provisional every >= "
          f"{args.throughput_provisional_interval_ms} ms); waiting for the final bar of every symbol's last second")
     deser = AvroDeserializer(SchemaRegistryClient(state.registry_url))
@@ -574,6 +612,10 @@ def throughput_phase(state: Any, args: argparse.Namespace, procs: _Procs, run_id
                                f"without their last final bar; see {procs.log_dir}")
         time.sleep(0.2)
         cpu_samples.append((time.time_ns(), _group_cpu_s(job_pid)))
+        if statuses and threads_a is None:
+            threads_a = (time.time_ns(), _thread_cpu_s(job_pid))
+        if statuses and not pending_before_last_status(statuses, total_in):
+            threads_b = (time.time_ns(), _thread_cpu_s(job_pid))
         for recv, value in status.items[si:]:
             rec = deser.decode(value)
             statuses.append({"recv": recv, "emit": rec["emit_ts"], "records_in": rec["records_in"],
@@ -613,6 +655,13 @@ def throughput_phase(state: Any, args: argparse.Namespace, procs: _Procs, run_id
     cpu_window_s = (cb_t - ca_t) / NS_PER_S
     job_cores = (cb - ca) / cpu_window_s if cpu_window_s > 0 else float("nan")
     events_in_window = rate_all * cpu_window_s
+    threads: list[tuple[str, float]] = []
+    busiest = 0.0
+    if threads_a is not None and threads_b is not None and threads_b[0] > threads_a[0]:
+        wall = (threads_b[0] - threads_a[0]) / NS_PER_S
+        threads = sorted(((k, (v - threads_a[1].get(k, 0.0)) / wall) for k, v in threads_b[1].items()),
+                         key=lambda kv: -kv[1])[:8]
+    busiest = max((c for name, c in threads if name.startswith(("Source", "bars-signals"))), default=0.0)
     points = [((s["emit"] - first["emit"]) / NS_PER_S, s["records_in"]) for s in statuses]
     return {
         "trades": trades, "quotes": quotes, "raw_records": total_in, "trade_share": trade_share,
@@ -622,6 +671,11 @@ def throughput_phase(state: Any, args: argparse.Namespace, procs: _Procs, run_id
         "events_per_s_after_first_s": rate_steady, "trades_per_s_after_first_s": rate_steady * trade_share,
         "end_to_end_s": e2e_s, "end_to_end_trades_per_s": (trades / e2e_s) if e2e_s > 0 else float("nan"),
         "job_cpu_cores": job_cores,
+        "job_threads_cores": threads,
+        # the busiest task thread (a pipeline stage; PyFlink thread mode runs Python in it) is the
+        # bottleneck; on a contended machine it gets < 1 core, so project it onto a full core
+        "busiest_task_thread_cores": busiest,
+        "projected_trades_per_s_full_core": (rate_all * trade_share / busiest) if busiest > 0 else float("nan"),
         "job_cpu_us_per_event": (cb - ca) / events_in_window * 1e6 if events_in_window > 0 else float("nan"),
         "provisional_interval_ms": args.throughput_provisional_interval_ms,
         "load_before": load_before, "load_after": load_after, "_points": points,
@@ -782,6 +836,10 @@ def _print_summary(res: dict[str, Any]) -> None:
             print(f"{label:<58}{_fmt(d, 'p50')}{_fmt(d, 'p90')}{_fmt(d, 'p99')}{_fmt(d, 'max')}{d['n']:>8}")
         print(f"job process tree used {live['job_cpu_cores']:.2f} cores during the measurement; job ready "
               f"{live['job_launch_to_ready_s']:.1f} s after launch")
+        ci = live["commit_interval_ms"]
+        print(f"observed commit cadence (bursts seen by the read_committed reader): median "
+              f"{ci.get('p50', float('nan')):.0f} ms, max {ci.get('max', float('nan')):.0f} ms over "
+              f"{ci['n']} gaps (configured checkpoint interval {args['checkpoint_interval_ms']} ms)")
         print(f"final bars: {live['final_bars']} read ({live['final_distinct']} distinct) of about "
               f"{live['final_bars_expected_about']} expected; checkpoint interval "
               f"{args['checkpoint_interval_ms']} ms, out-of-orderness {args['out_of_orderness_ms']} ms")
@@ -810,6 +868,12 @@ def _print_summary(res: dict[str, Any]) -> None:
         print(f"  job launch -> first record: {tp['job_launch_to_first_record_s']:.1f} s; job process tree used "
               f"{tp['job_cpu_cores']:.2f} cores while processing = {tp['job_cpu_us_per_event']:.0f} us CPU "
               f"per event (JVM + embedded Python)")
+        if tp["job_threads_cores"]:
+            print("  busiest job threads (cores): " + ", ".join(
+                f"{name!r} {cores:.2f}" for name, cores in tp["job_threads_cores"] if cores >= 0.01))
+        print(f"  projection: busiest task thread used {tp['busiest_task_thread_cores']:.2f} cores -> "
+              f"~{tp['projected_trades_per_s_full_core']:,.0f} trades/s if it had a whole core (estimate, "
+              f"not a measurement)")
         print(f"  target >= {THROUGHPUT_TARGET:,.0f} trades/s per slot: "
               f"{'MET' if tp['trades_per_s'] >= THROUGHPUT_TARGET else 'MISSED'}")
     prof = res.get("profile")
@@ -875,7 +939,9 @@ def _plot(out_dir: Path, stamp: str, res: dict[str, Any]) -> Path:
         ax.set_ylabel("job records_in (ta.status.v1)")
         ax.set_title(f"throughput, 1 slot: {tp['trades_per_s']:,.0f} trades/s "
                      f"({tp['events_per_s']:,.0f} events/s)\nend to end {tp['end_to_end_trades_per_s']:,.0f} "
-                     f"trades/s; target 20k trades/s", fontsize=10)
+                     f"trades/s; target 20k trades/s\nprojected on a full core: "
+                     f"~{tp['projected_trades_per_s_full_core']:,.0f} trades/s "
+                     f"(busiest task thread {tp['busiest_task_thread_cores']:.2f} cores)", fontsize=9)
         ax.grid(alpha=0.3)
     fig.suptitle(f"torghut bench pipeline {stamp} — {os.cpu_count()} CPUs, load {res.get('loadavg_start')}",
                  fontsize=10)
