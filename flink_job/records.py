@@ -9,52 +9,45 @@ from flink_job.symbol_processor import Emission
 SOURCE = "torghut-ta"
 
 
-def _window(em: Emission) -> dict[str, int]:
+def _common(em: Emission, emit_ns: int) -> dict[str, Any]:
+    """Fields every derived record shares: identity, window, finality, lineage."""
     size_ms = (em.bar.end_ns - em.bar.start_ns) // 1_000_000
     return {
-        "size_ms": size_ms,
-        "step_ms": size_ms,
-        "start": em.bar.start_ns // 1_000,
-        "end": em.bar.end_ns // 1_000,
+        "symbol": em.bar.symbol,
+        "window": {
+            "size_ms": size_ms,
+            "step_ms": size_ms,
+            "start": em.bar.start_ns // 1_000,
+            "end": em.bar.end_ns // 1_000,
+        },
+        "is_final": em.is_final,
+        "version": emit_ns,
+        "event_ts": em.event_ns,
+        "ingest_ts": em.ingest_ns,
+        "emit_ts": emit_ns,
+        "seq": em.seq,
+        "source": SOURCE,
+        "trace_id": em.trace_id,
     }
 
 
 def microbar_record(em: Emission, emit_ns: int) -> dict[str, Any]:
     b = em.bar
-    return {
-        "symbol": b.symbol,
-        "window": _window(em),
-        "open": b.open,
-        "high": b.high,
-        "low": b.low,
-        "close": b.close,
-        "volume": b.volume,
-        "vwap": b.vwap,
-        "trade_count": b.trade_count,
-        "is_final": em.is_final,
-        "version": emit_ns,
-        "event_ts": em.event_ns,
-        "ingest_ts": em.ingest_ns,
-        "emit_ts": emit_ns,
-        "seq": em.seq,
-        "source": SOURCE,
-        "trace_id": em.trace_id,
-    }
+    rec = _common(em, emit_ns)
+    rec.update(
+        open=b.open,
+        high=b.high,
+        low=b.low,
+        close=b.close,
+        volume=b.volume,
+        vwap=b.vwap,
+        trade_count=b.trade_count,
+    )
+    return rec
 
 
 def signal_record(em: Emission, emit_ns: int) -> dict[str, Any]:
-    rec: dict[str, Any] = {
-        "symbol": em.bar.symbol,
-        "window": _window(em),
-        "close": em.bar.close,
-        "is_final": em.is_final,
-        "version": emit_ns,
-        "event_ts": em.event_ns,
-        "ingest_ts": em.ingest_ns,
-        "emit_ts": emit_ns,
-        "seq": em.seq,
-        "source": SOURCE,
-        "trace_id": em.trace_id,
-    }
+    rec = _common(em, emit_ns)
+    rec["close"] = em.bar.close
     rec.update(em.signals.as_dict())
     return rec
