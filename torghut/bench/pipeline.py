@@ -53,6 +53,7 @@ TICKERS = ("AAPL", "MSFT", "NVDA", "TSLA", "SPY", "AMZN", "GOOG", "META", "AMD",
 SENTINEL = "ZZZZ"  # closes the backlog's last bars (watermark) without being measured
 PROBE = "ZPROBE"  # live phase: trades that tell when the job is up, not measured
 LIVE_TARGET_P99_MS = 50.0
+CAUGHT_UP_MS = 250.0  # live warm-up ends when the last second's p50 is below this
 THROUGHPUT_TARGET = 20_000.0
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
@@ -64,7 +65,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--duration", type=float, default=30.0,
                         help="measured seconds of the live phase (default: %(default)s)")
     parser.add_argument("--warmup", type=float, default=5.0,
-                        help="seconds after the first signal that are not measured (default: %(default)s)")
+                        help="min seconds after the first signal that are not measured (default: %(default)s)")
+    parser.add_argument("--warmup-max", type=float, default=60.0,
+                        help="max warm-up: it lasts until the job has caught up with the start-up "
+                        f"backlog (last second's p50 < {CAUGHT_UP_MS:.0f} ms) (default: %(default)s)")
     parser.add_argument("--rate", type=float, default=1000.0,
                         help="live events/s over all symbols, half trades half quotes (default: %(default)s)")
     parser.add_argument("--symbols", default="20",
@@ -345,8 +349,24 @@ def live_phase(state: Any, args: argparse.Namespace, procs: _Procs, run_id: str)
         if time.monotonic() > deadline:
             raise RuntimeError(f"no market-data signal within 120 s; see {procs.log_dir}")
         time.sleep(0.1)
-    _say(f"live: first market-data signal; warming up {args.warmup:g} s, then measuring {args.duration:g} s")
-    t0 = time.time_ns() + int(args.warmup * NS_PER_S)
+    _say(f"live: first market-data signal; warming up at least {args.warmup:g} s (until the last second's "
+         f"p50 < {CAUGHT_UP_MS:.0f} ms, at most {args.warmup_max:g} s), then measuring {args.duration:g} s")
+    w_start = time.monotonic()
+    caught_up = False
+    while time.monotonic() - w_start < args.warmup_max:
+        procs.check("ta-live", "sim", "forwarder")
+        time.sleep(0.5)
+        now_ns = time.time_ns()
+        recent = [(r - deser.decode(v)["ingest_ts"]) / NS_PER_MS
+                  for r, v in sig.items[-600:] if r >= now_ns - NS_PER_S]
+        caught_up = bool(recent) and _pct(recent, 50) < CAUGHT_UP_MS
+        if time.monotonic() - w_start >= args.warmup and caught_up:
+            break
+    warmup_s = time.monotonic() - w_start
+    if not caught_up:
+        _say(f"live: WARNING: not caught up after {warmup_s:.0f} s (last second's p50 >= {CAUGHT_UP_MS:.0f} ms); "
+             f"measuring anyway")
+    t0 = time.time_ns()
     t1 = t0 + int(args.duration * NS_PER_S)
     cpu_t0: tuple[int, float] | None = None
     next_progress = time.monotonic() + 5
@@ -416,6 +436,7 @@ def live_phase(state: Any, args: argparse.Namespace, procs: _Procs, run_id: str)
     return {
         "symbols": len(symbols), "rate_events_per_s": args.rate, "duration_s": args.duration,
         "job_launch_to_ready_s": (ready - t_launch) / NS_PER_S,
+        "warmup_s": warmup_s, "caught_up": caught_up,
         "job_cpu_cores": job_cores,
         "provisional_signals": len(live_ingest),
         "provisional_signals_per_s": len(live_ingest) / args.duration,
@@ -835,7 +856,8 @@ def _print_summary(res: dict[str, Any]) -> None:
             d = live[key]
             print(f"{label:<58}{_fmt(d, 'p50')}{_fmt(d, 'p90')}{_fmt(d, 'p99')}{_fmt(d, 'max')}{d['n']:>8}")
         print(f"job process tree used {live['job_cpu_cores']:.2f} cores during the measurement; job ready "
-              f"{live['job_launch_to_ready_s']:.1f} s after launch")
+              f"{live['job_launch_to_ready_s']:.1f} s after launch; warm-up {live['warmup_s']:.1f} s "
+              f"({'caught up' if live['caught_up'] else 'NOT caught up'})")
         ci = live["commit_interval_ms"]
         print(f"observed commit cadence (bursts seen by the read_committed reader): median "
               f"{ci.get('p50', float('nan')):.0f} ms, max {ci.get('max', float('nan')):.0f} ms over "
