@@ -75,13 +75,17 @@ class AvroDeserializer:
     def __init__(self, registry: SchemaRegistryClient, reader_schema: str | None = None) -> None:
         self._registry = registry
         self._reader = parsed(reader_schema) if reader_schema else None
-        self._writers: dict[int, Any] = {}
+        self._reader_form = (
+            fastavro.schema.to_parsing_canonical_form(self._reader) if self._reader else None
+        )
+        # schema id -> (writer schema, reader schema or None when they are the same)
+        self._writers: dict[int, tuple[Any, Any]] = {}
         self._lock = threading.Lock()
 
-    def _writer(self, schema_id: int, topic: str, partition: int, offset: int) -> Any:
-        w = self._writers.get(schema_id)
-        if w is not None:
-            return w
+    def _writer(self, schema_id: int, topic: str, partition: int, offset: int) -> tuple[Any, Any]:
+        hit = self._writers.get(schema_id)
+        if hit is not None:
+            return hit
         try:
             text = self._registry.schema_by_id(schema_id)
         except SchemaNotFoundError as exc:
@@ -89,9 +93,12 @@ class AvroDeserializer:
                 f"unknown schema id {schema_id}: {exc}", topic, partition, offset
             ) from exc
         w = fastavro.parse_schema(json.loads(text))
+        # schema resolution costs more than the decode itself: skip it when nothing differs
+        same = self._reader_form == fastavro.schema.to_parsing_canonical_form(w)
+        entry = (w, None if same else self._reader)
         with self._lock:
-            self._writers[schema_id] = w
-        return w
+            self._writers[schema_id] = entry
+        return entry
 
     def decode(
         self, data: bytes, topic: str = "?", partition: int = -1, offset: int = -1
@@ -103,11 +110,11 @@ class AvroDeserializer:
         magic, schema_id = _HEADER.unpack_from(data)
         if magic != MAGIC:
             raise BadMagicByteError(f"magic byte {magic}, expected 0", topic, partition, offset)
-        writer = self._writer(schema_id, topic, partition, offset)
+        writer, reader = self._writer(schema_id, topic, partition, offset)
         buf = io.BytesIO(data)
         buf.seek(5)
         try:
-            record = fastavro.schemaless_reader(buf, writer, self._reader)
+            record = fastavro.schemaless_reader(buf, writer, reader)
         except (EOFError, StopIteration, IndexError, struct.error) as exc:
             raise TruncatedFrameError(
                 f"Avro body ends early ({exc!r})", topic, partition, offset
