@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from pyflink.common import Types
-from pyflink.datastream import FlatMapFunction, KeyedProcessFunction, RuntimeContext
+from pyflink.datastream import FlatMapFunction, KeyedProcessFunction, RuntimeContext, TimeDomain
 from pyflink.datastream.state import ValueStateDescriptor
 
 from flink_job.decode import REJECTED, decode_raw
@@ -77,6 +77,8 @@ class SymbolTaFunction(KeyedProcessFunction):
         self.records_in = self.records_out = self.rejected = 0
         self.max_event_ns = 0
         self.last_status_ns = 0
+        # the heartbeat: a processing-time timer chain, so status flows while input is idle
+        self.heartbeat_due_ms = 0
         self.watermark_ms: int | None = None
 
     def _load(self, key: str) -> tuple[SymbolState, SignalState]:
@@ -102,8 +104,14 @@ class SymbolTaFunction(KeyedProcessFunction):
             )
             self.records_out += 2
 
+    def _arm_heartbeat(self, ctx) -> None:
+        self.heartbeat_due_ms = time.time_ns() // 1_000_000 + self.status_interval_ns // 1_000_000
+        ctx.timer_service().register_processing_time_timer(self.heartbeat_due_ms)
+
     def process_element(self, value: tuple, ctx: KeyedProcessFunction.Context):
         self.records_in += 1
+        if not self.heartbeat_due_ms:
+            self._arm_heartbeat(ctx)
         wm = ctx.timer_service().current_watermark()
         self.watermark_ms = wm
         kind = value[0]
@@ -131,6 +139,13 @@ class SymbolTaFunction(KeyedProcessFunction):
         yield from self._maybe_status()
 
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext):
+        if ctx.time_domain() == TimeDomain.PROCESSING_TIME:
+            # only the newest chain re-arms: a timer restored from a checkpoint ends there
+            if timestamp >= self.heartbeat_due_ms:
+                self._arm_heartbeat(ctx)
+            self.last_status_ns = 0
+            yield from self._maybe_status()
+            return
         key = ctx.get_current_key()
         sym, sig = self._load(key)
         wm = max(timestamp, ctx.timer_service().current_watermark())
