@@ -361,22 +361,12 @@ def test_a_non_positive_close_is_rejected() -> None:
 
 
 def test_signal_values_as_dict_has_exactly_the_contract_fields() -> None:
+    from shared.schemas import schema_json
+
+    # the contract is the Signal schema: its nullable doubles, in order
+    fields = schema_json("torghut.ta.Signal")["fields"]
     assert list(SignalValues().as_dict()) == [
-        "ema12",
-        "ema26",
-        "macd",
-        "macd_signal",
-        "macd_hist",
-        "rsi14",
-        "boll_mid",
-        "boll_upper",
-        "boll_lower",
-        "atr14",
-        "vwap_session",
-        "vwap_5m",
-        "realized_vol_60s",
-        "spread",
-        "imbalance",
+        f["name"] for f in fields if f["type"] == ["null", "double"]
     ]
 
 

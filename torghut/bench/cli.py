@@ -14,7 +14,10 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
         "torghut.bench.forwarder",
         "simulator -> forwarder -> acked Kafka records (msgs/s), vs alpaca-py parsing",
     ),
-    "pipeline": ("torghut.bench.pipeline", "sim -> forwarder -> TA job: signal/final-bar latency, trades/s per slot"),
+    "pipeline": (
+        "torghut.bench.pipeline",
+        "sim -> forwarder -> TA job: signal/final-bar latency, trades/s per slot",
+    ),
 }
 
 

@@ -48,8 +48,28 @@ from typing import Any
 
 NS_PER_MS = 1_000_000
 NS_PER_S = 1_000_000_000
-TICKERS = ("AAPL", "MSFT", "NVDA", "TSLA", "SPY", "AMZN", "GOOG", "META", "AMD", "NFLX",
-           "QQQ", "IWM", "INTC", "ORCL", "CRM", "ADBE", "AVGO", "JPM", "BAC", "XOM")
+TICKERS = (
+    "AAPL",
+    "MSFT",
+    "NVDA",
+    "TSLA",
+    "SPY",
+    "AMZN",
+    "GOOG",
+    "META",
+    "AMD",
+    "NFLX",
+    "QQQ",
+    "IWM",
+    "INTC",
+    "ORCL",
+    "CRM",
+    "ADBE",
+    "AVGO",
+    "JPM",
+    "BAC",
+    "XOM",
+)
 SENTINEL = "ZZZZ"  # closes the backlog's last bars (watermark) without being measured
 PROBE = "ZPROBE"  # live phase: trades that tell when the job is up, not measured
 LIVE_TARGET_P99_MS = 50.0
@@ -62,43 +82,92 @@ _quiet.setLevel(logging.CRITICAL)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--duration", type=float, default=30.0,
-                        help="measured seconds of the live phase (default: %(default)s)")
-    parser.add_argument("--warmup", type=float, default=5.0,
-                        help="min seconds after the first signal that are not measured (default: %(default)s)")
-    parser.add_argument("--warmup-max", type=float, default=60.0,
-                        help="max warm-up: it lasts until the job has caught up with the start-up "
-                        f"backlog (last second's p50 < {CAUGHT_UP_MS:.0f} ms) (default: %(default)s)")
-    parser.add_argument("--rate", type=float, default=1000.0,
-                        help="live events/s over all symbols, half trades half quotes (default: %(default)s)")
-    parser.add_argument("--symbols", default="20",
-                        help="a count (tickers are chosen) or a comma list (default: %(default)s)")
-    parser.add_argument("--checkpoint-interval-ms", type=int, default=1000,
-                        help="job checkpoint interval = transaction commit cadence (default: %(default)s)")
-    parser.add_argument("--out-of-orderness-ms", type=int, default=1000,
-                        help="watermark slack of the job (default: %(default)s, the job default)")
-    parser.add_argument("--provisional-interval-ms", type=int, default=1,
-                        help="live phase: min wall time between provisional emissions per symbol; "
-                        "1 = practically every trade (0 would disable them) (default: %(default)s)")
-    parser.add_argument("--linger-ms", type=int, default=1,
-                        help="forwarder producer linger (default: %(default)s)")
-    parser.add_argument("--throughput-trades", type=int, default=300_000,
-                        help="trades in the throughput backlog (default: %(default)s)")
-    parser.add_argument("--throughput-quote-ratio", type=float, default=0.2,
-                        help="quotes per trade in the backlog, so spread/imbalance are computed "
-                        "too (default: %(default)s)")
-    parser.add_argument("--throughput-provisional-interval-ms", type=int, default=200,
-                        help="throughput phase provisional interval (default: %(default)s, the job default)")
+    parser.add_argument(
+        "--duration",
+        type=float,
+        default=30.0,
+        help="measured seconds of the live phase (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--warmup",
+        type=float,
+        default=5.0,
+        help="min seconds after the first signal that are not measured (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--warmup-max",
+        type=float,
+        default=60.0,
+        help="max warm-up: it lasts until the job has caught up with the start-up "
+        f"backlog (last second's p50 < {CAUGHT_UP_MS:.0f} ms) (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=1000.0,
+        help="live events/s over all symbols, half trades half quotes (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--symbols",
+        default="20",
+        help="a count (tickers are chosen) or a comma list (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--checkpoint-interval-ms",
+        type=int,
+        default=1000,
+        help="job checkpoint interval = transaction commit cadence (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--out-of-orderness-ms",
+        type=int,
+        default=1000,
+        help="watermark slack of the job (default: %(default)s, the job default)",
+    )
+    parser.add_argument(
+        "--provisional-interval-ms",
+        type=int,
+        default=1,
+        help="live phase: min wall time between provisional emissions per symbol; "
+        "1 = practically every trade (0 would disable them) (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--linger-ms", type=int, default=1, help="forwarder producer linger (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--throughput-trades",
+        type=int,
+        default=300_000,
+        help="trades in the throughput backlog (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--throughput-quote-ratio",
+        type=float,
+        default=0.2,
+        help="quotes per trade in the backlog, so spread/imbalance are computed "
+        "too (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--throughput-provisional-interval-ms",
+        type=int,
+        default=200,
+        help="throughput phase provisional interval (default: %(default)s, the job default)",
+    )
     parser.add_argument("--skip-throughput", action="store_true", help="live/final latency only")
     parser.add_argument("--skip-live", action="store_true", help="throughput only")
-    parser.add_argument("--skip-profile", action="store_true",
-                        help="no in-process per-trade cost breakdown")
-    parser.add_argument("--stack-dir", default=None,
-                        help="use this running stack (default: start a temporary one and stop it)")
+    parser.add_argument(
+        "--skip-profile", action="store_true", help="no in-process per-trade cost breakdown"
+    )
+    parser.add_argument(
+        "--stack-dir",
+        default=None,
+        help="use this running stack (default: start a temporary one and stop it)",
+    )
     parser.add_argument("--out", default="bench-results", help="directory of the PNG and JSON")
 
 
 # --- small helpers -----------------------------------------------------------------------
+
 
 def _say(msg: str) -> None:
     print(f"[bench pipeline {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
@@ -135,8 +204,14 @@ def _pct(values: list[float], q: float) -> float:
 def _dist(values: list[float]) -> dict[str, float]:
     if not values:
         return {"n": 0}
-    return {"n": len(values), "p50": _pct(values, 50), "p90": _pct(values, 90), "p99": _pct(values, 99),
-            "max": max(values), "mean": statistics.fmean(values)}
+    return {
+        "n": len(values),
+        "p50": _pct(values, 50),
+        "p90": _pct(values, 90),
+        "p99": _pct(values, 99),
+        "max": max(values),
+        "mean": statistics.fmean(values),
+    }
 
 
 def _end_ns(value: Any) -> int:
@@ -205,7 +280,9 @@ class _Procs:
 
         for name, pid in self.started:
             if (not names or name in names) and not procs.alive(pid):
-                raise RuntimeError(f"{name} (pid {pid}) exited; see {self.log_dir / (name + '.log')}")
+                raise RuntimeError(
+                    f"{name} (pid {pid}) exited; see {self.log_dir / (name + '.log')}"
+                )
 
     def stop(self, name: str | None = None) -> None:
         from torghut.stack import procs
@@ -224,9 +301,16 @@ class _Collector(threading.Thread):
         from confluent_kafka import OFFSET_END, Consumer, TopicPartition
 
         self.topic = topic
-        self.c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-pipeline-{time.time_ns()}",
-                           "enable.auto.commit": False, "isolation.level": isolation,
-                           "fetch.wait.max.ms": 10, "logger": _quiet})
+        self.c = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": f"bench-pipeline-{time.time_ns()}",
+                "enable.auto.commit": False,
+                "isolation.level": isolation,
+                "fetch.wait.max.ms": 10,
+                "logger": _quiet,
+            }
+        )
         parts = self.c.list_topics(topic, timeout=10).topics[topic].partitions
         self.c.assign([TopicPartition(topic, p, OFFSET_END) for p in parts])
         self.items: list[tuple[int, bytes]] = []
@@ -250,8 +334,17 @@ class _Collector(threading.Thread):
         self.join(10)
 
 
-def _job_env(state: Any, *, run_id: str, phase: str, group: str, offsets: str, provisional_ms: int,
-             args: argparse.Namespace, log_dir: Path) -> dict[str, str]:
+def _job_env(
+    state: Any,
+    *,
+    run_id: str,
+    phase: str,
+    group: str,
+    offsets: str,
+    provisional_ms: int,
+    args: argparse.Namespace,
+    log_dir: Path,
+) -> dict[str, str]:
     return {
         "TORGHUT_TA_KAFKA_BOOTSTRAP": state.kafka_bootstrap,
         "TORGHUT_TA_REGISTRY_URL": state.registry_url,
@@ -280,6 +373,7 @@ def _spawn_job(procs: _Procs, name: str, env: dict[str, str]) -> int:
 
 # --- phase 1+2: live latency ----------------------------------------------------------------
 
+
 def live_phase(state: Any, args: argparse.Namespace, procs: _Procs, run_id: str) -> dict[str, Any]:
     from shared.registry import SchemaRegistryClient
     from shared.serde import AvroDeserializer
@@ -295,13 +389,23 @@ def live_phase(state: Any, args: argparse.Namespace, procs: _Procs, run_id: str)
     bars.start()
     sig.ready.wait(10)
     bars.ready.wait(10)
-    env = _job_env(state, run_id=run_id, phase="live", group=f"bench-live-{run_id}", offsets="latest",
-                   provisional_ms=args.provisional_interval_ms, args=args, log_dir=procs.log_dir)
+    env = _job_env(
+        state,
+        run_id=run_id,
+        phase="live",
+        group=f"bench-live-{run_id}",
+        offsets="latest",
+        provisional_ms=args.provisional_interval_ms,
+        args=args,
+        log_dir=procs.log_dir,
+    )
     t_launch = time.time_ns()
     job_pid = _spawn_job(procs, "ta-live", env)
-    _say(f"live: job started (provisional every >= {args.provisional_interval_ms} ms, checkpoint "
-         f"{args.checkpoint_interval_ms} ms, out-of-orderness {args.out_of_orderness_ms} ms); "
-         f"probing until it answers")
+    _say(
+        f"live: job started (provisional every >= {args.provisional_interval_ms} ms, checkpoint "
+        f"{args.checkpoint_interval_ms} ms, out-of-orderness {args.out_of_orderness_ms} ms); "
+        f"probing until it answers"
+    )
     # the job starts at the topics' end ("latest"): probe trades until one comes back as a
     # signal, so the simulator starts against a running, idle job (no start-up backlog)
     deser = AvroDeserializer(SchemaRegistryClient(state.registry_url))
@@ -321,51 +425,86 @@ def live_phase(state: Any, args: argparse.Namespace, procs: _Procs, run_id: str)
     ready = sig.items[0][0]
     _say(f"live: job answered {(ready - t_launch) / NS_PER_S:.1f} s after launch")
     sim_port = free_port()
-    procs.spawn("sim", [sys.executable, "-m", "torghut.cli", "sim", "--port", str(sim_port),
-                        "--symbols", ",".join(symbols), "--trades-per-sec", f"{per_symbol:g}",
-                        "--quotes-per-sec", f"{per_symbol:g}", "--out-of-order-rate", "0",
-                        "--late-rate", "0", "--seed", "7", "--progress-every", "0"], {})
+    procs.spawn(
+        "sim",
+        [
+            sys.executable,
+            "-m",
+            "torghut.cli",
+            "sim",
+            "--port",
+            str(sim_port),
+            "--symbols",
+            ",".join(symbols),
+            "--trades-per-sec",
+            f"{per_symbol:g}",
+            "--quotes-per-sec",
+            f"{per_symbol:g}",
+            "--out-of-order-rate",
+            "0",
+            "--late-rate",
+            "0",
+            "--seed",
+            "7",
+            "--progress-every",
+            "0",
+        ],
+        {},
+    )
     deadline = time.monotonic() + 20
     while not port_open(sim_port):
         procs.check("sim")
         if time.monotonic() > deadline:
             raise RuntimeError("the simulator did not open its port")
         time.sleep(0.05)
-    procs.spawn("forwarder", [sys.executable, "-m", "torghut.cli", "forwarder"], {
-        "TORGHUT_FWD_ALPACA_URL": f"ws://127.0.0.1:{sim_port}/v2/iex",
-        "TORGHUT_FWD_ALPACA_KEY_ID": "bench",
-        "TORGHUT_FWD_ALPACA_SECRET_KEY": "bench-secret",
-        "TORGHUT_FWD_SYMBOLS": "*",
-        "TORGHUT_FWD_KAFKA_BOOTSTRAP": state.kafka_bootstrap,
-        "TORGHUT_FWD_REGISTRY_URL": state.registry_url,
-        "TORGHUT_FWD_HTTP_PORT": str(free_port()),
-        "TORGHUT_FWD_LINGER_MS": str(args.linger_ms),
-    })
-    _say(f"live: simulator {args.rate:g} events/s ({per_symbol:g} trades/s + {per_symbol:g} quotes/s "
-         f"x {len(symbols)} symbols) -> forwarder (linger {args.linger_ms} ms); waiting for the first signal")
+    procs.spawn(
+        "forwarder",
+        [sys.executable, "-m", "torghut.cli", "forwarder"],
+        {
+            "TORGHUT_FWD_ALPACA_URL": f"ws://127.0.0.1:{sim_port}/v2/iex",
+            "TORGHUT_FWD_ALPACA_KEY_ID": "bench",
+            "TORGHUT_FWD_ALPACA_SECRET_KEY": "bench-secret",
+            "TORGHUT_FWD_SYMBOLS": "*",
+            "TORGHUT_FWD_KAFKA_BOOTSTRAP": state.kafka_bootstrap,
+            "TORGHUT_FWD_REGISTRY_URL": state.registry_url,
+            "TORGHUT_FWD_HTTP_PORT": str(free_port()),
+            "TORGHUT_FWD_LINGER_MS": str(args.linger_ms),
+        },
+    )
+    _say(
+        f"live: simulator {args.rate:g} events/s ({per_symbol:g} trades/s + {per_symbol:g} quotes/s "
+        f"x {len(symbols)} symbols) -> forwarder (linger {args.linger_ms} ms); waiting for the first signal"
+    )
     deadline = time.monotonic() + 120
     while not any(deser.decode(v)["symbol"] != PROBE for _, v in sig.items[-50:]):
         procs.check("ta-live", "sim", "forwarder")
         if time.monotonic() > deadline:
             raise RuntimeError(f"no market-data signal within 120 s; see {procs.log_dir}")
         time.sleep(0.1)
-    _say(f"live: first market-data signal; warming up at least {args.warmup:g} s (until the last second's "
-         f"p50 < {CAUGHT_UP_MS:.0f} ms, at most {args.warmup_max:g} s), then measuring {args.duration:g} s")
+    _say(
+        f"live: first market-data signal; warming up at least {args.warmup:g} s (until the last second's "
+        f"p50 < {CAUGHT_UP_MS:.0f} ms, at most {args.warmup_max:g} s), then measuring {args.duration:g} s"
+    )
     w_start = time.monotonic()
     caught_up = False
     while time.monotonic() - w_start < args.warmup_max:
         procs.check("ta-live", "sim", "forwarder")
         time.sleep(0.5)
         now_ns = time.time_ns()
-        recent = [(r - deser.decode(v)["ingest_ts"]) / NS_PER_MS
-                  for r, v in sig.items[-600:] if r >= now_ns - NS_PER_S]
+        recent = [
+            (r - deser.decode(v)["ingest_ts"]) / NS_PER_MS
+            for r, v in sig.items[-600:]
+            if r >= now_ns - NS_PER_S
+        ]
         caught_up = bool(recent) and _pct(recent, 50) < CAUGHT_UP_MS
         if time.monotonic() - w_start >= args.warmup and caught_up:
             break
     warmup_s = time.monotonic() - w_start
     if not caught_up:
-        _say(f"live: WARNING: not caught up after {warmup_s:.0f} s (last second's p50 >= {CAUGHT_UP_MS:.0f} ms); "
-             f"measuring anyway")
+        _say(
+            f"live: WARNING: not caught up after {warmup_s:.0f} s (last second's p50 >= {CAUGHT_UP_MS:.0f} ms); "
+            f"measuring anyway"
+        )
     t0 = time.time_ns()
     t1 = t0 + int(args.duration * NS_PER_S)
     cpu_t0: tuple[int, float] | None = None
@@ -380,12 +519,17 @@ def live_phase(state: Any, args: argparse.Namespace, procs: _Procs, run_id: str)
             recent = sig.items[-200:]
             lat = [(r - deser.decode(v)["ingest_ts"]) / NS_PER_MS for r, v in recent]
             phase = "measuring" if time.time_ns() >= t0 else "warm-up"
-            _say(f"live ({phase}): {len(sig.items)} signals, {len(bars.items)} committed bar records; "
-                 f"last {len(lat)} signals p50 {_pct(lat, 50):.1f} ms max {max(lat, default=0):.1f} ms; "
-                 f"load {_load()}")
+            _say(
+                f"live ({phase}): {len(sig.items)} signals, {len(bars.items)} committed bar records; "
+                f"last {len(lat)} signals p50 {_pct(lat, 50):.1f} ms max {max(lat, default=0):.1f} ms; "
+                f"load {_load()}"
+            )
     cpu_t1 = (time.time_ns(), _group_cpu_s(job_pid))
-    job_cores = ((cpu_t1[1] - cpu_t0[1]) / ((cpu_t1[0] - cpu_t0[0]) / NS_PER_S)
-                 if cpu_t0 is not None and cpu_t1[0] > cpu_t0[0] else float("nan"))
+    job_cores = (
+        (cpu_t1[1] - cpu_t0[1]) / ((cpu_t1[0] - cpu_t0[0]) / NS_PER_S)
+        if cpu_t0 is not None and cpu_t1[0] > cpu_t0[0]
+        else float("nan")
+    )
     # the finals of the last measured seconds need the watermark slack and one more commit
     drain_s = (args.out_of_orderness_ms + 2 * args.checkpoint_interval_ms) / 1000 + 3
     _say(f"live: measured; draining {drain_s:.1f} s for the last final bars")
@@ -430,13 +574,18 @@ def live_phase(state: Any, args: argparse.Namespace, procs: _Procs, run_id: str)
         final_commit.append((recv - rec["emit_ts"]) / NS_PER_MS)
     # a read_committed reader gets records in bursts, one per transaction commit (= checkpoint)
     batch_times = sorted({recv for recv, _ in bars.items if t0 <= recv < t1})
-    bursts = [t for i, t in enumerate(batch_times) if i == 0 or t - batch_times[i - 1] > 150 * NS_PER_MS]
+    bursts = [
+        t for i, t in enumerate(batch_times) if i == 0 or t - batch_times[i - 1] > 150 * NS_PER_MS
+    ]
     commit_gaps = [(b - a) / NS_PER_MS for a, b in itertools.pairwise(bursts)]
     expected_bars = len(symbols) * int((t1 - t0) // NS_PER_S)
     return {
-        "symbols": len(symbols), "rate_events_per_s": args.rate, "duration_s": args.duration,
+        "symbols": len(symbols),
+        "rate_events_per_s": args.rate,
+        "duration_s": args.duration,
         "job_launch_to_ready_s": (ready - t_launch) / NS_PER_S,
-        "warmup_s": warmup_s, "caught_up": caught_up,
+        "warmup_s": warmup_s,
+        "caught_up": caught_up,
         "job_cpu_cores": job_cores,
         "provisional_signals": len(live_ingest),
         "provisional_signals_per_s": len(live_ingest) / args.duration,
@@ -445,18 +594,23 @@ def live_phase(state: Any, args: argparse.Namespace, procs: _Procs, run_id: str)
         "live_recv_minus_event_ms": _dist(live_event),
         "live_emit_minus_ingest_ms": _dist(emit_minus_ingest),
         "live_recv_minus_emit_ms": _dist(recv_minus_emit),
-        "final_bars": len(final_end), "final_bars_expected_about": expected_bars,
+        "final_bars": len(final_end),
+        "final_bars_expected_about": expected_bars,
         "final_distinct": len(seen),
         "final_recv_minus_window_end_ms": _dist(final_end),
         "final_recv_minus_watermark_ms": _dist(final_wm),
         "final_recv_minus_emit_ms": _dist(final_commit),
         "commit_interval_ms": _dist(commit_gaps),
-        "load_before": load_before, "load_after": load_after,
-        "_live": live_ingest, "_live_event": live_event, "_final": final_end,
+        "load_before": load_before,
+        "load_after": load_after,
+        "_live": live_ingest,
+        "_live_event": live_event,
+        "_final": final_end,
     }
 
 
 # --- phase 3: throughput --------------------------------------------------------------------
+
 
 class _EnvelopeProducer:
     """Raw envelopes as the forwarder writes them (adapted from tests/integration/ta_helpers.py:
@@ -473,10 +627,17 @@ class _EnvelopeProducer:
         self.trades_topic, self.quotes_topic = TRADES.name, QUOTES.name
         self.trades = AvroSerializer(reg, TRADES)
         self.quotes = AvroSerializer(reg, QUOTES)
-        self.p = Producer({"bootstrap.servers": state.kafka_bootstrap, "linger.ms": 20,
-                           "batch.num.messages": 10_000, "compression.type": "lz4",
-                           "queue.buffering.max.messages": 500_000, "enable.idempotence": True,
-                           "logger": _quiet})
+        self.p = Producer(
+            {
+                "bootstrap.servers": state.kafka_bootstrap,
+                "linger.ms": 20,
+                "batch.num.messages": 10_000,
+                "compression.type": "lz4",
+                "queue.buffering.max.messages": 500_000,
+                "enable.idempotence": True,
+                "logger": _quiet,
+            }
+        )
         self.seq: dict[tuple[str, str], int] = {}
 
     def _next(self, ch: str, sym: str) -> int:
@@ -493,19 +654,53 @@ class _EnvelopeProducer:
         self.p.poll(0)
 
     def trade(self, sym: str, event_ns: int, price: float, size: float, trade_id: int) -> None:
-        env = {"ingest_ts": time.time_ns(), "event_ts": event_ns, "feed": "iex", "channel": "trades",
-               "symbol": sym, "seq": self._next("trades", sym),
-               "payload": {"id": trade_id, "exchange": "V", "price": price, "size": size,
-                           "conditions": ["@"], "tape": "C"},
-               "is_final": True, "source": "bench", "window": None, "trace_id": f"{sym}-{trade_id}"}
+        env = {
+            "ingest_ts": time.time_ns(),
+            "event_ts": event_ns,
+            "feed": "iex",
+            "channel": "trades",
+            "symbol": sym,
+            "seq": self._next("trades", sym),
+            "payload": {
+                "id": trade_id,
+                "exchange": "V",
+                "price": price,
+                "size": size,
+                "conditions": ["@"],
+                "tape": "C",
+            },
+            "is_final": True,
+            "source": "bench",
+            "window": None,
+            "trace_id": f"{sym}-{trade_id}",
+        }
         self._produce(self.trades_topic, self.trades.encode(env), sym, event_ns)
 
-    def quote(self, sym: str, event_ns: int, bid: float, ask: float, bid_size: float, ask_size: float) -> None:
-        env = {"ingest_ts": time.time_ns(), "event_ts": event_ns, "feed": "iex", "channel": "quotes",
-               "symbol": sym, "seq": self._next("quotes", sym),
-               "payload": {"bid_exchange": "V", "bid_price": bid, "bid_size": bid_size, "ask_exchange": "V",
-                           "ask_price": ask, "ask_size": ask_size, "conditions": ["R"], "tape": "C"},
-               "is_final": True, "source": "bench", "window": None, "trace_id": ""}
+    def quote(
+        self, sym: str, event_ns: int, bid: float, ask: float, bid_size: float, ask_size: float
+    ) -> None:
+        env = {
+            "ingest_ts": time.time_ns(),
+            "event_ts": event_ns,
+            "feed": "iex",
+            "channel": "quotes",
+            "symbol": sym,
+            "seq": self._next("quotes", sym),
+            "payload": {
+                "bid_exchange": "V",
+                "bid_price": bid,
+                "bid_size": bid_size,
+                "ask_exchange": "V",
+                "ask_price": ask,
+                "ask_size": ask_size,
+                "conditions": ["R"],
+                "tape": "C",
+            },
+            "is_final": True,
+            "source": "bench",
+            "window": None,
+            "trace_id": "",
+        }
         self._produce(self.quotes_topic, self.quotes.encode(env), sym, event_ns)
 
     def flush(self) -> None:
@@ -513,7 +708,9 @@ class _EnvelopeProducer:
             raise RuntimeError("backlog not fully acked within 60 s")
 
 
-def _backlog_events(symbols: list[str], trades: int, quote_ratio: float, base_ns: int, seed: int = 11):
+def _backlog_events(
+    symbols: list[str], trades: int, quote_ratio: float, base_ns: int, seed: int = 11
+):
     """(kind, symbol, event_ns, a, b, c, d) in event-time order: 25 trades/s per symbol of event time."""
     rng = random.Random(seed)
     spacing = NS_PER_S // (25 * len(symbols))
@@ -527,15 +724,27 @@ def _backlog_events(symbols: list[str], trades: int, quote_ratio: float, base_ns
         quote_acc += quote_ratio
         while quote_acc >= 1.0:
             quote_acc -= 1.0
-            yield ("q", sym, ts + 1, round(p - 0.01, 4), round(p + 0.01, 4),
-                   float(rng.randint(1, 30) * 100), float(rng.randint(1, 30) * 100))
+            yield (
+                "q",
+                sym,
+                ts + 1,
+                round(p - 0.01, 4),
+                round(p + 0.01, 4),
+                float(rng.randint(1, 30) * 100),
+                float(rng.randint(1, 30) * 100),
+            )
 
 
 def _end_offsets(bootstrap: str, topics: list[str]) -> dict[str, int]:
     from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-offsets-{time.time_ns()}",
-                  "logger": _quiet})
+    c = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"bench-offsets-{time.time_ns()}",
+            "logger": _quiet,
+        }
+    )
     try:
         out = {}
         for t in topics:
@@ -562,7 +771,9 @@ def pending_before_last_status(statuses: list[dict[str, Any]], total_in: int) ->
     return statuses[-1]["records_in"] < total_in * 0.95
 
 
-def throughput_phase(state: Any, args: argparse.Namespace, procs: _Procs, run_id: str) -> dict[str, Any]:
+def throughput_phase(
+    state: Any, args: argparse.Namespace, procs: _Procs, run_id: str
+) -> dict[str, Any]:
     from shared.registry import SchemaRegistryClient
     from shared.serde import AvroDeserializer
     from shared.topics import QUOTES, TA_BARS_1S, TA_STATUS, TRADES
@@ -572,8 +783,10 @@ def throughput_phase(state: Any, args: argparse.Namespace, procs: _Procs, run_id
     pre = _end_offsets(state.kafka_bootstrap, [TRADES.name, QUOTES.name])
     span_ns = n * (NS_PER_S // (25 * len(symbols)))
     base_ns = (time.time_ns() - span_ns - 120 * NS_PER_S) // NS_PER_S * NS_PER_S
-    _say(f"throughput: producing {n:,} trades (+{args.throughput_quote_ratio:g} quotes/trade) over "
-         f"{len(symbols)} symbols, {span_ns / NS_PER_S:.0f} s of event time")
+    _say(
+        f"throughput: producing {n:,} trades (+{args.throughput_quote_ratio:g} quotes/trade) over "
+        f"{len(symbols)} symbols, {span_ns / NS_PER_S:.0f} s of event time"
+    )
     prod = _EnvelopeProducer(state)
     t_prod = time.monotonic()
     last_end: dict[str, int] = {}
@@ -592,15 +805,19 @@ def throughput_phase(state: Any, args: argparse.Namespace, procs: _Procs, run_id
             quotes += 1
         max_ts = ts
     # one trade and one quote past every bar end + slack move both partitions' watermarks on
-    sentinel_ts = (max_ts // NS_PER_S + 1) * NS_PER_S + args.out_of_orderness_ms * NS_PER_MS + NS_PER_S
+    sentinel_ts = (
+        (max_ts // NS_PER_S + 1) * NS_PER_S + args.out_of_orderness_ms * NS_PER_MS + NS_PER_S
+    )
     prod.trade(SENTINEL, sentinel_ts, 1.0, 1.0, 1)
     prod.quote(SENTINEL, sentinel_ts, 0.99, 1.01, 100.0, 100.0)
     prod.flush()
     produce_s = time.monotonic() - t_prod
     total_in = trades + quotes + 2 + pre[TRADES.name] + pre[QUOTES.name]
     trade_share = (trades + 1 + pre[TRADES.name]) / total_in
-    _say(f"throughput: backlog of {total_in:,} raw records ready ({produce_s:.1f} s to produce"
-         f"{'; includes ' + str(pre) + ' already in the topics' if any(pre.values()) else ''})")
+    _say(
+        f"throughput: backlog of {total_in:,} raw records ready ({produce_s:.1f} s to produce"
+        f"{'; includes ' + str(pre) + ' already in the topics' if any(pre.values()) else ''})"
+    )
 
     status = _Collector(state.kafka_bootstrap, TA_STATUS.name, "read_uncommitted")
     bars = _Collector(state.kafka_bootstrap, TA_BARS_1S.name, "read_committed")
@@ -609,16 +826,25 @@ def throughput_phase(state: Any, args: argparse.Namespace, procs: _Procs, run_id
     status.ready.wait(10)
     bars.ready.wait(10)
     load_before = _uptime()
-    env = _job_env(state, run_id=run_id, phase="throughput", group=f"bench-tput-{run_id}",
-                   offsets="committed-earliest", provisional_ms=args.throughput_provisional_interval_ms,
-                   args=args, log_dir=procs.log_dir)
+    env = _job_env(
+        state,
+        run_id=run_id,
+        phase="throughput",
+        group=f"bench-tput-{run_id}",
+        offsets="committed-earliest",
+        provisional_ms=args.throughput_provisional_interval_ms,
+        args=args,
+        log_dir=procs.log_dir,
+    )
     t_launch = time.time_ns()
     job_pid = _spawn_job(procs, "ta-throughput", env)
     cpu_samples: list[tuple[int, float]] = []
     threads_a: tuple[int, dict[str, float]] | None = None
     threads_b: tuple[int, dict[str, float]] | None = None
-    _say(f"throughput: job started (parallelism 1, fresh group, provisional every >= "
-         f"{args.throughput_provisional_interval_ms} ms); waiting for the final bar of every symbol's last second")
+    _say(
+        f"throughput: job started (parallelism 1, fresh group, provisional every >= "
+        f"{args.throughput_provisional_interval_ms} ms); waiting for the final bar of every symbol's last second"
+    )
     deser = AvroDeserializer(SchemaRegistryClient(state.registry_url))
     statuses: list[dict[str, Any]] = []
     pending = dict(last_end)
@@ -629,8 +855,10 @@ def throughput_phase(state: Any, args: argparse.Namespace, procs: _Procs, run_id
     while pending:
         procs.check("ta-throughput")
         if time.monotonic() > deadline:
-            raise RuntimeError(f"throughput run incomplete after the deadline: {len(pending)} symbols "
-                               f"without their last final bar; see {procs.log_dir}")
+            raise RuntimeError(
+                f"throughput run incomplete after the deadline: {len(pending)} symbols "
+                f"without their last final bar; see {procs.log_dir}"
+            )
         time.sleep(0.2)
         cpu_samples.append((time.time_ns(), _group_cpu_s(job_pid)))
         if statuses and threads_a is None:
@@ -639,8 +867,14 @@ def throughput_phase(state: Any, args: argparse.Namespace, procs: _Procs, run_id
             threads_b = (time.time_ns(), _thread_cpu_s(job_pid))
         for recv, value in status.items[si:]:
             rec = deser.decode(value)
-            statuses.append({"recv": recv, "emit": rec["emit_ts"], "records_in": rec["records_in"],
-                             "records_out": rec["records_out"]})
+            statuses.append(
+                {
+                    "recv": recv,
+                    "emit": rec["emit_ts"],
+                    "records_in": rec["records_in"],
+                    "records_out": rec["records_out"],
+                }
+            )
         si = len(status.items)
         for recv, value in bars.items[bi:]:
             rec = deser.decode(value)
@@ -652,9 +886,11 @@ def throughput_phase(state: Any, args: argparse.Namespace, procs: _Procs, run_id
         if time.monotonic() >= next_progress:
             next_progress += 5
             last = statuses[-1] if statuses else None
-            msg = (f"{last['records_in']:,}/{total_in:,} records in" if last else "no status yet")
-            _say(f"throughput: {msg}; {len(last_end) - len(pending)}/{len(last_end)} symbols done; "
-                 f"load {_load()}")
+            msg = f"{last['records_in']:,}/{total_in:,} records in" if last else "no status yet"
+            _say(
+                f"throughput: {msg}; {len(last_end) - len(pending)}/{len(last_end)} symbols done; "
+                f"load {_load()}"
+            )
     load_after = _uptime()
     procs.stop("ta-throughput")
     status.stop()
@@ -663,10 +899,13 @@ def throughput_phase(state: Any, args: argparse.Namespace, procs: _Procs, run_id
     if len(statuses) < 2:
         raise RuntimeError("fewer than two ta.status records: cannot compute a rate")
     first, last = statuses[0], statuses[-1]
-    rate_all = (last["records_in"] - first["records_in"]) / ((last["emit"] - first["emit"]) / NS_PER_S)
+    rate_all = (last["records_in"] - first["records_in"]) / (
+        (last["emit"] - first["emit"]) / NS_PER_S
+    )
     steady = statuses[1:] if len(statuses) > 2 else statuses
-    rate_steady = ((steady[-1]["records_in"] - steady[0]["records_in"])
-                   / ((steady[-1]["emit"] - steady[0]["emit"]) / NS_PER_S))
+    rate_steady = (steady[-1]["records_in"] - steady[0]["records_in"]) / (
+        (steady[-1]["emit"] - steady[0]["emit"]) / NS_PER_S
+    )
     e2e_s = (done_ns - first["emit"]) / NS_PER_S
 
     def cpu_at(t_ns: int) -> tuple[int, float]:
@@ -680,33 +919,56 @@ def throughput_phase(state: Any, args: argparse.Namespace, procs: _Procs, run_id
     busiest = 0.0
     if threads_a is not None and threads_b is not None and threads_b[0] > threads_a[0]:
         wall = (threads_b[0] - threads_a[0]) / NS_PER_S
-        threads = sorted(((k, (v - threads_a[1].get(k, 0.0)) / wall) for k, v in threads_b[1].items()),
-                         key=lambda kv: -kv[1])[:8]
-    busiest = max((c for name, c in threads if name.startswith(("Source", "bars-signals"))), default=0.0)
+        threads = sorted(
+            ((k, (v - threads_a[1].get(k, 0.0)) / wall) for k, v in threads_b[1].items()),
+            key=lambda kv: -kv[1],
+        )[:8]
+    busiest = max(
+        (c for name, c in threads if name.startswith(("Source", "bars-signals"))), default=0.0
+    )
     points = [((s["emit"] - first["emit"]) / NS_PER_S, s["records_in"]) for s in statuses]
     return {
-        "trades": trades, "quotes": quotes, "raw_records": total_in, "trade_share": trade_share,
-        "produce_s": produce_s, "job_launch_to_first_record_s": (first["emit"] - t_launch) / NS_PER_S,
+        "trades": trades,
+        "quotes": quotes,
+        "raw_records": total_in,
+        "trade_share": trade_share,
+        "produce_s": produce_s,
+        "job_launch_to_first_record_s": (first["emit"] - t_launch) / NS_PER_S,
         "status_points": len(statuses),
-        "events_per_s": rate_all, "trades_per_s": rate_all * trade_share,
-        "events_per_s_after_first_s": rate_steady, "trades_per_s_after_first_s": rate_steady * trade_share,
-        "end_to_end_s": e2e_s, "end_to_end_trades_per_s": (trades / e2e_s) if e2e_s > 0 else float("nan"),
+        "events_per_s": rate_all,
+        "trades_per_s": rate_all * trade_share,
+        "events_per_s_after_first_s": rate_steady,
+        "trades_per_s_after_first_s": rate_steady * trade_share,
+        "end_to_end_s": e2e_s,
+        "end_to_end_trades_per_s": (trades / e2e_s) if e2e_s > 0 else float("nan"),
         "job_cpu_cores": job_cores,
         "job_threads_cores": threads,
         # the busiest task thread (a pipeline stage; PyFlink thread mode runs Python in it) is the
         # bottleneck; on a contended machine it gets < 1 core, so project it onto a full core
         "busiest_task_thread_cores": busiest,
-        "projected_trades_per_s_full_core": (rate_all * trade_share / busiest) if busiest > 0 else float("nan"),
-        "job_cpu_us_per_event": (cb - ca) / events_in_window * 1e6 if events_in_window > 0 else float("nan"),
+        "projected_trades_per_s_full_core": (rate_all * trade_share / busiest)
+        if busiest > 0
+        else float("nan"),
+        "job_cpu_us_per_event": (cb - ca) / events_in_window * 1e6
+        if events_in_window > 0
+        else float("nan"),
         "provisional_interval_ms": args.throughput_provisional_interval_ms,
-        "load_before": load_before, "load_after": load_after, "_points": points,
+        "load_before": load_before,
+        "load_after": load_after,
+        "_points": points,
     }
 
 
 # --- in-process cost breakdown of the job's Python work per trade -----------------------------
 
-def profile_breakdown(registry_url: str, symbols: list[str], trades: int = 20_000,
-                      quote_ratio: float = 0.2, provisional_interval_ms: int = 200) -> dict[str, Any]:
+
+def profile_breakdown(
+    registry_url: str,
+    symbols: list[str],
+    trades: int = 20_000,
+    quote_ratio: float = 0.2,
+    provisional_interval_ms: int = 200,
+) -> dict[str, Any]:
     """Time each Python step the job does per event, as the job does it (same code, no Flink)."""
     from flink_job.decode import decode_raw
     from flink_job.records import microbar_record, signal_record
@@ -724,19 +986,69 @@ def profile_breakdown(registry_url: str, symbols: list[str], trades: int = 20_00
     seq: dict[tuple[str, str], int] = {}
     for kind, sym, ts, a, b, c, d in _backlog_events(symbols, trades, quote_ratio, base, seed=3):
         seq[(kind, sym)] = seq.get((kind, sym), 0) + 1
-        common = {"ingest_ts": ts, "event_ts": ts, "feed": "iex", "symbol": sym, "seq": seq[(kind, sym)],
-                  "is_final": True, "source": "bench", "window": None, "trace_id": f"{sym}-{c}"}
+        common = {
+            "ingest_ts": ts,
+            "event_ts": ts,
+            "feed": "iex",
+            "symbol": sym,
+            "seq": seq[(kind, sym)],
+            "is_final": True,
+            "source": "bench",
+            "window": None,
+            "trace_id": f"{sym}-{c}",
+        }
         if kind == "t":
-            raw.append(enc_t.encode({**common, "channel": "trades", "payload": {
-                "id": int(c), "exchange": "V", "price": a, "size": b, "conditions": ["@"], "tape": "C"}}))
+            raw.append(
+                enc_t.encode(
+                    {
+                        **common,
+                        "channel": "trades",
+                        "payload": {
+                            "id": int(c),
+                            "exchange": "V",
+                            "price": a,
+                            "size": b,
+                            "conditions": ["@"],
+                            "tape": "C",
+                        },
+                    }
+                )
+            )
         else:
-            raw.append(enc_q.encode({**common, "channel": "quotes", "payload": {
-                "bid_exchange": "V", "bid_price": a, "bid_size": c, "ask_exchange": "V", "ask_price": b,
-                "ask_size": d, "conditions": ["R"], "tape": "C"}}))
+            raw.append(
+                enc_q.encode(
+                    {
+                        **common,
+                        "channel": "quotes",
+                        "payload": {
+                            "bid_exchange": "V",
+                            "bid_price": a,
+                            "bid_size": c,
+                            "ask_exchange": "V",
+                            "ask_price": b,
+                            "ask_size": d,
+                            "conditions": ["R"],
+                            "tape": "C",
+                        },
+                    }
+                )
+            )
     deser = AvroDeserializer(reg, "torghut.Envelope")
     bars_out, signals_out = AvroSerializer(reg, TA_BARS_1S), AvroSerializer(reg, TA_SIGNALS)
-    cost = dict.fromkeys(("decode", "pickle_event", "on_trade_quote", "state_pickle", "on_watermark",
-                          "signal_state_pickle", "records_build", "avro_encode", "frame"), 0)
+    cost = dict.fromkeys(
+        (
+            "decode",
+            "pickle_event",
+            "on_trade_quote",
+            "state_pickle",
+            "on_watermark",
+            "signal_state_pickle",
+            "records_build",
+            "avro_encode",
+            "frame",
+        ),
+        0,
+    )
     clock = time.perf_counter_ns
     # 1. decode (DecodeRaw.flat_map) and 2. the pickled hop between decode and the keyed function
     t = clock()
@@ -816,7 +1128,10 @@ def profile_breakdown(registry_url: str, symbols: list[str], trades: int = 20_00
     total = sum(cost.values())
     n_trades = sum(1 for e in events if e[0] == "t")
     return {
-        "trades": n_trades, "events": len(events), "emissions": emissions_n, "final_emissions": finals,
+        "trades": n_trades,
+        "events": len(events),
+        "emissions": emissions_n,
+        "final_emissions": finals,
         "us_per_trade": {k: v / 1000 / n_trades for k, v in cost.items()},
         "total_us_per_trade": total / 1000 / n_trades,
         "python_only_trades_per_s": n_trades / (total / NS_PER_S),
@@ -825,6 +1140,7 @@ def profile_breakdown(registry_url: str, symbols: list[str], trades: int = 20_00
 
 
 # --- report ---------------------------------------------------------------------------------
+
 
 def _fmt(d: dict[str, float], key: str) -> str:
     v = d.get(key)
@@ -838,10 +1154,12 @@ def _print_summary(res: dict[str, Any]) -> None:
     print(f"load: {res['uptime_start']}")
     live = res.get("live")
     if live:
-        print(f"\nlive: {live['rate_events_per_s']:g} events/s over {live['symbols']} symbols, "
-              f"{live['duration_s']:g} s measured, provisional interval {args['provisional_interval_ms']} ms, "
-              f"forwarder linger {args['linger_ms']} ms; {live['provisional_signals']} provisional signals "
-              f"({live['provisional_signals_per_s']:.0f}/s)")
+        print(
+            f"\nlive: {live['rate_events_per_s']:g} events/s over {live['symbols']} symbols, "
+            f"{live['duration_s']:g} s measured, provisional interval {args['provisional_interval_ms']} ms, "
+            f"forwarder linger {args['linger_ms']} ms; {live['provisional_signals']} provisional signals "
+            f"({live['provisional_signals_per_s']:.0f}/s)"
+        )
         print(f"{'latency (ms)':<58}{'p50':>8}{'p90':>8}{'p99':>8}{'max':>8}{'n':>8}")
         rows = [
             ("provisional: recv - ingest_ts (frame read -> readable)", "live_recv_minus_ingest_ms"),
@@ -849,65 +1167,108 @@ def _print_summary(res: dict[str, Any]) -> None:
             ("  of which forwarder read -> job emit (emit - ingest)", "live_emit_minus_ingest_ms"),
             ("  of which job emit -> readable (recv - emit)", "live_recv_minus_emit_ms"),
             ("final bar: recv - window.end (read_committed)", "final_recv_minus_window_end_ms"),
-            ("  minus out-of-orderness (watermark could close it)", "final_recv_minus_watermark_ms"),
+            (
+                "  minus out-of-orderness (watermark could close it)",
+                "final_recv_minus_watermark_ms",
+            ),
             ("  job emit -> committed readable (recv - emit)", "final_recv_minus_emit_ms"),
         ]
         for label, key in rows:
             d = live[key]
-            print(f"{label:<58}{_fmt(d, 'p50')}{_fmt(d, 'p90')}{_fmt(d, 'p99')}{_fmt(d, 'max')}{d['n']:>8}")
-        print(f"job process tree used {live['job_cpu_cores']:.2f} cores during the measurement; job ready "
-              f"{live['job_launch_to_ready_s']:.1f} s after launch; warm-up {live['warmup_s']:.1f} s "
-              f"({'caught up' if live['caught_up'] else 'NOT caught up'})")
+            print(
+                f"{label:<58}{_fmt(d, 'p50')}{_fmt(d, 'p90')}{_fmt(d, 'p99')}{_fmt(d, 'max')}{d['n']:>8}"
+            )
+        print(
+            f"job process tree used {live['job_cpu_cores']:.2f} cores during the measurement; job ready "
+            f"{live['job_launch_to_ready_s']:.1f} s after launch; warm-up {live['warmup_s']:.1f} s "
+            f"({'caught up' if live['caught_up'] else 'NOT caught up'})"
+        )
         ci = live["commit_interval_ms"]
-        print(f"observed commit cadence (bursts seen by the read_committed reader): median "
-              f"{ci.get('p50', float('nan')):.0f} ms, max {ci.get('max', float('nan')):.0f} ms over "
-              f"{ci['n']} gaps (configured checkpoint interval {args['checkpoint_interval_ms']} ms)")
-        print(f"final bars: {live['final_bars']} read ({live['final_distinct']} distinct) of about "
-              f"{live['final_bars_expected_about']} expected; checkpoint interval "
-              f"{args['checkpoint_interval_ms']} ms, out-of-orderness {args['out_of_orderness_ms']} ms")
+        print(
+            f"observed commit cadence (bursts seen by the read_committed reader): median "
+            f"{ci.get('p50', float('nan')):.0f} ms, max {ci.get('max', float('nan')):.0f} ms over "
+            f"{ci['n']} gaps (configured checkpoint interval {args['checkpoint_interval_ms']} ms)"
+        )
+        print(
+            f"final bars: {live['final_bars']} read ({live['final_distinct']} distinct) of about "
+            f"{live['final_bars_expected_about']} expected; checkpoint interval "
+            f"{args['checkpoint_interval_ms']} ms, out-of-orderness {args['out_of_orderness_ms']} ms"
+        )
         p99 = live["live_recv_minus_ingest_ms"].get("p99", float("nan"))
         fp99 = live["final_recv_minus_window_end_ms"].get("p99", float("nan"))
         wp99 = live["final_recv_minus_watermark_ms"].get("p99", float("nan"))
         budget = args["checkpoint_interval_ms"] + 200
-        print(f"target live p99 <= {LIVE_TARGET_P99_MS:.0f} ms: {p99:.1f} ms -> "
-              f"{'MET' if p99 <= LIVE_TARGET_P99_MS else 'MISSED'}")
-        print(f"target final p99 <= checkpoint + 200 = {budget} ms: from window.end {fp99:.0f} ms -> "
-              f"{'MET' if fp99 <= budget else 'MISSED'}; from window.end + out-of-orderness {wp99:.0f} ms "
-              f"-> {'MET' if wp99 <= budget else 'MISSED'}")
+        print(
+            f"target live p99 <= {LIVE_TARGET_P99_MS:.0f} ms: {p99:.1f} ms -> "
+            f"{'MET' if p99 <= LIVE_TARGET_P99_MS else 'MISSED'}"
+        )
+        print(
+            f"target final p99 <= checkpoint + 200 = {budget} ms: from window.end {fp99:.0f} ms -> "
+            f"{'MET' if fp99 <= budget else 'MISSED'}; from window.end + out-of-orderness {wp99:.0f} ms "
+            f"-> {'MET' if wp99 <= budget else 'MISSED'}"
+        )
         ooo = args["out_of_orderness_ms"]
-        print(f"theory with the 10 s production checkpoint: final latency = {ooo} ms slack + wait for the "
-              f"next commit (uniform 0..10 s) + commit time: p50 ~ {ooo + 5000} ms, p99 ~ {ooo + 9900} ms + commit")
+        print(
+            f"theory with the 10 s production checkpoint: final latency = {ooo} ms slack + wait for the "
+            f"next commit (uniform 0..10 s) + commit time: p50 ~ {ooo + 5000} ms, p99 ~ {ooo + 9900} ms + commit"
+        )
     tp = res.get("throughput")
     if tp:
-        print(f"\nthroughput (parallelism 1, one slot): backlog of {tp['trades']:,} trades + {tp['quotes']:,} "
-              f"quotes, provisional interval {tp['provisional_interval_ms']} ms")
-        print(f"  job records_in slope   : {tp['events_per_s']:>9,.0f} events/s = {tp['trades_per_s']:>9,.0f} "
-              f"trades/s ({tp['status_points']} ta.status points)")
-        print(f"  after its first second : {tp['events_per_s_after_first_s']:>9,.0f} events/s = "
-              f"{tp['trades_per_s_after_first_s']:>9,.0f} trades/s")
-        print(f"  end to end             : {tp['end_to_end_trades_per_s']:>9,.0f} trades/s (first record "
-              f"processed -> last final bar committed+read, {tp['end_to_end_s']:.1f} s)")
-        print(f"  job launch -> first record: {tp['job_launch_to_first_record_s']:.1f} s; job process tree used "
-              f"{tp['job_cpu_cores']:.2f} cores while processing = {tp['job_cpu_us_per_event']:.0f} us CPU "
-              f"per event (JVM + embedded Python)")
+        print(
+            f"\nthroughput (parallelism 1, one slot): backlog of {tp['trades']:,} trades + {tp['quotes']:,} "
+            f"quotes, provisional interval {tp['provisional_interval_ms']} ms"
+        )
+        print(
+            f"  job records_in slope   : {tp['events_per_s']:>9,.0f} events/s = {tp['trades_per_s']:>9,.0f} "
+            f"trades/s ({tp['status_points']} ta.status points)"
+        )
+        print(
+            f"  after its first second : {tp['events_per_s_after_first_s']:>9,.0f} events/s = "
+            f"{tp['trades_per_s_after_first_s']:>9,.0f} trades/s"
+        )
+        print(
+            f"  end to end             : {tp['end_to_end_trades_per_s']:>9,.0f} trades/s (first record "
+            f"processed -> last final bar committed+read, {tp['end_to_end_s']:.1f} s)"
+        )
+        print(
+            f"  job launch -> first record: {tp['job_launch_to_first_record_s']:.1f} s; job process tree used "
+            f"{tp['job_cpu_cores']:.2f} cores while processing = {tp['job_cpu_us_per_event']:.0f} us CPU "
+            f"per event (JVM + embedded Python)"
+        )
         if tp["job_threads_cores"]:
-            print("  busiest job threads (cores): " + ", ".join(
-                f"{name!r} {cores:.2f}" for name, cores in tp["job_threads_cores"] if cores >= 0.01))
-        print(f"  projection: busiest task thread used {tp['busiest_task_thread_cores']:.2f} cores -> "
-              f"~{tp['projected_trades_per_s_full_core']:,.0f} trades/s if it had a whole core (estimate, "
-              f"not a measurement)")
-        print(f"  target >= {THROUGHPUT_TARGET:,.0f} trades/s per slot: "
-              f"{'MET' if tp['trades_per_s'] >= THROUGHPUT_TARGET else 'MISSED'}")
+            print(
+                "  busiest job threads (cores): "
+                + ", ".join(
+                    f"{name!r} {cores:.2f}"
+                    for name, cores in tp["job_threads_cores"]
+                    if cores >= 0.01
+                )
+            )
+        print(
+            f"  projection: busiest task thread used {tp['busiest_task_thread_cores']:.2f} cores -> "
+            f"~{tp['projected_trades_per_s_full_core']:,.0f} trades/s if it had a whole core (estimate, "
+            f"not a measurement)"
+        )
+        print(
+            f"  target >= {THROUGHPUT_TARGET:,.0f} trades/s per slot: "
+            f"{'MET' if tp['trades_per_s'] >= THROUGHPUT_TARGET else 'MISSED'}"
+        )
     prof = res.get("profile")
     if prof:
-        print(f"\nPython work per trade, in process, no Flink ({prof['trades']:,} trades, "
-              f"{prof['events']:,} events, {prof['emissions']:,} emissions):")
+        print(
+            f"\nPython work per trade, in process, no Flink ({prof['trades']:,} trades, "
+            f"{prof['events']:,} events, {prof['emissions']:,} emissions):"
+        )
         for k, v in prof["us_per_trade"].items():
             print(f"  {k:<22}{v:8.2f} us")
-        print(f"  {'total':<22}{prof['total_us_per_trade']:8.2f} us  -> at most "
-              f"{prof['python_only_trades_per_s']:,.0f} trades/s from the Python code alone")
-        print(f"  (decode with the writer schema only, no reader-schema resolution: "
-              f"{prof['decode_writer_schema_only_us_per_trade']:.2f} us)")
+        print(
+            f"  {'total':<22}{prof['total_us_per_trade']:8.2f} us  -> at most "
+            f"{prof['python_only_trades_per_s']:,.0f} trades/s from the Python code alone"
+        )
+        print(
+            f"  (decode with the writer schema only, no reader-schema resolution: "
+            f"{prof['decode_writer_schema_only_us_per_trade']:.2f} us)"
+        )
     print(f"\nload at end: {res['uptime_end']}")
 
 
@@ -923,7 +1284,9 @@ def _plot(out_dir: Path, stamp: str, res: dict[str, Any]) -> Path:
     args = res["settings"]
     fig, axes = plt.subplots(1, 3 if tp else 2, figsize=(17 if tp else 12, 4.6))
 
-    def hist(ax, series: list[tuple[str, list[float], str]], title: str, lines: list[tuple[float, str]]) -> None:
+    def hist(
+        ax, series: list[tuple[str, list[float], str]], title: str, lines: list[tuple[float, str]]
+    ) -> None:
         vals = [v for _, s, _ in series for v in s if v > 0]
         if not vals:
             ax.set_title(title + " (no data)")
@@ -932,41 +1295,72 @@ def _plot(out_dir: Path, stamp: str, res: dict[str, Any]) -> Path:
         for label, s, color in series:
             pos = [v for v in s if v > 0]
             if pos:
-                ax.hist(pos, bins=bins, alpha=0.55, color=color,
-                        label=f"{label}: p50 {_pct(pos, 50):.1f}, p99 {_pct(pos, 99):.1f} ms")
+                ax.hist(
+                    pos,
+                    bins=bins,
+                    alpha=0.55,
+                    color=color,
+                    label=f"{label}: p50 {_pct(pos, 50):.1f}, p99 {_pct(pos, 99):.1f} ms",
+                )
         for x, label in lines:
             ax.axvline(x, ls="--", color="#c33", lw=1)
-            ax.text(x, ax.get_ylim()[1] * 0.9, f" {label}", color="#c33", fontsize=8, rotation=90, va="top")
+            ax.text(
+                x,
+                ax.get_ylim()[1] * 0.9,
+                f" {label}",
+                color="#c33",
+                fontsize=8,
+                rotation=90,
+                va="top",
+            )
         ax.set_xscale("log")
         ax.set_xlabel("ms (log)")
         ax.set_ylabel("records")
         ax.set_title(title, fontsize=10)
         ax.legend(fontsize=8)
 
-    hist(axes[0], [("recv - ingest_ts", live.get("_live", []), "#2a7"),
-                   ("recv - event_ts", live.get("_live_event", []), "#27a")],
-         f"provisional signal readable (read_uncommitted)\n{args['rate']:g} ev/s, "
-         f"{live.get('symbols', '?')} symbols, provisional >= {args['provisional_interval_ms']} ms",
-         [(LIVE_TARGET_P99_MS, "target p99 50 ms")])
-    hist(axes[1], [("recv - window.end", live.get("_final", []), "#a72")],
-         f"final 1 s bar readable (read_committed)\ncheckpoint {args['checkpoint_interval_ms']} ms, "
-         f"out-of-orderness {args['out_of_orderness_ms']} ms",
-         [(args["checkpoint_interval_ms"] + 200.0, "checkpoint+200"),
-          (args["out_of_orderness_ms"] + args["checkpoint_interval_ms"] + 200.0, "ooo+checkpoint+200")])
+    hist(
+        axes[0],
+        [
+            ("recv - ingest_ts", live.get("_live", []), "#2a7"),
+            ("recv - event_ts", live.get("_live_event", []), "#27a"),
+        ],
+        f"provisional signal readable (read_uncommitted)\n{args['rate']:g} ev/s, "
+        f"{live.get('symbols', '?')} symbols, provisional >= {args['provisional_interval_ms']} ms",
+        [(LIVE_TARGET_P99_MS, "target p99 50 ms")],
+    )
+    hist(
+        axes[1],
+        [("recv - window.end", live.get("_final", []), "#a72")],
+        f"final 1 s bar readable (read_committed)\ncheckpoint {args['checkpoint_interval_ms']} ms, "
+        f"out-of-orderness {args['out_of_orderness_ms']} ms",
+        [
+            (args["checkpoint_interval_ms"] + 200.0, "checkpoint+200"),
+            (
+                args["out_of_orderness_ms"] + args["checkpoint_interval_ms"] + 200.0,
+                "ooo+checkpoint+200",
+            ),
+        ],
+    )
     if tp:
         ax = axes[2]
         xs, ys = zip(*tp["_points"], strict=True)
         ax.plot(xs, ys, "o-", color="#2a7", ms=3)
         ax.set_xlabel("s since first record processed")
         ax.set_ylabel("job records_in (ta.status.v1)")
-        ax.set_title(f"throughput, 1 slot: {tp['trades_per_s']:,.0f} trades/s "
-                     f"({tp['events_per_s']:,.0f} events/s)\nend to end {tp['end_to_end_trades_per_s']:,.0f} "
-                     f"trades/s; target 20k trades/s\nprojected on a full core: "
-                     f"~{tp['projected_trades_per_s_full_core']:,.0f} trades/s "
-                     f"(busiest task thread {tp['busiest_task_thread_cores']:.2f} cores)", fontsize=9)
+        ax.set_title(
+            f"throughput, 1 slot: {tp['trades_per_s']:,.0f} trades/s "
+            f"({tp['events_per_s']:,.0f} events/s)\nend to end {tp['end_to_end_trades_per_s']:,.0f} "
+            f"trades/s; target 20k trades/s\nprojected on a full core: "
+            f"~{tp['projected_trades_per_s_full_core']:,.0f} trades/s "
+            f"(busiest task thread {tp['busiest_task_thread_cores']:.2f} cores)",
+            fontsize=9,
+        )
         ax.grid(alpha=0.3)
-    fig.suptitle(f"torghut bench pipeline {stamp} — {os.cpu_count()} CPUs, load {res.get('loadavg_start')}",
-                 fontsize=10)
+    fig.suptitle(
+        f"torghut bench pipeline {stamp} — {os.cpu_count()} CPUs, load {res.get('loadavg_start')}",
+        fontsize=10,
+    )
     fig.tight_layout()
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"pipeline-{stamp}.png"
@@ -994,9 +1388,14 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit("--duration and --rate must be positive")
     stamp = time.strftime("%Y%m%d-%H%M%S")
     run_id = f"{stamp}-{os.getpid()}"
-    res: dict[str, Any] = {"timestamp": stamp, "uptime_start": _uptime(), "loadavg_start": _load(),
-                           "settings": {k: v for k, v in vars(args).items() if not k.startswith("_")
-                                        and not callable(v)}}
+    res: dict[str, Any] = {
+        "timestamp": stamp,
+        "uptime_start": _uptime(),
+        "loadavg_start": _load(),
+        "settings": {
+            k: v for k, v in vars(args).items() if not k.startswith("_") and not callable(v)
+        },
+    }
     prev_term = signal.signal(signal.SIGTERM, _interrupt)
     own_stack = None
     tmp_dir: Path | None = None
@@ -1017,9 +1416,12 @@ def run(args: argparse.Namespace) -> int:
             res["live"] = live_phase(state, args, procs, run_id)
         if not args.skip_profile:
             _say("profiling the job's Python work per trade in process")
-            res["profile"] = profile_breakdown(state.registry_url, _symbols(args.symbols),
-                                               quote_ratio=args.throughput_quote_ratio,
-                                               provisional_interval_ms=args.throughput_provisional_interval_ms)
+            res["profile"] = profile_breakdown(
+                state.registry_url,
+                _symbols(args.symbols),
+                quote_ratio=args.throughput_quote_ratio,
+                provisional_interval_ms=args.throughput_provisional_interval_ms,
+            )
         ok = True
     finally:
         procs.stop()
