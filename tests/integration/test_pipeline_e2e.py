@@ -219,17 +219,11 @@ def test_a_symbol_quiet_for_a_minute_never_delays_the_final_bars_of_the_others(
         job.stop()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug, cause open: after this module's earlier tests, new trades with the quotes "
-    "topic silent produce no final bars (alone, on fresh topics, the test passes); making quotes "
-    "never hold the watermark did not fix it (README, Known problems)",
-)
 def test_bars_keep_closing_when_the_quotes_topic_goes_silent(stack, unique, tmp_path):
     """Idleness: a raw partition without data (here: all quotes) must not hold the watermark.
 
     Runs last in this module, after tests that wrote quotes, so the quotes partition has an
-    old watermark; alone, on an empty quotes topic, it passes.
+    old watermark.
     """
     sym = unique("NOQ").upper()
     prod = EnvelopeProducer(stack)
