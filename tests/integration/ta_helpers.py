@@ -9,96 +9,21 @@ import sys
 import time
 from pathlib import Path
 
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer
 
 from shared.registry import SchemaRegistryClient
-from shared.serde import AvroDeserializer, AvroSerializer
-from shared.topics import QUOTES, TRADES
+from shared.serde import AvroDeserializer
 from tests.conftest import REPO_ROOT
 from tests.integration.kafka_helpers import QUIET
+from torghut.envelopes import EnvelopeProducer as _EnvelopeProducer
 from torghut.stack.state import StackState
 
 
-class EnvelopeProducer:
-    """Produces raw envelopes as the forwarder does (key = symbol, timestamp = event ms)."""
+class EnvelopeProducer(_EnvelopeProducer):
+    """The tools' envelope producer, marked as test data and flushed promptly."""
 
     def __init__(self, stack: StackState) -> None:
-        reg = SchemaRegistryClient(stack.registry_url)
-        self.trades = AvroSerializer(reg, TRADES)
-        self.quotes = AvroSerializer(reg, QUOTES)
-        self.p = Producer(
-            {
-                "bootstrap.servers": stack.kafka_bootstrap,
-                "linger.ms": 5,
-                "enable.idempotence": True,
-                "logger": QUIET,
-                "partitioner": "murmur2_random",
-            }
-        )
-        self.seq: dict[tuple[str, str], int] = {}
-
-    def _next(self, ch: str, sym: str) -> int:
-        self.seq[(ch, sym)] = self.seq.get((ch, sym), 0) + 1
-        return self.seq[(ch, sym)]
-
-    def trade(self, sym: str, event_ns: int, price: float, size: float, trade_id: int) -> None:
-        env = {
-            "ingest_ts": time.time_ns(),
-            "event_ts": event_ns,
-            "feed": "test",
-            "channel": "trades",
-            "symbol": sym,
-            "seq": self._next("trades", sym),
-            "payload": {
-                "id": trade_id,
-                "exchange": "V",
-                "price": price,
-                "size": size,
-                "conditions": ["@"],
-                "tape": "C",
-            },
-            "is_final": True,
-            "source": "test",
-            "window": None,
-            "trace_id": f"{sym}-{trade_id}",
-        }
-        self.p.produce(
-            TRADES.name, self.trades.encode(env), key=sym.encode(), timestamp=event_ns // 1_000_000
-        )
-        self.p.poll(0)
-
-    def quote(
-        self, sym: str, event_ns: int, bid: float, ask: float, bid_size: float, ask_size: float
-    ) -> None:
-        env = {
-            "ingest_ts": time.time_ns(),
-            "event_ts": event_ns,
-            "feed": "test",
-            "channel": "quotes",
-            "symbol": sym,
-            "seq": self._next("quotes", sym),
-            "payload": {
-                "bid_exchange": "V",
-                "bid_price": bid,
-                "bid_size": bid_size,
-                "ask_exchange": "V",
-                "ask_price": ask,
-                "ask_size": ask_size,
-                "conditions": ["R"],
-                "tape": "C",
-            },
-            "is_final": True,
-            "source": "test",
-            "window": None,
-            "trace_id": "",
-        }
-        self.p.produce(
-            QUOTES.name, self.quotes.encode(env), key=sym.encode(), timestamp=event_ns // 1_000_000
-        )
-        self.p.poll(0)
-
-    def flush(self) -> None:
-        assert self.p.flush(30) == 0
+        super().__init__(stack, source="test", feed="test", linger_ms=5)
 
 
 class TaJobProcess:

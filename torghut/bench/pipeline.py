@@ -46,6 +46,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from torghut.envelopes import EnvelopeProducer
+
 NS_PER_MS = 1_000_000
 NS_PER_S = 1_000_000_000
 TICKERS = (
@@ -409,7 +411,7 @@ def live_phase(state: Any, args: argparse.Namespace, procs: _Procs, run_id: str)
     # the job starts at the topics' end ("latest"): probe trades until one comes back as a
     # signal, so the simulator starts against a running, idle job (no start-up backlog)
     deser = AvroDeserializer(SchemaRegistryClient(state.registry_url))
-    probe = _EnvelopeProducer(state)
+    probe = EnvelopeProducer(state)
     deadline = time.monotonic() + 300
     next_probe = 0.0
     while not sig.items:
@@ -612,102 +614,6 @@ def live_phase(state: Any, args: argparse.Namespace, procs: _Procs, run_id: str)
 # --- phase 3: throughput --------------------------------------------------------------------
 
 
-class _EnvelopeProducer:
-    """Raw envelopes as the forwarder writes them (adapted from tests/integration/ta_helpers.py:
-    key = symbol, Kafka timestamp = event ms)."""
-
-    def __init__(self, state: Any) -> None:
-        from confluent_kafka import Producer
-
-        from shared.registry import SchemaRegistryClient
-        from shared.serde import AvroSerializer
-        from shared.topics import QUOTES, TRADES
-
-        reg = SchemaRegistryClient(state.registry_url)
-        self.trades_topic, self.quotes_topic = TRADES.name, QUOTES.name
-        self.trades = AvroSerializer(reg, TRADES)
-        self.quotes = AvroSerializer(reg, QUOTES)
-        self.p = Producer(
-            {
-                "bootstrap.servers": state.kafka_bootstrap,
-                "linger.ms": 20,
-                "batch.num.messages": 10_000,
-                "compression.type": "lz4",
-                "queue.buffering.max.messages": 500_000,
-                "enable.idempotence": True,
-                "logger": _quiet,
-            }
-        )
-        self.seq: dict[tuple[str, str], int] = {}
-
-    def _next(self, ch: str, sym: str) -> int:
-        self.seq[(ch, sym)] = self.seq.get((ch, sym), 0) + 1
-        return self.seq[(ch, sym)]
-
-    def _produce(self, topic: str, value: bytes, sym: str, event_ns: int) -> None:
-        while True:
-            try:
-                self.p.produce(topic, value, key=sym.encode(), timestamp=event_ns // NS_PER_MS)
-                break
-            except BufferError:
-                self.p.poll(0.05)
-        self.p.poll(0)
-
-    def trade(self, sym: str, event_ns: int, price: float, size: float, trade_id: int) -> None:
-        env = {
-            "ingest_ts": time.time_ns(),
-            "event_ts": event_ns,
-            "feed": "iex",
-            "channel": "trades",
-            "symbol": sym,
-            "seq": self._next("trades", sym),
-            "payload": {
-                "id": trade_id,
-                "exchange": "V",
-                "price": price,
-                "size": size,
-                "conditions": ["@"],
-                "tape": "C",
-            },
-            "is_final": True,
-            "source": "bench",
-            "window": None,
-            "trace_id": f"{sym}-{trade_id}",
-        }
-        self._produce(self.trades_topic, self.trades.encode(env), sym, event_ns)
-
-    def quote(
-        self, sym: str, event_ns: int, bid: float, ask: float, bid_size: float, ask_size: float
-    ) -> None:
-        env = {
-            "ingest_ts": time.time_ns(),
-            "event_ts": event_ns,
-            "feed": "iex",
-            "channel": "quotes",
-            "symbol": sym,
-            "seq": self._next("quotes", sym),
-            "payload": {
-                "bid_exchange": "V",
-                "bid_price": bid,
-                "bid_size": bid_size,
-                "ask_exchange": "V",
-                "ask_price": ask,
-                "ask_size": ask_size,
-                "conditions": ["R"],
-                "tape": "C",
-            },
-            "is_final": True,
-            "source": "bench",
-            "window": None,
-            "trace_id": "",
-        }
-        self._produce(self.quotes_topic, self.quotes.encode(env), sym, event_ns)
-
-    def flush(self) -> None:
-        if self.p.flush(60) != 0:
-            raise RuntimeError("backlog not fully acked within 60 s")
-
-
 def _backlog_events(
     symbols: list[str], trades: int, quote_ratio: float, base_ns: int, seed: int = 11
 ):
@@ -787,7 +693,7 @@ def throughput_phase(
         f"throughput: producing {n:,} trades (+{args.throughput_quote_ratio:g} quotes/trade) over "
         f"{len(symbols)} symbols, {span_ns / NS_PER_S:.0f} s of event time"
     )
-    prod = _EnvelopeProducer(state)
+    prod = EnvelopeProducer(state)
     t_prod = time.monotonic()
     last_end: dict[str, int] = {}
     trades = quotes = 0
