@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 from flink_job.symbol_processor import CANCEL, CORRECTION, QUOTE, TRADE
 from shared.serde import AvroDeserializer, SerdeError
 
 REJECTED = "!"
+# the source's key for records without a Kafka key (SymbolKeyedDeserializationSchema.NO_KEY)
 REJECTED_KEY = "__rejected__"
 
 
@@ -27,12 +27,32 @@ def envelope_event(env: dict[str, Any]) -> tuple | None:
     return None
 
 
-def decode_raw(deserializer: AvroDeserializer, data: bytes) -> Iterator[tuple]:
+def rejected(reason: str) -> tuple:
+    """The marker tuple for a raw record the job cannot use; `reason` says why."""
+    return (REJECTED, REJECTED_KEY, 0, 0, 0, "", reason)
+
+
+def decode_event(
+    deserializer: AvroDeserializer, data: bytes, key: str | None = None
+) -> tuple | None:
+    """The event of one raw record, a `rejected(...)` marker, or None (a channel TA ignores).
+
+    `key`: the Kafka record key the job keyed the record by; it must be the envelope's
+    symbol (the forwarder keys by symbol), else the event would update another symbol's
+    state, so a mismatch is rejected too. None skips that check.
+    """
+    if key == REJECTED_KEY:
+        return rejected("raw record has no Kafka key (the forwarder keys every record by symbol)")
     try:
         env = deserializer.decode(data, topic="torghut.raw")
     except SerdeError as exc:
-        yield (REJECTED, REJECTED_KEY, 0, 0, 0, "", str(exc))
-        return
-    ev = envelope_event(env)
-    if ev is not None:
-        yield ev
+        return rejected(str(exc))
+    if key is not None and env["symbol"] != key:
+        return rejected(f"record key {key!r} is not the envelope symbol {env['symbol']!r}")
+    try:
+        return envelope_event(env)
+    except (KeyError, TypeError):
+        return rejected(
+            f"{env['channel']} envelope with a payload of another type: "
+            f"{sorted(env['payload']) if isinstance(env['payload'], dict) else env['payload']!r}"
+        )

@@ -1,4 +1,4 @@
-"""PyFlink adapters: decode, event-time assignment, and the per-symbol TA function."""
+"""The PyFlink keyed function: raw envelope bytes per symbol -> bars, signals, status frames."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import time
 from typing import Any
 
 from pyflink.common import Types
-from pyflink.datastream import FlatMapFunction, KeyedProcessFunction, RuntimeContext, TimeDomain
-from pyflink.datastream.state import ValueStateDescriptor
+from pyflink.datastream import KeyedProcessFunction, RuntimeContext, TimeDomain
+from pyflink.datastream.state import ListStateDescriptor, ValueStateDescriptor
 
-from flink_job.decode import REJECTED, decode_raw
+from flink_job.decode import REJECTED, decode_event
 from flink_job.records import microbar_record, signal_record
 from flink_job.symbol_processor import (
     CANCEL,
@@ -28,24 +28,35 @@ from shared.topics import TA_BARS_1S, TA_SIGNALS, TA_STATUS
 
 log = logging.getLogger("torghut.ta")
 
+# a key's log is compacted into its snapshot at the latest after this many records (a bar
+# close compacts too); bounds the checkpointed log and the replay after a restore
+LOG_MAX = 512
+_WM_BYTES = 8  # each log entry: the watermark (ms, signed big endian) + the raw record
 
-class DecodeRaw(FlatMapFunction):
-    """Confluent-framed Avro envelope -> event tuple; undecodable input -> a REJECTED marker."""
 
-    def __init__(self, registry_url: str) -> None:
-        self.registry_url = registry_url
-        self._deser: AvroDeserializer | None = None
+class _KeyEntry:
+    """One symbol's live objects between records (the per-key cache)."""
 
-    def open(self, runtime_context: RuntimeContext) -> None:
-        self._deser = AvroDeserializer(SchemaRegistryClient(self.registry_url), "torghut.Envelope")
+    __slots__ = ("logged", "sig", "sym")
 
-    def flat_map(self, value: bytes):
-        assert self._deser is not None
-        yield from decode_raw(self._deser, bytes(value))
+    def __init__(self, sym: SymbolState, sig: SignalState, logged: int) -> None:
+        self.sym, self.sig, self.logged = sym, sig, logged
 
 
 class SymbolTaFunction(KeyedProcessFunction):
-    """1 s bars, signals and status for one symbol per key; emits sink frames."""
+    """1 s bars, signals and status for one symbol per key; emits sink frames.
+
+    Keyed state is a snapshot plus a log: `symbol-state`/`signal-state` hold the pickled
+    `SymbolState`/`SignalState` as of the last compaction, and `symbol-log` holds every
+    record applied since then (the raw envelope bytes, prefixed with the watermark it was
+    applied at). Appending the bytes the record arrived in costs far less than pickling the
+    whole symbol state on every trade and quote, which was the job's largest per-record cost.
+    A compaction (snapshot written, log cleared) happens whenever a bar closes and whenever
+    the log reaches `log_max` records. Flink checkpoints see every applied record either
+    way; after a restore the first record of a key rebuilds its objects from the snapshot
+    and replays the log with the recorded watermarks, emitting nothing and registering no
+    timers (both are already in the checkpoint).
+    """
 
     def __init__(self, opts: dict[str, Any]) -> None:
         self.opts = opts
@@ -58,6 +69,10 @@ class SymbolTaFunction(KeyedProcessFunction):
         self.signal_state = runtime_context.get_state(
             ValueStateDescriptor("signal-state", Types.PICKLED_BYTE_ARRAY())
         )
+        self.log_state = runtime_context.get_list_state(
+            ListStateDescriptor("symbol-log", Types.PICKLED_BYTE_ARRAY())
+        )
+        self.log_max = int(o.get("state_log_max", LOG_MAX))
         self.signal_config = SignalConfig.parse(o["session_start_local"], o["quote_max_age_ms"])
         self.proc = SymbolProcessor(
             bar_size_ns=o["bar_size_ms"] * 1_000_000,
@@ -65,12 +80,14 @@ class SymbolTaFunction(KeyedProcessFunction):
             quote_max_age_ns=o["quote_max_age_ms"] * 1_000_000,
         )
         registry = SchemaRegistryClient(o["registry_url"])
+        self.deser = AvroDeserializer(registry, "torghut.Envelope")
         self.bars_out = AvroSerializer(registry, TA_BARS_1S)
         self.signals_out = AvroSerializer(registry, TA_SIGNALS)
         self.status_out = AvroSerializer(registry, TA_STATUS)
-        # per-key objects cached between records; state is written on every change, and a
-        # restore re-opens the function, so the cache never outlives its state
-        self.cache: dict[str, tuple[SymbolState, SignalState]] = {}
+        # per-key objects cached between records; everything they hold is in keyed state
+        # (snapshot + log), and a restore re-opens the function, so the cache never
+        # outlives its state
+        self.cache: dict[str, _KeyEntry] = {}
         self.subtask = runtime_context.get_index_of_this_subtask()
         self.job = o["job_name"]
         self.status_interval_ns = o["status_interval_ms"] * 1_000_000
@@ -81,7 +98,7 @@ class SymbolTaFunction(KeyedProcessFunction):
         self.heartbeat_due_ms = 0
         self.watermark_ms: int | None = None
 
-    def _load(self, key: str) -> tuple[SymbolState, SignalState]:
+    def _load(self, key: str) -> _KeyEntry:
         hit = self.cache.get(key)
         if hit is not None:
             return hit
@@ -92,8 +109,39 @@ class SymbolTaFunction(KeyedProcessFunction):
             if raw_sig is not None
             else SignalState(self.signal_config)
         )
-        self.cache[key] = (sym, sig)
-        return sym, sig
+        entry = self.cache[key] = _KeyEntry(sym, sig, 0)
+        for item in self.log_state.get() or ():
+            entry.logged += 1
+            ev = decode_event(self.deser, item[_WM_BYTES:], key)
+            if ev is not None and ev[0] != REJECTED:
+                self._apply(entry, ev, int.from_bytes(item[:_WM_BYTES], "big", signed=True), 0)
+        if raw_sym is not None or entry.logged:
+            log.info("restored %s: snapshot + %d logged records replayed", key, entry.logged)
+        return entry
+
+    def _apply(self, entry: _KeyEntry, ev: tuple, wm: int, wall_ns: int):
+        """Apply one event; returns the trade's StepResult (None for other kinds).
+
+        wall_ns=0 (a replay) never emits a provisional record.
+        """
+        kind = ev[0]
+        if ev[2] > self.max_event_ns:
+            self.max_event_ns = ev[2]
+        if kind == TRADE:
+            return self.proc.on_trade(entry.sym, entry.sig, ev, wm, wall_ns)
+        if kind == QUOTE:
+            self.proc.on_quote(entry.sym, ev, wm)
+        elif kind in (CORRECTION, CANCEL):
+            self.proc.on_correction(entry.sym, ev)
+        return None
+
+    def _compact(self, entry: _KeyEntry, signals_changed: bool) -> None:
+        self.symbol_state.update(entry.sym.to_state())
+        if signals_changed:
+            self.signal_state.update(entry.sig.to_state())
+        if entry.logged:
+            self.log_state.clear()
+            entry.logged = 0
 
     def _frames(self, emissions, key: bytes):
         now = time.time_ns()
@@ -108,34 +156,29 @@ class SymbolTaFunction(KeyedProcessFunction):
         self.heartbeat_due_ms = time.time_ns() // 1_000_000 + self.status_interval_ns // 1_000_000
         ctx.timer_service().register_processing_time_timer(self.heartbeat_due_ms)
 
-    def process_element(self, value: tuple, ctx: KeyedProcessFunction.Context):
+    def process_element(self, data: bytes, ctx: KeyedProcessFunction.Context):
         self.records_in += 1
         if not self.heartbeat_due_ms:
             self._arm_heartbeat(ctx)
-        wm = ctx.timer_service().current_watermark()
-        self.watermark_ms = wm
-        kind = value[0]
-        if kind == REJECTED:
-            self.rejected += 1
-            log.warning("rejected raw record: %s", value[6])
-            yield from self._maybe_status()
-            return
         key = ctx.get_current_key()
-        sym, sig = self._load(key)
-        if value[2] > self.max_event_ns:
-            self.max_event_ns = value[2]
-        if kind == TRADE:
-            result = self.proc.on_trade(sym, sig, value, wm, time.time_ns())
-            if result.new_timer_ms is not None:
-                ctx.timer_service().register_event_time_timer(result.new_timer_ms)
-            self.symbol_state.update(sym.to_state())
-            yield from self._frames(result.emissions, key.encode())
-        elif kind == QUOTE:
-            self.proc.on_quote(sym, value)
-            self.symbol_state.update(sym.to_state())
-        elif kind in (CORRECTION, CANCEL):
-            self.proc.on_correction(sym, value)
-            self.symbol_state.update(sym.to_state())
+        ev = decode_event(self.deser, data, key)
+        if ev is not None:
+            if ev[0] == REJECTED:
+                self.rejected += 1
+                log.warning("rejected raw record (key %r): %s", key, ev[6])
+            else:
+                entry = self._load(key)
+                wm = ctx.timer_service().current_watermark()
+                self.watermark_ms = wm
+                result = self._apply(entry, ev, wm, time.time_ns())
+                if result is not None and result.new_timer_ms is not None:
+                    ctx.timer_service().register_event_time_timer(result.new_timer_ms)
+                self.log_state.add(wm.to_bytes(_WM_BYTES, "big", signed=True) + data)
+                entry.logged += 1
+                if entry.logged >= self.log_max:
+                    self._compact(entry, signals_changed=False)
+                if result is not None and result.emissions:
+                    yield from self._frames(result.emissions, key.encode())
         yield from self._maybe_status()
 
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext):
@@ -147,13 +190,12 @@ class SymbolTaFunction(KeyedProcessFunction):
             yield from self._maybe_status()
             return
         key = ctx.get_current_key()
-        sym, sig = self._load(key)
+        entry = self._load(key)
         wm = max(timestamp, ctx.timer_service().current_watermark())
         self.watermark_ms = wm
-        emissions = self.proc.on_watermark(sym, sig, wm)
+        emissions = self.proc.on_watermark(entry.sym, entry.sig, wm)
         if emissions:
-            self.signal_state.update(sig.to_state())
-            self.symbol_state.update(sym.to_state())
+            self._compact(entry, signals_changed=True)
             yield from self._frames(emissions, key.encode())
 
     def _maybe_status(self):
@@ -162,7 +204,8 @@ class SymbolTaFunction(KeyedProcessFunction):
             return
         self.last_status_ns = now
         symbols, late, ooo, gaps = [], 0, 0, 0
-        for name, (sym, _sig) in sorted(self.cache.items()):
+        for name, entry in sorted(self.cache.items()):
+            sym = entry.sym
             c = sym.counters
             late, ooo, gaps = (
                 late + c.late,

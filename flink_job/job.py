@@ -1,8 +1,13 @@
 """The TA job topology, top to bottom:
 
 raw trades+quotes (KafkaSource, read_committed; event-time watermarks with bounded
-  out-of-orderness + idleness per partition) -> decode (shared serde) -> key by symbol
-  -> SymbolTaFunction (1 s bars, signals, status) -> one EXACTLY_ONCE KafkaSink.
+  out-of-orderness + idleness per partition; Row(symbol = record key, value bytes))
+  -> keyBy symbol (in Java) -> SymbolTaFunction (Avro decode via the shared serde, 1 s bars,
+  signals, status) -> one EXACTLY_ONCE KafkaSink.
+
+Only the keyed function runs Python. In thread mode every Python operator of a slot shares
+one interpreter (one GIL); a Python decode step in the source task made the two task
+threads take turns on it (docs/benchmarks.md).
 
 `python -m flink_job.job` is the cluster entry (the image has the jars); `torghut ta` runs
 it on a local MiniCluster.
@@ -11,7 +16,7 @@ it on a local MiniCluster.
 from __future__ import annotations
 
 from flink_job.environment import create_environment
-from flink_job.kafka_io import framed_exactly_once_sink, raw_bytes_source
+from flink_job.kafka_io import framed_exactly_once_sink, keyed_by_symbol, symbol_keyed_source
 from flink_job.settings import TaSettings
 from shared.topics import QUOTES, TRADES
 
@@ -19,7 +24,7 @@ from shared.topics import QUOTES, TRADES
 def build(env, settings: TaSettings) -> None:
     from pyflink.common import Duration, Types, WatermarkStrategy
 
-    from flink_job.functions import DecodeRaw, SymbolTaFunction
+    from flink_job.functions import SymbolTaFunction
 
     raw_type = Types.PRIMITIVE_ARRAY(Types.BYTE())
     # Event time = the Kafka record timestamp, which the forwarder sets to the Alpaca event
@@ -29,16 +34,11 @@ def build(env, settings: TaSettings) -> None:
         Duration.of_millis(settings.out_of_orderness_ms)
     ).with_idleness(Duration.of_millis(settings.idleness_ms))
     raw = env.from_source(
-        raw_bytes_source(settings, [TRADES.name, QUOTES.name]),
+        symbol_keyed_source(settings, [TRADES.name, QUOTES.name]),
         watermarks,
         "raw-trades-quotes",
-        type_info=raw_type,
+        type_info=Types.ROW([Types.STRING(), raw_type]),
     ).uid("source-raw")
-    events = (
-        raw.flat_map(DecodeRaw(settings.registry_url), output_type=Types.PICKLED_BYTE_ARRAY())
-        .name("decode")
-        .uid("decode")
-    )
     opts = {
         "registry_url": settings.registry_url,
         "bar_size_ms": settings.bar_size_ms,
@@ -49,7 +49,7 @@ def build(env, settings: TaSettings) -> None:
         "job_name": settings.job_name,
     }
     frames = (
-        events.key_by(lambda e: e[1], key_type=Types.STRING())
+        keyed_by_symbol(raw, raw_type)
         .process(SymbolTaFunction(opts), output_type=raw_type)
         .name("bars-signals")
         .uid("bars-signals")

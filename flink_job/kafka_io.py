@@ -15,10 +15,49 @@ _OFFSETS = {
 def raw_bytes_source(settings: TaSettings, topics: list[str], group_id: str | None = None):
     """KafkaSource emitting each record value as `bytes`, read_committed."""
     from pyflink.common.serialization import DeserializationSchema
-    from pyflink.datastream.connectors.kafka import KafkaOffsetsInitializer, KafkaSource
     from pyflink.java_gateway import get_gateway
 
     j_schema = get_gateway().jvm.dev.torghut.flink.RawBytesDeserializationSchema()
+    builder = _source_builder(settings, topics, group_id)
+    return builder.set_value_only_deserializer(DeserializationSchema(j_schema)).build()
+
+
+def symbol_keyed_source(settings: TaSettings, topics: list[str], group_id: str | None = None):
+    """KafkaSource emitting `Row(symbol, value bytes)` (symbol = the record key), read_committed.
+
+    Its output goes straight into a Java `keyBy` (`keyed_by_symbol`): the source task then
+    runs no Python, so it never competes with the keyed function for the interpreter's GIL.
+    """
+    from pyflink.java_gateway import get_gateway
+
+    builder = _source_builder(settings, topics, group_id)
+    builder._j_builder.setDeserializer(
+        get_gateway().jvm.dev.torghut.flink.SymbolKeyedDeserializationSchema()
+    )
+    return builder.build()
+
+
+def keyed_by_symbol(stream, value_type):
+    """A PyFlink KeyedStream over `Row(symbol, value)` records, keyed in Java by field 0.
+
+    This is what `DataStream.key_by` builds after its Python key-extraction map; the rows
+    already carry the key, so that map (and its pickled hand-over) is skipped. The keyed
+    function receives the value (field 1) and `ctx.get_current_key()` is the symbol.
+    """
+    from pyflink.common import Types
+    from pyflink.datastream.data_stream import KeyedStream
+    from pyflink.java_gateway import get_gateway
+
+    j_keyed = stream._j_data_stream.keyBy(
+        get_gateway().jvm.KeyByKeySelector(), Types.ROW([Types.STRING()]).get_java_type_info()
+    )
+    return KeyedStream(j_keyed, value_type, stream)
+
+
+def _source_builder(settings: TaSettings, topics: list[str], group_id: str | None):
+    from pyflink.datastream.connectors.kafka import KafkaOffsetsInitializer, KafkaSource
+    from pyflink.java_gateway import get_gateway
+
     try:
         how, reset = _OFFSETS[settings.starting_offsets]
     except KeyError:
@@ -43,14 +82,13 @@ def raw_bytes_source(settings: TaSettings, topics: list[str], group_id: str | No
         .set_topics(*topics)
         .set_group_id(group_id or settings.consumer_group)
         .set_starting_offsets(offsets)
-        .set_value_only_deserializer(DeserializationSchema(j_schema))
         .set_property("isolation.level", "read_committed")
         .set_property("commit.offsets.on.checkpoint", "true")
         .set_property("partition.discovery.interval.ms", "60000")
     )
     for key, value in settings.kafka_properties().items():
         builder = builder.set_property(key, value)
-    return builder.build()
+    return builder
 
 
 def framed_exactly_once_sink(settings: TaSettings):

@@ -24,6 +24,8 @@ NS_PER_MS = 1_000_000
 
 # Decoded raw events (flink_job.decode): (kind, symbol, event_ns, seq, ingest_ns, trace_id, *fields)
 TRADE, QUOTE, CORRECTION, CANCEL = "t", "q", "c", "x"
+# more quote buckets than a bar's lookback needs: prune on the quote path too
+QUOTE_BUCKETS_SOFT_CAP = 64
 
 
 @dataclass
@@ -175,13 +177,23 @@ class SymbolProcessor:
         last_end = signals.last_bar_end_ns
         return last_end is None or bar.end_ns > last_end
 
-    def on_quote(self, st: SymbolState, ev: tuple) -> None:
+    def on_quote(self, st: SymbolState, ev: tuple, watermark_ms: int | None = None) -> None:
         _, _symbol, event_ns, seq, _ingest, _trace, bid, bid_size, ask, ask_size = ev
         self._check_seq(st, QUOTE, seq)
         bucket = bucket_start_ns(event_ns, self.size)
         prev = st.quotes.get(bucket)
         if prev is None or event_ns >= prev[0]:
             st.quotes[bucket] = (event_ns, bid, bid_size, ask, ask_size)
+        if watermark_ms is not None and len(st.quotes) > QUOTE_BUCKETS_SOFT_CAP:
+            # bars prune quotes when they close; a symbol that only quotes never closes one
+            self.prune_quotes(st, watermark_ms)
+
+    def prune_quotes(self, st: SymbolState, watermark_ms: int) -> None:
+        """Drop quote buckets no open or future bar can use (older than its lookback)."""
+        # any bar still to close ends after the watermark, and looks back quote_max_age
+        horizon = watermark_ms * NS_PER_MS - self.quote_max_age_ns - self.size
+        for bucket in [b for b in st.quotes if b < horizon]:
+            del st.quotes[bucket]
 
     def on_correction(self, st: SymbolState, ev: tuple) -> None:
         self._check_seq(st, TRADE, ev[3])
