@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import talib  # type: ignore[import-untyped]
 
-from flink_job.symbol_processor import SymbolProcessor, SymbolState
+from flink_job.symbol_processor import QUOTE_BUCKETS_SOFT_CAP, SymbolProcessor, SymbolState
 from shared.bars import batch_bars
 from shared.indicators import SignalState
 
@@ -95,6 +95,19 @@ def test_quote_used_for_a_bar_is_the_latest_before_its_end_not_a_later_one(proc)
     (em,) = proc.on_watermark(st, sig, wm_ms(T0 + S))
     assert em.signals.spread == pytest.approx(1.0)
     assert em.signals.imbalance == pytest.approx((3.0 - 1.0) / 4.0)
+
+
+def test_a_symbol_that_only_quotes_keeps_a_bounded_quote_history(proc):
+    st, sig = SymbolState(), SignalState()
+    for i in range(600):  # 10 minutes of one quote per second, watermark 1 s behind
+        ts = T0 + i * S
+        proc.on_quote(st, quote(ts, 99.0, 101.0, seq=i + 1), wm_ms(ts - S))
+    assert len(st.quotes) <= QUOTE_BUCKETS_SOFT_CAP + 1
+    # a bar still to close finds the latest quote before its end
+    last = T0 + 599 * S
+    proc.on_trade(st, sig, trade(last + 10, 100.0), wm_ms(last - S), 0)
+    (em,) = proc.on_watermark(st, sig, wm_ms(last + S))
+    assert em.signals.spread == pytest.approx(2.0)
 
 
 def test_seq_gaps_and_regressions_are_counted_per_channel(proc):
