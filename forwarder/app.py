@@ -199,19 +199,23 @@ class Forwarder:
 
     # --- StreamHandler -----------------------------------------------------------
 
-    async def on_data(self, msgs: Sequence[Any], ingest_ns: int) -> None:
+    def on_data(self, msgs: Sequence[Any], ingest_ns: int) -> bool:
         p = self._producer
         assert p is not None
         self._router.route(msgs, ingest_ns)
         p.poll(0)
+        return len(p) >= self.settings.queue_limit
+
+    async def drain(self) -> None:
+        """Backpressure: the socket is not read until the producer drains to half."""
+        p = self._producer
+        assert p is not None
         limit = self.settings.queue_limit
-        if len(p) >= limit:
-            # backpressure: stop reading the socket until the producer drains to half
-            while len(p) > limit // 2 and not p.fatal_error:
-                p.poll(0.005)
-                p.retry_failed()
-                self.metrics.queue_depth = len(p)
-                await asyncio.sleep(0)
+        while len(p) > limit // 2 and not p.fatal_error:
+            p.poll(0.005)
+            p.retry_failed()
+            self.metrics.queue_depth = len(p)
+            await asyncio.sleep(0)
 
     def on_connected(self, connected: bool) -> None:
         self.metrics.connected = int(connected)

@@ -13,9 +13,13 @@ class DedupCache:
 
     Memory is bounded by ``max_entries``; a key older than the horizon or pushed out by
     the cap is forgotten (a re-send that late is forwarded again, counted downstream).
+
+    Keys sit in insertion order in ``keys``/``order``; ``marks`` holds one ``[time, count]``
+    per run of keys inserted at the same ``now``, so the router's per-message work is a set
+    test, a set add and a deque append (``mark`` then books the frame's keys at once).
     """
 
-    __slots__ = ("_keys", "_order", "horizon_s", "max_entries")
+    __slots__ = ("horizon_s", "keys", "marks", "max_entries", "order")
 
     def __init__(self, max_entries: int, horizon_s: float) -> None:
         if max_entries < 1 or horizon_s <= 0:
@@ -24,27 +28,52 @@ class DedupCache:
             )
         self.max_entries = max_entries
         self.horizon_s = horizon_s
-        self._keys: set[Hashable] = set()
-        self._order: deque[tuple[float, Hashable]] = deque()
+        self.keys: set[Hashable] = set()
+        self.order: deque[Hashable] = deque()
+        self.marks: deque[list[float]] = deque()  # [insert time, keys inserted then]
 
     def seen(self, key: Hashable, now: float) -> bool:
         """True if ``key`` is a duplicate; otherwise remember it and return False."""
-        if key in self._keys:
+        if key in self.keys:
             return True
-        self._keys.add(key)
-        self._order.append((now, key))
-        if len(self._order) > self.max_entries or self._order[0][0] <= now - self.horizon_s:
-            self.expire(now)
+        self.keys.add(key)
+        self.order.append(key)
+        self.mark(now, 1)
         return False
 
+    def mark(self, now: float, added: int) -> None:
+        """Book ``added`` keys just appended to ``order`` at time ``now``; enforce bounds."""
+        if added:
+            marks = self.marks
+            if marks and marks[-1][0] == now:
+                marks[-1][1] += added
+            else:
+                marks.append([now, added])
+        if len(self.order) > self.max_entries or (
+            self.marks and self.marks[0][0] <= now - self.horizon_s
+        ):
+            self.expire(now)
+
     def expire(self, now: float) -> None:
-        order, keys = self._order, self._keys
+        order, keys, marks = self.order, self.keys, self.marks
         cutoff = now - self.horizon_s
-        while order and (len(order) > self.max_entries or order[0][0] <= cutoff):
-            keys.discard(order.popleft()[1])
+        pop, discard = order.popleft, keys.discard
+        while marks and marks[0][0] <= cutoff:
+            for _ in range(int(marks.popleft()[1])):
+                discard(pop())
+        excess = len(order) - self.max_entries
+        while excess > 0:
+            head = marks[0]
+            n = min(excess, int(head[1]))
+            for _ in range(n):
+                discard(pop())
+            excess -= n
+            head[1] -= n
+            if not head[1]:
+                marks.popleft()
 
     def __len__(self) -> int:
-        return len(self._order)
+        return len(self.order)
 
     def __contains__(self, key: Hashable) -> bool:
-        return key in self._keys
+        return key in self.keys

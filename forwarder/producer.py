@@ -1,8 +1,15 @@
 """``EnvelopeProducer``: the idempotent Kafka producer of the forwarder.
 
 ``acks=all``, ``enable.idempotence``, lz4, ``murmur2_random`` (keys hash like the Java
-clients and Flink), symbol keys. An envelope counts as sent only in the delivery callback
-after the broker acked it. librdkafka retries transient errors itself for
+clients and Flink), symbol keys. An envelope counts as sent only once the broker acked it.
+
+Acks are counted per frame, not per message: librdkafka reports only failed deliveries
+(``delivery.report.only.error``), so an envelope that left librdkafka's queue without a
+failure report was acked. ``track`` books each routed frame (count, per-channel counts,
+event times) in a FIFO; ``settle`` credits whole frames once that many envelopes were
+acked in total: ``messages`` per channel and the event-lag histogram. Totals are exact at
+all times (a frame is credited only when that many acks happened), per-channel counts are
+exact whenever the queue drains. librdkafka retries transient errors itself for
 ``message.timeout.ms``; a delivery that still fails is kept in memory and re-produced with
 backoff (it counts toward the queue limit, so reading from Alpaca stops instead of dropping).
 """
@@ -11,13 +18,13 @@ from __future__ import annotations
 
 import logging
 import time
+from bisect import bisect_left
 from collections import deque
-from functools import partial
 from typing import Any
 
 from confluent_kafka import KafkaError, Producer
 
-from forwarder.metrics import ForwarderMetrics
+from forwarder.metrics import CHANNEL_INDEX, LAG_BUCKETS_NS, ForwarderMetrics
 from forwarder.settings import ForwarderSettings
 
 log = logging.getLogger("forwarder.producer")
@@ -29,6 +36,32 @@ RETRY_CAP_S = 5.0
 PERMANENT_RECORD_ERRORS = frozenset(
     {KafkaError.INVALID_TIMESTAMP, KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.INVALID_RECORD}
 )
+
+
+def _read_long(buf: bytes, pos: int) -> tuple[int, int]:
+    shift = z = 0
+    while True:
+        b = buf[pos]
+        pos += 1
+        z |= (b & 0x7F) << shift
+        if b < 0x80:
+            return (z >> 1) ^ -(z & 1), pos
+        shift += 7
+
+
+def channel_of(value: bytes) -> int:
+    """The channel index of a framed Envelope (header, ingest_ts, event_ts, feed, channel);
+    -1 when the bytes do not parse (failed deliveries only: never on the hot path)."""
+    try:
+        pos = 5
+        _, pos = _read_long(value, pos)
+        _, pos = _read_long(value, pos)
+        n, pos = _read_long(value, pos)
+        pos += n
+        n, pos = _read_long(value, pos)
+        return CHANNEL_INDEX.get(value[pos : pos + n].decode(), -1)
+    except (IndexError, UnicodeDecodeError):
+        return -1
 
 
 class EnvelopeProducer:
@@ -56,14 +89,25 @@ class EnvelopeProducer:
             "queue.buffering.max.kbytes": 2_097_151,
             "batch.num.messages": 10_000,
             "batch.size": 1_000_000,
+            # no Python callback per acked message: only failures are reported
+            "delivery.report.only.error": True,
+            "on_delivery": self._failed,
             "error_cb": self._on_error,
             "logger": logging.getLogger("forwarder.rdkafka"),
             **(extra_config or {}),
         }
         self._producer = Producer(cfg)
-        self._retry: deque[tuple[str, bytes, bytes | None, int, int]] = deque()
+        #: ``produce(topic, value, key, timestamp=ms)`` of librdkafka, for the router's loop
+        #: (callers must ``track`` what they produced)
+        self.raw_produce = self._producer.produce
+        self._retry: deque[tuple[str, bytes, bytes | None, int]] = deque()
         self._retry_attempt = 0
         self._retry_at = 0.0
+        # ack accounting: envelopes handed over, settled (acked or refused for good)
+        self.produced = 0
+        self._settled = 0
+        self._frames: deque[tuple[int, list[int], list[int]]] = deque()
+        self._refused = [0] * len(metrics.messages)  # per channel, not yet deducted
         self.last_ack = time.monotonic()
         self.last_failure: float | None = None
         self.brokers_down_since: float | None = None
@@ -72,33 +116,34 @@ class EnvelopeProducer:
 
     # --- hot path ----------------------------------------------------------------
 
+    def track(self, n: int, per_channel: list[int], event_ts: list[int]) -> None:
+        """Book ``n`` envelopes just handed to ``raw_produce`` (one frame)."""
+        self.produced += n
+        self._frames.append((n, per_channel, event_ts))
+
     def produce(
         self, topic: str, value: bytes, key: bytes | None, channel: int, event_ts: int
     ) -> None:
-        cb = partial(self._delivered, channel, event_ts)
-        # the record timestamp is the Alpaca event time: the TA job's per-partition
-        # watermarks come straight from it
-        ts_ms = event_ts // 1_000_000
-        try:
-            self._producer.produce(topic, value, key, on_delivery=cb, timestamp=ts_ms)
-        except BufferError:
-            # the hard queue limit: wait for acks (backpressure), never drop
-            while True:
-                self._producer.poll(0.05)
-                try:
-                    self._producer.produce(topic, value, key, on_delivery=cb, timestamp=ts_ms)
-                    return
-                except BufferError:
-                    continue
+        """Produce and track one envelope (status events; the router batches instead)."""
+        # the record timestamp is the event time: the TA job's per-partition watermarks
+        # come straight from it
+        self.produce_blocking(topic, value, key, event_ts // 1_000_000)
+        per_channel = [0] * len(self.metrics.messages)
+        per_channel[channel] = 1
+        self.track(1, per_channel, [event_ts])
 
-    def _delivered(self, channel: int, event_ts: int, err: KafkaError | None, msg: Any) -> None:
-        if err is None:
-            m = self.metrics
-            m.messages[channel] += 1
-            lag = time.time_ns() - event_ts
-            m.observe_lag(lag if lag > 0 else 0)
-            self.last_ack = time.monotonic()
-            self.brokers_down_since = None
+    def produce_blocking(self, topic: str, value: bytes, key: bytes | None, ts_ms: int) -> None:
+        """``raw_produce``; at the hard queue limit wait for acks (backpressure), never drop."""
+        while True:
+            try:
+                self._producer.produce(topic, value, key, timestamp=ts_ms)
+                return
+            except BufferError:
+                self._producer.poll(0.05)
+
+    def _failed(self, err: KafkaError | None, msg: Any) -> None:
+        """A failed delivery (librdkafka reports nothing else)."""
+        if err is None:  # only with delivery.report.only.error overridden: acks are settled
             return
         self.metrics.produce_errors += 1
         self.last_failure = time.monotonic()
@@ -107,14 +152,61 @@ class EnvelopeProducer:
             # this record can never be accepted: retrying would wedge the queue behind it
             log.error("broker refused a record for %s for good (%s); dropped", msg.topic(), err)
             self.metrics.frames_rejected["broker_refused"] += 1
+            ch = channel_of(msg.value() or b"")
+            if ch >= 0:
+                self._refused[ch] += 1
             return
         if err.fatal():
             self.fatal_error = str(err)
         log.warning("delivery to %s failed (%s); re-producing with backoff", msg.topic(), err)
-        self._retry.append((msg.topic(), msg.value(), msg.key(), channel, event_ts))
+        self._retry.append((msg.topic(), msg.value(), msg.key(), msg.timestamp()[1]))
 
     def poll(self, timeout_s: float = 0.0) -> int:
-        return int(self._producer.poll(timeout_s))
+        n = int(self._producer.poll(timeout_s))
+        self.settle()
+        return n
+
+    def settle(self) -> int:
+        """Credit the frames whose envelopes are all acked; returns how many envelopes."""
+        frames = self._frames
+        if not frames:
+            return 0
+        # not settled: in librdkafka (queued, in flight, failure not yet reported) or
+        # waiting for a re-produce
+        done = self.produced - len(self._producer) - len(self._retry) - self._settled
+        if done < frames[0][0]:
+            return 0
+        m = self.metrics
+        messages, buckets, refused = m.messages, m.lag_buckets, self._refused
+        now = time.time_ns()
+        credited = 0
+        while frames and frames[0][0] <= done:
+            n, per_channel, event_ts = frames.popleft()
+            done -= n
+            credited += n
+            for ch, count in enumerate(per_channel):
+                if count:
+                    if refused[ch]:  # refused for good: settled but never acked
+                        cut = min(count, refused[ch])
+                        refused[ch] -= cut
+                        count -= cut
+                    messages[ch] += count
+            # now - event_ts per envelope; one bucket for the whole frame when it can
+            lo, hi = now - max(event_ts), now - min(event_ts)
+            b = bisect_left(LAG_BUCKETS_NS, lo if lo > 0 else 0)
+            if b == bisect_left(LAG_BUCKETS_NS, hi if hi > 0 else 0):
+                buckets[b] += len(event_ts)
+                if lo >= 0:
+                    m.lag_sum_ns += now * len(event_ts) - sum(event_ts)
+                else:
+                    m.lag_sum_ns += sum(max(0, now - e) for e in event_ts)
+            else:
+                for e in event_ts:
+                    m.observe_lag(now - e if now > e else 0)
+        self._settled += credited
+        self.last_ack = time.monotonic()
+        self.brokers_down_since = None
+        return credited
 
     # --- retries, health, shutdown -----------------------------------------------
 
@@ -128,8 +220,8 @@ class EnvelopeProducer:
             return 0
         n = 0
         while self._retry:
-            topic, value, key, channel, event_ts = self._retry.popleft()
-            self.produce(topic, value, key, channel, event_ts)
+            topic, value, key, ts_ms = self._retry.popleft()
+            self.produce_blocking(topic, value, key, ts_ms)
             n += 1
         self._retry_attempt += 1
         self._retry_at = now + min(RETRY_CAP_S, RETRY_BASE_S * 2 ** min(self._retry_attempt, 16))
@@ -176,4 +268,5 @@ class EnvelopeProducer:
         while len(self) and time.monotonic() < deadline:
             self.retry_failed()
             self._producer.flush(min(0.5, max(0.0, deadline - time.monotonic())))
+        self.settle()
         return len(self)

@@ -1,5 +1,12 @@
 """``EnvelopeRouter``: the hot path. For each market-data message of a frame: validate and
-encode, drop duplicates, number, produce. No I/O besides handing bytes to the producer.
+encode, drop duplicates, number, produce. No I/O besides handing bytes to librdkafka.
+
+One call per frame: trades and quotes (nearly all the traffic) have inlined branches;
+per (type, symbol) a slot ``[next seq, feed/channel/symbol prefix bytes, Kafka key]``
+replaces the seq table, prefix cache and key cache lookups; dedup is a set test plus a
+deque append (the frame's keys are booked at once); counters, seq ``issued``, trace ids
+and the producer's ack accounting (``EnvelopeProducer.track``) are updated per frame.
+The bytes equal ``EnvelopeWriter.encode`` (``tests/unit/test_forwarder_router.py``).
 """
 
 from __future__ import annotations
@@ -10,6 +17,11 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from forwarder.avro_writer import (
+    _ARRAYS,
+    _CHUNK14,
+    _DD,
+    _SMALL,
+    _STRS,
     BODIES,
     ENCODE_ERRORS,
     TRAILERS_NO_WINDOW,
@@ -17,11 +29,13 @@ from forwarder.avro_writer import (
     frame_header,
     trailer,
     write_long,
+    write_string,
+    write_string_array,
 )
 from forwarder.dedup import DedupCache
 from forwarder.envelope import CHANNEL_BY_TYPE, CONTROL_TYPES, dedup_key, event_ts_ns
 from forwarder.exceptions import InvalidMessageError
-from forwarder.metrics import TYPE_INDEX, ForwarderMetrics
+from forwarder.metrics import CHANNELS, TYPE_INDEX, ForwarderMetrics
 from forwarder.producer import EnvelopeProducer
 from forwarder.sequence import SequenceNumbers
 from shared.topics import CHANNEL_TOPICS
@@ -44,6 +58,26 @@ _FAMILY = {
 }
 _BAR_TYPES = frozenset("bud")
 _MAX_NS = 1 << 63
+_MAX_ID = 1 << 62
+_NCH = len(CHANNELS)
+_T_IDX = TYPE_INDEX["t"]
+_Q_IDX = TYPE_INDEX["q"]
+
+_HEX3 = [b"%03x" % i for i in range(4096)]
+# varint of v >> 14 for v >= 2**14 (the low 14 bits come from _CHUNK14): timestamps, trade
+# ids and seqs of one frame share their high bits, so this is nearly always a dict hit
+_REST: dict[int, bytes] = {}
+
+
+def _rest(r: int) -> bytes:
+    """Canonical varint of ``r`` (>= 1), cached."""
+    if r < 16384:
+        return _SMALL[r]
+    if len(_REST) > 65536:
+        _REST.clear()
+    e = _REST[r] = _CHUNK14[r & 16383] + _rest(r >> 14)
+    return e
+
 
 # reject(reason, detail, message or None)
 RejectHook = Callable[[str, str, Any], None]
@@ -51,13 +85,14 @@ ControlHook = Callable[[Mapping[str, Any]], None]
 
 
 class TraceIds:
-    """Cheap unique trace ids: a random per-process prefix and a hex counter."""
+    """Cheap unique trace ids: a random per-process prefix and a hex counter (from 0x1000,
+    so the router can append the low three hex digits from a table)."""
 
     __slots__ = ("_n", "prefix")
 
     def __init__(self) -> None:
         self.prefix = os.urandom(4).hex().encode()
-        self._n = 0
+        self._n = 0x1000
 
     def next_bytes(self) -> bytes:
         self._n += 1
@@ -67,8 +102,19 @@ class TraceIds:
         return self.next_bytes().decode()
 
 
+def _event_ts(t: Any, ingest_ns: int) -> int:
+    """The slow path of the event time: any wire form, range and far-future checks."""
+    ets = event_ts_ns(t)
+    if ets > ingest_ns + MAX_FUTURE_NS:
+        # the record timestamp is the event time; brokers refuse far-future ones
+        raise InvalidMessageError(
+            "event_ts_in_future", f"t={ets} is {(ets - ingest_ns) // 10**9}s ahead"
+        )
+    return ets
+
+
 class EnvelopeRouter:
-    """Dedup -> seq -> Avro -> produce, per message; rejects never stop the loop."""
+    """Dedup -> seq -> Avro -> produce, one frame per call; rejects never stop the loop."""
 
     def __init__(
         self,
@@ -87,94 +133,292 @@ class EnvelopeRouter:
         self.trace_ids = trace_ids or TraceIds()
         caches = {f: DedupCache(dedup_max_entries, dedup_horizon_s) for f in set(_FAMILY.values())}
         self.dedup = {t: caches[f] for t, f in _FAMILY.items()}
+        self._caches = tuple(caches.values())
         self.topics = {t: CHANNEL_TOPICS[c].name for t, c in CHANNEL_BY_TYPE.items()}
         # Confluent framing per topic: registries may give each subject its own schema id
         self.headers = {t: writer.header for t in CHANNEL_BY_TYPE}
-        feed_key = writer.feed.encode()
         # the status topic is keyed by feed, the others by symbol
-        self._feed_keyed = {
+        self._feed_keyed = frozenset(
             t for t, c in CHANNEL_BY_TYPE.items() if CHANNEL_TOPICS[c].key == "feed"
-        }
-        self._feed_key = feed_key
-        self._keys: dict[str, bytes] = {}
+        )
+        self._feed_key = writer.feed.encode()
+        # type -> symbol -> [next seq, prefix bytes, Kafka key]
+        self._slots: dict[str, dict[str, list[Any]]] = {t: {} for t in CHANNEL_BY_TYPE}
+        self._nslots = 0
 
     def set_schema_ids(self, ids: Mapping[str, int]) -> None:
         """Schema id per topic name, as the registry answered for ``<topic>-value``."""
         for t, topic in self.topics.items():
             self.headers[t] = frame_header(ids[topic])
 
+    def _slot(self, kind: str, sym: Any, issued_in_frame: int) -> list[Any]:
+        """A (type, symbol) seen for the first time: it starts at ``floor + issued``,
+        above every seq issued before (the ``SequenceNumbers`` rule), and the table is
+        dropped when it holds ``max_keys`` keys (keys restart higher, still monotonic)."""
+        prefix = self.writer.prefix(kind, sym)  # validates the symbol
+        seqs = self.seqs
+        if self._nslots >= seqs.max_keys:
+            for table in self._slots.values():
+                table.clear()
+            self._nslots = 0
+        key = self._feed_key if kind in self._feed_keyed else sym.encode()
+        slot = [seqs.floor + seqs.issued + issued_in_frame, prefix, key]
+        self._slots[kind][sym] = slot
+        self._nslots += 1
+        return slot
+
+    def _blocking_produce(self, topic: str, value: bytes, key: bytes, ts_ms: int) -> None:
+        self.producer.produce_blocking(topic, value, key, ts_ms)
+
     def route(self, msgs: Sequence[Any], ingest_ns: int) -> None:
         """Forward every message of one frame (received at ``ingest_ns``)."""
         now = time.monotonic()
         headers = self.headers
         ingest = write_long(ingest_ns)
-        prefix_of = self.writer.prefix
-        seq_next = self.seqs.next
-        dedup = self.dedup
-        topics = self.topics
-        keys = self._keys
-        feed_keyed = self._feed_keyed
-        produce = self.producer.produce
-        received = self.metrics.received
-        dropped = self.metrics.dedup_dropped
+        t_head = headers["t"] + ingest
+        q_head = headers["q"] + ingest
+        limit = ingest_ns + MAX_FUTURE_NS
+        if limit >= _MAX_NS:
+            limit = _MAX_NS - 1
+        slots = self._slots
+        t_slots, q_slots = slots["t"], slots["q"]
+        t_dedup, q_dedup = self.dedup["t"], self.dedup["q"]
+        t_seen, q_seen = t_dedup.keys, q_dedup.keys
+        t_add, q_add = t_seen.add, q_seen.add
+        t_keep, q_keep = t_dedup.order.append, q_dedup.order.append
+        t_topic, q_topic = self.topics["t"], self.topics["q"]
+        produce = self.producer.raw_produce
         trace = self.trace_ids
         tprefix = trace.prefix
-        n = trace._n
-        for m in msgs:
-            try:
-                if type(m) is not dict:
-                    raise InvalidMessageError(
-                        "not_an_object", f"message of type {type(m).__name__}"
-                    )
-                kind: str = m.get("T")  # type: ignore[assignment]
-                body_of = BODIES.get(kind)  # type: ignore[arg-type]
-                if body_of is None:
-                    if kind in CONTROL_TYPES:
-                        self.on_control(m)
-                        continue
-                    raise InvalidMessageError("unknown_type", f"T={str(kind)[:32]!r}")
-                body = body_of(m)
-                t = m["t"]
-                ets = t if type(t) is int and 0 < t < _MAX_NS else event_ts_ns(t)
-                if ets > ingest_ns + MAX_FUTURE_NS:
-                    # the record timestamp is the event time; brokers refuse far-future ones
-                    raise InvalidMessageError(
-                        "event_ts_in_future", f"t={ets} is {(ets - ingest_ns) // 10**9}s ahead"
-                    )
-                sym = m["S"]
-                pfx = prefix_of(kind, sym)
-                ch = TYPE_INDEX[kind]
-                received[ch] += 1
-                if dedup[kind].seen(dedup_key(m), now):
-                    dropped[ch] += 1
-                    continue
-                seq = seq_next((kind, sym))
-                n += 1
-                tid = b"%s%x" % (tprefix, n)
-                value = b"".join(
-                    (
-                        headers[kind],
-                        ingest,
-                        write_long(ets),
-                        pfx,
-                        write_long(seq),
-                        body,
-                        trailer(kind, ets) if kind in _BAR_TYPES else TRAILERS_NO_WINDOW,
-                        write_long(len(tid)),
-                        tid,
-                    )
-                )
-                if kind in feed_keyed:
-                    key = self._feed_key
-                else:
-                    key = keys.get(sym)  # type: ignore[assignment]
-                    if key is None:
-                        if len(keys) > 100_000:
-                            keys.clear()
-                        key = keys[sym] = sym.encode()
-                produce(topics[kind], value, key, ch, ets)
-            except InvalidMessageError as exc:
-                self.on_reject(exc.reason, exc.detail, m)
-            except ENCODE_ERRORS as exc:
-                self.on_reject("invalid_field", repr(exc)[:200], m)
-        trace._n = n
+        n0 = n = trace._n
+        head = b"%s%x" % (tprefix, (n + 1) >> 12)
+        head_len = _SMALL[(len(head) + 3) << 1]
+        rest_of = _REST.get
+        str_of, arr_of = _STRS.get, _ARRAYS.get
+        event_ts: list[int] = []
+        keep_ts = event_ts.append
+        n_t = n_q = dup_t = dup_q = 0
+        other: list[int] | None = None  # produced per channel, other types
+        other_dup: list[int] | None = None
+        len_t0, len_q0 = len(t_dedup.order), len(q_dedup.order)
+        m: Any = None
+        try:
+            for m in msgs:
+                try:
+                    kind = m.get("T")
+                    if kind == "t":
+                        sym = m["S"]
+                        t = m["t"]
+                        if type(t) is int and 8192 <= t <= limit:
+                            z = t << 1
+                            wt = _CHUNK14[z & 16383] + (rest_of(z >> 14) or _rest(z >> 14))
+                        else:
+                            t = _event_ts(t, ingest_ns)
+                            wt = write_long(t)
+                        slot = t_slots.get(sym)
+                        if slot is None:
+                            slot = self._slot("t", sym, n - n0)
+                        i = m["i"]
+                        if type(i) is int and 8192 <= i < _MAX_ID:
+                            z = i << 1
+                            wi = _CHUNK14[z & 16383] + (rest_of(z >> 14) or _rest(z >> 14))
+                        else:
+                            wi = write_long(i)
+                        x = m["x"]
+                        x = str_of(x) or write_string(x)
+                        ps = _DD(m["p"], m["s"])
+                        c = m.get("c")
+                        c = (type(c) is tuple and arr_of(c)) or write_string_array(c)
+                        tape = m.get("z", "")
+                        tape = str_of(tape) or write_string(tape)
+                        dk = (sym, i)
+                        if dk in t_seen:
+                            dup_t += 1
+                            continue
+                        t_add(dk)
+                        t_keep(dk)
+                        seq = slot[0]
+                        slot[0] = seq + 1
+                        z = seq << 1
+                        ws = (
+                            _CHUNK14[z & 16383] + (rest_of(z >> 14) or _rest(z >> 14))
+                            if z >= 16384
+                            else write_long(seq)
+                        )
+                        n += 1
+                        if not n & 4095:
+                            head = b"%s%x" % (tprefix, n >> 12)
+                            head_len = _SMALL[(len(head) + 3) << 1]
+                        value = b"".join(
+                            (
+                                t_head,
+                                wt,
+                                slot[1],
+                                ws,
+                                b"\x00",
+                                wi,
+                                x,
+                                ps,
+                                c,
+                                tape,
+                                TRAILERS_NO_WINDOW,
+                                head_len,
+                                head,
+                                _HEX3[n & 4095],
+                            )
+                        )
+                        try:
+                            produce(t_topic, value, slot[2], timestamp=t // 1_000_000)
+                        except BufferError:
+                            self._blocking_produce(t_topic, value, slot[2], t // 1_000_000)
+                        keep_ts(t)
+                        n_t += 1
+                    elif kind == "q":
+                        sym = m["S"]
+                        t = m["t"]
+                        if type(t) is int and 8192 <= t <= limit:
+                            z = t << 1
+                            wt = _CHUNK14[z & 16383] + (rest_of(z >> 14) or _rest(z >> 14))
+                        else:
+                            t = _event_ts(t, ingest_ns)
+                            wt = write_long(t)
+                        slot = q_slots.get(sym)
+                        if slot is None:
+                            slot = self._slot("q", sym, n - n0)
+                        bx = m["bx"]
+                        bx = str_of(bx) or write_string(bx)
+                        bid = _DD(m["bp"], m["bs"])
+                        ax = m["ax"]
+                        ax = str_of(ax) or write_string(ax)
+                        ask = _DD(m["ap"], m["as"])
+                        c = m.get("c")
+                        c = (type(c) is tuple and arr_of(c)) or write_string_array(c)
+                        tape = m.get("z", "")
+                        tape = str_of(tape) or write_string(tape)
+                        dk = (sym, m["t"])
+                        if dk in q_seen:
+                            dup_q += 1
+                            continue
+                        q_add(dk)
+                        q_keep(dk)
+                        seq = slot[0]
+                        slot[0] = seq + 1
+                        z = seq << 1
+                        ws = (
+                            _CHUNK14[z & 16383] + (rest_of(z >> 14) or _rest(z >> 14))
+                            if z >= 16384
+                            else write_long(seq)
+                        )
+                        n += 1
+                        if not n & 4095:
+                            head = b"%s%x" % (tprefix, n >> 12)
+                            head_len = _SMALL[(len(head) + 3) << 1]
+                        value = b"".join(
+                            (
+                                q_head,
+                                wt,
+                                slot[1],
+                                ws,
+                                b"\x02",
+                                bx,
+                                bid,
+                                ax,
+                                ask,
+                                c,
+                                tape,
+                                TRAILERS_NO_WINDOW,
+                                head_len,
+                                head,
+                                _HEX3[n & 4095],
+                            )
+                        )
+                        try:
+                            produce(q_topic, value, slot[2], timestamp=t // 1_000_000)
+                        except BufferError:
+                            self._blocking_produce(q_topic, value, slot[2], t // 1_000_000)
+                        keep_ts(t)
+                        n_q += 1
+                    else:
+                        body_of = BODIES.get(kind)
+                        if body_of is None:
+                            if kind in CONTROL_TYPES:
+                                self.on_control(m)
+                                continue
+                            raise InvalidMessageError("unknown_type", f"T={str(kind)[:32]!r}")
+                        body = body_of(m)
+                        t = m["t"]
+                        if type(t) is not int or not 0 < t <= limit:
+                            t = _event_ts(t, ingest_ns)
+                        sym = m["S"]
+                        slot = slots[kind].get(sym)
+                        if slot is None:
+                            slot = self._slot(kind, sym, n - n0)
+                        ch = TYPE_INDEX[kind]
+                        if other is None:
+                            other, other_dup = [0] * _NCH, [0] * _NCH
+                        cache = self.dedup[kind]
+                        dk = dedup_key(m)
+                        if dk in cache.keys:
+                            other_dup[ch] += 1  # type: ignore[index]
+                            continue
+                        cache.keys.add(dk)
+                        cache.order.append(dk)
+                        if cache is not t_dedup and cache is not q_dedup:
+                            cache.mark(now, 1)
+                        seq = slot[0]
+                        slot[0] = seq + 1
+                        n += 1
+                        tid = b"%s%x" % (tprefix, n)
+                        if not n & 4095:
+                            head = b"%s%x" % (tprefix, n >> 12)
+                            head_len = _SMALL[(len(head) + 3) << 1]
+                        value = b"".join(
+                            (
+                                headers[kind],
+                                ingest,
+                                write_long(t),
+                                slot[1],
+                                write_long(seq),
+                                body,
+                                trailer(kind, t) if kind in _BAR_TYPES else TRAILERS_NO_WINDOW,
+                                _SMALL[len(tid) << 1],
+                                tid,
+                            )
+                        )
+                        topic = self.topics[kind]
+                        try:
+                            produce(topic, value, slot[2], timestamp=t // 1_000_000)
+                        except BufferError:
+                            self._blocking_produce(topic, value, slot[2], t // 1_000_000)
+                        keep_ts(t)
+                        other[ch] += 1
+                except InvalidMessageError as exc:
+                    self.on_reject(exc.reason, exc.detail, m)
+                except ENCODE_ERRORS as exc:
+                    if type(m) is not dict:
+                        self.on_reject("not_an_object", f"message of type {type(m).__name__}", m)
+                    else:
+                        self.on_reject("invalid_field", repr(exc)[:200], m)
+        finally:
+            # per-frame bookkeeping, also when something unexpected escapes the loop
+            trace._n = n
+            self.seqs.issued += n - n0
+            t_dedup.mark(now, len(t_dedup.order) - len_t0)
+            q_dedup.mark(now, len(q_dedup.order) - len_q0)
+            metrics = self.metrics
+            received, dropped = metrics.received, metrics.dedup_dropped
+            if other is not None:
+                assert other_dup is not None
+                for ch in range(_NCH):
+                    if other[ch] or other_dup[ch]:
+                        received[ch] += other[ch] + other_dup[ch]
+                        dropped[ch] += other_dup[ch]
+            counts = other if other is not None else [0] * _NCH
+            counts[_T_IDX] += n_t
+            counts[_Q_IDX] += n_q
+            received[_T_IDX] += n_t + dup_t
+            received[_Q_IDX] += n_q + dup_q
+            dropped[_T_IDX] += dup_t
+            dropped[_Q_IDX] += dup_q
+            if n != n0:
+                self.producer.track(n - n0, counts, event_ts)

@@ -99,6 +99,13 @@ class SimConfig(_Model):
     send_queue_frames: int = Field(
         2048, ge=1, description="per-client queue; a paced client that fills it is dropped"
     )
+    pregenerate_max_messages: int = Field(
+        1_000_000,
+        ge=0,
+        description="fast synthetic runs bounded by max_messages up to this size generate "
+        "every message before the first subscriber and encode the frames before the first "
+        "data frame, so sending is all the simulator does while a client is measured",
+    )
     compression: bool = Field(False, description="offer permessage-deflate like Alpaca (slower)")
     record_path: Path | None = None
 

@@ -36,7 +36,7 @@ from torghut.sim.protocol import (
     success,
 )
 from torghut.sim.recording import JsonlRecorder
-from torghut.sim.sources import run_replay, run_synthetic
+from torghut.sim.sources import generate_synthetic, pregenerates, run_replay, run_synthetic
 
 log = logging.getLogger("torghut.sim")
 
@@ -93,6 +93,10 @@ class _Frame:
 class _Close:
     code: int
     reason: str
+
+
+# (msgpack?, subscription signature) -> (messages selected, their frames)
+_Encoded = dict[tuple[Any, ...], tuple[list[dict[str, Any]], list[_Frame]]]
 
 
 class _Session:
@@ -216,12 +220,15 @@ class AlpacaSimServer:
 
     async def _run_source(self) -> None:
         try:
-            if self.config.wait_for_subscriber:
-                await self._subscribed.wait()
-            if self.config.source == "replay":
-                await run_replay(self.config, self._publish, self._stop)
+            if pregenerates(self.config):
+                await self._run_pregenerated()  # waits for the subscriber itself
             else:
-                await run_synthetic(self.config, self._publish, self._stop)
+                if self.config.wait_for_subscriber:
+                    await self._subscribed.wait()
+                if self.config.source == "replay":
+                    await run_replay(self.config, self._publish, self._stop)
+                else:
+                    await run_synthetic(self.config, self._publish, self._stop)
             if self._recorder is not None:
                 self._recorder.flush()
             log.info(
@@ -234,27 +241,64 @@ class AlpacaSimServer:
         finally:
             self.source_done.set()
 
-    async def _publish(self, batch: list[dict[str, Any]], backpressure: bool) -> None:
-        """Deliver one batch to every subscribed client (one encoding per equal subscription)."""
+    async def _run_pregenerated(self) -> None:
+        """Fast bounded synthetic run: generate every batch now, encode the frames for the
+        subscribers once they are there, then only send (the same frames, in the same
+        order, as the streaming source; event times are those of the generation)."""
+        batches = await generate_synthetic(self.config, self._stop)
+        if self.config.wait_for_subscriber:
+            await self._subscribed.wait()
+        caches: list[_Encoded] = [{} for _ in batches]
+        for n, (batch, cache) in enumerate(zip(batches, caches, strict=True)):
+            for session in self._targets():
+                self._encode_for(session, batch, cache)
+            if n % 8 == 0:
+                await asyncio.sleep(0)  # the subscription answer goes out meanwhile
+        log.info("pre-encoded %d batches; sending", len(batches))
+        for batch, cache in zip(batches, caches, strict=True):
+            if self._stop.is_set():
+                return
+            await self._publish(batch, True, cache)
+            await asyncio.sleep(0)
+
+    def _targets(self) -> list[_Session]:
+        return [
+            s
+            for s in list(self._sessions)
+            if s.authenticated and not s.closing and not s.subscription.is_empty
+        ]
+
+    def _encode_for(
+        self, session: _Session, batch: list[dict[str, Any]], encoded: _Encoded
+    ) -> tuple[list[dict[str, Any]], list[_Frame]]:
+        group = (session.msgpack, session.subscription.signature())
+        found = encoded.get(group)
+        if found is None:
+            step = self.config.frame_max_messages
+            selected = session.subscription.filter(batch)
+            frames = [
+                session.encode(selected[i : i + step], True) for i in range(0, len(selected), step)
+            ]
+            found = encoded[group] = (selected, frames)
+        return found
+
+    async def _publish(
+        self,
+        batch: list[dict[str, Any]],
+        backpressure: bool,
+        encoded: _Encoded | None = None,
+    ) -> None:
+        """Deliver one batch to every subscribed client (one encoding per equal subscription;
+        ``encoded`` may hold encodings made in advance)."""
         if not batch:
             return
         self.counters.source_messages.update(m["T"] for m in batch)
         if self._recorder is not None:
             self._recorder.write(batch)
-        step = self.config.frame_max_messages
-        encoded: dict[tuple[Any, ...], tuple[list[dict[str, Any]], list[_Frame]]] = {}
-        for session in list(self._sessions):
-            if not session.authenticated or session.closing or session.subscription.is_empty:
-                continue
-            group = (session.msgpack, session.subscription.signature())
-            if group not in encoded:
-                selected = session.subscription.filter(batch)
-                frames = [
-                    session.encode(selected[i : i + step], True)
-                    for i in range(0, len(selected), step)
-                ]
-                encoded[group] = (selected, frames)
-            selected, frames = encoded[group]
+        if encoded is None:
+            encoded = {}
+        for session in self._targets():
+            selected, frames = self._encode_for(session, batch, encoded)
             if not frames:
                 continue
             self._remember(session, selected)
@@ -267,6 +311,9 @@ class AlpacaSimServer:
 
     async def _put_waiting(self, session: _Session, frame: _Frame) -> bool:
         """Backpressure: wait for queue space, giving up once the connection is going away."""
+        if not session.closing and not session.queue.full():
+            session.queue.put_nowait(frame)
+            return True
         while not session.closing:
             try:
                 await asyncio.wait_for(session.queue.put(frame), 0.5)

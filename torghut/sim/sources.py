@@ -56,6 +56,49 @@ class _Bound:
         )
 
 
+def pregenerates(config: SimConfig) -> bool:
+    """Whether the source is generated up front: fast synthetic, bounded by message count."""
+    return (
+        config.source == "synthetic"
+        and config.fast
+        and config.max_messages is not None
+        and config.max_messages <= config.pregenerate_max_messages
+        and config.duration_s is None
+    )
+
+
+async def generate_synthetic(config: SimConfig, stop: asyncio.Event) -> list[list[dict[str, Any]]]:
+    """Every batch a fast bounded synthetic run publishes (the same batches ``run_synthetic``
+    would, stamped now), yielding to the loop between bursts so clients can connect."""
+    seed = config.synthetic.seed if config.synthetic.seed is not None else random.randrange(2**32)
+    market = SyntheticMarket(config.synthetic, time.time_ns(), seed)
+    log.info(
+        "synthetic market: seed=%d symbols=%s fast=True, generating %s messages up front",
+        seed,
+        ",".join(config.synthetic.symbols),
+        config.max_messages,
+    )
+    bound = _Bound(config)
+    frame = config.frame_max_messages
+    batches: list[list[dict[str, Any]]] = []
+    while not stop.is_set() and not bound.done:
+        batch = bound.clip(market.burst(_fast_burst_size(bound, frame), time.time_ns()))
+        if batch:
+            batches.append(batch)
+        await asyncio.sleep(0)
+    return batches
+
+
+def _fast_burst_size(bound: _Bound, frame: int) -> int:
+    n = max(1, frame - frame // 50)  # headroom for bars/corrections: one frame per burst
+    if bound.max_trades is not None:
+        n = min(n, bound.max_trades - bound.trades)
+    left = bound.messages_left
+    if left is not None:
+        n = min(n, left)
+    return max(n, 1)
+
+
 async def run_synthetic(config: SimConfig, publish: Publish, stop: asyncio.Event) -> None:
     seed = config.synthetic.seed if config.synthetic.seed is not None else random.randrange(2**32)
     start_ns = time.time_ns()
@@ -70,13 +113,7 @@ async def run_synthetic(config: SimConfig, publish: Publish, stop: asyncio.Event
     frame = config.frame_max_messages
     while not stop.is_set() and not bound.done:
         if config.fast:
-            n = max(1, frame - frame // 50)  # headroom for bars/corrections: one frame per burst
-            if bound.max_trades is not None:
-                n = min(n, bound.max_trades - bound.trades)
-            left = bound.messages_left
-            if left is not None:
-                n = min(n, left)
-            batch = market.burst(max(n, 1), time.time_ns())
+            batch = market.burst(_fast_burst_size(bound, frame), time.time_ns())
         else:
             batch = market.advance(time.time_ns(), max_trades=config.max_trades)
         batch = bound.clip(batch)

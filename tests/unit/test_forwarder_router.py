@@ -1,0 +1,312 @@
+"""The frame router and the per-frame ack accounting, without Kafka.
+
+The router inlines the Avro encoding of trades and quotes: its bytes must equal
+``EnvelopeWriter.encode`` (itself proven equal to fastavro) for every message type and
+both wire formats, with seq per (channel, symbol), unique trace ids, dedup and counts.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from collections import Counter
+from typing import Any
+
+import fastavro
+import msgpack
+import orjson
+import pytest
+
+from forwarder.avro_writer import EnvelopeWriter
+from forwarder.envelope import CHANNEL_BY_TYPE, to_envelope
+from forwarder.metrics import CHANNEL_INDEX, LAG_BUCKETS_NS, TYPE_INDEX, ForwarderMetrics
+from forwarder.producer import EnvelopeProducer, channel_of
+from forwarder.router import EnvelopeRouter, TraceIds
+from forwarder.sequence import SequenceNumbers
+from forwarder.settings import ForwarderSettings
+from shared.schemas import parsed
+from shared.topics import CHANNEL_TOPICS
+from torghut.sim import SyntheticConfig, SyntheticMarket
+from torghut.sim.protocol import encode_json, encode_msgpack
+
+ENVELOPE = parsed("torghut.Envelope")
+T0 = 1_709_303_400_123_456_789
+FLOOR = 1_709_303_400_000_000
+
+
+class FakeProducer:
+    """What the router needs of ``EnvelopeProducer``."""
+
+    def __init__(self) -> None:
+        self.records: list[tuple[str, bytes, bytes, int]] = []
+        self.tracked: list[tuple[int, list[int], list[int]]] = []
+
+    def raw_produce(self, topic: str, value: bytes, key: bytes, timestamp: int) -> None:
+        self.records.append((topic, value, key, timestamp))
+
+    def produce_blocking(self, topic: str, value: bytes, key: bytes, ts_ms: int) -> None:
+        self.raw_produce(topic, value, key, ts_ms)
+
+    def track(self, n: int, per_channel: list[int], event_ts: list[int]) -> None:
+        self.tracked.append((n, list(per_channel), list(event_ts)))
+
+
+def _messages() -> list[dict[str, Any]]:
+    cfg = SyntheticConfig(
+        symbols=("AAPL", "SPY", "MSFT"),
+        seed=11,
+        trades_per_sec=30,
+        quotes_per_sec=10,
+        correction_rate=0.05,
+        cancel_error_rate=0.05,
+        out_of_order_rate=0.05,
+        late_rate=0.05,
+    )
+    m = SyntheticMarket(cfg, T0, 11)
+    msgs = m.advance(T0 + 130 * 10**9) + m.finish()
+    assert {x["T"] for x in msgs} == set(CHANNEL_BY_TYPE)
+    return msgs
+
+
+MSGS = _messages()
+
+
+def _router(
+    rejects: list[tuple[str, Any]] | None = None,
+) -> tuple[EnvelopeRouter, FakeProducer, ForwarderMetrics, SequenceNumbers]:
+    prod, metrics, seqs = FakeProducer(), ForwarderMetrics(), SequenceNumbers(FLOOR)
+    writer = EnvelopeWriter(42, "iex")
+    sink = rejects if rejects is not None else []
+    router = EnvelopeRouter(
+        writer,
+        seqs,
+        prod,  # type: ignore[arg-type]
+        metrics,
+        100_000,
+        300.0,
+        on_reject=lambda reason, detail, m: sink.append((reason, m)),
+        on_control=lambda m: None,
+        trace_ids=TraceIds(),
+    )
+    router.set_schema_ids({CHANNEL_TOPICS[c].name: 42 for c in CHANNEL_BY_TYPE.values()})
+    return router, prod, metrics, seqs
+
+
+def _frames(wire: str, msgs: list[dict[str, Any]], size: int = 97) -> list[Any]:
+    out = []
+    for i in range(0, len(msgs), size):
+        chunk = msgs[i : i + size]
+        if wire == "json":
+            out.append(orjson.loads(encode_json(chunk)))
+        else:
+            out.append(msgpack.unpackb(encode_msgpack(chunk), timestamp=2, use_list=False))
+    return out
+
+
+def _fastavro(header: bytes, env: dict[str, Any]) -> bytes:
+    buf = io.BytesIO()
+    buf.write(header)
+    fastavro.schemaless_writer(buf, ENVELOPE, env)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("wire", ["json", "msgpack"])
+def test_routed_bytes_equal_fastavro_with_seq_per_channel_and_symbol(wire):
+    router, prod, metrics, seqs = _router()
+    writer = router.writer
+    frames = _frames(wire, MSGS)
+    ingests = []
+    for i, frame in enumerate(frames):
+        ingests.append(T0 + 10**9 + i)
+        router.route(frame, ingests[-1])
+    flat = [(m, ingests[i]) for i, frame in enumerate(frames) for m in frame]
+    assert len(prod.records) == len(flat)
+    next_seq: dict[tuple[str, str], int] = {}
+    tids = set()
+    for (topic, value, key, ts_ms), (m, ingest) in zip(prod.records, flat, strict=True):
+        kind = m["T"]
+        channel = CHANNEL_BY_TYPE[kind]
+        assert topic == CHANNEL_TOPICS[channel].name
+        assert key == (b"iex" if kind in "sl" else m["S"].encode())
+        env = fastavro.schemaless_reader(io.BytesIO(value[5:]), ENVELOPE, ENVELOPE)
+        assert isinstance(env, dict)
+        seq = env["seq"]
+        k = (kind, m["S"])
+        if k in next_seq:
+            assert seq == next_seq[k]
+        else:
+            assert seq >= FLOOR
+        next_seq[k] = seq + 1
+        tids.add(env["trace_id"])
+        assert ts_ms == env["event_ts"] // 1_000_000
+        expect = to_envelope(m, feed="iex", seq=seq, ingest_ts=ingest, trace_id=env["trace_id"])
+        assert value == _fastavro(writer.header, expect)
+        assert value == writer.encode(m, seq=seq, ingest_ts=ingest, trace_id=env["trace_id"])
+    assert len(tids) == len(flat)
+    assert seqs.issued == len(flat)
+    per_channel = Counter(CHANNEL_BY_TYPE[m["T"]] for m, _ in flat)
+    for ch, n in per_channel.items():
+        assert metrics.received[CHANNEL_INDEX[ch]] == n
+    # tracked once per frame, with per-channel counts and event times
+    assert [t[0] for t in prod.tracked] == [len(f) for f in frames]
+    tracked = [sum(t[1][CHANNEL_INDEX[ch]] for t in prod.tracked) for ch in per_channel]
+    assert tracked == list(per_channel.values())
+    assert sum(len(t[2]) for t in prod.tracked) == len(flat)
+
+
+def test_duplicates_are_dropped_across_and_within_frames():
+    router, prod, metrics, _ = _router()
+    frame = _frames("msgpack", MSGS, size=len(MSGS))[0]
+    router.route(frame, T0 + 10**9)
+    n = len(prod.records)
+    router.route(frame, T0 + 10**9 + 1)
+    router.route(frame + frame, T0 + 10**9 + 2)
+    assert len(prod.records) == n
+    trades = sum(1 for m in MSGS if m["T"] == "t")
+    assert metrics.dedup_dropped[TYPE_INDEX["t"]] == 3 * trades
+    assert metrics.received[TYPE_INDEX["t"]] == 4 * trades
+
+
+def test_invalid_messages_are_rejected_and_the_rest_forwarded():
+    rejects: list[tuple[str, Any]] = []
+    router, prod, _, _ = _router(rejects)
+    good = {"T": "t", "S": "A", "i": 1, "x": "V", "p": 1.0, "s": 1, "c": ("@",), "z": "C", "t": T0}
+    frame = (
+        42,
+        {"T": "zz", "S": "A", "t": T0},
+        {**good, "i": "1"},
+        {**good, "t": "noon"},
+        {**good, "t": T0 + 3600 * 10**9},
+        {**good, "S": 5},
+        {**good, "S": ""},
+        {"T": "q", "S": "A", "t": T0},
+        {"T": "success", "msg": "x"},
+        good,
+    )
+    router.route(frame, T0)
+    assert [r for r, _ in rejects] == [
+        "not_an_object",
+        "unknown_type",
+        "invalid_field",
+        "bad_timestamp",
+        "event_ts_in_future",
+        "invalid_field",
+        "invalid_field",
+        "invalid_field",
+    ]
+    assert len(prod.records) == 1
+
+
+def test_a_new_key_starts_above_every_seq_issued_and_the_table_is_bounded():
+    router, prod, _, seqs = _router()
+    seqs.max_keys = 5
+    last: dict[str, int] = {}
+    good = {"T": "t", "x": "V", "p": 1.0, "s": 1, "z": "C", "t": T0}
+    for i in range(200):
+        frame = [{**good, "S": f"S{(i * 7 + j) % 13}", "i": i * 10 + j} for j in range(10)]
+        router.route(frame, T0 + 1)
+    for _, value, _key, _ in prod.records:
+        env = fastavro.schemaless_reader(io.BytesIO(value[5:]), ENVELOPE, ENVELOPE)
+        assert isinstance(env, dict)
+        assert env["seq"] > last.get(env["symbol"], -1)
+        last[env["symbol"]] = env["seq"]
+    assert router._nslots <= 5
+
+
+# --- ack accounting -----------------------------------------------------------------------
+
+
+class _FakeKafka:
+    def __init__(self) -> None:
+        self.queued = 0
+
+    def __len__(self) -> int:
+        return self.queued
+
+    def produce(self, *a: Any, **kw: Any) -> None:
+        self.queued += 1
+
+    def poll(self, timeout: float = 0) -> int:
+        return 0
+
+
+def _producer() -> tuple[EnvelopeProducer, _FakeKafka, ForwarderMetrics]:
+    metrics = ForwarderMetrics()
+    p = EnvelopeProducer(ForwarderSettings(kafka_bootstrap="127.0.0.1:1"), metrics)
+    fake = _FakeKafka()
+    p._producer = fake  # type: ignore[assignment]
+    return p, fake, metrics
+
+
+def test_frames_are_credited_only_when_all_their_envelopes_are_acked():
+    p, kafka, metrics = _producer()
+    t, q = CHANNEL_INDEX["trades"], CHANNEL_INDEX["quotes"]
+    now = time.time_ns()
+    kafka.queued = 5
+    p.track(3, [3 if i == t else 0 for i in range(len(metrics.messages))], [now] * 3)
+    p.track(2, [2 if i == q else 0 for i in range(len(metrics.messages))], [now - 10**9] * 2)
+    assert p.settle() == 0
+    kafka.queued = 3  # two acked: not the whole first frame
+    assert p.settle() == 0 and metrics.acked_total == 0
+    kafka.queued = 2
+    assert p.settle() == 3 and metrics.messages[t] == 3 and metrics.messages[q] == 0
+    kafka.queued = 0
+    assert p.settle() == 2 and metrics.messages[q] == 2
+    assert sum(metrics.lag_buckets) == 5
+    # the two quotes were a second old: they land in the 1-2.5 s bucket
+    assert metrics.lag_buckets[LAG_BUCKETS_NS.index(2_500_000_000)] == 2
+
+
+def test_a_failed_delivery_is_retried_and_a_refused_one_is_never_counted_as_acked():
+    p, kafka, metrics = _producer()
+    t = CHANNEL_INDEX["trades"]
+    writer = EnvelopeWriter(1, "iex")
+    value = writer.encode(
+        {"T": "t", "S": "A", "i": 1, "x": "V", "p": 1.0, "s": 1, "t": T0},
+        seq=1,
+        ingest_ts=T0,
+        trace_id="x",
+    )
+    assert channel_of(value) == t
+
+    class Err:
+        def __init__(self, code: int) -> None:
+            self._code = code
+
+        def code(self) -> int:
+            return self._code
+
+        def fatal(self) -> bool:
+            return False
+
+    class Msg:
+        def topic(self) -> str:
+            return "torghut.trades.v1"
+
+        def value(self) -> bytes:
+            return value
+
+        def key(self) -> bytes:
+            return b"A"
+
+        def timestamp(self) -> tuple[int, int]:
+            return (1, T0 // 1_000_000)
+
+    from confluent_kafka import KafkaError
+
+    per_channel = [0] * len(metrics.messages)
+    per_channel[t] = 4
+    kafka.queued = 4
+    p.track(4, per_channel, [T0] * 4)
+    # one transient failure (re-produced), one refused for good
+    kafka.queued = 2
+    p._failed(Err(KafkaError._MSG_TIMED_OUT), Msg())  # type: ignore[arg-type]
+    p._failed(Err(KafkaError.MSG_SIZE_TOO_LARGE), Msg())  # type: ignore[arg-type]
+    kafka.queued = 0
+    assert p.settle() == 0  # the retry is still outstanding
+    assert p.retry_failed(now=1e12) == 1 and kafka.queued == 1
+    assert p.settle() == 0
+    kafka.queued = 0
+    assert p.settle() == 4
+    assert metrics.messages[t] == 3  # the refused one is settled but not acked
+    assert metrics.produce_errors == 2 and metrics.frames_rejected["broker_refused"] == 1
