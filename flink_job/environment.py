@@ -49,6 +49,9 @@ def flink_config(settings: TaSettings) -> dict[str, str]:
         "execution.buffer-timeout": f"{settings.buffer_timeout_ms} ms",
         "pipeline.auto-watermark-interval": f"{settings.watermark_interval_ms} ms",
         "pipeline.name": settings.job_name,
+        # chained operators hand records over without a serializer copy; safe here: the
+        # Python operator emits a new byte[] per record and the sink copies what it keeps
+        "pipeline.object-reuse": "true",
         "parallelism.default": str(settings.parallelism),
     }
     if settings.s3_endpoint:
@@ -114,6 +117,11 @@ def create_environment(settings: TaSettings, local: bool = True, restore_from: s
         os.environ.setdefault("FLINK_HOME", str(Path(pyflink.__file__).parent))
         os.environ["FLINK_LIB_DIR"] = str(local_lib_dir())
         os.environ.setdefault("FLINK_LOG_DIR", str(ARTIFACTS.parent / ".stack" / "flink-logs"))
+        # the gateway JVM PyFlink launches hosts the MiniCluster; it reads JVM_ARGS
+        if settings.local_jvm_opts:
+            os.environ["JVM_ARGS"] = " ".join(
+                filter(None, [settings.local_jvm_opts, os.environ.get("JVM_ARGS", "")])
+            )
         # thread mode embeds CPython in the JVM (pemja); it must see this venv and the repo
         import sysconfig
 

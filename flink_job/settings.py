@@ -57,6 +57,10 @@ class TaSettings(BaseSettings):
     buffer_timeout_ms: int = Field(5, ge=0, le=5)
     watermark_interval_ms: int = 50
     parallelism: int = 1
+    # JVM options of the local MiniCluster (`torghut ta`, tests, benchmarks; not Kubernetes).
+    # C1 only: on a 2-core machine the C2 compiler thread took ~0.3 cores for the first
+    # minute, CPU the Python-bound task thread needed; measured in docs/low-latency.md
+    local_jvm_opts: str = "-XX:TieredStopAtLevel=1"
 
     def kafka_properties(self) -> dict[str, str]:
         """Client security properties for the Java Kafka clients of source and sink."""
