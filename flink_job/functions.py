@@ -10,7 +10,8 @@ from pyflink.common import Types
 from pyflink.datastream import KeyedProcessFunction, RuntimeContext, TimeDomain
 from pyflink.datastream.state import ListStateDescriptor, ValueStateDescriptor
 
-from flink_job.decode import REJECTED, decode_event
+from flink_job.decode import REJECTED
+from flink_job.envelope_reader import EventReader
 from flink_job.records import microbar_record, signal_record
 from flink_job.symbol_processor import (
     CANCEL,
@@ -80,7 +81,7 @@ class SymbolTaFunction(KeyedProcessFunction):
             quote_max_age_ns=o["quote_max_age_ms"] * 1_000_000,
         )
         registry = SchemaRegistryClient(o["registry_url"])
-        self.deser = AvroDeserializer(registry, "torghut.Envelope")
+        self.events = EventReader(AvroDeserializer(registry, "torghut.Envelope"))
         self.bars_out = AvroSerializer(registry, TA_BARS_1S)
         self.signals_out = AvroSerializer(registry, TA_SIGNALS)
         self.status_out = AvroSerializer(registry, TA_STATUS)
@@ -112,7 +113,7 @@ class SymbolTaFunction(KeyedProcessFunction):
         entry = self.cache[key] = _KeyEntry(sym, sig, 0)
         for item in self.log_state.get() or ():
             entry.logged += 1
-            ev = decode_event(self.deser, item[_WM_BYTES:], key)
+            ev = self.events.read(item[_WM_BYTES:], key)
             if ev is not None and ev[0] != REJECTED:
                 self._apply(entry, ev, int.from_bytes(item[:_WM_BYTES], "big", signed=True), 0)
         if raw_sym is not None or entry.logged:
@@ -164,7 +165,7 @@ class SymbolTaFunction(KeyedProcessFunction):
         if not self.heartbeat_due_ms:
             self._arm_heartbeat(ctx)
         key = ctx.get_current_key()
-        ev = decode_event(self.deser, data, key)
+        ev = self.events.read(data, key)
         if ev is not None:
             if ev[0] == REJECTED:
                 self.rejected += 1

@@ -189,11 +189,23 @@ class SymbolProcessor:
             self.prune_quotes(st, watermark_ms)
 
     def prune_quotes(self, st: SymbolState, watermark_ms: int) -> None:
-        """Drop quote buckets no open or future bar can use (older than its lookback)."""
+        """Drop quote buckets no open or future bar can use (older than its lookback).
+
+        Cheap when called per quote: buckets are inserted in about event-time order, so it
+        drops from the oldest insertion until one is still needed; only a history far over
+        the cap (out-of-order stragglers behind a newer bucket) gets a full scan.
+        """
         # any bar still to close ends after the watermark, and looks back quote_max_age
         horizon = watermark_ms * NS_PER_MS - self.quote_max_age_ns - self.size
-        for bucket in [b for b in st.quotes if b < horizon]:
-            del st.quotes[bucket]
+        quotes = st.quotes
+        while quotes:
+            oldest = next(iter(quotes))
+            if oldest >= horizon:
+                break
+            del quotes[oldest]
+        if len(quotes) > 4 * QUOTE_BUCKETS_SOFT_CAP:
+            for bucket in [b for b in quotes if b < horizon]:
+                del quotes[bucket]
 
     def on_correction(self, st: SymbolState, ev: tuple) -> None:
         self._check_seq(st, TRADE, ev[3])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import struct
 import threading
 from typing import Any
@@ -17,6 +18,15 @@ from shared.topics import Topic
 
 MAGIC = 0
 _HEADER = struct.Struct(">BI")  # unsigned magic: 0xFF reads as 255, not -1
+
+
+_OBJECT_AT = re.compile(r" (?:from|in) <[^>]* at 0x[0-9a-f]+>")
+
+
+def _reason(exc: BaseException) -> str:
+    """The decoder's complaint without object addresses, so the same input always gets the
+    same message (they are logged, counted by reason and compared in tests)."""
+    return f"{type(exc).__name__}: {_OBJECT_AT.sub('', str(exc))}"
 
 
 class SerdeError(ValueError):
@@ -100,6 +110,14 @@ class AvroDeserializer:
             self._writers[schema_id] = entry
         return entry
 
+    def writer_is_reader(self, schema_id: int) -> bool:
+        """True when records of `schema_id` are written with exactly the reader schema.
+
+        Raises `UnknownSchemaIdError` for an id the registry does not know.
+        """
+        _, reader = self._writer(schema_id, "?", -1, -1)
+        return self._reader is not None and reader is None
+
     def decode(
         self, data: bytes, topic: str = "?", partition: int = -1, offset: int = -1
     ) -> dict[str, Any]:
@@ -117,12 +135,12 @@ class AvroDeserializer:
             record = fastavro.schemaless_reader(buf, writer, reader)
         except (EOFError, StopIteration, IndexError, struct.error) as exc:
             raise TruncatedFrameError(
-                f"Avro body ends early ({exc!r})", topic, partition, offset
+                f"Avro body ends early ({_reason(exc)})", topic, partition, offset
             ) from exc
         except (ValueError, OverflowError, TypeError) as exc:
             # corrupt bytes must surface as a SerdeError so consumers can count and skip them
             raise CorruptRecordError(
-                f"Avro body does not decode ({exc!r})", topic, partition, offset
+                f"Avro body does not decode ({_reason(exc)})", topic, partition, offset
             ) from exc
         if buf.tell() != len(data):
             # trailing garbage means the frame is not what the header claims

@@ -110,6 +110,16 @@ def test_a_symbol_that_only_quotes_keeps_a_bounded_quote_history(proc):
     assert em.signals.spread == pytest.approx(2.0)
 
 
+def test_out_of_order_quote_stragglers_do_not_grow_the_history_without_bound(proc):
+    st = SymbolState()
+    for i in range(2000):
+        ts = T0 + i * S
+        if i % 7 == 0:
+            ts -= 60 * S  # a straggler a minute behind, inserted after newer buckets
+        proc.on_quote(st, quote(ts, 99.0, 101.0, seq=i + 1), wm_ms(T0 + i * S - S))
+    assert len(st.quotes) <= 4 * QUOTE_BUCKETS_SOFT_CAP + 1
+
+
 def test_seq_gaps_and_regressions_are_counted_per_channel(proc):
     st, sig = SymbolState(), SignalState()
     for seq in (1, 2, 5, 5, 6):

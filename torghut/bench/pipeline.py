@@ -894,7 +894,7 @@ def profile_breakdown(
     provisional_interval_ms: int = 200,
 ) -> dict[str, Any]:
     """Time each Python step the job does per event, as the job does it (same code, no Flink)."""
-    from flink_job.decode import decode_event
+    from flink_job.envelope_reader import EventReader
     from flink_job.records import microbar_record, signal_record
     from flink_job.symbol_processor import SymbolProcessor, SymbolState
     from shared.framing import frame_record
@@ -975,7 +975,8 @@ def profile_breakdown(
     clock = time.perf_counter_ns
     # what SymbolTaFunction does per record, step by step (flink_job/functions.py)
     t = clock()
-    decoded = [(decode_event(deser, data), data) for data in raw]
+    reader = EventReader(deser)
+    decoded = [(reader.read(data, None), data) for data in raw]
     cost["decode"] = clock() - t
     events = [(ev, data) for ev, data in decoded if ev is not None]
     proc = SymbolProcessor(provisional_interval_ns=provisional_interval_ms * NS_PER_MS)
