@@ -245,50 +245,46 @@ def _group_cpu_s(pgid: int) -> float:
     return total / tick
 
 
+def _group_tasks(pgid: int) -> list[Path]:
+    """/proc/<pid>/task/<tid> of every thread of every process in a process group."""
+    out: list[Path] = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            if int((d / "stat").read_text().rsplit(")", 1)[1].split()[2]) == pgid:
+                out.extend((d / "task").iterdir())
+        except OSError:
+            continue
+    return out
+
+
 def _thread_cpu_s(pgid: int) -> dict[str, float]:
     """CPU seconds per thread name (digits folded) over a process group: JVM task threads
     ("Source: raw-tra", "bars-signals ->"), Kafka clients, GC, JIT compiler, ..."""
     tick = os.sysconf("SC_CLK_TCK")
     out: dict[str, float] = {}
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
+    for t in _group_tasks(pgid):
         try:
-            if int((d / "stat").read_text().rsplit(")", 1)[1].split()[2]) != pgid:
-                continue
-            tasks = list((d / "task").iterdir())
+            raw = (t / "stat").read_text()
         except OSError:
             continue
-        for t in tasks:
-            try:
-                raw = (t / "stat").read_text()
-            except OSError:
-                continue
-            name = raw[raw.index("(") + 1 : raw.rindex(")")].rstrip("0123456789")
-            fields = raw.rsplit(")", 1)[1].split()
-            out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+        name = raw[raw.index("(") + 1 : raw.rindex(")")].rstrip("0123456789")
+        fields = raw.rsplit(")", 1)[1].split()
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
     return out
 
 
 def _slot_schedstat(pgid: int) -> tuple[int, int] | None:
     """(ns on a CPU, ns runnable but waiting for one) of the keyed task thread
     ("bars-signals -> ..."), from /proc/<pid>/task/<tid>/schedstat; None if not found."""
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
+    for t in _group_tasks(pgid):
         try:
-            if int((d / "stat").read_text().rsplit(")", 1)[1].split()[2]) != pgid:
-                continue
-            tasks = list((d / "task").iterdir())
-        except OSError:
+            if (t / "comm").read_text().startswith("bars-signals"):
+                run_ns, wait_ns, _ = (t / "schedstat").read_text().split()
+                return int(run_ns), int(wait_ns)
+        except (OSError, ValueError):
             continue
-        for t in tasks:
-            try:
-                if (t / "comm").read_text().startswith("bars-signals"):
-                    run_ns, wait_ns, _ = (t / "schedstat").read_text().split()
-                    return int(run_ns), int(wait_ns)
-            except (OSError, ValueError):
-                continue
     return None
 
 
