@@ -2,8 +2,9 @@
 
 raw trades+quotes (KafkaSource, read_committed; event-time watermarks with bounded
   out-of-orderness + idleness per partition; Row(symbol = record key, value bytes))
-  -> keyBy symbol (in Java) -> SymbolTaFunction (Avro decode via the shared serde, 1 s bars,
-  signals, status) -> one EXACTLY_ONCE KafkaSink.
+  -> batch by symbol (in Java: consecutive records of a symbol, <= 1 ms, flushed before
+  watermarks and barriers) -> keyBy symbol (in Java) -> SymbolTaFunction (Avro decode via
+  the shared serde, 1 s bars, signals, status) -> one EXACTLY_ONCE KafkaSink.
 
 Only the keyed function runs Python. In thread mode every Python operator of a slot shares
 one interpreter (one GIL); a Python decode step in the source task made the two task
@@ -16,7 +17,12 @@ it on a local MiniCluster.
 from __future__ import annotations
 
 from flink_job.environment import create_environment
-from flink_job.kafka_io import framed_exactly_once_sink, keyed_by_symbol, symbol_keyed_source
+from flink_job.kafka_io import (
+    batched_by_symbol,
+    framed_exactly_once_sink,
+    keyed_by_symbol,
+    symbol_keyed_source,
+)
 from flink_job.settings import TaSettings
 from shared.topics import QUOTES, TRADES
 
@@ -33,12 +39,16 @@ def build(env, settings: TaSettings) -> None:
     watermarks = WatermarkStrategy.for_bounded_out_of_orderness(
         Duration.of_millis(settings.out_of_orderness_ms)
     ).with_idleness(Duration.of_millis(settings.idleness_ms))
+    row_type = Types.ROW([Types.STRING(), raw_type])
     raw = env.from_source(
         symbol_keyed_source(settings, [TRADES.name, QUOTES.name]),
         watermarks,
         "raw-trades-quotes",
-        type_info=Types.ROW([Types.STRING(), raw_type]),
+        type_info=row_type,
     ).uid("source-raw")
+    batches = batched_by_symbol(
+        raw, row_type, settings.batch_max_records, settings.batch_max_delay_ms
+    ).uid("batch-by-symbol")
     opts = {
         "registry_url": settings.registry_url,
         "bar_size_ms": settings.bar_size_ms,
@@ -49,7 +59,7 @@ def build(env, settings: TaSettings) -> None:
         "job_name": settings.job_name,
     }
     frames = (
-        keyed_by_symbol(raw, raw_type)
+        keyed_by_symbol(batches, raw_type)
         .process(SymbolTaFunction(opts), output_type=raw_type)
         .name("bars-signals")
         .uid("bars-signals")

@@ -37,6 +37,19 @@ def symbol_keyed_source(settings: TaSettings, topics: list[str], group_id: str |
     return builder.build()
 
 
+def batched_by_symbol(stream, row_type, max_records: int, max_delay_ms: int):
+    """`Row(symbol, batch)` from `Row(symbol, value)`: consecutive records of a symbol framed
+    together (u32 length + bytes each) by `dev.torghut.flink.SymbolBatchOperator`, chained
+    to the source. See `flink_job.functions.iter_batch` for the Python side."""
+    from pyflink.datastream import DataStream
+    from pyflink.java_gateway import get_gateway
+
+    j_op = get_gateway().jvm.dev.torghut.flink.SymbolBatchOperator(max_records, max_delay_ms)
+    return DataStream(
+        stream._j_data_stream.transform("batch-by-symbol", row_type.get_java_type_info(), j_op)
+    )
+
+
 def keyed_by_symbol(stream, value_type):
     """A PyFlink KeyedStream over `Row(symbol, value)` records, keyed in Java by field 0.
 

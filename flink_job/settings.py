@@ -57,6 +57,11 @@ class TaSettings(BaseSettings):
     buffer_timeout_ms: int = Field(5, ge=0, le=5)
     watermark_interval_ms: int = 50
     parallelism: int = 1
+    # records of one symbol handed to Python together (SymbolBatchOperator, in Java): a batch
+    # goes out at this many buffered records, this long after its first one, and before
+    # every watermark and checkpoint barrier; delay 0 = one record per call
+    batch_max_records: int = Field(256, ge=1)
+    batch_max_delay_ms: int = Field(1, ge=0, le=50)
     # JVM options of the local MiniCluster (`torghut ta`, tests, benchmarks; not Kubernetes).
     # C1 only: on a 2-core machine the C2 compiler thread took ~0.3 cores for the first
     # minute, CPU the Python-bound task thread needed; measured in docs/low-latency.md

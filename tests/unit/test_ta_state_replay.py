@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 import flink_job.functions as functions
-from flink_job.functions import SymbolTaFunction
+from flink_job.functions import SymbolTaFunction, frame_batch, iter_batch
 from shared.framing import unframe_record
 from shared.serde import AvroDeserializer, AvroSerializer
 from shared.topics import QUOTES, TA_BARS_1S, TA_SIGNALS, TRADES
@@ -177,10 +177,16 @@ class Harness:
         fn.last_status_ns = 1 << 62  # no status frames: they carry wall-clock values
         return fn
 
-    def feed(self, sym: str, ts: int, data: bytes) -> None:
-        self.store.key = sym
-        self.out.extend(self.fn.process_element(data, self.ctx))  # type: ignore[arg-type]
-        self.max_ts = max(self.max_ts, ts)
+    def feed(self, records: list[tuple[str, int, bytes]]) -> None:
+        """One flush of SymbolBatchOperator: a batch per symbol (in first-seen order), then
+        the watermark (the operator flushes before any watermark passes it)."""
+        batches: dict[str, list[bytes]] = {}
+        for sym, ts, data in records:
+            batches.setdefault(sym, []).append(data)
+            self.max_ts = max(self.max_ts, ts)
+        for sym, datas in batches.items():
+            self.store.key = sym
+            self.out.extend(self.fn.process_element(frame_batch(datas), self.ctx))  # type: ignore[arg-type]
         self.advance((self.max_ts - S) // 1_000_000)
 
     def advance(self, wm: int) -> None:
@@ -221,37 +227,37 @@ def _finals(frames: list[bytes], reg: InMemoryRegistry) -> list[tuple[str, tuple
     return out
 
 
+@pytest.mark.parametrize("batch", [1, 5])
 @pytest.mark.parametrize("log_max", [512, 7])
 @pytest.mark.parametrize("seed", [1, 2])
 def test_restores_from_snapshot_plus_log_give_the_outputs_of_an_uninterrupted_run(
-    monkeypatch: pytest.MonkeyPatch, log_max: int, seed: int
+    monkeypatch: pytest.MonkeyPatch, log_max: int, seed: int, batch: int
 ) -> None:
     reg = InMemoryRegistry()
     monkeypatch.setattr(functions, "SchemaRegistryClient", lambda url: reg)
     stream = _stream(seed)
     raw = _raw(stream, reg)
+    records = [(sym, ts, data) for (_, ts, sym, _f), data in zip(stream, raw, strict=True)]
 
     straight = Harness(reg, log_max)
-    for (_, ts, sym, _f), data in zip(stream, raw, strict=True):
-        straight.feed(sym, ts, data)
+    for i in range(0, len(records), batch):
+        straight.feed(records[i : i + batch])
     straight.advance(1 << 62)
 
     rng = random.Random(seed)
     crashy = Harness(reg, log_max)
-    i, cp, restores = 0, None, 0
-    cp_at = 0
-    while i < len(raw):
-        if i and i % 97 == 0 and cp_at != i:
+    i, cp, restores, cp_at = 0, None, 0, 0
+    while i < len(records):
+        # checkpoints fall between flushes: the operator flushes before every barrier
+        if i and i % (97 * batch) < batch and cp_at != i:
             cp, cp_at = (*crashy.checkpoint(), i), i
-        if cp is not None and rng.random() < 0.01 and restores < 8:
+        if cp is not None and rng.random() < 0.05 and restores < 8:
             crashy.restore(cp[:5])
-            i = cp[5]
-            cp_at = i
+            i = cp_at = cp[5]
             restores += 1
             continue
-        _, ts, sym, _f = stream[i]
-        crashy.feed(sym, ts, raw[i])
-        i += 1
+        crashy.feed(records[i : i + batch])
+        i += batch
     crashy.advance(1 << 62)
 
     assert restores >= 3
@@ -259,3 +265,10 @@ def test_restores_from_snapshot_plus_log_give_the_outputs_of_an_uninterrupted_ru
     assert {t for t, _ in expected} == {TA_BARS_1S.name, TA_SIGNALS.name}
     assert len(expected) > 200
     assert _finals(crashy.out, reg) == expected
+
+
+def test_batch_framing_round_trips_and_a_torn_batch_is_refused() -> None:
+    records = [b"", b"a", bytes(range(256)) * 3]
+    assert list(iter_batch(frame_batch(records))) == records
+    with pytest.raises(functions.BatchFramingError, match="runs past its end"):
+        list(iter_batch(frame_batch(records)[:-1]))
