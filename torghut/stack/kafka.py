@@ -88,6 +88,18 @@ share.coordinator.state.topic.min.isr=1
 """
 
 
+def new_cluster_id() -> str:
+    """A KRaft cluster id (22 chars of URL-safe base64), never starting with '-'.
+
+    `kafka-storage format -t -abc...` reads such an id as an option and fails ("expected one
+    argument"), one start in 64; Kafka's own `Uuid.randomUuid()` redraws those ids too.
+    """
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cid.startswith("-"):
+            return cid
+
+
 def java_cmd(main: str, *args: str, heap: str = "512m", log4j: Path | None = None) -> list[str]:
     cmd = ["java", f"-Xmx{heap}", "-XX:+UseG1GC", "-Djava.awt.headless=true"]
     if log4j is not None:
@@ -112,7 +124,7 @@ def start(run_dir: Path) -> dict[str, object]:
     log_file.parent.mkdir(parents=True, exist_ok=True)
 
     user, password = "torghut", secrets.token_urlsafe(18)
-    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    cluster_id = new_cluster_id()
     fmt = subprocess.run(
         java_cmd(
             "kafka.tools.StorageTool",
