@@ -23,6 +23,9 @@ from typing import Any
 
 from flink_job.decode import REJECTED_KEY, decode_event, rejected
 from flink_job.symbol_processor import QUOTE, TRADE
+from shared.avro_binary import AvroBinaryError
+from shared.avro_binary import read_long as _long
+from shared.avro_binary import read_string as _str
 from shared.serde import AvroDeserializer
 
 # sha256 of the parsing canonical form of the schemas/avro/envelope.avsc this reader follows
@@ -34,32 +37,6 @@ _DD = struct.Struct("<dd").unpack_from
 
 class _Malformed(Exception):
     """The fast path cannot read this record; the general path decides what it is."""
-
-
-def _long(b: bytes, i: int) -> tuple[int, int]:
-    x = b[i]
-    if x < 0x80:
-        return (x >> 1) ^ -(x & 1), i + 1
-    r = x & 0x7F
-    s = 7
-    i += 1
-    while True:
-        x = b[i]
-        i += 1
-        r |= (x & 0x7F) << s
-        if x < 0x80:
-            return (r >> 1) ^ -(r & 1), i
-        s += 7
-        if s > 63:
-            raise _Malformed("varint longer than 10 bytes")
-
-
-def _str(b: bytes, i: int) -> tuple[str, int]:
-    n, i = _long(b, i)
-    j = i + n
-    if n < 0 or j > len(b):
-        raise _Malformed("string length out of range")
-    return b[i:j].decode(), j
 
 
 def _str_array(b: bytes, i: int) -> int:
@@ -118,7 +95,7 @@ class EventReader:
         if key != REJECTED_KEY and len(data) > 5 and data[0] == 0 and self._fast_header(data[:5]):
             try:
                 ev = _read_fast(data)
-            except (_Malformed, IndexError, UnicodeDecodeError, struct.error):
+            except (_Malformed, AvroBinaryError, IndexError, UnicodeDecodeError, struct.error):
                 ev = None
             if ev is not None:
                 if key is not None and ev[1] != key:

@@ -26,6 +26,7 @@ from confluent_kafka import KafkaError, Producer
 
 from forwarder.metrics import CHANNEL_INDEX, LAG_BUCKETS_NS, ForwarderMetrics
 from forwarder.settings import ForwarderSettings
+from shared.avro_binary import AvroBinaryError, read_long
 
 log = logging.getLogger("forwarder.producer")
 RETRY_BASE_S = 0.1
@@ -38,29 +39,18 @@ PERMANENT_RECORD_ERRORS = frozenset(
 )
 
 
-def _read_long(buf: bytes, pos: int) -> tuple[int, int]:
-    shift = z = 0
-    while True:
-        b = buf[pos]
-        pos += 1
-        z |= (b & 0x7F) << shift
-        if b < 0x80:
-            return (z >> 1) ^ -(z & 1), pos
-        shift += 7
-
-
 def channel_of(value: bytes) -> int:
     """The channel index of a framed Envelope (header, ingest_ts, event_ts, feed, channel);
     -1 when the bytes do not parse (failed deliveries only: never on the hot path)."""
     try:
         pos = 5
-        _, pos = _read_long(value, pos)
-        _, pos = _read_long(value, pos)
-        n, pos = _read_long(value, pos)
+        _, pos = read_long(value, pos)
+        _, pos = read_long(value, pos)
+        n, pos = read_long(value, pos)
         pos += n
-        n, pos = _read_long(value, pos)
+        n, pos = read_long(value, pos)
         return CHANNEL_INDEX.get(value[pos : pos + n].decode(), -1)
-    except (IndexError, UnicodeDecodeError):
+    except (AvroBinaryError, IndexError, UnicodeDecodeError):
         return -1
 
 
