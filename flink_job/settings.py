@@ -54,7 +54,7 @@ class TaSettings(BaseSettings):
     python_execution_mode: str = "thread"
     bundle_time_ms: int = Field(5, ge=1, le=10)
     bundle_size: int = Field(1_000, ge=1_000)
-    buffer_timeout_ms: int = Field(5, ge=0, le=5)
+    buffer_timeout_ms: int = Field(1, ge=0, le=5)
     watermark_interval_ms: int = 50
     parallelism: int = 1
     # records of one symbol handed to Python together (SymbolBatchOperator, in Java): a batch

@@ -188,7 +188,7 @@ def test_flink_configuration_has_the_contracted_settings(overlay) -> None:
     assert conf["python.execution-mode"] == "thread"
     assert conf["python.fn-execution.bundle.time"] == "5"
     assert int(conf["python.fn-execution.bundle.size"]) >= 1000
-    assert conf["execution.buffer-timeout.interval"] == "5 ms"
+    assert conf["execution.buffer-timeout.interval"] == "1 ms"
     assert conf["pipeline.auto-watermark-interval"] == "50 ms"
     assert conf["pipeline.object-reuse"] == "true"
     assert conf["metrics.reporter.prom.factory.class"] == (

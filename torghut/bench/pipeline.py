@@ -88,19 +88,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--duration",
         type=float,
-        default=30.0,
+        default=60.0,
         help="measured seconds of the live phase (default: %(default)s)",
     )
     parser.add_argument(
         "--warmup",
         type=float,
-        default=5.0,
-        help="min seconds after the first signal that are not measured (default: %(default)s)",
+        default=30.0,
+        help="min seconds after the first signal that are not measured: the stack and the job "
+        "are fresh, and the JVMs' JIT compilers (the broker's C2 above all) compete for the two "
+        "cores for ~15 s; their latency is reported separately as warm-up (default: %(default)s)",
     )
     parser.add_argument(
         "--warmup-max",
         type=float,
-        default=60.0,
+        default=90.0,
         help="max warm-up: it lasts until the job has caught up with the start-up "
         f"backlog (last second's p50 < {CAUGHT_UP_MS:.0f} ms) (default: %(default)s)",
     )
@@ -286,6 +288,35 @@ def _slot_schedstat(pgid: int) -> tuple[int, int] | None:
         except (OSError, ValueError):
             continue
     return None
+
+
+def _component_groups(state: Any, procs: _Procs) -> dict[str, int]:
+    """Process group per component: the stack's (kafka, minio, registry, each its own
+    session) and this benchmark's children (job, simulator, forwarder)."""
+    groups = {name: comp.pid for name, comp in state.components.items()}
+    groups.update({name: pid for name, pid in procs.started})
+    return groups
+
+
+def _components_cpu_s(groups: dict[str, int]) -> dict[str, float]:
+    """CPU seconds per component (process group), plus this benchmark process."""
+    out = {name: _group_cpu_s(pgid) for name, pgid in groups.items()}
+    t = os.times()
+    out["bench"] = t.user + t.system
+    return out
+
+
+def _worst_seconds(at_s: list[float], lat_ms: list[float], n: int = 5) -> list[dict[str, float]]:
+    """The ``n`` one-second windows of the measurement with the highest latency: when the
+    tail happens (periodic, e.g. with checkpoints, or a burst) says more than its size."""
+    per: dict[int, list[float]] = {}
+    for t, v in zip(at_s, lat_ms, strict=True):
+        per.setdefault(int(t), []).append(v)
+    worst = sorted(per.items(), key=lambda kv: max(kv[1]), reverse=True)[:n]
+    return [
+        {"second": float(s), "max_ms": max(v), "p50_ms": _pct(v, 50), "n": float(len(v))}
+        for s, v in sorted(worst)
+    ]
 
 
 class _Procs:
@@ -522,6 +553,7 @@ def live_phase(state: Any, args: argparse.Namespace, procs: _Procs, run_id: str)
         f"p50 < {CAUGHT_UP_MS:.0f} ms, at most {args.warmup_max:g} s), then measuring {args.duration:g} s"
     )
     w_start = time.monotonic()
+    w_start_ns = time.time_ns()
     caught_up = False
     while time.monotonic() - w_start < args.warmup_max:
         procs.check("ta-live", "sim", "forwarder")
@@ -544,6 +576,8 @@ def live_phase(state: Any, args: argparse.Namespace, procs: _Procs, run_id: str)
     t0 = time.time_ns()
     t1 = t0 + int(args.duration * NS_PER_S)
     cpu_t0: tuple[int, float] | None = None
+    groups = _component_groups(state, procs)
+    comp_t0 = (time.time_ns(), _components_cpu_s(groups))
     next_progress = time.monotonic() + 5
     while time.time_ns() < t1:
         procs.check("ta-live", "sim", "forwarder")
@@ -561,6 +595,11 @@ def live_phase(state: Any, args: argparse.Namespace, procs: _Procs, run_id: str)
                 f"load {_load()}"
             )
     cpu_t1 = (time.time_ns(), _group_cpu_s(job_pid))
+    comp_t1 = (time.time_ns(), _components_cpu_s(groups))
+    wall_s = (comp_t1[0] - comp_t0[0]) / NS_PER_S
+    component_cores = {
+        name: (comp_t1[1][name] - comp_t0[1].get(name, 0.0)) / wall_s for name in comp_t1[1]
+    }
     job_cores = (
         (cpu_t1[1] - cpu_t0[1]) / ((cpu_t1[0] - cpu_t0[0]) / NS_PER_S)
         if cpu_t0 is not None and cpu_t1[0] > cpu_t0[0]
@@ -581,8 +620,15 @@ def live_phase(state: Any, args: argparse.Namespace, procs: _Procs, run_id: str)
     bars.stop()
 
     live_ingest, live_event, emit_minus_ingest, recv_minus_emit = [], [], [], []
+    live_at: list[float] = []  # receive time, s since the measurement started
     finals_per_signal = 0
+    warm: list[float] = []
     for recv, value in sig.items:
+        if w_start_ns <= recv < t0:
+            rec = deser.decode(value)
+            if rec["symbol"] != PROBE and not rec["is_final"]:
+                warm.append((recv - rec["ingest_ts"]) / NS_PER_MS)
+            continue
         if not t0 <= recv < t1:
             continue
         rec = deser.decode(value)
@@ -592,6 +638,7 @@ def live_phase(state: Any, args: argparse.Namespace, procs: _Procs, run_id: str)
             finals_per_signal += 1
             continue
         live_ingest.append((recv - rec["ingest_ts"]) / NS_PER_MS)
+        live_at.append((recv - t0) / NS_PER_S)
         live_event.append((recv - rec["event_ts"]) / NS_PER_MS)
         emit_minus_ingest.append((rec["emit_ts"] - rec["ingest_ts"]) / NS_PER_MS)
         recv_minus_emit.append((recv - rec["emit_ts"]) / NS_PER_MS)
@@ -628,6 +675,7 @@ def live_phase(state: Any, args: argparse.Namespace, procs: _Procs, run_id: str)
         "final_signals": finals_per_signal,
         "live_recv_minus_ingest_ms": _dist(live_ingest),
         "live_recv_minus_event_ms": _dist(live_event),
+        "warmup_recv_minus_ingest_ms": _dist(warm),
         "live_emit_minus_ingest_ms": _dist(emit_minus_ingest),
         "live_recv_minus_emit_ms": _dist(recv_minus_emit),
         "final_bars": len(final_end),
@@ -639,7 +687,10 @@ def live_phase(state: Any, args: argparse.Namespace, procs: _Procs, run_id: str)
         "commit_interval_ms": _dist(commit_gaps),
         "load_before": load_before,
         "load_after": load_after,
+        "component_cores": component_cores,
+        "worst_seconds": _worst_seconds(live_at, live_ingest),
         "_live": live_ingest,
+        "_live_at": live_at,
         "_live_event": live_event,
         "_final": final_end,
     }
@@ -1128,9 +1179,10 @@ def _print_summary(res: dict[str, Any]) -> None:
                 "final_recv_minus_watermark_ms",
             ),
             ("  job emit -> committed readable (recv - emit)", "final_recv_minus_emit_ms"),
+            ("warm-up, not measured: provisional recv - ingest_ts", "warmup_recv_minus_ingest_ms"),
         ]
         for label, key in rows:
-            d = live[key]
+            d = live.get(key) or {"n": 0}
             print(
                 f"{label:<58}{_fmt(d, 'p50')}{_fmt(d, 'p90')}{_fmt(d, 'p99')}{_fmt(d, 'max')}{d['n']:>8}"
             )
@@ -1139,6 +1191,19 @@ def _print_summary(res: dict[str, Any]) -> None:
             f"{live['job_launch_to_ready_s']:.1f} s after launch; warm-up {live['warmup_s']:.1f} s "
             f"({'caught up' if live['caught_up'] else 'NOT caught up'})"
         )
+        cc = live.get("component_cores") or {}
+        if cc:
+            print(
+                "CPU during the measurement (cores, of "
+                f"{os.cpu_count()}): "
+                + ", ".join(f"{k} {v:.2f}" for k, v in sorted(cc.items(), key=lambda kv: -kv[1]))
+            )
+        ws = live.get("worst_seconds") or []
+        if ws:
+            print(
+                "worst seconds of the measurement (s: max / p50 ms): "
+                + ", ".join(f"{w['second']:.0f}: {w['max_ms']:.0f} / {w['p50_ms']:.0f}" for w in ws)
+            )
         ci = live["commit_interval_ms"]
         print(
             f"observed commit cadence (bursts seen by the read_committed reader): median "
@@ -1249,7 +1314,11 @@ def _plot(out_dir: Path, stamp: str, res: dict[str, Any]) -> Path:
     live = res.get("live") or {}
     tp = res.get("throughput")
     args = res["settings"]
-    fig, axes = plt.subplots(1, 3 if tp else 2, figsize=(17 if tp else 12, 4.6))
+    ncol = 3 if tp else 2
+    fig = plt.figure(figsize=(17 if tp else 12, 8.4))
+    grid = fig.add_gridspec(2, ncol)
+    axes = [fig.add_subplot(grid[0, i]) for i in range(ncol)]
+    timeline = fig.add_subplot(grid[1, :])
 
     def hist(
         ax, series: list[tuple[str, list[float], str]], title: str, lines: list[tuple[float, str]]
@@ -1309,6 +1378,18 @@ def _plot(out_dir: Path, stamp: str, res: dict[str, Any]) -> Path:
             ),
         ],
     )
+    at, lat = live.get("_live_at", []), live.get("_live", [])
+    if at:
+        timeline.scatter(at, lat, s=2, color="#2a7", alpha=0.5, label="recv - ingest_ts")
+        timeline.axhline(LIVE_TARGET_P99_MS, ls="--", color="#c33", lw=1, label="target p99 50 ms")
+        timeline.set_yscale("log")
+        timeline.set_xlabel("s since the measurement started (receive time)")
+        timeline.set_ylabel("ms (log)")
+        timeline.set_title("provisional signals over time: when the tail happens", fontsize=10)
+        timeline.legend(fontsize=8, loc="upper right")
+        timeline.grid(alpha=0.3)
+    else:
+        timeline.set_title("provisional signals over time (no data)")
     if tp:
         ax = axes[2]
         xs, ys = zip(*tp["_points"], strict=True)
