@@ -35,6 +35,9 @@ def flink_config(settings: TaSettings) -> dict[str, str]:
         "execution.checkpointing.max-concurrent-checkpoints": "1",
         "state.checkpoints.dir": settings.checkpoint_dir,
         "state.backend.type": "hashmap",
+        # keyed state below this size travels inside the checkpoint's _metadata instead of
+        # a file of its own: one S3 PUT less per checkpoint (65-200 kB for 20 symbols)
+        "state.storage.fs.memory-threshold": f"{settings.checkpoint_inline_state_kb} kb",
         "restart-strategy.type": "exponential-delay",
         "restart-strategy.exponential-delay.initial-backoff": f"{settings.restart_initial_backoff_ms} ms",
         "restart-strategy.exponential-delay.max-backoff": f"{settings.restart_max_backoff_ms} ms",
@@ -61,6 +64,9 @@ def flink_config(settings: TaSettings) -> dict[str, str]:
                 "s3.path.style.access": str(settings.s3_path_style_access).lower(),
                 "s3.access-key": settings.s3_access_key,
                 "s3.secret-key": settings.s3_secret_key.get_secret_value(),
+                # S3A (Hadoop 3.3) deletes the parent "directory markers" after every file
+                # it writes: extra LIST/DELETE round trips in each checkpoint; keep them
+                "s3.directory.marker.retention": "keep",
             }
         )
     return cfg

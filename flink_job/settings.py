@@ -33,6 +33,8 @@ class TaSettings(BaseSettings):
     checkpoint_interval_ms: int = Field(10_000, ge=1_000)
     checkpoint_timeout_ms: int = 120_000
     min_pause_between_checkpoints_ms: int = 500
+    # state.storage.fs.memory-threshold (Flink allows <= 1 MB)
+    checkpoint_inline_state_kb: int = Field(512, ge=0, le=1024)
     s3_endpoint: str = ""
     s3_access_key: str = ""
     s3_secret_key: SecretStr = SecretStr("")

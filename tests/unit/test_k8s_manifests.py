@@ -178,6 +178,30 @@ def test_flink_deployment_runs_the_python_job_with_savepoint_upgrades(overlay) -
     assert job["args"][job["args"].index("-py") + 1] == "/opt/torghut/flink_job/job.py"
 
 
+def test_flink_configuration_agrees_with_the_local_job_settings(overlay) -> None:
+    # the tuning the benchmarks measured locally (flink_job.environment.flink_config with
+    # default settings) is what the FlinkDeployment ships
+    from flink_job.environment import flink_config
+    from flink_job.settings import TaSettings
+
+    conf = one(built(overlay), "FlinkDeployment", "torghut-ta")["spec"]["flinkConfiguration"]
+    local = flink_config(TaSettings(s3_endpoint="http://minio.minio.svc:9000"))
+    keys = [
+        "execution.checkpointing.mode",
+        "execution.checkpointing.max-concurrent-checkpoints",
+        "state.backend.type",
+        "state.storage.fs.memory-threshold",
+        "s3.directory.marker.retention",
+        "python.execution-mode",
+        "python.fn-execution.bundle.time",
+        "python.fn-execution.bundle.size",
+        "execution.buffer-timeout",
+        "pipeline.auto-watermark-interval",
+        "pipeline.object-reuse",
+    ]
+    assert {k: conf[k] for k in keys} == {k: local[k] for k in keys}
+
+
 def test_flink_configuration_has_the_contracted_settings(overlay) -> None:
     conf = one(built(overlay), "FlinkDeployment", "torghut-ta")["spec"]["flinkConfiguration"]
     assert conf["execution.checkpointing.interval"] == "10 s"
