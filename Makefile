@@ -23,7 +23,8 @@ help: ## list targets
 
 setup: $(VENV)/.installed $(ART)/.jvm $(ART)/bin/minio $(ART)/bin/kustomize $(ART)/.crds $(ART)/bin/hadolint ## venv, Maven artifacts, MinIO, kustomize, CRDs, hadolint
 
-$(VENV)/.installed: pyproject.toml
+# setup.py and the C source: the editable install compiles forwarder/_fastroute.c in place
+$(VENV)/.installed: pyproject.toml setup.py forwarder/_fastroute.c
 	@echo "==> Python venv ($(PYTHON)) and dependencies"
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip 'setuptools<81' wheel

@@ -18,7 +18,7 @@ from forwarder.http import HealthServer
 from forwarder.metrics import CHANNEL_INDEX, ForwarderMetrics
 from forwarder.producer import EnvelopeProducer
 from forwarder.reconnect import ReconnectPolicy
-from forwarder.router import EnvelopeRouter, TraceIds
+from forwarder.router import NATIVE, EnvelopeRouter, TraceIds
 from forwarder.sequence import SequenceNumbers, recover_floor, seq_floor
 from forwarder.settings import ForwarderSettings
 from forwarder.ws_client import StockDataStream
@@ -77,6 +77,11 @@ class Forwarder:
         self._stream = StockDataStream(s, self, policy)
         self._router = router
         router.on_control = self._stream.on_control
+        if s.wire_format == "msgpack" and not NATIVE:
+            log.warning(
+                "native fast path forwarder._fastroute not compiled: every frame takes the "
+                "pure-Python router (~2x the CPU per message); rebuild with `make setup`"
+            )
         http = HealthServer(s.http_host, s.http_port, self.metrics.render, self.healthy, self.ready)
         self.http_port = await http.start()
         house = asyncio.create_task(self._housekeeping(), name="forwarder-housekeeping")
@@ -203,6 +208,16 @@ class Forwarder:
         p = self._producer
         assert p is not None
         self._router.route(msgs, ingest_ns)
+        p.poll(0)
+        return len(p) >= self.settings.queue_limit
+
+    def on_frame(self, raw: bytes, ingest_ns: int) -> bool | None:
+        """The native fast path (``EnvelopeRouter.route_raw``); None when it declined the
+        frame, which is then decoded and passed to ``on_data``."""
+        p = self._producer
+        assert p is not None
+        if not self._router.route_raw(raw, ingest_ns):
+            return None
         p.poll(0)
         return len(p) >= self.settings.queue_limit
 

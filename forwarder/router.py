@@ -7,6 +7,13 @@ replaces the seq table, prefix cache and key cache lookups; dedup is a set test 
 deque append (the frame's keys are booked at once); counters, seq ``issued``, trace ids
 and the producer's ack accounting (``EnvelopeProducer.track``) are updated per frame.
 The bytes equal ``EnvelopeWriter.encode`` (``tests/unit/test_forwarder_router.py``).
+
+``route_raw`` is the native fast path (``forwarder/_fastroute.c``): given the undecoded
+msgpack frame, it encodes well-formed trades and quotes in C with the same slots, dedup
+caches, seqs, trace ids, bytes and bookkeeping as ``route``, hands any other message of
+the frame to ``route``'s loop in order, and declines (having done nothing) a frame that is
+not decodable or holds no trade or quote, which the caller then decodes and passes to
+``route`` (``tests/unit/test_forwarder_fastroute.py`` proves both paths agree).
 """
 
 from __future__ import annotations
@@ -15,6 +22,9 @@ import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
+
+import msgpack
+from confluent_kafka import Producer
 
 from forwarder.avro_writer import (
     _ARRAYS,
@@ -62,6 +72,16 @@ _MAX_ID = 1 << 62
 _NCH = len(CHANNELS)
 _T_IDX = TYPE_INDEX["t"]
 _Q_IDX = TYPE_INDEX["q"]
+
+try:
+    from forwarder import _fastroute
+except ImportError:  # not compiled (a plain source checkout): route() does everything
+    _fastroute = None  # type: ignore[assignment]
+else:
+    # confluent_kafka.Producer.produce is called positionally (the same call, cheaper)
+    _fastroute.configure(_NCH, _T_IDX, _Q_IDX, MAX_FUTURE_NS, TRAILERS_NO_WINDOW, Producer)
+#: the native fast path is compiled and importable
+NATIVE = _fastroute is not None
 
 _HEX3 = [b"%03x" % i for i in range(4096)]
 # varint of v >> 14 for v >= 2**14 (the low 14 bits come from _CHUNK14): timestamps, trade
@@ -145,6 +165,8 @@ class EnvelopeRouter:
         # type -> symbol -> [next seq, prefix bytes, Kafka key]
         self._slots: dict[str, dict[str, list[Any]]] = {t: {} for t in CHANNEL_BY_TYPE}
         self._nslots = 0
+        #: use the native fast path in ``route_raw`` (off: every frame goes through ``route``)
+        self.native = NATIVE
 
     def set_schema_ids(self, ids: Mapping[str, int]) -> None:
         """Schema id per topic name, as the registry answered for ``<topic>-value``."""
@@ -170,9 +192,58 @@ class EnvelopeRouter:
     def _blocking_produce(self, topic: str, value: bytes, key: bytes, ts_ms: int) -> None:
         self.producer.produce_blocking(topic, value, key, ts_ms)
 
+    def route_raw(self, raw: bytes, ingest_ns: int) -> bool:
+        """Route a raw msgpack frame natively: True. Well-formed trades and quotes are
+        encoded in C, any other message of the frame goes through ``route``'s loop in order
+        (``_route_spans``), with the same frame state and bookkeeping. False when the frame
+        is not decodable msgpack or holds no trade or quote: nothing of it was produced or
+        booked, so the caller decodes it and calls ``route``."""
+        if not self.native or _fastroute is None:
+            return False
+        return bool(_fastroute.route(self, raw, ingest_ns, time.monotonic()))
+
+    def _native_reject(self, exc: BaseException, raw: bytes, start: int, end: int) -> None:
+        """The native path met an error ``route`` turns into a reject (``produce`` or
+        ``_slot`` raised one): the same ``on_reject`` call, with the message decoded from
+        ``raw[start:end]``; anything else propagates as it would from ``route``."""
+        m = msgpack.unpackb(raw[start:end], timestamp=2, use_list=False)
+        if isinstance(exc, InvalidMessageError):
+            self.on_reject(exc.reason, exc.detail, m)
+        elif isinstance(exc, ENCODE_ERRORS):
+            self.on_reject("invalid_field", repr(exc)[:200], m)
+        else:
+            raise exc
+
     def route(self, msgs: Sequence[Any], ingest_ns: int) -> None:
         """Forward every message of one frame (received at ``ingest_ns``)."""
-        now = time.monotonic()
+        f = self._begin(ingest_ns, time.monotonic())
+        try:
+            self._route(msgs, f)
+        finally:
+            # per-frame bookkeeping, also when something unexpected escapes the loop
+            self._finish(f)
+
+    def _begin(self, ingest_ns: int, now: float) -> _Frame:
+        """The state of one frame (``route``, or the native path of ``route_raw``)."""
+        f = _Frame()
+        f.ingest_ns, f.now = ingest_ns, now
+        f.n0 = f.n = self.trace_ids._n
+        f.n_t = f.n_q = f.dup_t = f.dup_q = 0
+        f.other = f.other_dup = None
+        f.event_ts = []
+        f.len_t0, f.len_q0 = len(self.dedup["t"].order), len(self.dedup["q"].order)
+        return f
+
+    def _route_spans(self, raw: bytes, spans: Sequence[tuple[int, int]], f: _Frame) -> None:
+        """The native path hands over the messages of a frame it does not encode itself
+        (other types, anything unusual): decoded one by one from their bytes, they go
+        through the same loop as in ``route``, in the frame's order and state."""
+        unpackb = msgpack.unpackb
+        self._route(tuple(unpackb(raw[a:b], timestamp=2, use_list=False) for a, b in spans), f)
+
+    def _route(self, msgs: Sequence[Any], f: _Frame) -> None:
+        """The loop of ``route`` over ``msgs`` (all or part of a frame), state in ``f``."""
+        ingest_ns, now = f.ingest_ns, f.now
         headers = self.headers
         ingest = write_long(ingest_ns)
         t_head = headers["t"] + ingest
@@ -190,17 +261,15 @@ class EnvelopeRouter:
         produce = self.producer.raw_produce
         trace = self.trace_ids
         tprefix = trace.prefix
-        n0 = n = trace._n
+        n0, n = f.n0, f.n
         head = b"%s%x" % (tprefix, (n + 1) >> 12)
         head_len = _SMALL[(len(head) + 3) << 1]
         rest_of = _REST.get
         str_of, arr_of = _STRS.get, _ARRAYS.get
-        event_ts: list[int] = []
-        keep_ts = event_ts.append
-        n_t = n_q = dup_t = dup_q = 0
-        other: list[int] | None = None  # produced per channel, other types
-        other_dup: list[int] | None = None
-        len_t0, len_q0 = len(t_dedup.order), len(q_dedup.order)
+        keep_ts = f.event_ts.append
+        n_t, n_q, dup_t, dup_q = f.n_t, f.n_q, f.dup_t, f.dup_q
+        other = f.other  # produced per channel, other types
+        other_dup = f.other_dup
         m: Any = None
         try:
             for m in msgs:
@@ -400,25 +469,67 @@ class EnvelopeRouter:
                     else:
                         self.on_reject("invalid_field", repr(exc)[:200], m)
         finally:
-            # per-frame bookkeeping, also when something unexpected escapes the loop
-            trace._n = n
-            self.seqs.issued += n - n0
-            t_dedup.mark(now, len(t_dedup.order) - len_t0)
-            q_dedup.mark(now, len(q_dedup.order) - len_q0)
-            metrics = self.metrics
-            received, dropped = metrics.received, metrics.dedup_dropped
-            if other is not None:
-                assert other_dup is not None
-                for ch in range(_NCH):
-                    if other[ch] or other_dup[ch]:
-                        received[ch] += other[ch] + other_dup[ch]
-                        dropped[ch] += other_dup[ch]
-            counts = other if other is not None else [0] * _NCH
-            counts[_T_IDX] += n_t
-            counts[_Q_IDX] += n_q
-            received[_T_IDX] += n_t + dup_t
-            received[_Q_IDX] += n_q + dup_q
-            dropped[_T_IDX] += dup_t
-            dropped[_Q_IDX] += dup_q
-            if n != n0:
-                self.producer.track(n - n0, counts, event_ts)
+            f.n, f.n_t, f.n_q, f.dup_t, f.dup_q = n, n_t, n_q, dup_t, dup_q
+            f.other, f.other_dup = other, other_dup
+
+    def _finish(self, f: _Frame) -> None:
+        """``route``'s per-frame bookkeeping: trace ids, seqs issued, dedup marks, counters,
+        the producer's ack accounting."""
+        n, n0 = f.n, f.n0
+        self.trace_ids._n = n
+        self.seqs.issued += n - n0
+        t_dedup, q_dedup = self.dedup["t"], self.dedup["q"]
+        t_dedup.mark(f.now, len(t_dedup.order) - f.len_t0)
+        q_dedup.mark(f.now, len(q_dedup.order) - f.len_q0)
+        metrics = self.metrics
+        received, dropped = metrics.received, metrics.dedup_dropped
+        other, other_dup = f.other, f.other_dup
+        if other is not None:
+            assert other_dup is not None
+            for ch in range(_NCH):
+                if other[ch] or other_dup[ch]:
+                    received[ch] += other[ch] + other_dup[ch]
+                    dropped[ch] += other_dup[ch]
+        counts = other if other is not None else [0] * _NCH
+        counts[_T_IDX] += f.n_t
+        counts[_Q_IDX] += f.n_q
+        received[_T_IDX] += f.n_t + f.dup_t
+        received[_Q_IDX] += f.n_q + f.dup_q
+        dropped[_T_IDX] += f.dup_t
+        dropped[_Q_IDX] += f.dup_q
+        if n != n0:
+            self.producer.track(n - n0, counts, f.event_ts)
+
+
+class _Frame:
+    """One frame's routing state: ``EnvelopeRouter._begin`` -> ``_route`` (and the native
+    path) -> ``_finish``."""
+
+    __slots__ = (
+        "dup_q",
+        "dup_t",
+        "event_ts",
+        "ingest_ns",
+        "len_q0",
+        "len_t0",
+        "n",
+        "n0",
+        "n_q",
+        "n_t",
+        "now",
+        "other",
+        "other_dup",
+    )
+    ingest_ns: int
+    now: float
+    n0: int
+    n: int
+    n_t: int
+    n_q: int
+    dup_t: int
+    dup_q: int
+    other: list[int] | None
+    other_dup: list[int] | None
+    event_ts: list[int]
+    len_t0: int
+    len_q0: int

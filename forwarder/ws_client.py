@@ -47,6 +47,12 @@ class StreamHandler(Protocol):
         """Forward one frame's messages; True when the reader must ``await drain()``."""
         ...
 
+    def on_frame(self, raw: bytes, ingest_ns: int) -> bool | None:
+        """An undecoded msgpack frame (the native fast path): forwarded as ``on_data`` would
+        (True/False as there), or None when declined untouched (then it is decoded and
+        passed to ``on_data``)."""
+        ...
+
     async def drain(self) -> None:
         """Backpressure: return once the producer has room again."""
         ...
@@ -252,6 +258,8 @@ class BaseDataStream:
     async def _read(self, ws: ClientConnection) -> None:
         handler = self.handler
         data_seen = False
+        # msgpack: each binary frame is first offered undecoded to the native fast path
+        on_frame = handler.on_frame if self.msgpack else None
         # after stop() closes the socket, recv() still yields the frames already received
         while True:
             raw = await ws.recv()
@@ -268,22 +276,27 @@ class BaseDataStream:
             if gc_paused:
                 gc.disable()
             try:
-                try:
-                    msgs = self.decode(raw)
-                except ValueError as exc:
-                    handler.on_reject("malformed_frame", str(exc), None)
-                    continue
-                if type(msgs) is not tuple and type(msgs) is not list:
-                    handler.on_reject(
-                        "malformed_frame",
-                        f"frame holds a {type(msgs).__name__}, not an array of messages",
-                        None,
-                    )
-                    continue
+                full = None
+                if on_frame is not None and type(raw) is bytes:
+                    full = on_frame(raw, ingest_ns)
+                if full is None:
+                    try:
+                        msgs = self.decode(raw)
+                    except ValueError as exc:
+                        handler.on_reject("malformed_frame", str(exc), None)
+                        continue
+                    if type(msgs) is not tuple and type(msgs) is not list:
+                        handler.on_reject(
+                            "malformed_frame",
+                            f"frame holds a {type(msgs).__name__}, not an array of messages",
+                            None,
+                        )
+                        continue
                 if not data_seen:
                     data_seen = True
                     self.attempt = 0  # data flows: the next drop starts the backoff afresh
-                full = handler.on_data(msgs, ingest_ns)
+                if full is None:
+                    full = handler.on_data(msgs, ingest_ns)
             finally:
                 msgs = None
                 if gc_paused:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import time
+import types
 from collections import Counter
 from typing import Any
 
@@ -16,6 +17,8 @@ import fastavro
 import msgpack
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from forwarder.avro_writer import EnvelopeWriter
 from forwarder.envelope import CHANNEL_BY_TYPE, to_envelope
@@ -310,3 +313,34 @@ def test_a_failed_delivery_is_retried_and_a_refused_one_is_never_counted_as_acke
     assert p.settle() == 4
     assert metrics.messages[t] == 3  # the refused one is settled but not acked
     assert metrics.produce_errors == 2 and metrics.frames_rejected["broker_refused"] == 1
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    lags=st.lists(
+        st.integers(-(10**9), 10**11) | st.sampled_from([0, *LAG_BUCKETS_NS]),
+        min_size=1,
+        max_size=60,
+    )
+)
+def test_a_frame_spread_over_lag_buckets_counts_as_one_observation_per_envelope(lags):
+    import forwarder.producer as producer_mod
+
+    p, kafka, metrics = _producer()
+    now = 1_800_000_000 * 10**9
+    event_ts = [now - lag for lag in lags]
+    per_channel = [0] * len(metrics.messages)
+    per_channel[CHANNEL_INDEX["trades"]] = len(lags)
+    kafka.queued = 0
+    p.track(len(lags), per_channel, event_ts)
+    real = producer_mod.time
+    producer_mod.time = types.SimpleNamespace(time_ns=lambda: now, monotonic=time.monotonic)  # type: ignore[assignment]
+    try:
+        assert p.settle() == len(lags)
+    finally:
+        producer_mod.time = real
+    ref = ForwarderMetrics()
+    for e in event_ts:
+        ref.observe_lag(now - e if now > e else 0)
+    assert metrics.lag_buckets == ref.lag_buckets
+    assert metrics.lag_sum_ns == ref.lag_sum_ns
