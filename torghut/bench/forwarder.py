@@ -29,7 +29,13 @@ SYMBOLS = "AAPL,MSFT,NVDA,TSLA,SPY"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--messages", type=int, default=500_000, help="messages per run")
+    parser.add_argument(
+        "--messages",
+        type=int,
+        default=1_000_000,
+        help="messages per run (default: %(default)s, ~3 s for the forwarder; shorter runs "
+        "weigh the final ack wait and the first frames more and scatter more)",
+    )
     parser.add_argument(
         "--stack-dir",
         default=None,
