@@ -44,6 +44,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+# the live view's latency window: recent behaviour, not the start-up (JIT warm-up, backlog)
+LATENCY_WINDOW_S = 30.0
+
+
 class Pipeline:
     """Starts and stops the pipeline's processes; owns the embedded ClickHouse."""
 
@@ -53,7 +57,8 @@ class Pipeline:
         self.state: StackState | None = None
         self.run_dir = Path(".")
         self.ch = None
-        self.latencies: collections.deque[float] = collections.deque(maxlen=5000)
+        # (receive time ns, latency ms) of recent signals; the view shows the last LATENCY_WINDOW_S
+        self.latencies: collections.deque[tuple[int, float]] = collections.deque(maxlen=50_000)
         self.signals_seen = 0
         self._stop = threading.Event()
 
@@ -155,13 +160,26 @@ class Pipeline:
                 continue
             rec = deser.decode(msg.value(), msg.topic(), msg.partition(), msg.offset())
             self.signals_seen += 1
-            self.latencies.append((time.time_ns() - rec["ingest_ts"]) / 1e6)
+            if rec["is_final"]:
+                # a final record waits for the watermark (out-of-orderness) by design: the
+                # event -> signal line is about the provisional updates
+                continue
+            now = time.time_ns()
+            self.latencies.append((now, (now - rec["ingest_ts"]) / 1e6))
         c.close()
 
     def check_alive(self) -> None:
         for name, pid, log in self.procs:
             if not procs.alive(pid):
                 raise RuntimeError(f"{name} exited; see {log}")
+
+    def latency_summary(self, now_ns: int) -> tuple[float, float, int]:
+        """p50, p99 (ms) and count of the signals received in the last LATENCY_WINDOW_S."""
+        since = now_ns - int(LATENCY_WINDOW_S * 1e9)
+        lat = sorted(ms for t, ms in list(self.latencies) if t >= since)
+        if not lat:
+            return float("nan"), float("nan"), 0
+        return lat[len(lat) // 2], lat[int(len(lat) * 0.99)], len(lat)
 
     def view(self) -> str:
         assert self.ch is not None
@@ -173,9 +191,7 @@ class Pipeline:
             "SELECT (SELECT count() FROM torghut.ta_microbars FINAL WHERE is_final), "
             "(SELECT count() FROM torghut.ta_signals FINAL WHERE is_final)"
         )[0]
-        lat = sorted(self.latencies)
-        p50 = lat[len(lat) // 2] if lat else float("nan")
-        p99 = lat[int(len(lat) * 0.99)] if lat else float("nan")
+        p50, p99, n = self.latency_summary(time.time_ns())
         fmt = lambda v: f"{v:10.4f}" if isinstance(v, float) else f"{'-':>10}"  # noqa: E731
         lines = [
             f"torghut-ta local pipeline — {time.strftime('%H:%M:%S')}   (Ctrl-C stops everything)",
@@ -191,8 +207,9 @@ class Pipeline:
         lines += [
             "",
             f"ClickHouse: {counts[0]} final bars, {counts[1]} final signals",
-            f"event->signal (forwarder ingest -> signal readable, read_uncommitted): "
-            f"p50 {p50:.1f} ms  p99 {p99:.1f} ms  over {len(lat)} signals",
+            f"event->signal (forwarder ingest -> provisional signal readable, read_uncommitted): "
+            f"p50 {p50:.1f} ms  p99 {p99:.1f} ms  over {n} signals in the last "
+            f"{LATENCY_WINDOW_S:.0f} s",
         ]
         return "\n".join(lines)
 
