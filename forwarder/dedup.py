@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Hashable
+from itertools import islice
+
+# never returned by deque.popleft: iter(popleft, _NEVER) is an endless popping iterator
+_NEVER = object()
 
 
 class DedupCache:
@@ -55,18 +59,20 @@ class DedupCache:
             self.expire(now)
 
     def expire(self, now: float) -> None:
-        order, keys, marks = self.order, self.keys, self.marks
+        # forgetting n keys pops n from the left of ``order`` and drops them from ``keys``
+        # in one C-level pass (islice of a popping iterator), not a Python loop per key:
+        # at the entry cap this runs for every frame, once per message it forwards
+        order, marks = self.order, self.marks
         cutoff = now - self.horizon_s
-        pop, discard = order.popleft, keys.discard
+        forget = self.keys.difference_update
+        popping = iter(order.popleft, _NEVER)
         while marks and marks[0][0] <= cutoff:
-            for _ in range(int(marks.popleft()[1])):
-                discard(pop())
+            forget(islice(popping, int(marks.popleft()[1])))
         excess = len(order) - self.max_entries
         while excess > 0:
             head = marks[0]
             n = min(excess, int(head[1]))
-            for _ in range(n):
-                discard(pop())
+            forget(islice(popping, n))
             excess -= n
             head[1] -= n
             if not head[1]:
