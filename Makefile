@@ -24,7 +24,7 @@ help: ## list targets
 setup: $(VENV)/.installed $(ART)/.jvm $(ART)/bin/minio $(ART)/bin/kustomize $(ART)/.crds $(ART)/bin/hadolint ## venv, Maven artifacts, MinIO, kustomize, CRDs, hadolint
 
 # setup.py and the C source: the editable install compiles forwarder/_fastroute.c in place
-$(VENV)/.installed: pyproject.toml setup.py forwarder/_fastroute.c
+$(VENV)/.installed: pyproject.toml setup.py forwarder/_fastroute.c forwarder/_rdkbridge.c forwarder/_rdkbridge.h
 	@echo "==> Python venv ($(PYTHON)) and dependencies"
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip 'setuptools<81' wheel

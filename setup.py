@@ -7,7 +7,8 @@ setup(
     ext_modules=[
         Extension(
             "forwarder._fastroute",
-            sources=["forwarder/_fastroute.c"],
+            sources=["forwarder/_fastroute.c", "forwarder/_rdkbridge.c"],
+            depends=["forwarder/_rdkbridge.h"],
             extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter"],
         )
     ]

@@ -14,8 +14,10 @@
  *            route()'s own frame state (router._begin): trades and quotes here (slot per
  *            (type, symbol), new ones through router._slot; dedup against the same
  *            DedupCache set and deque; seq; the Avro bytes of router.py; trace ids;
- *            producer.raw_produce(topic, value, key, timestamp=event_ms), BufferError ->
- *            router._blocking_produce), every run of other messages through
+ *            rd_kafka_producev on the producer's bridge (producer.native, _rdkbridge.c),
+ *            or producer.raw_produce(topic, value, key, timestamp=event_ms) without one
+ *            or when librdkafka refused (BufferError -> router._blocking_produce), every
+ *            run of other messages through
  *            router._route_spans (decoded from their bytes, route()'s loop); then
  *            router._finish, route()'s finally block.
  *
@@ -26,6 +28,8 @@
 #include <Python.h>
 #include <stdint.h>
 #include <string.h>
+
+#include "_rdkbridge.h"
 
 /* ---- configuration (configure()) ------------------------------------------------------ */
 
@@ -43,7 +47,7 @@ static PyObject *n_headers, *n_topics, *n_slots, *n_dedup, *n_producer, *n_raw_p
     *n_trace_ids, *n_n, *n_prefix, *n_seqs, *n_issued, *n_floor, *n_metrics, *n_received,
     *n_dedup_dropped, *n_keys, *n_order, *n_append, *n_mark, *n_track, *n_slot,
     *n_blocking_produce, *n_begin, *n_finish, *n_route_spans, *n_n0, *n_n_t, *n_n_q, *n_dup_t,
-    *n_dup_q, *n_event_ts, *n_fn, *k_t, *k_q, *kwnames_ts;
+    *n_dup_q, *n_event_ts, *n_fn, *n_native, *k_t, *k_q, *kwnames_ts;
 
 /* ---- msgpack reading ------------------------------------------------------------------ */
 
@@ -623,6 +627,8 @@ static int get_i64(PyObject *obj, PyObject *name, int64_t *out)
 typedef struct {
     PyObject *slots, *seen, *keep, *dedup, *order, *topic, *head; /* owned; head = header+ingest */
     int64_t order_len0;
+    const char *topic_c; /* topic's UTF-8 (with a bridge) */
+    void *rkt;           /* the bridge's handle of topic, or NULL */
 } side_t;
 
 static void side_clear(side_t *s)
@@ -750,6 +756,8 @@ typedef struct {
     PyObject *state; /* the router's _Frame (EnvelopeRouter._begin) */
     uint32_t native; /* messages encoded here */
     int positional; /* produce is confluent_kafka's own: (topic, value, key, -1, None, None, ts) */
+    PyObject *handle; /* producer.native: the librdkafka bridge's handle (or None) */
+    rdk_state_t *rdk; /* its state while the rd_kafka_t lives, else NULL */
     side_t side[2];
     msg_t *msgs;
     uint32_t count;
@@ -836,9 +844,23 @@ static int bind_frame(frame_t *f, int64_t ingest_ns)
     if (producer == NULL)
         return -1;
     f->produce = PyObject_GetAttr(producer, n_raw_produce);
+    if (f->produce != NULL) {
+        f->handle = PyObject_GetAttr(producer, n_native);
+        if (f->handle == NULL && PyErr_ExceptionMatches(PyExc_AttributeError)) {
+            PyErr_Clear();
+            f->handle = Py_NewRef(Py_None);
+        }
+    }
     Py_DECREF(producer);
-    if (f->produce == NULL)
+    if (f->produce == NULL || f->handle == NULL)
         return -1;
+    f->rdk = rdk_from_handle(f->handle);
+    for (int j = 0; j < 2 && f->rdk != NULL; j++) {
+        side_t *s = &f->side[j];
+        if ((s->topic_c = PyUnicode_AsUTF8(s->topic)) == NULL)
+            return -1;
+        s->rkt = rdk_topic(f->rdk, s->topic_c);
+    }
     /* librdkafka's produce parses keywords by looking each one up by name (a str built per
        lookup): positionally, partition -1 (RD_KAFKA_PARTITION_UA) and no per-message
        callback (None: the producer's on_delivery) mean exactly the keyword call. */
@@ -1070,10 +1092,20 @@ static int route_one(frame_t *f, uint32_t k)
     Py_DECREF(old);
     f->n += 1;
     Py_ssize_t len = encode(f, m, slot, seq);
-    if (len < 0 || (value = PyBytes_FromStringAndSize(f->scratch, len)) == NULL ||
-        (ts_ms = PyLong_FromLongLong(m->t / 1000000)) == NULL)
+    if (len < 0)
         goto out;
     PyObject *key = PyList_GET_ITEM(slot, 2);
+    if (f->rdk != NULL && PyBytes_Check(key)) {
+        /* straight to librdkafka (copied); any refusal takes the Python call below, which
+           raises what confluent_kafka raises (BufferError: queue full) */
+        if (rdk_produce(f->rdk, sd->topic_c, sd->rkt, f->scratch, (size_t)len,
+                        PyBytes_AS_STRING(key), (size_t)PyBytes_GET_SIZE(key),
+                        m->t / 1000000) == 0)
+            goto produced;
+    }
+    if ((value = PyBytes_FromStringAndSize(f->scratch, len)) == NULL ||
+        (ts_ms = PyLong_FromLongLong(m->t / 1000000)) == NULL)
+        goto out;
     if (f->positional) {
         PyObject *argv[7] = {sd->topic, value, key, minus_one, Py_None, Py_None, ts_ms};
         tmp = PyObject_Vectorcall(f->produce, argv, 7, NULL);
@@ -1089,6 +1121,7 @@ static int route_one(frame_t *f, uint32_t k)
     if (tmp == NULL)
         goto rejected;
     Py_DECREF(tmp);
+produced:
     if (PyList_Append(f->event_ts, t_obj) < 0)
         goto out;
     if (m->kind == 0)
@@ -1166,6 +1199,7 @@ static void frame_clear(frame_t *f)
     side_clear(&f->side[0]);
     side_clear(&f->side[1]);
     Py_XDECREF(f->produce);
+    Py_XDECREF(f->handle);
     Py_XDECREF(f->trace);
     Py_XDECREF(f->tprefix);
     Py_XDECREF(f->event_ts);
@@ -1346,6 +1380,7 @@ PyMODINIT_FUNC PyInit__fastroute(void)
     INTERN(n_dup_q, "dup_q")
     INTERN(n_event_ts, "event_ts")
     INTERN(n_fn, "n")
+    INTERN(n_native, "native")
     INTERN(k_t, "t")
     INTERN(k_q, "q")
 #undef INTERN
@@ -1358,5 +1393,8 @@ PyMODINIT_FUNC PyInit__fastroute(void)
     Py_DECREF(ts);
     if (kwnames_ts == NULL)
         return NULL;
-    return PyModule_Create(&moduledef);
+    PyObject *mod = PyModule_Create(&moduledef);
+    if (mod != NULL && PyModule_AddFunctions(mod, rdk_methods) < 0)
+        Py_CLEAR(mod);
+    return mod;
 }

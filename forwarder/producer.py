@@ -3,9 +3,12 @@
 ``acks=all``, ``enable.idempotence``, lz4, ``murmur2_random`` (keys hash like the Java
 clients and Flink), symbol keys. An envelope counts as sent only once the broker acked it.
 
-Acks are counted per frame, not per message: librdkafka reports only failed deliveries
-(``delivery.report.only.error``), so an envelope that left librdkafka's queue without a
-failure report was acked. ``track`` books each routed frame (count, per-channel counts,
+Acks are counted per frame, not per message: only failed deliveries are reported, so an
+envelope that left librdkafka's queue without a failure report was acked. The router's
+native path produces straight into librdkafka (``forwarder/_rdkbridge.c``: this producer
+loads ``forwarder._fastroute`` as a librdkafka plugin, whose acknowledgement interceptor
+records the failures of those messages for ``poll`` to take); everything else goes through
+confluent-kafka's ``produce`` with error-only delivery reports. ``track`` books each routed frame (count, per-channel counts,
 event times) in a FIFO; ``settle`` credits whole frames once that many envelopes were
 acked in total: ``messages`` per channel and the event-lag histogram. Totals are exact at
 all times (a frame is credited only when that many acks happened), per-channel counts are
@@ -22,7 +25,7 @@ from bisect import bisect_left
 from collections import deque
 from typing import Any
 
-from confluent_kafka import KafkaError, Producer
+from confluent_kafka import KafkaError, KafkaException, Producer, libversion
 
 from forwarder.metrics import CHANNEL_INDEX, LAG_BUCKETS_NS, ForwarderMetrics
 from forwarder.settings import ForwarderSettings
@@ -32,26 +35,55 @@ log = logging.getLogger("forwarder.producer")
 RETRY_BASE_S = 0.1
 RETRY_CAP_S = 5.0
 
+try:
+    from forwarder import _fastroute
+except ImportError:  # not compiled: confluent-kafka's produce for everything
+    _fastroute = None  # type: ignore[assignment]
 
+
+def _bind_native() -> str | None:
+    """The plugin path of the native produce bridge, or None (with the reason logged)."""
+    if _fastroute is None:
+        return None
+    try:
+        _fastroute.bind_librdkafka(libversion()[1])
+    except OSError as exc:
+        log.warning("native produce unavailable, using confluent-kafka's produce: %s", exc)
+        return None
+    return str(_fastroute.__file__)
+
+
+#: the shared object librdkafka loads as a plugin for native produce (None: unavailable)
+NATIVE_PLUGIN = _bind_native()
+
+
+_FATAL = KafkaError._FATAL
 # errors about the record itself, which no retry can fix
 PERMANENT_RECORD_ERRORS = frozenset(
     {KafkaError.INVALID_TIMESTAMP, KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.INVALID_RECORD}
 )
 
 
-def channel_of(value: bytes) -> int:
-    """The channel index of a framed Envelope (header, ingest_ts, event_ts, feed, channel);
-    -1 when the bytes do not parse (failed deliveries only: never on the hot path)."""
+def envelope_head(value: bytes) -> tuple[int, int]:
+    """(channel index, event_ts ns) of a framed Envelope (header, ingest_ts, event_ts, feed,
+    channel); (-1, 0) when the bytes are not one (failed deliveries only: never on the hot
+    path)."""
     try:
         pos = 5
         _, pos = read_long(value, pos)
-        _, pos = read_long(value, pos)
+        event_ts, pos = read_long(value, pos)
         n, pos = read_long(value, pos)
         pos += n
         n, pos = read_long(value, pos)
-        return CHANNEL_INDEX.get(value[pos : pos + n].decode(), -1)
+        channel = CHANNEL_INDEX.get(value[pos : pos + n].decode(), -1)
     except (AvroBinaryError, IndexError, UnicodeDecodeError):
-        return -1
+        return -1, 0
+    return (channel, event_ts) if channel >= 0 else (-1, 0)
+
+
+def channel_of(value: bytes) -> int:
+    """The channel index of a framed Envelope; -1 when the bytes are not one."""
+    return envelope_head(value)[0]
 
 
 class EnvelopeProducer:
@@ -86,7 +118,23 @@ class EnvelopeProducer:
             "logger": logging.getLogger("forwarder.rdkafka"),
             **(extra_config or {}),
         }
-        self._producer = Producer(cfg)
+        #: the native produce bridge of this producer (``forwarder._fastroute.claim``), read
+        #: by the router's native path; None: confluent-kafka's produce only
+        self.native: Any = None
+        self._native_lost = 0
+        if NATIVE_PLUGIN is not None and settings.native_produce and _fastroute is not None:
+            plugins = [p for p in str(cfg.get("plugin.library.paths", "")).split(";") if p]
+            try:
+                _fastroute.claim()  # forget a producer this thread created without claiming
+                self._producer = Producer(
+                    {**cfg, "plugin.library.paths": ";".join([*plugins, NATIVE_PLUGIN])}
+                )
+                self.native = _fastroute.claim()
+            except KafkaException as exc:
+                log.warning("native produce unavailable, using confluent-kafka's: %s", exc)
+                self._producer = Producer(cfg)
+        else:
+            self._producer = Producer(cfg)
         #: ``produce(topic, value, key, timestamp=ms)`` of librdkafka, for the router's loop
         #: (callers must ``track`` what they produced)
         self.raw_produce = self._producer.produce
@@ -132,27 +180,46 @@ class EnvelopeProducer:
                 self._producer.poll(0.05)
 
     def _failed(self, err: KafkaError | None, msg: Any) -> None:
-        """A failed delivery (librdkafka reports nothing else)."""
+        """confluent-kafka's delivery report: a failure (it reports nothing else)."""
         if err is None:  # only with delivery.report.only.error overridden: acks are settled
             return
+        self._on_failure(msg.topic(), msg.value() or b"", msg.key(), err)
+
+    def _on_failure(self, topic: str, value: bytes, key: bytes | None, err: KafkaError) -> None:
+        """A delivery that failed after librdkafka's own retries: re-produce it with backoff,
+        or drop it (counted) when the broker refused the record itself."""
         self.metrics.produce_errors += 1
         self.last_failure = time.monotonic()
         self.last_error = str(err)
+        channel, event_ts = envelope_head(value)
         if err.code() in PERMANENT_RECORD_ERRORS:
             # this record can never be accepted: retrying would wedge the queue behind it
-            log.error("broker refused a record for %s for good (%s); dropped", msg.topic(), err)
+            log.error("broker refused a record for %s for good (%s); dropped", topic, err)
             self.metrics.frames_rejected["broker_refused"] += 1
-            ch = channel_of(msg.value() or b"")
-            if ch >= 0:
-                self._refused[ch] += 1
+            if channel >= 0:
+                self._refused[channel] += 1
             return
         if err.fatal():
             self.fatal_error = str(err)
-        log.warning("delivery to %s failed (%s); re-producing with backoff", msg.topic(), err)
-        self._retry.append((msg.topic(), msg.value(), msg.key(), msg.timestamp()[1]))
+        log.warning("delivery to %s failed (%s); re-producing with backoff", topic, err)
+        # librdkafka reports no timestamp with a failed message: the record timestamp is the
+        # envelope's event time again (the TA job's watermarks), 0 (= now) for other records
+        self._retry.append((topic, value, key, event_ts // 1_000_000 if channel >= 0 else 0))
+
+    def _take_native_failures(self) -> None:
+        if self.native is None or _fastroute is None:
+            return
+        for topic, value, key, _ts, code in _fastroute.take_failures(self.native):
+            self._on_failure(topic, value, key, KafkaError(code, fatal=code == _FATAL))
+        lost = _fastroute.lost(self.native)
+        if lost > self._native_lost:  # out of memory in librdkafka's thread: say so loudly
+            self.metrics.produce_errors += lost - self._native_lost
+            log.error("%d failed deliveries could not be recorded (out of memory)", lost)
+            self._native_lost = lost
 
     def poll(self, timeout_s: float = 0.0) -> int:
         n = int(self._producer.poll(timeout_s))
+        self._take_native_failures()
         self.settle()
         return n
 
@@ -163,7 +230,7 @@ class EnvelopeProducer:
             return 0
         # not settled: in librdkafka (queued, in flight, failure not yet reported) or
         # waiting for a re-produce
-        done = self.produced - len(self._producer) - len(self._retry) - self._settled
+        done = self.produced - len(self) - self._settled
         if done < frames[0][0]:
             return 0
         m = self.metrics
@@ -240,8 +307,13 @@ class EnvelopeProducer:
             log.info("producer: %s", err)
 
     def __len__(self) -> int:
-        """Envelopes not yet acked: in librdkafka plus waiting for a re-produce."""
-        return len(self._producer) + len(self._retry)
+        """Envelopes not yet acked: in librdkafka, failed natively but not yet taken (read
+        after librdkafka's count: a failure is recorded before librdkafka lets go of the
+        message, so none is missed in between), and waiting for a re-produce."""
+        queued = len(self._producer)
+        if self.native is not None and _fastroute is not None:
+            queued += _fastroute.pending(self.native)
+        return queued + len(self._retry)
 
     def health(self, now: float | None = None) -> tuple[bool, str]:
         """(healthy, reason). Unhealthy on a fatal error, or when errors are sustained:
@@ -266,7 +338,9 @@ class EnvelopeProducer:
         """Wait until every envelope is acked (re-producing failures); returns what is left."""
         deadline = time.monotonic() + timeout_s
         while len(self) and time.monotonic() < deadline:
+            self._take_native_failures()
             self.retry_failed()
             self._producer.flush(min(0.5, max(0.0, deadline - time.monotonic())))
+            self._take_native_failures()
         self.settle()
         return len(self)

@@ -50,6 +50,9 @@ class ForwarderSettings(BaseSettings):
     linger_ms: int = Field(20, ge=0, le=1000, description="seed budget 20-50 ms; 5 = low latency")
     message_timeout_ms: int = Field(300_000, ge=1000, description="librdkafka retry window")
     queue_limit: int = Field(100_000, ge=100, description="unacked envelopes before reading stops")
+    native_produce: bool = Field(
+        True, description="router's native path produces straight into librdkafka"
+    )
     http_port: int = Field(8080, ge=0, le=65535)
     http_host: str = "0.0.0.0"
 
