@@ -104,6 +104,38 @@ def test_natively_produced_records_equal_the_python_paths_and_failures_come_back
     assert _fastroute.pending(p.native) == 0 and _fastroute.lost(p.native) == 0
 
 
+def test_a_full_librdkafka_queue_falls_back_to_the_blocking_produce():
+    """librdkafka refuses a native record when its queue is full: that record takes
+    confluent-kafka's produce (BufferError -> wait for room), none is lost, and the
+    failures come back from both paths."""
+    frame = [_good(k) for k in range(30)]
+    ref = Side(b"c0ffee01", 0x1000, 1_000_000)
+    ref.feed(pack(frame), INGEST, native=False)
+    expected = sorted(ref.prod.records)
+
+    side = Side(b"c0ffee01", 0x1000, 1_000_000)
+    settings = ForwarderSettings(kafka_bootstrap=NOWHERE, message_timeout_ms=1000)
+    # room for 12 records: the rest waits for the first ones to time out (1 s)
+    p = EnvelopeProducer(
+        settings, ForwarderMetrics(), {"log_level": 0, "queue.buffering.max.messages": 12}
+    )
+    assert p.native is not None
+    refused: list[int] = []
+    confluent_produce = p.raw_produce
+
+    def raw_produce(topic: str, value: bytes, key: bytes, timestamp: int) -> None:
+        refused.append(timestamp)  # only records the bridge could not queue come here
+        confluent_produce(topic, value, key, timestamp=timestamp)
+
+    p.raw_produce = raw_produce  # type: ignore[method-assign]
+    side.router.producer = p
+    side.feed(pack(frame), INGEST, native=True)
+    assert side.paths == ["native"] and p.produced == 30
+    assert 1 <= len(refused) < 30  # the queue was full at least once, not for every record
+    _wait(lambda: len(p._retry) == 30, "every delivery to fail", p)
+    assert sorted(p._retry) == expected
+
+
 def test_a_record_refused_for_good_is_dropped_and_counted_not_retried():
     p = _real_producer()
     assert p.native is not None
