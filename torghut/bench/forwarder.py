@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 SYMBOLS = "AAPL,MSFT,NVDA,TSLA,SPY"
-#: the peer has ended short when nothing arrived for this long (alpaca-py can lose the last
-#: frame when the simulator closes; the run then reports what it got, not a deadline)
+#: the peer has ended short when nothing arrived for this long (seen once: alpaca-py's
+#: handlers missed the last frame); the run then reports what it got, not a deadline
 PEER_IDLE_S = 10.0
 
 
