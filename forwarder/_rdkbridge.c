@@ -11,7 +11,8 @@
  *   router: rdk_produce(...)        -> rd_kafka_producev, no per-message opaque
  *   librdkafka threads: on_ack(rk, msg) for every message; a failed one of ours (no
  *     opaque) is copied to the state's failure list
- *   Python: take_failures(handle)   -> [(topic, value, key, timestamp_ms, error code)]
+ *   Python: take_failures(handle)   -> [(topic, value, key, error code)] (librdkafka
+ *     reports no timestamp with a failed message; the caller knows the event time)
  *   librdkafka: on_destroy(rk)      -> the state forgets rk (produce falls back to Python)
  * A state is never freed: librdkafka may still acknowledge (purge) messages while it is
  * being destroyed, after on_destroy. It is ~100 bytes per producer instance; the failure
@@ -74,7 +75,6 @@ static struct {
                                       void *);
     rdk_err_t (*add_on_ack)(rd_kafka_t *, const char *, on_ack_f *, void *);
     rdk_err_t (*add_on_destroy)(rd_kafka_t *, const char *, on_destroy_f *, void *);
-    int64_t (*message_timestamp)(const rdk_message_t *, int *);
     const char *(*topic_name)(const rd_kafka_topic_t *);
     rd_kafka_topic_t *(*topic_new)(rd_kafka_t *, const char *, void *);
     void (*topic_destroy)(rd_kafka_topic_t *);
@@ -91,7 +91,6 @@ typedef struct failure {
     size_t len;
     char *key; /* NULL: no key */
     size_t key_len;
-    int64_t ts_ms;
     rdk_err_t err;
 } failure_t;
 
@@ -114,6 +113,14 @@ static _Thread_local int tl_in_produce = 0; /* our producev is running on this t
 
 #define CAPSULE "forwarder._fastroute.producer"
 
+static void free_failure(failure_t *f)
+{
+    free(f->topic);
+    free(f->value);
+    free(f->key);
+    free(f);
+}
+
 /* ---- interceptors (librdkafka calls them; no Python, no GIL) ---------------------------- */
 
 static rdk_err_t on_ack(rd_kafka_t *rk, rdk_message_t *m, void *opaque)
@@ -128,7 +135,6 @@ static rdk_err_t on_ack(rd_kafka_t *rk, rdk_message_t *m, void *opaque)
     const char *topic = m->rkt != NULL ? rdk.topic_name(m->rkt) : "";
     if (f != NULL) {
         f->err = m->err;
-        f->ts_ms = rdk.message_timestamp(m, NULL);
         f->topic = strdup(topic != NULL ? topic : "");
         f->len = m->len;
         f->value = malloc(m->len ? m->len : 1);
@@ -141,10 +147,7 @@ static rdk_err_t on_ack(rd_kafka_t *rk, rdk_message_t *m, void *opaque)
                 memcpy(f->key, m->key, m->key_len);
         }
         if (f->topic == NULL || f->value == NULL || (m->key != NULL && f->key == NULL)) {
-            free(f->topic);
-            free(f->value);
-            free(f->key);
-            free(f);
+            free_failure(f);
             f = NULL;
         }
     }
@@ -158,12 +161,8 @@ static rdk_err_t on_ack(rd_kafka_t *rk, rdk_message_t *m, void *opaque)
         f = NULL;
     }
     pthread_mutex_unlock(&st->lock);
-    if (f != NULL) { /* nobody will take it */
-        free(f->topic);
-        free(f->value);
-        free(f->key);
-        free(f);
-    }
+    if (f != NULL) /* nobody will take it */
+        free_failure(f);
     return 0;
 }
 
@@ -364,7 +363,6 @@ static PyObject *bind_librdkafka(PyObject *self, PyObject *arg)
     SYM(conf_add_on_conf_dup, "rd_kafka_conf_interceptor_add_on_conf_dup")
     SYM(add_on_ack, "rd_kafka_interceptor_add_on_acknowledgement")
     SYM(add_on_destroy, "rd_kafka_interceptor_add_on_destroy")
-    SYM(message_timestamp, "rd_kafka_message_timestamp")
     SYM(topic_name, "rd_kafka_topic_name")
     SYM(topic_new, "rd_kafka_topic_new")
     SYM(topic_destroy, "rd_kafka_topic_destroy")
@@ -378,10 +376,7 @@ static void free_failures(failure_t *f)
 {
     while (f != NULL) {
         failure_t *next = f->next;
-        free(f->topic);
-        free(f->value);
-        free(f->key);
-        free(f);
+        free_failure(f);
         f = next;
     }
 }
@@ -449,9 +444,8 @@ static PyObject *take_failures(PyObject *self, PyObject *handle)
         PyObject *key = g->key != NULL ? PyBytes_FromStringAndSize(g->key, (Py_ssize_t)g->key_len)
                                        : Py_NewRef(Py_None);
         PyObject *item = key == NULL ? NULL
-                                     : Py_BuildValue("(sy#NLi)", g->topic, g->value,
-                                                     (Py_ssize_t)g->len, key,
-                                                     (long long)g->ts_ms, (int)g->err);
+                                     : Py_BuildValue("(sy#Ni)", g->topic, g->value,
+                                                     (Py_ssize_t)g->len, key, (int)g->err);
         ok = item != NULL && PyList_Append(out, item) == 0;
         Py_XDECREF(item);
     }
@@ -519,7 +513,7 @@ PyMethodDef rdk_methods[] = {
      "claim() -> handle | None: the bridge of the producer this thread just created with this "
      "module in plugin.library.paths (None: there is none)."},
     {"take_failures", take_failures, METH_O,
-     "take_failures(handle) -> [(topic, value, key, timestamp_ms, error_code)]: deliveries of "
+     "take_failures(handle) -> [(topic, value, key, error_code)]: deliveries of "
      "natively produced messages that failed for good, oldest first; each is returned once."},
     {"pending", pending, METH_O, "pending(handle) -> int: failures not yet taken."},
     {"lost", lost, METH_O,

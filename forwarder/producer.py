@@ -8,8 +8,8 @@ envelope that left librdkafka's queue without a failure report was acked. The ro
 native path produces straight into librdkafka (``forwarder/_rdkbridge.c``: this producer
 loads ``forwarder._fastroute`` as a librdkafka plugin, whose acknowledgement interceptor
 records the failures of those messages for ``poll`` to take); everything else goes through
-confluent-kafka's ``produce`` with error-only delivery reports. ``track`` books each routed frame (count, per-channel counts,
-event times) in a FIFO; ``settle`` credits whole frames once that many envelopes were
+confluent-kafka's ``produce`` with error-only delivery reports. ``track`` books each routed
+frame (count, per-channel counts, event times) in a FIFO; ``settle`` credits whole frames once that many envelopes were
 acked in total: ``messages`` per channel and the event-lag histogram. Totals are exact at
 all times (a frame is credited only when that many acks happened), per-channel counts are
 exact whenever the queue drains. librdkafka retries transient errors itself for
@@ -209,7 +209,7 @@ class EnvelopeProducer:
     def _take_native_failures(self) -> None:
         if self.native is None or _fastroute is None:
             return
-        for topic, value, key, _ts, code in _fastroute.take_failures(self.native):
+        for topic, value, key, code in _fastroute.take_failures(self.native):
             self._on_failure(topic, value, key, KafkaError(code, fatal=code == _FATAL))
         lost = _fastroute.lost(self.native)
         if lost > self._native_lost:  # out of memory in librdkafka's thread: say so loudly
