@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import logging
 import signal
 import sys
@@ -87,9 +86,9 @@ def run(args: argparse.Namespace) -> int:
     except ValidationError as exc:
         print(f"torghut forwarder: invalid settings:\n{exc}", file=sys.stderr)
         return 1
-    # the hot path allocates short-lived dicts by the million: keep the cyclic GC out of it
-    gc.freeze()
-    gc.set_threshold(100_000, 50, 100)
+    from forwarder.app import tune_gc
+
+    tune_gc()
     return asyncio.run(_main(settings))
 
 

@@ -300,3 +300,18 @@ def test_secrets_never_appear_in_repr_or_errors(monkeypatch):
     with pytest.raises(ValueError) as info:
         ForwarderSettings()
     assert secret not in str(info.value)
+
+
+def test_tune_gc_sets_the_forwarder_threshold_and_returns_the_previous_one():
+    import gc
+
+    from forwarder.app import GC_THRESHOLD, tune_gc
+
+    before = gc.get_threshold()
+    try:
+        assert tune_gc() == before
+        assert gc.get_threshold() == GC_THRESHOLD
+        assert gc.get_freeze_count() > 0  # start-up objects are out of collection
+    finally:
+        gc.set_threshold(*before)
+        gc.unfreeze()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import subprocess
@@ -265,9 +266,18 @@ def run(args: argparse.Namespace) -> int:
     logging.getLogger("forwarder.rdkafka").setLevel(logging.ERROR)
     bootstrap, registry_url, own_stack = _endpoints(args)
     try:
-        fwd = bench_forwarder(
-            args.messages, bootstrap, registry_url, args.wire_format, args.linger_ms
-        )
+        from forwarder.app import tune_gc
+
+        # each side as it runs: the forwarder with `torghut forwarder`'s GC setting, the
+        # peer with Python's defaults
+        previous = tune_gc()
+        try:
+            fwd = bench_forwarder(
+                args.messages, bootstrap, registry_url, args.wire_format, args.linger_ms
+            )
+        finally:
+            gc.set_threshold(*previous)
+            gc.unfreeze()
         peer = None if args.skip_peer else bench_alpaca_py(args.messages)
     finally:
         if own_stack is not None:
