@@ -20,6 +20,7 @@ from flink_job.symbol_processor import (
     TRADE,
     SymbolProcessor,
     SymbolState,
+    invalid_reason,
 )
 from shared.framing import frame_record
 from shared.indicators import SignalConfig, SignalState
@@ -32,31 +33,69 @@ log = logging.getLogger("torghut.ta")
 # a key's log is compacted into its snapshot at the latest after this many records (a bar
 # close compacts too); bounds the checkpointed log and the replay after a restore
 LOG_MAX = 512
-_WM_BYTES = 8  # each log entry: the watermark (ms, signed big endian) + the raw record
+_WM_BYTES = 8  # the watermark (ms, signed big endian) a log entry's batch was applied at
+# log entry layouts: v2 = tag + watermark + a batch of (length, mark, record); the legacy
+# layout (no tag: its first byte is the watermark's, never 0x02 for a real time) is
+# watermark + a batch of (length, record), whose records were late by that watermark
+_LOG_V2 = b"\x02"
+_HEAD = 12  # u32 length + i64 mark before each record of a batch
 
 
 class BatchFramingError(ValueError):
-    """A batch from SymbolBatchOperator is not `u32 length + bytes` all the way through."""
+    """A batch from SymbolBatchOperator is not `u32 length + i64 mark + bytes` throughout."""
+
+
+def _overrun(end: int, n: int, at: int) -> BatchFramingError:
+    return BatchFramingError(
+        f"batch of {end} bytes: a record of {n} bytes at offset {at} runs past its end "
+        "(the glue jar and the job are from different builds?)"
+    )
 
 
 def iter_batch(batch: bytes):
-    """The records of a `SymbolBatchOperator` batch: repeated u32 big-endian length + bytes."""
+    """(mark ms, record) pairs of a `SymbolBatchOperator` batch: repeated u32 big-endian
+    length + i64 big-endian event-time mark of the record's partition + record bytes."""
     pos, end = 0, len(batch)
+    from_bytes = int.from_bytes
     while pos < end:
-        n = int.from_bytes(batch[pos : pos + 4], "big")
-        start = pos + 4
-        pos = start + n
-        if pos > end:
-            raise BatchFramingError(
-                f"batch of {end} bytes: a record of {n} bytes at offset {start - 4} runs past "
-                "its end (the glue jar and the job are from different builds?)"
-            )
-        yield batch[start:pos]
+        n = from_bytes(batch[pos : pos + 4], "big")
+        start = pos + _HEAD
+        stop = start + n
+        if stop > end:
+            raise _overrun(end, n, pos)
+        yield from_bytes(batch[pos + 4 : start], "big", signed=True), batch[start:stop]
+        pos = stop
 
 
 def frame_batch(records) -> bytes:
-    """Inverse of `iter_batch` (tests and tools; the job gets batches from Java)."""
-    return b"".join(len(r).to_bytes(4, "big") + r for r in records)
+    """Inverse of `iter_batch` for (mark ms, record) pairs (tests and tools; the job gets
+    batches from Java)."""
+    return b"".join(
+        len(r).to_bytes(4, "big") + m.to_bytes(8, "big", signed=True) + r for m, r in records
+    )
+
+
+def log_entry(watermark_ms: int, batch: bytes) -> bytes:
+    """The keyed-state log entry of a batch applied at `watermark_ms` (layout v2)."""
+    return _LOG_V2 + watermark_ms.to_bytes(_WM_BYTES, "big", signed=True) + batch
+
+
+def iter_log_entry(item: bytes):
+    """(mark, watermark, record) of each record of a log entry, either layout."""
+    if item[:1] == _LOG_V2:
+        wm = int.from_bytes(item[1 : 1 + _WM_BYTES], "big", signed=True)
+        for mark, data in iter_batch(item[1 + _WM_BYTES :]):
+            yield mark, wm, data
+        return
+    wm = int.from_bytes(item[:_WM_BYTES], "big", signed=True)
+    batch, pos, end = item, _WM_BYTES, len(item)
+    while pos < end:
+        n = int.from_bytes(batch[pos : pos + 4], "big")
+        start = pos + 4
+        if start + n > end:
+            raise _overrun(end - _WM_BYTES, n, pos - _WM_BYTES)
+        yield wm, wm, batch[start : start + n]
+        pos = start + n
 
 
 class _KeyEntry:
@@ -118,6 +157,8 @@ class SymbolTaFunction(KeyedProcessFunction):
         self.job = o["job_name"]
         self.status_interval_ns = o["status_interval_ms"] * 1_000_000
         self.records_in = self.records_out = self.rejected = 0
+        self.reject_log_due_ns = 0
+        self.max_future_ns = int(o.get("max_future_ms", 2_000)) * 1_000_000
         self.max_event_ns = 0
         self.last_status_ns = 0
         # the heartbeat: a processing-time timer chain, so status flows while input is idle
@@ -136,32 +177,42 @@ class SymbolTaFunction(KeyedProcessFunction):
             else SignalState(self.signal_config)
         )
         entry = self.cache[key] = _KeyEntry(sym, sig, 0)
+        # the replay takes every decision the live path took, from the same marks
         for item in self.log_state.get() or ():
-            wm = int.from_bytes(item[:_WM_BYTES], "big", signed=True)
-            for data in iter_batch(item[_WM_BYTES:]):
+            for mark, wm, data in iter_log_entry(item):
                 ev = self.events.read(data, key)
-                if ev is not None and ev[0] != REJECTED:
-                    self._apply(entry, ev, wm, 0)
-                    entry.logged += 1
+                if ev is None or ev[0] == REJECTED or invalid_reason(ev, self.max_future_ns):
+                    continue
+                self._apply(entry, ev, mark if mark > wm else wm, wm, 0)
+                entry.logged += 1
         if raw_sym is not None or entry.logged:
             log.info("restored %s: snapshot + %d logged records replayed", key, entry.logged)
         return entry
 
-    def _apply(self, entry: _KeyEntry, ev: tuple, wm: int, wall_ns: int):
-        """Apply one event; returns the trade's StepResult (None for other kinds).
+    def _apply(self, entry: _KeyEntry, ev: tuple, limit: int, wm: int, wall_ns: int):
+        """Apply one valid event; returns the trade's StepResult (None for other kinds).
 
-        wall_ns=0 (a replay) never emits a provisional record.
+        `limit`: the record's lateness limit (its partition mark, or the watermark if that
+        is higher); `wm`: Flink's watermark. wall_ns=0 (a replay) never emits a
+        provisional record. A kernel that raises on the event is logged and skipped (the
+        checks in `invalid_reason` come first, so that is a bug, never a restart loop).
         """
         kind = ev[0]
+        try:
+            if kind == TRADE:
+                result = self.proc.on_trade(entry.sym, entry.sig, ev, limit, wall_ns)
+            else:
+                result = None
+                if kind == QUOTE:
+                    self.proc.on_quote(entry.sym, ev, limit, wm)
+                elif kind in (CORRECTION, CANCEL):
+                    self.proc.on_correction(entry.sym, ev)
+        except Exception:
+            log.exception("skipped an event the kernels refused (symbol %s): %r", ev[1], ev[:6])
+            return None
         if ev[2] > self.max_event_ns:
             self.max_event_ns = ev[2]
-        if kind == TRADE:
-            return self.proc.on_trade(entry.sym, entry.sig, ev, wm, wall_ns)
-        if kind == QUOTE:
-            self.proc.on_quote(entry.sym, ev, wm)
-        elif kind in (CORRECTION, CANCEL):
-            self.proc.on_correction(entry.sym, ev)
-        return None
+        return result
 
     def _compact(self, entry: _KeyEntry, signals_changed: bool) -> None:
         self.symbol_state.update(entry.sym.to_state())
@@ -197,18 +248,22 @@ class SymbolTaFunction(KeyedProcessFunction):
         self.watermark_ms = wm
         applied = 0
         read = self.events.read
-        for data in iter_batch(batch):
+        max_future_ns = self.max_future_ns
+        for mark, data in iter_batch(batch):
             self.records_in += 1
             ev = read(data, key)
             if ev is None:
                 continue
             if ev[0] == REJECTED:
-                self.rejected += 1
-                log.warning("rejected raw record (key %r): %s", key, ev[6])
+                self._reject(key, ev[6], now)
+                continue
+            reason = invalid_reason(ev, max_future_ns)
+            if reason is not None:
+                self._reject(key, reason, now)
                 continue
             if entry is None:
                 entry = self._load(key)
-            result = self._apply(entry, ev, wm, now)
+            result = self._apply(entry, ev, mark if mark > wm else wm, wm, now)
             applied += 1
             if result is not None:
                 if result.new_timer_ms is not None:
@@ -216,14 +271,23 @@ class SymbolTaFunction(KeyedProcessFunction):
                 if result.emissions:
                     yield from self._frames(result.emissions, key.encode())
         if entry is not None:
-            # the batch as it arrived, with the watermark it was applied at: a replay skips
-            # what was skipped here (undecodable, rejected, other channels) the same way
-            self.log_state.add(wm.to_bytes(_WM_BYTES, "big", signed=True) + batch)
+            # the batch as it arrived (each record with its mark), with the watermark it was
+            # applied at: a replay skips what was skipped here the same way
+            self.log_state.add(log_entry(wm, batch))
             entry.logged += applied
             if entry.logged >= self.log_max:
                 self._compact(entry, signals_changed=False)
         if now - self.last_status_ns >= self.status_interval_ns:
             yield self._status_frame(now)
+
+    def _reject(self, key: str, reason: str, now: int) -> None:
+        """Count a record the job cannot use; log it, at most once per status interval."""
+        self.rejected += 1
+        if now >= self.reject_log_due_ns:
+            self.reject_log_due_ns = now + self.status_interval_ns
+            log.warning(
+                "rejected raw record (key %r; %d rejected so far): %s", key, self.rejected, reason
+            )
 
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext):
         if ctx.time_domain() == TimeDomain.PROCESSING_TIME:
@@ -248,7 +312,7 @@ class SymbolTaFunction(KeyedProcessFunction):
             sym = entry.sym
             c = sym.counters
             late, ooo, gaps = (
-                late + c.late,
+                late + c.late + c.late_quotes,
                 ooo + c.out_of_order,
                 gaps + c.seq_gaps + c.seq_regressions,
             )
@@ -256,7 +320,7 @@ class SymbolTaFunction(KeyedProcessFunction):
                 {
                     "symbol": name,
                     "last_event_ts": sym.last_trade_ns,
-                    "late_events": c.late,
+                    "late_events": c.late + c.late_quotes,
                     "out_of_order_events": c.out_of_order,
                     "seq_gaps": c.seq_gaps + c.seq_regressions,
                 }

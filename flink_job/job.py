@@ -1,9 +1,10 @@
 """The TA job topology, top to bottom:
 
 raw trades+quotes (KafkaSource, read_committed; event-time watermarks with bounded
-  out-of-orderness + idleness per partition; Row(symbol = record key, value bytes))
-  -> batch by symbol (in Java: consecutive records of a symbol, <= 1 ms, flushed before
-  watermarks and barriers) -> keyBy symbol (in Java) -> SymbolTaFunction (Avro decode via
+  out-of-orderness per partition; Row(symbol = record key, value bytes, split, event ms))
+  -> partition marks + batch by symbol (in Java: each record stamped with its partition's
+  event-time mark, heartbeats dropped; consecutive records of a symbol, <= 1 ms, flushed
+  before watermarks and barriers) -> keyBy symbol (in Java) -> SymbolTaFunction (Avro decode via
   the shared serde, 1 s bars, signals, status) -> one EXACTLY_ONCE KafkaSink.
 
 Only the keyed function runs Python. In thread mode every Python operator of a slot shares
@@ -19,6 +20,7 @@ from __future__ import annotations
 from flink_job.environment import create_environment
 from flink_job.kafka_io import (
     batched_by_symbol,
+    event_time_watermarks,
     framed_exactly_once_sink,
     keyed_by_symbol,
     symbol_keyed_source,
@@ -28,26 +30,28 @@ from shared.topics import QUOTES, TRADES
 
 
 def build(env, settings: TaSettings) -> None:
-    from pyflink.common import Duration, Types, WatermarkStrategy
+    from pyflink.common import Types
 
     from flink_job.functions import SymbolTaFunction
 
     raw_type = Types.PRIMITIVE_ARRAY(Types.BYTE())
-    # Event time = the Kafka record timestamp, which the forwarder sets to the Alpaca event
-    # time (ms). Assigning it in the source gives per-partition watermarks (a partition
-    # catching up cannot make another one's records late) and per-split idleness.
-    watermarks = WatermarkStrategy.for_bounded_out_of_orderness(
-        Duration.of_millis(settings.out_of_orderness_ms)
-    ).with_idleness(Duration.of_millis(settings.idleness_ms))
-    row_type = Types.ROW([Types.STRING(), raw_type])
+    # Event time = the Kafka record timestamp (the forwarder sets it to the Alpaca event time,
+    # ms), capped at the envelope's ingest time + max_future_ms. Assigned in the source:
+    # per-partition watermarks, and the partition marks that decide lateness follow exactly
+    # the records of each partition (docs/design.md, "Event time").
+    source_type = Types.ROW([Types.STRING(), raw_type, Types.STRING(), Types.LONG()])
     raw = env.from_source(
         symbol_keyed_source(settings, [TRADES.name, QUOTES.name]),
-        watermarks,
+        event_time_watermarks(settings),
         "raw-trades-quotes",
-        type_info=row_type,
+        type_info=source_type,
     ).uid("source-raw")
     batches = batched_by_symbol(
-        raw, row_type, settings.batch_max_records, settings.batch_max_delay_ms
+        raw,
+        Types.ROW([Types.STRING(), raw_type]),
+        settings.batch_max_records,
+        settings.batch_max_delay_ms,
+        settings.out_of_orderness_ms,
     ).uid("batch-by-symbol")
     opts = {
         "registry_url": settings.registry_url,
@@ -57,6 +61,7 @@ def build(env, settings: TaSettings) -> None:
         "session_start_local": settings.session_start_local,
         "status_interval_ms": settings.status_interval_ms,
         "job_name": settings.job_name,
+        "max_future_ms": settings.max_future_ms,
     }
     frames = (
         keyed_by_symbol(batches, raw_type)

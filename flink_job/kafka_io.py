@@ -23,30 +23,59 @@ def raw_bytes_source(settings: TaSettings, topics: list[str], group_id: str | No
 
 
 def symbol_keyed_source(settings: TaSettings, topics: list[str], group_id: str | None = None):
-    """KafkaSource emitting `Row(symbol, value bytes)` (symbol = the record key), read_committed.
+    """KafkaSource emitting `Row(symbol, value bytes, split, event ms)`, read_committed.
 
-    Its output goes straight into a Java `keyBy` (`keyed_by_symbol`): the source task then
-    runs no Python, so it never competes with the keyed function for the interpreter's GIL.
+    symbol = the record key; split = `topic-partition`; event ms = the record timestamp capped
+    at the envelope's ingest time + `max_future_ms` (`SymbolKeyedDeserializationSchema`).
+    Heartbeat records (shared/heartbeat.py) come out with the heartbeat key and are dropped
+    by `batched_by_symbol`. The output goes into a Java `keyBy` (`keyed_by_symbol`): the
+    source task runs no Python, so it never competes with the keyed function for the GIL.
     """
     from pyflink.java_gateway import get_gateway
 
     builder = _source_builder(settings, topics, group_id)
     builder._j_builder.setDeserializer(
-        get_gateway().jvm.dev.torghut.flink.SymbolKeyedDeserializationSchema()
+        get_gateway().jvm.dev.torghut.flink.SymbolKeyedDeserializationSchema(
+            settings.max_future_ms
+        )
     )
     return builder.build()
 
 
-def batched_by_symbol(stream, row_type, max_records: int, max_delay_ms: int):
-    """`Row(symbol, batch)` from `Row(symbol, value)`: consecutive records of a symbol framed
-    together (u32 length + bytes each) by `dev.torghut.flink.SymbolBatchOperator`, chained
-    to the source. See `flink_job.functions.iter_batch` for the Python side."""
+def event_time_watermarks(settings: TaSettings):
+    """Bounded out-of-orderness watermarks on the source rows' event ms (field 3).
+
+    Idleness is off unless `idleness_ms` > 0: an idle partition is skipped by wall-clock
+    time, which makes which trades are late depend on processing speed; quiet partitions
+    move on through the forwarder's heartbeats instead (docs/design.md, "Event time").
+    """
+    from pyflink.common import Duration, WatermarkStrategy
+    from pyflink.java_gateway import get_gateway
+
+    strategy = WatermarkStrategy.for_bounded_out_of_orderness(
+        Duration.of_millis(settings.out_of_orderness_ms)
+    )
+    if settings.idleness_ms > 0:
+        strategy = strategy.with_idleness(Duration.of_millis(settings.idleness_ms))
+    assigner = get_gateway().jvm.dev.torghut.flink.RowEventTimeAssigner()
+    return WatermarkStrategy(strategy._j_watermark_strategy.withTimestampAssigner(assigner))
+
+
+def batched_by_symbol(stream, batch_type, max_records: int, max_delay_ms: int, bound_ms: int):
+    """`Row(symbol, batch)` from the source rows: each record stamped with its partition's
+    event-time mark (the watermark that partition alone would have before it, with
+    out-of-orderness `bound_ms`), consecutive records of a symbol framed together
+    (u32 length + i64 mark + bytes each), heartbeats dropped; by
+    `dev.torghut.flink.SymbolBatchOperator`, chained to the source. See
+    `flink_job.functions.iter_batch` for the Python side."""
     from pyflink.datastream import DataStream
     from pyflink.java_gateway import get_gateway
 
-    j_op = get_gateway().jvm.dev.torghut.flink.SymbolBatchOperator(max_records, max_delay_ms)
+    j_op = get_gateway().jvm.dev.torghut.flink.SymbolBatchOperator(
+        max_records, max_delay_ms, bound_ms
+    )
     return DataStream(
-        stream._j_data_stream.transform("batch-by-symbol", row_type.get_java_type_info(), j_op)
+        stream._j_data_stream.transform("batch-by-symbol", batch_type.get_java_type_info(), j_op)
     )
 
 

@@ -44,7 +44,12 @@ class TaSettings(BaseSettings):
 
     # event time
     out_of_orderness_ms: int = Field(1_000, ge=0, le=10_000)
-    idleness_ms: int = 5_000
+    # 0 = off: quiet partitions move on through the forwarder's heartbeats; idleness skips a
+    # partition by wall-clock time, which makes lateness depend on processing speed
+    idleness_ms: int = Field(0, ge=0)
+    # an event time this far past the envelope's ingest time is rejected and cannot move
+    # event time (the forwarder rejects beyond its own TORGHUT_FWD_MAX_FUTURE_S first)
+    max_future_ms: int = Field(2_000, ge=0, le=3_600_000)
     bar_size_ms: int = 1_000
     provisional_interval_ms: int = Field(200, ge=0, description="0 disables provisional output")
     quote_max_age_ms: int = 5_000

@@ -1,19 +1,27 @@
 """Per-symbol event-time logic of the TA job, as plain Python (no Flink), so it is unit-tested
 directly and the KeyedProcessFunction stays a thin adapter.
 
-Rules (DESIGN.md "Event time"):
+Rules (docs/design.md, "Event time" and "Bad input"):
 - a trade goes to its own 1 s bucket; several buckets may be open at once;
-- a trade whose bucket has already closed (bucket end <= watermark) is late: counted and
-  reported, never a bar;
+- a trade or quote is late when its bucket's timer is at or below its *limit*: the event-time
+  mark of its partition as the source stamped it (the watermark that partition alone would
+  have had just before the record), or Flink's current watermark if that is higher (only
+  with idleness on). The mark is a function of the partition's record order, so lateness
+  is the same at any consumption speed and across restores. Late: counted and reported,
+  never a bar and never a bar's quote;
 - a bucket closes when the watermark passes its end: final bar + signals, in start order;
 - while a bucket is open a provisional bar + signals (is_final=false) is emitted at most
   every `provisional_interval_ns` of wall time;
+- a trade with price <= 0 or non-finite, size < 0 or non-finite, a quote with a negative or
+  non-finite price or size, and any event time more than `max_future_ns` past its ingest
+  time is refused (`invalid_reason`): the job counts and skips it;
 - corrections and cancelErrors are counted and reported; bars are not rewritten (Alpaca
   re-sends corrected minute bars as updatedBars; 1 s bars stay a record of what traded).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,9 +43,17 @@ class SymbolCounters:
     seq_gaps: int = 0
     seq_regressions: int = 0
     corrections: int = 0
+    late_quotes: int = 0  # added in state layout 2; older snapshots restore it as 0
 
     def to_state(self) -> tuple[int, ...]:
-        return (self.late, self.out_of_order, self.seq_gaps, self.seq_regressions, self.corrections)
+        return (
+            self.late,
+            self.out_of_order,
+            self.seq_gaps,
+            self.seq_regressions,
+            self.corrections,
+            self.late_quotes,
+        )
 
 
 @dataclass
@@ -101,6 +117,33 @@ class StepResult:
     late: bool = False
 
 
+_INF = math.inf
+
+
+def invalid_reason(ev: tuple, max_future_ns: int) -> str | None:
+    """Why the event cannot be applied to a bar or a quote, or None if it can.
+
+    Trades: price > 0 and finite, size >= 0 and finite. Quotes: prices and sizes >= 0 and
+    finite (a 0 price is a one-sided quote). Any kind: event time at most `max_future_ns`
+    after the envelope's ingest time (the forwarder refuses these first; this guards the job
+    against any other writer).
+    """
+    kind = ev[0]
+    if ev[2] - ev[4] > max_future_ns:
+        return f"event_ts {ev[2]} is {(ev[2] - ev[4]) // NS_PER_MS} ms past ingest_ts {ev[4]}"
+    if kind == TRADE:
+        price, size = ev[6], ev[7]
+        if not 0.0 < price < _INF:
+            return f"trade price {price!r} is not a positive finite number"
+        if not 0.0 <= size < _INF:
+            return f"trade size {size!r} is not a finite number >= 0"
+    elif kind == QUOTE:
+        for name, v in zip(("bid_price", "bid_size", "ask_price", "ask_size"), ev[6:10]):
+            if not 0.0 <= v < _INF:
+                return f"quote {name} {v!r} is not a finite number >= 0"
+    return None
+
+
 class SymbolProcessor:
     """Applies one event (or a watermark advance) to a symbol's state."""
 
@@ -130,14 +173,15 @@ class SymbolProcessor:
         st.last_seq[kind] = seq
 
     def on_trade(
-        self, st: SymbolState, signals: SignalState, ev: tuple, watermark_ms: int, wall_ns: int
+        self, st: SymbolState, signals: SignalState, ev: tuple, limit_ms: int, wall_ns: int
     ) -> StepResult:
+        """`limit_ms`: the record's lateness limit (module doc), a watermark in ms."""
         _, symbol, event_ns, seq, ingest_ns, trace_id, price, size, _trade_id = ev
         self._check_seq(st, TRADE, seq)
         start = bucket_start_ns(event_ns, self.size)
         end = start + self.size
         result = StepResult()
-        if start not in st.bars and self.timer_for(end) <= watermark_ms:
+        if self.timer_for(end) <= limit_ms:
             st.counters.late += 1
             result.late = True
             return result
@@ -177,10 +221,22 @@ class SymbolProcessor:
         last_end = signals.last_bar_end_ns
         return last_end is None or bar.end_ns > last_end
 
-    def on_quote(self, st: SymbolState, ev: tuple, watermark_ms: int | None = None) -> None:
+    def on_quote(
+        self,
+        st: SymbolState,
+        ev: tuple,
+        limit_ms: int | None = None,
+        watermark_ms: int | None = None,
+    ) -> None:
+        """`limit_ms`: the record's lateness limit (module doc); a late quote is dropped.
+        `watermark_ms`: Flink's watermark, the only safe horizon for pruning (it never
+        passes the end of a bar that can still close)."""
         _, _symbol, event_ns, seq, _ingest, _trace, bid, bid_size, ask, ask_size = ev
         self._check_seq(st, QUOTE, seq)
         bucket = bucket_start_ns(event_ns, self.size)
+        if limit_ms is not None and self.timer_for(bucket + self.size) <= limit_ms:
+            st.counters.late_quotes += 1
+            return
         prev = st.quotes.get(bucket)
         if prev is None or event_ns >= prev[0]:
             st.quotes[bucket] = (event_ns, bid, bid_size, ask, ask_size)

@@ -9,7 +9,13 @@ import numpy as np
 import pytest
 import talib  # type: ignore[import-untyped]
 
-from flink_job.symbol_processor import QUOTE_BUCKETS_SOFT_CAP, SymbolProcessor, SymbolState
+from flink_job.symbol_processor import (
+    QUOTE_BUCKETS_SOFT_CAP,
+    SymbolCounters,
+    SymbolProcessor,
+    SymbolState,
+    invalid_reason,
+)
 from shared.bars import batch_bars
 from shared.indicators import SignalState
 
@@ -101,7 +107,7 @@ def test_a_symbol_that_only_quotes_keeps_a_bounded_quote_history(proc):
     st, sig = SymbolState(), SignalState()
     for i in range(600):  # 10 minutes of one quote per second, watermark 1 s behind
         ts = T0 + i * S
-        proc.on_quote(st, quote(ts, 99.0, 101.0, seq=i + 1), wm_ms(ts - S))
+        proc.on_quote(st, quote(ts, 99.0, 101.0, seq=i + 1), wm_ms(ts - S), wm_ms(ts - S))
     assert len(st.quotes) <= QUOTE_BUCKETS_SOFT_CAP + 1
     # a bar still to close finds the latest quote before its end
     last = T0 + 599 * S
@@ -116,8 +122,67 @@ def test_out_of_order_quote_stragglers_do_not_grow_the_history_without_bound(pro
         ts = T0 + i * S
         if i % 7 == 0:
             ts -= 60 * S  # a straggler a minute behind, inserted after newer buckets
-        proc.on_quote(st, quote(ts, 99.0, 101.0, seq=i + 1), wm_ms(T0 + i * S - S))
+        # no lateness limit: the stragglers are kept, pruning alone bounds the history
+        proc.on_quote(st, quote(ts, 99.0, 101.0, seq=i + 1), None, wm_ms(T0 + i * S - S))
     assert len(st.quotes) <= 4 * QUOTE_BUCKETS_SOFT_CAP + 1
+
+
+def test_a_trade_late_by_its_mark_is_late_even_while_its_bar_is_still_open(proc):
+    """The limit is the partition mark stamped on the record, not the (lagging) watermark:
+    whether the bar has closed yet depends on timing; the mark does not."""
+    st, sig = SymbolState(), SignalState()
+    proc.on_trade(st, sig, trade(T0 + 5 * S, 100.0, seq=1), NO_WM, 0)
+    result = proc.on_trade(st, sig, trade(T0 + 5 * S + 10, 50.0, seq=2), wm_ms(T0 + 6 * S), 0)
+    assert result.late and st.counters.late == 1
+    (em,) = proc.on_watermark(st, sig, wm_ms(T0 + 6 * S))
+    assert (em.bar.trade_count, em.bar.low) == (1, 100.0)
+
+
+def test_a_quote_late_by_its_mark_is_dropped_and_counted(proc):
+    st, sig = SymbolState(), SignalState()
+    proc.on_trade(st, sig, trade(T0 + 5 * S, 100.0, seq=1), NO_WM, 0)
+    proc.on_quote(st, quote(T0 + 5 * S + 1, 90.0, 110.0, seq=1), wm_ms(T0 + 6 * S), NO_WM)
+    assert st.counters.late_quotes == 1 and st.quotes == {}
+    (em,) = proc.on_watermark(st, sig, wm_ms(T0 + 6 * S))
+    assert em.signals.spread is None
+
+
+@pytest.mark.parametrize(
+    ("ev", "needle"),
+    [
+        (trade(T0, 0.0), "trade price 0.0"),
+        (trade(T0, -1.5), "trade price -1.5"),
+        (trade(T0, float("nan")), "trade price nan"),
+        (trade(T0, float("inf")), "trade price inf"),
+        (trade(T0, float("-inf")), "trade price -inf"),
+        (trade(T0, 10.0, size=-1.0), "trade size -1.0"),
+        (trade(T0, 10.0, size=float("nan")), "trade size nan"),
+        (trade(T0, 10.0, size=float("inf")), "trade size inf"),
+        (quote(T0, -0.01, 10.0), "quote bid_price -0.01"),
+        (quote(T0, 9.0, float("nan")), "quote ask_price nan"),
+        (quote(T0, 9.0, 10.0, bs=float("inf")), "quote bid_size inf"),
+        (quote(T0, 9.0, 10.0, asz=-3.0), "quote ask_size -3.0"),
+    ],
+)
+def test_bad_values_are_refused_with_a_reason_naming_the_field(ev, needle):
+    reason = invalid_reason(ev, 2_000_000_000)
+    assert reason is not None and needle in reason
+
+
+def test_an_event_time_past_ingest_plus_the_tolerance_is_refused(proc):
+    ahead = ("t", "AAPL", T0 + 3 * S, 1, T0, "x", 10.0, 1.0, 1)
+    assert "ms past ingest_ts" in invalid_reason(ahead, 2 * S)
+    assert invalid_reason(ahead, 3 * S) is None
+
+
+def test_good_values_pass_including_size_zero_and_a_one_sided_quote():
+    assert invalid_reason(trade(T0, 0.0001, size=0.0), 0) is None
+    assert invalid_reason(quote(T0, 0.0, 10.0), 0) is None
+
+
+def test_counters_of_an_older_state_layout_restore_with_the_new_counter_at_zero():
+    old = (1, 2, 3, 4, 5)  # layout 1: no late_quotes
+    assert SymbolCounters(*old).to_state() == (1, 2, 3, 4, 5, 0)
 
 
 def test_seq_gaps_and_regressions_are_counted_per_channel(proc):

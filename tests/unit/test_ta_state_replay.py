@@ -150,15 +150,31 @@ def _raw(stream: list[tuple[str, int, str, tuple]], reg: InMemoryRegistry) -> li
     return out
 
 
-class Harness:
-    """Feeds records and watermarks (1 s behind the newest event) like Flink would."""
+BOUND_MS = 1000
+NO_MARK = -(1 << 63)
 
-    def __init__(self, reg: InMemoryRegistry, log_max: int) -> None:
+
+class Harness:
+    """Feeds records and watermarks like the source + SymbolBatchOperator + Flink would.
+
+    Trades and quotes are two partitions: each record is stamped with its partition's mark
+    (max event ms before it - bound - 1); the watermark is the minimum of the partitions'
+    marks, emitted after every `wm_every`-th flush (a slow or a fast watermark clock).
+    """
+
+    def __init__(self, reg: InMemoryRegistry, log_max: int, wm_every: int = 1) -> None:
         self.store, self.reg, self.log_max = Store(), reg, log_max
         self.ctx = Ctx(self.store)
         self.out: list[bytes] = []
         self.fn = self._open()
-        self.max_ts = 0
+        self.high: dict[str, int] = {}  # partition -> max event ms (operator state)
+        self.wm_every, self.flushes = wm_every, 0
+
+    def _mark(self, part: str, ts_ms: int) -> int:
+        h = self.high.get(part)
+        if h is None or ts_ms > h:
+            self.high[part] = ts_ms
+        return NO_MARK if h is None else h - BOUND_MS - 1
 
     def _open(self) -> SymbolTaFunction:
         fn = SymbolTaFunction(
@@ -177,17 +193,18 @@ class Harness:
         fn.last_status_ns = 1 << 62  # no status frames: they carry wall-clock values
         return fn
 
-    def feed(self, records: list[tuple[str, int, bytes]]) -> None:
+    def feed(self, records: list[tuple[str, str, int, bytes]]) -> None:
         """One flush of SymbolBatchOperator: a batch per symbol (in first-seen order), then
-        the watermark (the operator flushes before any watermark passes it)."""
-        batches: dict[str, list[bytes]] = {}
-        for sym, ts, data in records:
-            batches.setdefault(sym, []).append(data)
-            self.max_ts = max(self.max_ts, ts)
+        maybe the watermark (the operator flushes before any watermark passes it)."""
+        batches: dict[str, list[tuple[int, bytes]]] = {}
+        for sym, part, ts, data in records:
+            batches.setdefault(sym, []).append((self._mark(part, ts // 1_000_000), data))
         for sym, datas in batches.items():
             self.store.key = sym
             self.out.extend(self.fn.process_element(frame_batch(datas), self.ctx))  # type: ignore[arg-type]
-        self.advance((self.max_ts - S) // 1_000_000)
+        self.flushes += 1
+        if self.flushes % self.wm_every == 0 and len(self.high) == 2:
+            self.advance(min(self.high.values()) - BOUND_MS - 1)
 
     def advance(self, wm: int) -> None:
         if wm <= self.ctx.watermark:
@@ -203,14 +220,14 @@ class Harness:
             copy.deepcopy(self.store.data),
             set(self.ctx.timers),
             self.ctx.watermark,
-            self.max_ts,
+            dict(self.high),
             len(self.out),
         )
 
     def restore(self, cp: tuple[Any, ...]) -> None:
-        data, timers, wm, max_ts, n_out = cp
+        data, timers, wm, high, n_out = cp
         self.store.data = copy.deepcopy(data)
-        self.ctx.timers, self.ctx.watermark, self.max_ts = set(timers), wm, max_ts
+        self.ctx.timers, self.ctx.watermark, self.high = set(timers), wm, dict(high)
         del self.out[n_out:]  # the aborted transaction
         self.fn = self._open()  # a new process: the per-key cache is gone
 
@@ -237,7 +254,7 @@ def test_restores_from_snapshot_plus_log_give_the_outputs_of_an_uninterrupted_ru
     monkeypatch.setattr(functions, "SchemaRegistryClient", lambda url: reg)
     stream = _stream(seed)
     raw = _raw(stream, reg)
-    records = [(sym, ts, data) for (_, ts, sym, _f), data in zip(stream, raw, strict=True)]
+    records = [(sym, k, ts, data) for (k, ts, sym, _f), data in zip(stream, raw, strict=True)]
 
     straight = Harness(reg, log_max)
     for i in range(0, len(records), batch):
@@ -268,7 +285,61 @@ def test_restores_from_snapshot_plus_log_give_the_outputs_of_an_uninterrupted_ru
 
 
 def test_batch_framing_round_trips_and_a_torn_batch_is_refused() -> None:
-    records = [b"", b"a", bytes(range(256)) * 3]
+    records = [(NO_MARK, b""), (1_767_364_200_123, b"a"), (-5, bytes(range(256)) * 3)]
     assert list(iter_batch(frame_batch(records))) == records
     with pytest.raises(functions.BatchFramingError, match="runs past its end"):
         list(iter_batch(frame_batch(records)[:-1]))
+
+
+def test_a_legacy_log_entry_replays_with_its_watermark_as_every_record_mark() -> None:
+    legacy = (1234).to_bytes(8, "big", signed=True) + b"".join(
+        len(r).to_bytes(4, "big") + r for r in (b"x", b"yz")
+    )
+    assert list(functions.iter_log_entry(legacy)) == [(1234, 1234, b"x"), (1234, 1234, b"yz")]
+    v2 = functions.log_entry(99, frame_batch([(7, b"x")]))
+    assert list(functions.iter_log_entry(v2)) == [(7, 99, b"x")]
+
+
+def _late_heavy_stream(seed: int) -> list[tuple[str, int, str, tuple]]:
+    """`_stream` plus trades 2-6 s late and a sparse symbol's lone late trades: the records
+    whose fate a wall-clock watermark decides differently at different speeds."""
+    rng = random.Random(seed)
+    out = _stream(seed)
+    for i in range(300, len(out), 23):
+        sym = SYMBOLS[rng.randrange(3)]
+        ts = out[i][1] - rng.randrange(2 * S, 6 * S)
+        out.insert(i, ("t", ts, sym, (100.0 + rng.random(), 1.0, 10_000 + i)))
+    for i in range(100, len(out), 157):  # SPRS trades ~2 s behind the feed, alone in their second
+        out.insert(i, ("t", out[i][1] - 2 * S - 500_000_000, "SPRS", (50.0, 2.0, 20_000 + i)))
+    return out
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_final_output_is_the_same_whatever_the_watermark_timing_and_batching(
+    monkeypatch: pytest.MonkeyPatch, seed: int
+) -> None:
+    """The property behind docs/design.md "Event time": lateness follows the partition
+    marks stamped on the records, so a watermark emitted after every flush, one lagging
+    many flushes behind, and different batch sizes give the same final bars and signals."""
+    reg = InMemoryRegistry()
+    monkeypatch.setattr(functions, "SchemaRegistryClient", lambda url: reg)
+    stream = _late_heavy_stream(seed)
+    raw = _raw(stream, reg)
+    records = [(sym, k, ts, data) for (k, ts, sym, _f), data in zip(stream, raw, strict=True)]
+    runs = []
+    for batch, wm_every in ((1, 1), (7, 1), (1, 40), (13, 300)):
+        h = Harness(reg, 512, wm_every=wm_every)
+        for i in range(0, len(records), batch):
+            h.feed(records[i : i + batch])
+        h.advance(1 << 62)
+        # emission order across symbols follows the watermark; per symbol it is start order
+        runs.append(sorted((f for f in _finals(h.out, reg) if _is_final(f)), key=repr))
+    late = sum(h.fn.cache[s].sym.counters.late for s in h.fn.cache)
+    assert late > 20, "the stream must hold trades that are late by their partition mark"
+    assert len(runs[0]) > 200
+    for other in runs[1:]:
+        assert other == runs[0]
+
+
+def _is_final(frame: tuple[str, tuple]) -> bool:
+    return dict(frame[1])["is_final"]

@@ -1123,7 +1123,7 @@ def profile_breakdown(
         if kind == "t":
             res = proc.on_trade(st, sig, ev, wm_ms, time.time_ns())
         else:
-            proc.on_quote(st, ev, wm_ms)
+            proc.on_quote(st, ev, wm_ms, wm_ms)
             res = None
         t1 = clock()
         # the log entry as the PICKLED_BYTE_ARRAY list state receives it
