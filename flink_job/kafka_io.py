@@ -35,9 +35,7 @@ def symbol_keyed_source(settings: TaSettings, topics: list[str], group_id: str |
 
     builder = _source_builder(settings, topics, group_id)
     builder._j_builder.setDeserializer(
-        get_gateway().jvm.dev.torghut.flink.SymbolKeyedDeserializationSchema(
-            settings.max_future_ms
-        )
+        get_gateway().jvm.dev.torghut.flink.SymbolKeyedDeserializationSchema(settings.max_future_ms)
     )
     return builder.build()
 

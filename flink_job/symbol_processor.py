@@ -138,7 +138,9 @@ def invalid_reason(ev: tuple, max_future_ns: int) -> str | None:
         if not 0.0 <= size < _INF:
             return f"trade size {size!r} is not a finite number >= 0"
     elif kind == QUOTE:
-        for name, v in zip(("bid_price", "bid_size", "ask_price", "ask_size"), ev[6:10]):
+        for name, v in zip(
+            ("bid_price", "bid_size", "ask_price", "ask_size"), ev[6:10], strict=True
+        ):
             if not 0.0 <= v < _INF:
                 return f"quote {name} {v!r} is not a finite number >= 0"
     return None
