@@ -225,9 +225,11 @@ class SymbolTaFunction(KeyedProcessFunction):
     def _frames(self, emissions, key: bytes):
         now = time.time_ns()
         for em in emissions:
-            yield frame_record(TA_BARS_1S.name, key, self.bars_out.encode(microbar_record(em, now)))
             yield frame_record(
-                TA_SIGNALS.name, key, self.signals_out.encode(signal_record(em, now))
+                TA_BARS_1S.name, key, self.bars_out.encode(microbar_record(em, now, self.job))
+            )
+            yield frame_record(
+                TA_SIGNALS.name, key, self.signals_out.encode(signal_record(em, now, self.job))
             )
             self.records_out += 2
 
@@ -307,7 +309,7 @@ class SymbolTaFunction(KeyedProcessFunction):
 
     def _status_frame(self, now: int) -> bytes:
         self.last_status_ns = now
-        symbols, late, ooo, gaps = [], 0, 0, 0
+        symbols, late, ooo, gaps, refused = [], 0, 0, 0, 0
         for name, entry in sorted(self.cache.items()):
             sym = entry.sym
             c = sym.counters
@@ -316,6 +318,7 @@ class SymbolTaFunction(KeyedProcessFunction):
                 ooo + c.out_of_order,
                 gaps + c.seq_gaps + c.seq_regressions,
             )
+            refused += c.refused_bars
             symbols.append(
                 {
                     "symbol": name,
@@ -338,7 +341,7 @@ class SymbolTaFunction(KeyedProcessFunction):
             "late_events": late,
             "out_of_order_events": ooo,
             "seq_gaps": gaps,
-            "rejected_records": self.rejected,
+            "rejected_records": self.rejected + refused,
             "symbols": symbols,
         }
         self.records_out += 1

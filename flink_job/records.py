@@ -6,10 +6,10 @@ from typing import Any
 
 from flink_job.symbol_processor import Emission
 
-SOURCE = "torghut-ta"
+SOURCE = "torghut-ta"  # the default job name; records carry the name of the job that made them
 
 
-def _common(em: Emission, emit_ns: int) -> dict[str, Any]:
+def _common(em: Emission, emit_ns: int, source: str) -> dict[str, Any]:
     """Fields every derived record shares: identity, window, finality, lineage."""
     size_ms = (em.bar.end_ns - em.bar.start_ns) // 1_000_000
     return {
@@ -26,14 +26,14 @@ def _common(em: Emission, emit_ns: int) -> dict[str, Any]:
         "ingest_ts": em.ingest_ns,
         "emit_ts": emit_ns,
         "seq": em.seq,
-        "source": SOURCE,
+        "source": source,
         "trace_id": em.trace_id,
     }
 
 
-def microbar_record(em: Emission, emit_ns: int) -> dict[str, Any]:
+def microbar_record(em: Emission, emit_ns: int, source: str = SOURCE) -> dict[str, Any]:
     b = em.bar
-    rec = _common(em, emit_ns)
+    rec = _common(em, emit_ns, source)
     rec.update(
         open=b.open,
         high=b.high,
@@ -46,8 +46,8 @@ def microbar_record(em: Emission, emit_ns: int) -> dict[str, Any]:
     return rec
 
 
-def signal_record(em: Emission, emit_ns: int) -> dict[str, Any]:
-    rec = _common(em, emit_ns)
+def signal_record(em: Emission, emit_ns: int, source: str = SOURCE) -> dict[str, Any]:
+    rec = _common(em, emit_ns, source)
     rec["close"] = em.bar.close
     rec.update(em.signals.as_dict())
     return rec

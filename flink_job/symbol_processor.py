@@ -21,12 +21,15 @@ Rules (docs/design.md, "Event time" and "Bad input"):
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from shared.bars import MicroBar, bucket_start_ns
-from shared.indicators import Quote, SignalState, SignalValues
+from shared.indicators import IndicatorError, Quote, SignalState, SignalValues
+
+log = logging.getLogger("torghut.ta")
 
 NS_PER_MS = 1_000_000
 
@@ -43,7 +46,8 @@ class SymbolCounters:
     seq_gaps: int = 0
     seq_regressions: int = 0
     corrections: int = 0
-    late_quotes: int = 0  # added in state layout 2; older snapshots restore it as 0
+    late_quotes: int = 0  # added in state layout 2 (with refused_bars); older snapshots: 0
+    refused_bars: int = 0
 
     def to_state(self) -> tuple[int, ...]:
         return (
@@ -53,6 +57,7 @@ class SymbolCounters:
             self.seq_regressions,
             self.corrections,
             self.late_quotes,
+            self.refused_bars,
         )
 
 
@@ -289,9 +294,16 @@ class SymbolProcessor:
             bar = st.bars[start]
             if self.timer_for(bar.end_ns) > watermark_ms:
                 break
-            values = signals.update(bar, self._quote_before(st, bar.end_ns))
             event_ns, ingest_ns, seq, trace_id = st.latest.pop(start)
             del st.bars[start]
+            try:
+                values = signals.update(bar, self._quote_before(st, bar.end_ns))
+            except IndicatorError:
+                # a bar the indicators refuse (a bug upstream: the checks in invalid_reason
+                # keep bad values out) is dropped and counted, never a restart loop
+                log.exception("%s: dropped the bar starting %d", bar.symbol, start)
+                st.counters.refused_bars += 1
+                continue
             out.append(Emission(bar, values, True, event_ns, ingest_ns, seq, trace_id))
         if out:
             horizon = out[-1].bar.end_ns - self.quote_max_age_ns - self.size

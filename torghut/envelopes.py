@@ -43,6 +43,7 @@ class EnvelopeProducer:
             }
         )
         self.seq: dict[tuple[str, str], int] = {}
+        self._partitions: dict[str, list[int]] = {}
 
     def _next(self, ch: str, sym: str) -> int:
         self.seq[(ch, sym)] = self.seq.get((ch, sym), 0) + 1
@@ -101,6 +102,26 @@ class EnvelopeProducer:
         }
         env = self._envelope("quotes", sym, event_ns, payload, "")
         self._produce(self.quotes_topic, self.quotes.encode(env), sym, event_ns)
+
+    def heartbeat(self, event_ns: int) -> None:
+        """An event-time heartbeat (shared/heartbeat.py) into every partition of the raw
+        trades and quotes topics: event time moves on there without a record."""
+        from shared.heartbeat import HEADER, HEADER_VALUE
+
+        for topic in (self.trades_topic, self.quotes_topic):
+            parts = self._partitions.get(topic)
+            if parts is None:
+                meta = self.p.list_topics(topic, timeout=10).topics[topic]
+                parts = self._partitions[topic] = sorted(meta.partitions)
+            for partition in parts:
+                self.p.produce(
+                    topic,
+                    None,
+                    partition=partition,
+                    timestamp=event_ns // 1_000_000,
+                    headers=[(HEADER, HEADER_VALUE)],
+                )
+        self.p.poll(0)
 
     def flush(self, timeout_s: float = 60.0) -> None:
         if self.p.flush(timeout_s) != 0:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from shared.serde import AvroDeserializer
 from tests.conftest import REPO_ROOT
 from tests.integration.kafka_helpers import QUIET
 from torghut.envelopes import EnvelopeProducer as _EnvelopeProducer
+from torghut.stack import minio
 from torghut.stack.state import StackState
 
 
@@ -40,6 +42,7 @@ class TaJobProcess:
         extra_env: dict[str, str] | None = None,
     ) -> None:
         self.workdir = workdir
+        self.checkpoint_prefix = checkpoint_prefix
         self.env = {
             **os.environ,
             "TORGHUT_TA_KAFKA_BOOTSTRAP": stack.kafka_bootstrap,
@@ -88,6 +91,22 @@ class TaJobProcess:
     def stop(self) -> None:
         if self.alive():
             self.kill9()
+
+
+def latest_checkpoint(stack: StackState, prefix: str) -> int:
+    """Highest completed checkpoint id under `prefix` (-1 if none).
+
+    Ids continue across a restore, and Flink keeps one completed checkpoint and deletes the
+    one it subsumes, so "N new checkpoints" is the id moving on by N: a set difference of
+    `_metadata` files would need two of them to exist at the same moment.
+    """
+    s3 = minio.client(stack.s3_endpoint, stack.s3_access_key, stack.s3_secret_key)
+    ids = [
+        int(m.group(1))
+        for o in s3.list_objects(stack.s3_bucket, prefix=prefix, recursive=True)
+        if (m := re.search(r"/chk-(\d+)/_metadata$", o.object_name))
+    ]
+    return max(ids, default=-1)
 
 
 class JobDied(AssertionError):

@@ -220,21 +220,16 @@ def test_a_symbol_quiet_for_a_minute_never_delays_the_final_bars_of_the_others(
 
 
 def test_bars_keep_closing_when_the_quotes_topic_goes_silent(stack, unique, tmp_path):
-    """Idleness: a raw partition without data (here: all quotes) must not hold the watermark.
+    """Heartbeats: a raw partition without data (here: all quotes) must not hold the
+    watermark; the forwarder's heartbeats (shared/heartbeat.py) move its event time, with
+    idleness off (the default: it would make lateness depend on processing speed).
 
     Runs last in this module, after tests that wrote quotes, so the quotes partition has an
     old watermark.
     """
     sym = unique("NOQ").upper()
     prod = EnvelopeProducer(stack)
-    job = TaJobProcess(
-        stack,
-        tmp_path,
-        unique("cp-idle"),
-        unique("tx-idle"),
-        unique("grp-idle"),
-        extra_env={"TORGHUT_TA_IDLENESS_MS": "2000"},
-    )
+    job = TaJobProcess(stack, tmp_path, unique("cp-idle"), unique("tx-idle"), unique("grp-idle"))
     job.start()
     try:
         # wait until the job has read the module's backlog: it answers a first trade
@@ -245,7 +240,10 @@ def test_bars_keep_closing_when_the_quotes_topic_goes_silent(stack, unique, tmp_
             tid = 0
             while not stop.is_set():
                 tid += 1
-                prod.trade(sym, time.time_ns(), 100.0 + (tid % 5) / 10, 1.0, tid)
+                now = time.time_ns()
+                prod.trade(sym, now, 100.0 + (tid % 5) / 10, 1.0, tid)
+                if tid % 25 == 0:  # every ~0.5 s, as the forwarder does: no quotes, no data
+                    prod.heartbeat(now - 2 * S)
                 time.sleep(0.02)
             prod.flush()
 

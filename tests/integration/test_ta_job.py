@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime
 import random
-import re
 import threading
 import time
 from collections import Counter
@@ -18,8 +17,12 @@ from shared.registry import SchemaRegistryClient
 from shared.serde import AvroDeserializer
 from tests.conftest import wait_for
 from tests.integration.kafka_helpers import consume
-from tests.integration.ta_helpers import EnvelopeProducer, TaJobProcess, read_topic
-from torghut.stack import minio
+from tests.integration.ta_helpers import (
+    EnvelopeProducer,
+    TaJobProcess,
+    latest_checkpoint,
+    read_topic,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 S = 1_000_000_000
@@ -41,22 +44,6 @@ def _start_us(r: dict) -> int:
 
 def _final_bars(records: list[dict]) -> dict[tuple[str, int], dict]:
     return {(r["symbol"], _start_us(r)): r for r in records if r["is_final"]}
-
-
-def _latest_checkpoint(stack, prefix: str) -> int:
-    """Highest completed checkpoint id under `prefix` (-1 if none).
-
-    Ids continue across a restore, and Flink keeps one completed checkpoint and deletes the
-    one it subsumes, so "N new checkpoints" is the id moving on by N: a set difference of
-    `_metadata` files would need two of them to exist at the same moment.
-    """
-    s3 = minio.client(stack.s3_endpoint, stack.s3_access_key, stack.s3_secret_key)
-    ids = [
-        int(m.group(1))
-        for o in s3.list_objects(stack.s3_bucket, prefix=prefix, recursive=True)
-        if (m := re.search(r"/chk-(\d+)/_metadata$", o.object_name))
-    ]
-    return max(ids, default=-1)
 
 
 def test_final_bars_equal_batch_oracle_signals_equal_talib_and_late_trades_are_only_counted(
@@ -206,6 +193,8 @@ def test_exactly_once_across_three_kill9_restarts_no_loss_no_duplicate_no_stall(
                 p, q = round(100 + rng.random(), 4), round(rng.uniform(1, 9), 2)
                 prod.trade(s, now, p, q, tid)
                 sent.append((s, now, p, q))
+            if tid % 150 < 3:  # ~every 0.5 s: the quotes partition gets no quotes here
+                prod.heartbeat(now - S)
             time.sleep(0.01)
         prod.flush()
 
@@ -217,9 +206,9 @@ def test_exactly_once_across_three_kill9_restarts_no_loss_no_duplicate_no_stall(
     restore_times = []
     try:
         for _ in range(3):
-            before = _latest_checkpoint(stack, cp_prefix)
+            before = latest_checkpoint(stack, cp_prefix)
             wait_for(
-                lambda b=before: _latest_checkpoint(stack, cp_prefix) >= b + 2,
+                lambda b=before: latest_checkpoint(stack, cp_prefix) >= b + 2,
                 180,
                 "two new completed checkpoints",
                 interval_s=0.5,
@@ -228,9 +217,9 @@ def test_exactly_once_across_three_kill9_restarts_no_loss_no_duplicate_no_stall(
             job.kill9()
             t = time.monotonic()
             job.start(restore=True)
-            after = _latest_checkpoint(stack, cp_prefix)
+            after = latest_checkpoint(stack, cp_prefix)
             wait_for(
-                lambda a=after: _latest_checkpoint(stack, cp_prefix) > a,
+                lambda a=after: latest_checkpoint(stack, cp_prefix) > a,
                 180,
                 "a checkpoint after restore (no InitProducerId stall)",
                 interval_s=0.5,
@@ -241,6 +230,7 @@ def test_exactly_once_across_three_kill9_restarts_no_loss_no_duplicate_no_stall(
         last = max(ts for _, ts, _, _ in sent)
         for s in symbols:  # close every second that was traded
             prod.trade(s, last + 3 * S, 1.0, 1.0, 99_999_999)
+        prod.heartbeat(last + 3 * S)
         prod.flush()
         oracle = [b for b in batch_bars(sent, S) if b.end_ns <= last + S - 1]
         expected = {(b.symbol, b.start_ns // 1000): b for b in oracle}

@@ -182,7 +182,19 @@ def test_good_values_pass_including_size_zero_and_a_one_sided_quote():
 
 def test_counters_of_an_older_state_layout_restore_with_the_new_counter_at_zero():
     old = (1, 2, 3, 4, 5)  # layout 1: no late_quotes
-    assert SymbolCounters(*old).to_state() == (1, 2, 3, 4, 5, 0)
+    assert SymbolCounters(*old).to_state() == (1, 2, 3, 4, 5, 0, 0)
+
+
+def test_a_bar_the_indicators_refuse_is_dropped_and_counted_not_raised(proc):
+    st, sig = SymbolState(), SignalState()
+    proc.on_trade(st, sig, trade(T0 + 5 * S, 100.0, seq=1), NO_WM, 0)
+    proc.on_watermark(st, sig, wm_ms(T0 + 6 * S))
+    # a bar behind the last committed one (no checked input can make one): refused
+    proc.on_trade(st, sig, trade(T0 + 2 * S, 100.0, seq=2), NO_WM, 0)
+    proc.on_trade(st, sig, trade(T0 + 7 * S, 101.0, seq=3), NO_WM, 0)
+    closed = proc.on_watermark(st, sig, wm_ms(T0 + 8 * S))
+    assert [e.bar.start_ns for e in closed] == [T0 + 7 * S]
+    assert st.counters.refused_bars == 1 and st.bars == {}
 
 
 def test_seq_gaps_and_regressions_are_counted_per_channel(proc):

@@ -28,7 +28,7 @@ class ClickHouseClient(Protocol):
     def close(self) -> None: ...
 
 
-# chdb raises this after a Kafka-engine CREATE TABLE that did succeed (see DESIGN.md).
+# chdb raises this after a Kafka-engine CREATE TABLE that did succeed (docs/design.md, "Engines for development and tests").
 _CHDB_KAFKA_SHUTDOWN_QUIRK = "Code: 49. DB::Exception: Shutdown was called"
 
 

@@ -1,0 +1,133 @@
+"""The batch oracle of the TA job's final output, computed from the raw input log alone.
+
+Written independently of the job's code (docs/design.md states the rules it follows):
+- per raw partition, in offset order, event time is the record timestamp capped at the
+  envelope's ingest time + `max_future_ms` (a heartbeat: its timestamp, uncapped); the
+  partition's mark before a record is `max event ms so far - bound - 1`;
+- a record the job cannot use (bad price or size, event time past ingest + tolerance) is
+  rejected but its capped time still counts for the mark;
+- a trade or quote is late when its 1 s bucket ends at or before `mark + 1` ms;
+- final bars are those whose end the last watermark (minimum over the partitions' last
+  marks) has passed; OHLC/volume/VWAP from `shared.bars.batch_bars` over the on-time trades
+  in log order; the quote of a bar is the latest on-time quote before its end (buckets back
+  to `quote_max_age`), and spread/imbalance come from it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from shared.bars import MicroBar, batch_bars, bucket_start_ns
+
+S = 1_000_000_000
+MS = 1_000_000
+NO_MARK = -(1 << 63)
+
+
+@dataclass(frozen=True)
+class LogRecord:
+    """One raw record as read back from its partition: a heartbeat has `envelope` None."""
+
+    split: str
+    offset: int
+    timestamp_ms: int
+    envelope: dict | None
+
+
+@dataclass
+class OracleResult:
+    bars: dict[tuple[str, int], MicroBar]  # (symbol, start ns) -> final bar
+    quotes: dict[tuple[str, int], tuple[float, float, float, float] | None]  # bar -> quote
+    late_trades: int = 0
+    late_quotes: int = 0
+    rejected: int = 0
+    final_watermark_ms: int = NO_MARK
+    on_time_trades: list[tuple[str, int, float, float]] = field(default_factory=list)
+
+
+def _valid(env: dict, max_future_ns: int) -> bool:
+    if env["event_ts"] - env["ingest_ts"] > max_future_ns:
+        return False
+    p = env["payload"]
+    if env["channel"] == "trades":
+        return (
+            math.isfinite(p["price"])
+            and p["price"] > 0
+            and math.isfinite(p["size"])
+            and (p["size"] >= 0)
+        )
+    if env["channel"] == "quotes":
+        vals = (p["bid_price"], p["bid_size"], p["ask_price"], p["ask_size"])
+        return all(math.isfinite(v) and v >= 0 for v in vals)
+    return True
+
+
+def expected_output(
+    log: Iterable[LogRecord],
+    bound_ms: int = 1000,
+    max_future_ms: int = 2000,
+    bar_ns: int = S,
+    quote_max_age_ns: int = 5 * S,
+) -> OracleResult:
+    """The final bars (and each bar's quote) the job must emit for this log."""
+    by_split: dict[str, list[LogRecord]] = {}
+    for rec in log:
+        by_split.setdefault(rec.split, []).append(rec)
+    high: dict[str, int] = {}
+    trades: list[tuple[int, str, int, float, float]] = []  # (split order, sym, ts, p, s)
+    quotes: dict[tuple[str, int], tuple[int, int, tuple]] = {}  # (sym, bucket) -> latest
+    late_t = late_q = rejected = 0
+    arrival = 0
+    for split, recs in sorted(by_split.items()):
+        for rec in sorted(recs, key=lambda r: r.offset):
+            env = rec.envelope
+            ts = rec.timestamp_ms
+            if env is not None:
+                ts = min(ts, env["ingest_ts"] // MS + max_future_ms)
+            before = high.get(split)
+            mark = NO_MARK if before is None else before - bound_ms - 1
+            high[split] = ts if before is None else max(before, ts)
+            if env is None or env["channel"] not in ("trades", "quotes"):
+                continue
+            if not _valid(env, max_future_ms * MS):
+                rejected += 1
+                continue
+            bucket = bucket_start_ns(env["event_ts"], bar_ns)
+            late = (bucket + bar_ns) // MS - 1 <= mark
+            p = env["payload"]
+            arrival += 1
+            if env["channel"] == "trades":
+                if late:
+                    late_t += 1
+                else:
+                    trades.append((arrival, env["symbol"], env["event_ts"], p["price"], p["size"]))
+            elif late:
+                late_q += 1
+            else:
+                q = (p["bid_price"], p["bid_size"], p["ask_price"], p["ask_size"])
+                key = (env["symbol"], bucket)
+                prev = quotes.get(key)
+                if prev is None or env["event_ts"] >= prev[0]:
+                    quotes[key] = (env["event_ts"], arrival, q)
+    final_wm = min((h - bound_ms - 1 for h in high.values()), default=NO_MARK)
+    # one partition per topic here: the trades partition's order is the arrival order
+    ordered = [(sym, ts, p, s) for _, sym, ts, p, s in sorted(trades)]
+    bars = {
+        (b.symbol, b.start_ns): b
+        for b in batch_bars(ordered, bar_ns)
+        if b.end_ns // MS - 1 <= final_wm
+    }
+    bar_quotes: dict[tuple[str, int], tuple[float, float, float, float] | None] = {}
+    for (sym, start), b in bars.items():
+        found = None
+        bucket = start
+        while bucket + bar_ns > b.end_ns - quote_max_age_ns:
+            hit = quotes.get((sym, bucket))
+            if hit is not None:
+                found = hit[2]
+                break
+            bucket -= bar_ns
+        bar_quotes[(sym, start)] = found
+    return OracleResult(bars, bar_quotes, late_t, late_q, rejected, final_wm, ordered)
