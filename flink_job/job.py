@@ -11,8 +11,8 @@ Only the keyed function runs Python. In thread mode every Python operator of a s
 one interpreter (one GIL); a Python decode step in the source task made the two task
 threads take turns on it (docs/benchmarks.md).
 
-`python -m flink_job.job` is the cluster entry (the image has the jars); `torghut ta` runs
-it on a local MiniCluster.
+`python -m flink_job` is the cluster entry (the image has the jars; the FlinkDeployment runs
+it with `-pym flink_job`); `torghut ta` runs it on a local MiniCluster.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "clickhouse": ("torghut.clickhouse.cli", "apply the ClickHouse schema (embedded or a server)"),
     "sim": ("torghut.sim.cli", "run the Alpaca-compatible market-data simulator"),
     "forwarder": ("forwarder.cli", "run the Alpaca WebSocket -> Kafka forwarder"),
-    "ta": ("flink_job.cli", "run the PyFlink technical-analysis job"),
+    "ta": ("torghut.ta_cli", "run the PyFlink technical-analysis job"),
     "run": ("torghut.pipeline", "run the whole local pipeline with a live terminal view"),
     "bench": ("torghut.bench.cli", "benchmarks that print numbers and save plots"),
     "k8s": ("torghut.k8s_cli", "render Kubernetes objects generated from the contracts"),

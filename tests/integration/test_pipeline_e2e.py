@@ -118,10 +118,21 @@ def test_seeded_replay_through_forwarder_and_job_lands_in_clickhouse_equal_to_or
             )
             return {(r[0], int(r[1])): r[2:] for r in rows}
 
+        def clickhouse_signals() -> int:
+            (row,) = clickhouse.rows(
+                "SELECT toString(count()) FROM torghut.ta_signals_final "
+                f"WHERE symbol IN ('{symbols[0]}', '{symbols[1]}')"
+            )
+            return int(row[0])
+
+        # the two Kafka engine tables consume independently: wait for both
         wait_for(
-            lambda: len(clickhouse_bars()) >= len(oracle) or not job.alive(),
+            lambda: (
+                (len(clickhouse_bars()) >= len(oracle) and clickhouse_signals() >= len(oracle))
+                or not job.alive()
+            ),
             300,
-            "every final bar in ClickHouse",
+            "every final bar and signal in ClickHouse",
             interval_s=1,
         )
         got = clickhouse_bars()

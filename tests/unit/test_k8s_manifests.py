@@ -175,7 +175,7 @@ def test_flink_deployment_runs_the_python_job_with_savepoint_upgrades(overlay) -
     assert job["upgradeMode"] == "savepoint"
     assert job["entryClass"] == "org.apache.flink.client.python.PythonDriver"
     assert re.fullmatch(r"local:///opt/flink/opt/flink-python-1\.20\.\d+\.jar", job["jarURI"])
-    assert job["args"][job["args"].index("-py") + 1] == "/opt/torghut/flink_job/job.py"
+    assert job["args"][job["args"].index("-pym") + 1] == "flink_job"  # python -m flink_job
 
 
 def test_flink_configuration_agrees_with_the_local_job_settings(overlay) -> None:

@@ -1,5 +1,8 @@
 """`torghut ta`: run the TA job on a local MiniCluster against the local stack (or any
-Kafka/registry/S3 given by TORGHUT_TA_* variables)."""
+Kafka/registry/S3 given by TORGHUT_TA_* variables).
+
+Development tooling: it fills endpoints from the local stack's state. The job itself
+(`flink_job`) imports nothing from `torghut`; its cluster entry is `python -m flink_job`."""
 
 from __future__ import annotations
 
