@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
 
 from pyflink.common import Types
 from pyflink.datastream import KeyedProcessFunction, RuntimeContext, TimeDomain
@@ -13,6 +12,7 @@ from pyflink.datastream.state import ListStateDescriptor, ValueStateDescriptor
 from flink_job.decode import REJECTED
 from flink_job.envelope_reader import EventReader
 from flink_job.records import microbar_record, signal_record
+from flink_job.settings import TaFunctionConfig
 from flink_job.symbol_processor import (
     CANCEL,
     CORRECTION,
@@ -30,9 +30,6 @@ from shared.topics import TA_BARS_1S, TA_SIGNALS, TA_STATUS
 
 log = logging.getLogger("torghut.ta")
 
-# a key's log is compacted into its snapshot at the latest after this many records (a bar
-# close compacts too); bounds the checkpointed log and the replay after a restore
-LOG_MAX = 512
 _WM_BYTES = 8  # the watermark (ms, signed big endian) a log entry's batch was applied at
 # log entry layouts: v2 = tag + watermark + a batch of (length, mark, record); the legacy
 # layout (no tag: its first byte is the watermark's, never 0x02 for a real time) is
@@ -123,11 +120,11 @@ class SymbolTaFunction(KeyedProcessFunction):
     timers (both are already in the checkpoint).
     """
 
-    def __init__(self, opts: dict[str, Any]) -> None:
-        self.opts = opts
+    def __init__(self, config: TaFunctionConfig) -> None:
+        self.config = config
 
     def open(self, runtime_context: RuntimeContext) -> None:
-        o = self.opts
+        o = self.config
         self.symbol_state = runtime_context.get_state(
             ValueStateDescriptor("symbol-state", Types.PICKLED_BYTE_ARRAY())
         )
@@ -137,14 +134,14 @@ class SymbolTaFunction(KeyedProcessFunction):
         self.log_state = runtime_context.get_list_state(
             ListStateDescriptor("symbol-log", Types.PICKLED_BYTE_ARRAY())
         )
-        self.log_max = int(o.get("state_log_max", LOG_MAX))
-        self.signal_config = SignalConfig.parse(o["session_start_local"], o["quote_max_age_ms"])
+        self.log_max = o.state_log_max
+        self.signal_config = SignalConfig.parse(o.session_start_local, o.quote_max_age_ms)
         self.proc = SymbolProcessor(
-            bar_size_ns=o["bar_size_ms"] * 1_000_000,
-            provisional_interval_ns=o["provisional_interval_ms"] * 1_000_000,
-            quote_max_age_ns=o["quote_max_age_ms"] * 1_000_000,
+            bar_size_ns=o.bar_size_ms * 1_000_000,
+            provisional_interval_ns=o.provisional_interval_ms * 1_000_000,
+            quote_max_age_ns=o.quote_max_age_ms * 1_000_000,
         )
-        registry = SchemaRegistryClient(o["registry_url"])
+        registry = SchemaRegistryClient(o.registry_url)
         self.events = EventReader(AvroDeserializer(registry, "torghut.Envelope"))
         self.bars_out = AvroSerializer(registry, TA_BARS_1S)
         self.signals_out = AvroSerializer(registry, TA_SIGNALS)
@@ -154,11 +151,11 @@ class SymbolTaFunction(KeyedProcessFunction):
         # outlives its state
         self.cache: dict[str, _KeyEntry] = {}
         self.subtask = runtime_context.get_index_of_this_subtask()
-        self.job = o["job_name"]
-        self.status_interval_ns = o["status_interval_ms"] * 1_000_000
+        self.job = o.job_name
+        self.status_interval_ns = o.status_interval_ms * 1_000_000
         self.records_in = self.records_out = self.rejected = 0
         self.reject_log_due_ns = 0
-        self.max_future_ns = int(o.get("max_future_ms", 2_000)) * 1_000_000
+        self.max_future_ns = o.max_future_ms * 1_000_000
         self.max_event_ns = 0
         self.last_status_ns = 0
         # the heartbeat: a processing-time timer chain, so status flows while input is idle

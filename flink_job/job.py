@@ -53,19 +53,9 @@ def build(env, settings: TaSettings) -> None:
         settings.batch_max_delay_ms,
         settings.out_of_orderness_ms,
     ).uid("batch-by-symbol")
-    opts = {
-        "registry_url": settings.registry_url,
-        "bar_size_ms": settings.bar_size_ms,
-        "provisional_interval_ms": settings.provisional_interval_ms,
-        "quote_max_age_ms": settings.quote_max_age_ms,
-        "session_start_local": settings.session_start_local,
-        "status_interval_ms": settings.status_interval_ms,
-        "job_name": settings.job_name,
-        "max_future_ms": settings.max_future_ms,
-    }
     frames = (
         keyed_by_symbol(batches, raw_type)
-        .process(SymbolTaFunction(opts), output_type=raw_type)
+        .process(SymbolTaFunction(settings.function_config()), output_type=raw_type)
         .name("bars-signals")
         .uid("bars-signals")
     )

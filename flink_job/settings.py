@@ -2,27 +2,29 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
 from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from shared.settings import KafkaConnectionFields, StrictEnvSettings
 
 
-class TaSettings(BaseSettings):
-    """TA job settings. Defaults are the low-latency profile measured in docs/low-latency.md."""
+class TaSettings(StrictEnvSettings, KafkaConnectionFields):
+    """TA job settings. Defaults are the low-latency profile measured in docs/low-latency.md.
 
-    model_config = SettingsConfigDict(env_prefix="TORGHUT_TA_", extra="ignore")
+    Frozen; an unknown `TORGHUT_TA_*` variable is an error naming the nearest valid one.
+    The Kafka connection fields (`kafka_*`) are the shared `KafkaConnectionFields`.
+    """
 
-    # Kafka and registry
-    kafka_bootstrap: str = "127.0.0.1:9092"
-    kafka_security_protocol: str = "PLAINTEXT"
-    kafka_sasl_mechanism: str = "SCRAM-SHA-512"
-    kafka_sasl_username: str = ""
-    kafka_sasl_password: SecretStr = SecretStr("")
-    kafka_ssl_ca_location: str = ""
+    model_config = SettingsConfigDict(env_prefix="TORGHUT_TA_", extra="forbid", frozen=True)
+
+    # registry and consumer
     registry_url: str = "http://127.0.0.1:8081"
     consumer_group: str = "torghut-ta"
-    starting_offsets: str = Field(
-        "committed-earliest",
-        description="committed-earliest | committed-latest | earliest | latest",
+    starting_offsets: Literal["committed-earliest", "committed-latest", "earliest", "latest"] = (
+        "committed-earliest"
     )
     transactional_id_prefix: str = "torghut-ta-local"
     # must stay below the broker's transaction.max.timeout.ms (15 min default in Kafka)
@@ -58,7 +60,7 @@ class TaSettings(BaseSettings):
     job_name: str = "torghut-ta"
 
     # PyFlink latency tuning (defaults would give ~1.5 s p99 per event; never ship those)
-    python_execution_mode: str = "thread"
+    python_execution_mode: Literal["thread", "process"] = "thread"
     bundle_time_ms: int = Field(5, ge=1, le=10)
     bundle_size: int = Field(1_000, ge=1_000)
     buffer_timeout_ms: int = Field(1, ge=0, le=5)
@@ -76,15 +78,34 @@ class TaSettings(BaseSettings):
 
     def kafka_properties(self) -> dict[str, str]:
         """Client security properties for the Java Kafka clients of source and sink."""
-        props: dict[str, str] = {"security.protocol": self.kafka_security_protocol}
-        if self.kafka_security_protocol.startswith("SASL"):
-            user, pw = self.kafka_sasl_username, self.kafka_sasl_password.get_secret_value()
-            props["sasl.mechanism"] = self.kafka_sasl_mechanism
-            props["sasl.jaas.config"] = (
-                "org.apache.kafka.common.security.scram.ScramLoginModule required "
-                f'username="{user}" password="{pw}";'
-            )
-        if self.kafka_security_protocol.endswith("SSL") and self.kafka_ssl_ca_location:
-            props["ssl.truststore.type"] = "PEM"
-            props["ssl.truststore.location"] = self.kafka_ssl_ca_location
-        return props
+        return self.kafka.as_java_properties()
+
+    def function_config(self) -> TaFunctionConfig:
+        """What the keyed function needs (pickled into the job graph with it)."""
+        return TaFunctionConfig(
+            registry_url=self.registry_url,
+            bar_size_ms=self.bar_size_ms,
+            provisional_interval_ms=self.provisional_interval_ms,
+            quote_max_age_ms=self.quote_max_age_ms,
+            session_start_local=self.session_start_local,
+            status_interval_ms=self.status_interval_ms,
+            job_name=self.job_name,
+            max_future_ms=self.max_future_ms,
+        )
+
+
+@dataclass(frozen=True)
+class TaFunctionConfig:
+    """The keyed function's slice of `TaSettings` (plain values: it is pickled)."""
+
+    registry_url: str
+    bar_size_ms: int = 1_000
+    provisional_interval_ms: int = 200
+    quote_max_age_ms: int = 5_000
+    session_start_local: str = "04:00"
+    status_interval_ms: int = 5_000
+    job_name: str = "torghut-ta"
+    max_future_ms: int = 2_000
+    # a key's log is compacted into its snapshot at the latest after this many records (a bar
+    # close compacts too); bounds the checkpointed log and the replay after a restore
+    state_log_max: int = 512

@@ -20,6 +20,7 @@ import pytest
 
 import flink_job.functions as functions
 from flink_job.functions import SymbolTaFunction, frame_batch, iter_batch
+from flink_job.settings import TaFunctionConfig
 from shared.framing import unframe_record
 from shared.serde import AvroDeserializer, AvroSerializer
 from shared.topics import QUOTES, TA_BARS_1S, TA_SIGNALS, TRADES
@@ -178,16 +179,13 @@ class Harness:
 
     def _open(self) -> SymbolTaFunction:
         fn = SymbolTaFunction(
-            {
-                "registry_url": "mem",
-                "bar_size_ms": 1000,
-                "provisional_interval_ms": 0,
-                "quote_max_age_ms": 5000,
-                "session_start_local": "04:00",
-                "status_interval_ms": 3_600_000,
-                "job_name": "test",
-                "state_log_max": self.log_max,
-            }
+            TaFunctionConfig(
+                registry_url="mem",
+                provisional_interval_ms=0,
+                status_interval_ms=3_600_000,
+                job_name="test",
+                state_log_max=self.log_max,
+            )
         )
         fn.open(RuntimeContext(self.store))  # type: ignore[arg-type]
         fn.last_status_ns = 1 << 62  # no status frames: they carry wall-clock values
