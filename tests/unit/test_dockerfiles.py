@@ -158,3 +158,27 @@ def test_hadolint_finds_no_warnings() -> None:
         check=False,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "packages"),
+    [
+        ("Dockerfile.forwarder", {"shared", "forwarder", "schemas"}),
+        ("Dockerfile.flink", {"shared", "flink_job", "schemas"}),
+    ],
+)
+def test_an_image_ships_its_runtime_packages_and_no_dev_tooling(name, packages) -> None:
+    # the source tree is copied folder by folder: COPY <folder> ./<folder>
+    copied = {
+        a.split()[0]
+        for op, a in instructions(name)
+        if op == "COPY" and len(a.split()) == 2 and a.split()[1] == "./" + a.split()[0]
+    }
+    assert copied == packages, f"{name} copies {sorted(copied)}"
+
+
+def test_the_forwarder_image_and_deployment_run_python_dash_m_forwarder() -> None:
+    (entry,) = [a for op, a in instructions("Dockerfile.forwarder") if op == "ENTRYPOINT"]
+    assert entry.replace(" ", "") == '["python","-m","forwarder"]'
+    deployment = (ROOT / "k8s/base/forwarder/deployment.yaml").read_text()
+    assert 'command: ["python", "-m", "forwarder"]' in deployment

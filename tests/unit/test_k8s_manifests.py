@@ -98,7 +98,7 @@ def test_forwarder_is_a_single_recreate_replica_with_probes(overlay) -> None:
     assert dep["spec"]["replicas"] == 1
     assert dep["spec"]["strategy"] == {"type": "Recreate"}
     (c,) = dep["spec"]["template"]["spec"]["containers"]
-    assert c["command"] == ["torghut", "forwarder"]
+    assert c["command"] == ["python", "-m", "forwarder"]
     assert c["image"].split(":")[0].endswith("torghut-forwarder")
     assert c["ports"][0]["containerPort"] == 8080
     assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
