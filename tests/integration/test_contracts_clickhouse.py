@@ -24,7 +24,7 @@ from shared.serde import AvroSerializer
 from shared.topics import TA_BARS_1S, TA_SIGNALS
 from tests.conftest import REPO_ROOT, wait_for
 from tests.integration.kafka_helpers import QUIET
-from tests.unit.test_contracts_avro import SIGNAL_INDICATORS, microbar, signal, window
+from tests.support.records import SIGNAL_INDICATORS, microbar, signal, window
 from torghut.clickhouse.client import ChdbClient
 from torghut.clickhouse.schema import SchemaParams, apply
 

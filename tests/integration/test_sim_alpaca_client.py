@@ -10,8 +10,12 @@ import warnings
 from datetime import UTC, datetime
 
 import msgpack
+import pytest
 
 from torghut.sim import ApiKey, SimConfig, SimServerThread, SyntheticConfig, read_jsonl
+
+# a real simulator (and clients) on loopback sockets
+pytestmark = pytest.mark.integration
 
 with warnings.catch_warnings():  # alpaca-py imports the deprecated websockets.legacy client
     warnings.simplefilter("ignore", DeprecationWarning)

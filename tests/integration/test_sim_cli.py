@@ -2,8 +2,13 @@
 
 import argparse
 
+import pytest
+
 from torghut.sim import SimConfig, read_jsonl
 from torghut.sim.cli import add_arguments, build_config, run
+
+# a real simulator (and clients) on loopback sockets
+pytestmark = pytest.mark.integration
 
 
 def parse(*argv: str) -> argparse.Namespace:

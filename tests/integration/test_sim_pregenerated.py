@@ -13,6 +13,9 @@ from torghut.sim import SimConfig, SimServerThread, SyntheticConfig, read_jsonl
 from torghut.sim.sources import pregenerates
 from torghut.sim.timestamps import from_wire_timestamp
 
+# a real simulator (and clients) on loopback sockets
+pytestmark = pytest.mark.integration
+
 
 def _config(tmp_path, **kw) -> SimConfig:
     return SimConfig(

@@ -14,6 +14,9 @@ from websockets.sync.client import ClientConnection, connect
 from torghut.sim import ApiKey, SimConfig, SimServerThread, SyntheticConfig
 from torghut.sim.timestamps import parse_rfc3339_ns
 
+# a real simulator (and clients) on loopback sockets
+pytestmark = pytest.mark.integration
+
 KEYS = (
     ApiKey(key="good", secret="s3cret"),
     ApiKey(key="iexonly", secret="s", feeds=("iex",)),

@@ -9,12 +9,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import orjson
+import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
 from torghut.sim import FaultConfig, ReplayConfig, SimConfig, SimServerThread, SyntheticConfig
 from torghut.sim.protocol import normalize_message
 from torghut.sim.recording import read_jsonl
+
+# a real simulator (and clients) on loopback sockets
+pytestmark = pytest.mark.integration
 
 ALL = {
     "trades": ["*"],

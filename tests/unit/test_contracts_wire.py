@@ -16,7 +16,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.registry import SchemaNotFoundError
 from shared.schemas import parsed, schema_text
 from shared.serde import (
     MAGIC,
@@ -30,34 +29,8 @@ from shared.serde import (
     UnknownSchemaIdError,
 )
 from shared.topics import ALL_TOPICS, TA_BARS_1S, TA_SIGNALS, TA_STATUS, TRADES
-from tests.unit.test_contracts_avro import envelope, microbar, signal, ta_status
-
-
-class InMemoryRegistry:
-    """Ids are global and stable per schema text, as in a Confluent-compatible registry."""
-
-    def __init__(self, first_id: int = 100) -> None:
-        self.by_id: dict[int, str] = {}
-        self.subjects: dict[str, list[int]] = {}
-        self._next = first_id
-        self.lookups = 0
-
-    def register(self, subject: str, schema: str) -> int:
-        known = {text: i for i, text in self.by_id.items()}
-        schema_id = known.get(schema)
-        if schema_id is None:
-            schema_id, self._next = self._next, self._next + 1
-            self.by_id[schema_id] = schema
-        self.subjects.setdefault(subject, []).append(schema_id)
-        return schema_id
-
-    def schema_by_id(self, schema_id: int) -> str:
-        self.lookups += 1
-        try:
-            return self.by_id[schema_id]
-        except KeyError:
-            raise SchemaNotFoundError(f"GET /schemas/ids/{schema_id}: 404") from None
-
+from tests.support.records import envelope, microbar, signal, ta_status
+from tests.support.registry import InMemoryRegistry
 
 SAMPLES = [
     (

@@ -20,8 +20,8 @@ from flink_job.envelope_reader import EventReader, check_schema
 from shared.schemas import parsed, schema_text
 from shared.serde import AvroDeserializer, AvroSerializer
 from shared.topics import QUOTES, TRADES
-from tests.unit.test_contracts_avro import PAYLOADS, envelope
-from tests.unit.test_contracts_wire import InMemoryRegistry
+from tests.support.records import PAYLOADS, envelope
+from tests.support.registry import InMemoryRegistry
 
 I64 = st.integers(-(2**63), 2**63 - 1)
 TEXT = st.text(max_size=12)

@@ -7,8 +7,8 @@ from __future__ import annotations
 from flink_job.decode import REJECTED, REJECTED_KEY, decode_event
 from shared.serde import AvroDeserializer, AvroSerializer
 from shared.topics import TRADES
-from tests.unit.test_contracts_avro import PAYLOADS, envelope
-from tests.unit.test_contracts_wire import InMemoryRegistry
+from tests.support.records import PAYLOADS, envelope
+from tests.support.registry import InMemoryRegistry
 
 REG = InMemoryRegistry()
 DESER = AvroDeserializer(REG, "torghut.Envelope")  # type: ignore[arg-type]

@@ -24,7 +24,7 @@ from flink_job.settings import TaFunctionConfig
 from shared.framing import unframe_record
 from shared.serde import AvroDeserializer, AvroSerializer
 from shared.topics import QUOTES, TA_BARS_1S, TA_SIGNALS, TRADES
-from tests.unit.test_contracts_wire import InMemoryRegistry
+from tests.support.registry import InMemoryRegistry
 
 S = 1_000_000_000
 T0 = 1_767_364_200 * S
