@@ -1,11 +1,14 @@
 /*
  * forwarder._fastroute: the native fast path of EnvelopeRouter.route for msgpack frames.
  *
- * route(router, raw, ingest_ns, now) takes the raw msgpack frame (an array of messages) and
+ * route(router, raw, ingest_ns, now, max_future_ns) takes the raw msgpack frame (an array of
+ * messages) and
  *
  *   phase 1  parses and validates the WHOLE frame without touching any state. Each element
  *            is either a well-formed trade ("T":"t") or quote ("T":"q") that the Python
- *            router would forward without a reject or a coercion (encoded here), or any
+ *            router would forward without a reject or a coercion (encoded here; prices
+ *            and sizes in range: trade price > 0, quote prices >= 0, sizes >= 0, all
+ *            finite, event time at most max_future_ns past ingest_ns), or any
  *            other object msgpack certainly decodes (another type, a control message, a
  *            wrong field...: left to Python). Malformed or truncated msgpack anywhere,
  *            trailing bytes, or no trade/quote at all: False, nothing was done, and the
@@ -35,7 +38,6 @@
 
 static int cfg_ready = 0;
 static Py_ssize_t cfg_nch, cfg_t_idx, cfg_q_idx;
-static int64_t cfg_max_future_ns;
 static char cfg_trailer[64];
 /* confluent_kafka.Producer: its C produce() is called with positional arguments */
 static PyObject *cfg_producer_type = NULL;
@@ -471,7 +473,7 @@ static int parse_msg(reader *r, msg_t *m, int64_t limit, const uint8_t **sym_p, 
         return 0;
     *sym_p = f[F_S].ptr;
     *sym_len = f[F_S].len;
-    /* t: 0 < t <= min(ingest + MAX_FUTURE, 2**63 - 1) */
+    /* t: 0 < t <= min(ingest + max_future_ns, 2**63 - 1) */
     if (!have[F_t] || !as_event_ns(&f[F_t], &m->t) || m->t <= 0 || m->t > limit)
         return 0;
     /* c: absent, nil or an array of strings */
@@ -506,6 +508,10 @@ static int parse_msg(reader *r, msg_t *m, int64_t limit, const uint8_t **sym_p, 
         if (!have[F_p] || !as_double(&f[F_p], &m->d[0]) || !have[F_s] ||
             !as_double(&f[F_s], &m->d[1]))
             return 0;
+        /* price > 0 and size >= 0, both finite (NaN fails every comparison): anything else
+           is Python's to reject (invalid_price / invalid_size) */
+        if (!(m->d[0] > 0.0 && m->d[0] < Py_HUGE_VAL) || !(m->d[1] >= 0.0 && m->d[1] < Py_HUGE_VAL))
+            return 0;
     } else {
         if (!have[F_bx] || f[F_bx].type != MP_STR || !have[F_ax] || f[F_ax].type != MP_STR)
             return 0;
@@ -517,6 +523,10 @@ static int parse_msg(reader *r, msg_t *m, int64_t limit, const uint8_t **sym_p, 
             !as_double(&f[F_bs], &m->d[1]) || !have[F_ap] || !as_double(&f[F_ap], &m->d[2]) ||
             !have[F_as] || !as_double(&f[F_as], &m->d[3]))
             return 0;
+        /* prices and sizes >= 0 (0: a one-sided quote) and finite, else Python rejects it */
+        for (int j = 0; j < 4; j++)
+            if (!(m->d[j] >= 0.0 && m->d[j] < Py_HUGE_VAL))
+                return 0;
     }
     return 1;
 }
@@ -1211,8 +1221,8 @@ static void frame_clear(frame_t *f)
 static PyObject *route(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)self;
-    if (nargs != 4) {
-        PyErr_SetString(PyExc_TypeError, "route(router, raw, ingest_ns, now)");
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "route(router, raw, ingest_ns, now, max_future_ns)");
         return NULL;
     }
     if (!cfg_ready) {
@@ -1228,9 +1238,17 @@ static PyObject *route(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     if (overflow)
         Py_RETURN_FALSE;
+    /* the router's max_future_ns (ForwarderSettings.max_future_s), per call */
+    if (!PyLong_CheckExact(args[4]))
+        Py_RETURN_FALSE;
+    long long max_future = PyLong_AsLongLongAndOverflow(args[4], &overflow);
+    if (max_future == -1 && PyErr_Occurred())
+        return NULL;
+    if (overflow || max_future < 0)
+        Py_RETURN_FALSE;
     /* route() clamps its fast-path limit to 2**63 - 1; event times at or above are refused */
     int64_t limit;
-    if (__builtin_add_overflow((int64_t)ingest_ns, cfg_max_future_ns, &limit))
+    if (__builtin_add_overflow((int64_t)ingest_ns, (int64_t)max_future, &limit))
         limit = INT64_MAX;
 
     const uint8_t *buf = (const uint8_t *)PyBytes_AS_STRING(raw);
@@ -1299,18 +1317,17 @@ static PyObject *configure(PyObject *self, PyObject *args)
 {
     (void)self;
     Py_ssize_t nch, t_idx, q_idx;
-    long long max_future;
     const char *trailer;
     Py_ssize_t trailer_len;
     PyObject *producer_type = Py_None;
-    if (!PyArg_ParseTuple(args, "nnnLy#|O", &nch, &t_idx, &q_idx, &max_future, &trailer,
-                          &trailer_len, &producer_type))
+    if (!PyArg_ParseTuple(args, "nnny#|O", &nch, &t_idx, &q_idx, &trailer, &trailer_len,
+                          &producer_type))
         return NULL;
     if (producer_type != Py_None && !PyType_Check(producer_type)) {
         PyErr_SetString(PyExc_TypeError, "producer_type must be a type or None");
         return NULL;
     }
-    if (nch <= 0 || t_idx < 0 || t_idx >= nch || q_idx < 0 || q_idx >= nch || max_future < 0 ||
+    if (nch <= 0 || t_idx < 0 || t_idx >= nch || q_idx < 0 || q_idx >= nch ||
         trailer_len > (Py_ssize_t)sizeof(cfg_trailer)) {
         PyErr_SetString(PyExc_ValueError, "bad configuration");
         return NULL;
@@ -1318,7 +1335,6 @@ static PyObject *configure(PyObject *self, PyObject *args)
     cfg_nch = nch;
     cfg_t_idx = t_idx;
     cfg_q_idx = q_idx;
-    cfg_max_future_ns = max_future;
     memcpy(cfg_trailer, trailer, trailer_len);
     cfg_trailer_len = trailer_len;
     Py_XDECREF(cfg_producer_type);
@@ -1330,9 +1346,10 @@ static PyObject *configure(PyObject *self, PyObject *args)
 
 static PyMethodDef methods[] = {
     {"configure", configure, METH_VARARGS,
-     "configure(n_channels, trade_index, quote_index, max_future_ns, trailer, producer_type=None)"},
+     "configure(n_channels, trade_index, quote_index, trailer, producer_type=None)"},
     {"route", (PyCFunction)(void (*)(void))route, METH_FASTCALL,
-     "route(router, raw, ingest_ns, now) -> bool: True when the frame was routed natively, "
+     "route(router, raw, ingest_ns, now, max_future_ns) -> bool: True when the frame was routed "
+     "natively, "
      "False (nothing done) when it must take the Python path."},
     {NULL, NULL, 0, NULL},
 };

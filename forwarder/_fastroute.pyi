@@ -6,12 +6,11 @@ def configure(
     n_channels: int,
     trade_index: int,
     quote_index: int,
-    max_future_ns: int,
     trailer: bytes,
     producer_type: type | None = None,
     /,
 ) -> None: ...
-def route(router: Any, raw: bytes, ingest_ns: int, now: float, /) -> bool: ...
+def route(router: Any, raw: bytes, ingest_ns: int, now: float, max_future_ns: int, /) -> bool: ...
 
 # --- the librdkafka bridge (forwarder/_rdkbridge.c) -------------------------------------
 

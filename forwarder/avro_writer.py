@@ -120,35 +120,55 @@ def _union(index: int) -> bytes:
     return write_long(index)
 
 
+_INF = float("inf")
+
+
+def check_price(m: Mapping[str, Any], field: str, *, zero_ok: bool = False) -> None:
+    """``invalid_price`` unless ``m[field]`` is a finite number > 0 (>= 0 with ``zero_ok``:
+    one side of a quote may be empty). Call after the value was packed (its type is fine)."""
+    v = m[field]
+    if not (0.0 <= v < _INF if zero_ok else 0.0 < v < _INF):
+        bound = ">= 0" if zero_ok else "> 0"
+        raise InvalidMessageError("invalid_price", f"{field}={v!r} (must be {bound}, finite)")
+
+
+def check_size(m: Mapping[str, Any], field: str) -> None:
+    """``invalid_size`` unless ``m[field]`` is a finite number >= 0."""
+    v = m[field]
+    if not 0.0 <= v < _INF:
+        raise InvalidMessageError("invalid_size", f"{field}={v!r} (must be >= 0, finite)")
+
+
+# The router's inlined trade/quote branches apply the same rules (forwarder/router.py), and
+# the native path declines such messages to them (forwarder/_fastroute.c).
+
+
 def _trade(m: Mapping[str, Any]) -> bytes:
-    return b"".join(
-        (
-            b"\x00",
-            write_long(m["i"]),
-            write_string(m["x"]),
-            _DD(m["p"], m["s"]),
-            write_string_array(m.get("c")),
-            write_string(m.get("z", "")),
-        )
-    )
+    head = b"\x00" + write_long(m["i"]) + write_string(m["x"]) + _DD(m["p"], m["s"])
+    check_price(m, "p")
+    check_size(m, "s")
+    return head + write_string_array(m.get("c")) + write_string(m.get("z", ""))
 
 
 def _quote(m: Mapping[str, Any]) -> bytes:
-    return b"".join(
+    head = b"".join(
         (
             b"\x02",
             write_string(m["bx"]),
             _DD(m["bp"], m["bs"]),
             write_string(m["ax"]),
             _DD(m["ap"], m["as"]),
-            write_string_array(m.get("c")),
-            write_string(m.get("z", "")),
         )
     )
+    check_price(m, "bp", zero_ok=True)
+    check_price(m, "ap", zero_ok=True)
+    check_size(m, "bs")
+    check_size(m, "as")
+    return head + write_string_array(m.get("c")) + write_string(m.get("z", ""))
 
 
 def _bar(m: Mapping[str, Any]) -> bytes:
-    return b"".join(
+    out = b"".join(
         (
             b"\x04",
             _BAR_DOUBLES(m["o"], m["h"], m["l"], m["c"], m["v"]),
@@ -156,6 +176,9 @@ def _bar(m: Mapping[str, Any]) -> bytes:
             _D(m["vw"]),
         )
     )
+    for field in ("o", "h", "l", "c"):  # open, high, low, close
+        check_price(m, field)
+    return out
 
 
 def _status(m: Mapping[str, Any]) -> bytes:

@@ -36,6 +36,8 @@ from forwarder.avro_writer import (
     ENCODE_ERRORS,
     TRAILERS_NO_WINDOW,
     EnvelopeWriter,
+    check_price,
+    check_size,
     frame_header,
     trailer,
     write_long,
@@ -48,11 +50,14 @@ from forwarder.exceptions import InvalidMessageError
 from forwarder.metrics import CHANNELS, TYPE_INDEX, ForwarderMetrics
 from forwarder.producer import EnvelopeProducer
 from forwarder.sequence import SequenceNumbers
+from forwarder.settings import ForwarderSettings
 from shared.topics import CHANNEL_TOPICS
 
-# Kafka 4 refuses record timestamps more than an hour ahead (log.message.timestamp.after.max.ms);
-# an Alpaca event this far ahead of our clock is bad input, not data.
-MAX_FUTURE_NS = 10 * 60 * 10**9
+#: event times more than this ahead of the frame's ingest time are refused
+#: (``ForwarderSettings.max_future_s``; Kafka 4 refuses record timestamps more than an hour
+#: ahead, log.message.timestamp.after.max.ms)
+DEFAULT_MAX_FUTURE_NS = round(ForwarderSettings.model_fields["max_future_s"].default * 1e9)
+_INF = float("inf")
 
 # message families that share a dedup cache
 _FAMILY = {
@@ -79,7 +84,7 @@ except ImportError:  # not compiled (a plain source checkout): route() does ever
     _fastroute = None  # type: ignore[assignment]
 else:
     # confluent_kafka.Producer.produce is called positionally (the same call, cheaper)
-    _fastroute.configure(_NCH, _T_IDX, _Q_IDX, MAX_FUTURE_NS, TRAILERS_NO_WINDOW, Producer)
+    _fastroute.configure(_NCH, _T_IDX, _Q_IDX, TRAILERS_NO_WINDOW, Producer)
 #: the native fast path is compiled and importable
 NATIVE = _fastroute is not None
 
@@ -122,15 +127,35 @@ class TraceIds:
         return self.next_bytes().decode()
 
 
-def _event_ts(t: Any, ingest_ns: int) -> int:
-    """The slow path of the event time: any wire form, range and far-future checks."""
+def _event_ts(t: Any, ingest_ns: int, limit: int) -> int:
+    """The slow path of the event time: any wire form, range and future checks (``limit``:
+    the latest event time accepted, ingest time + max_future)."""
     ets = event_ts_ns(t)
-    if ets > ingest_ns + MAX_FUTURE_NS:
-        # the record timestamp is the event time; brokers refuse far-future ones
+    if ets > limit:
+        # the record timestamp is the event time: one far ahead would move event time for
+        # every other record of its partition (and brokers refuse them beyond an hour)
         raise InvalidMessageError(
-            "event_ts_in_future", f"t={ets} is {(ets - ingest_ns) // 10**9}s ahead"
+            "event_ts_in_future",
+            f"t={ets} is {(ets - ingest_ns) / 1e9:.3f}s ahead of the forwarder's clock, more "
+            f"than TORGHUT_FWD_MAX_FUTURE_S={(limit - ingest_ns) / 1e9:g} (check the host's "
+            "clock sync)",
         )
     return ets
+
+
+def _bad_trade(m: Any) -> None:
+    """Raise the reject of a trade whose price or size failed the hot path's range check."""
+    check_price(m, "p")
+    check_size(m, "s")
+
+
+def _bad_quote(m: Any) -> None:
+    """Raise the reject of a quote whose prices or sizes failed the hot path's range check
+    (0 is allowed: a one-sided quote)."""
+    check_price(m, "bp", zero_ok=True)
+    check_price(m, "ap", zero_ok=True)
+    check_size(m, "bs")
+    check_size(m, "as")
 
 
 class EnvelopeRouter:
@@ -147,8 +172,14 @@ class EnvelopeRouter:
         on_reject: RejectHook,
         on_control: ControlHook,
         trace_ids: TraceIds | None = None,
+        max_future_ns: int = DEFAULT_MAX_FUTURE_NS,
     ) -> None:
         self.writer, self.seqs, self.producer, self.metrics = writer, seqs, producer, metrics
+        if not 0 <= max_future_ns < _MAX_NS:
+            raise ValueError(f"max_future_ns={max_future_ns} must be in [0, 2**63)")
+        #: event times more than this ahead of a frame's ingest time are rejected
+        #: (``event_ts_in_future``); the native path gets it per call
+        self.max_future_ns = max_future_ns
         self.on_reject, self.on_control = on_reject, on_control
         self.trace_ids = trace_ids or TraceIds()
         caches = {f: DedupCache(dedup_max_entries, dedup_horizon_s) for f in set(_FAMILY.values())}
@@ -200,7 +231,7 @@ class EnvelopeRouter:
         booked, so the caller decodes it and calls ``route``."""
         if not self.native or _fastroute is None:
             return False
-        return bool(_fastroute.route(self, raw, ingest_ns, time.monotonic()))
+        return bool(_fastroute.route(self, raw, ingest_ns, time.monotonic(), self.max_future_ns))
 
     def _native_reject(self, exc: BaseException, raw: bytes, start: int, end: int) -> None:
         """The native path met an error ``route`` turns into a reject (``produce`` or
@@ -248,7 +279,7 @@ class EnvelopeRouter:
         ingest = write_long(ingest_ns)
         t_head = headers["t"] + ingest
         q_head = headers["q"] + ingest
-        limit = ingest_ns + MAX_FUTURE_NS
+        limit = ingest_ns + self.max_future_ns
         if limit >= _MAX_NS:
             limit = _MAX_NS - 1
         slots = self._slots
@@ -282,7 +313,7 @@ class EnvelopeRouter:
                             z = t << 1
                             wt = _CHUNK14[z & 16383] + (rest_of(z >> 14) or _rest(z >> 14))
                         else:
-                            t = _event_ts(t, ingest_ns)
+                            t = _event_ts(t, ingest_ns, limit)
                             wt = write_long(t)
                         slot = t_slots.get(sym)
                         if slot is None:
@@ -295,7 +326,11 @@ class EnvelopeRouter:
                             wi = write_long(i)
                         x = m["x"]
                         x = str_of(x) or write_string(x)
-                        ps = _DD(m["p"], m["s"])
+                        p = m["p"]
+                        s = m["s"]
+                        ps = _DD(p, s)
+                        if not (0.0 < p < _INF and 0.0 <= s < _INF):
+                            _bad_trade(m)
                         c = m.get("c")
                         c = (type(c) is tuple and arr_of(c)) or write_string_array(c)
                         tape = m.get("z", "")
@@ -349,17 +384,28 @@ class EnvelopeRouter:
                             z = t << 1
                             wt = _CHUNK14[z & 16383] + (rest_of(z >> 14) or _rest(z >> 14))
                         else:
-                            t = _event_ts(t, ingest_ns)
+                            t = _event_ts(t, ingest_ns, limit)
                             wt = write_long(t)
                         slot = q_slots.get(sym)
                         if slot is None:
                             slot = self._slot("q", sym, n - n0)
                         bx = m["bx"]
                         bx = str_of(bx) or write_string(bx)
-                        bid = _DD(m["bp"], m["bs"])
+                        bp = m["bp"]
+                        bs = m["bs"]
+                        bid = _DD(bp, bs)
                         ax = m["ax"]
                         ax = str_of(ax) or write_string(ax)
-                        ask = _DD(m["ap"], m["as"])
+                        ap = m["ap"]
+                        as_ = m["as"]
+                        ask = _DD(ap, as_)
+                        if not (
+                            0.0 <= bp < _INF
+                            and 0.0 <= ap < _INF
+                            and 0.0 <= bs < _INF
+                            and 0.0 <= as_ < _INF
+                        ):
+                            _bad_quote(m)
                         c = m.get("c")
                         c = (type(c) is tuple and arr_of(c)) or write_string_array(c)
                         tape = m.get("z", "")
@@ -417,7 +463,7 @@ class EnvelopeRouter:
                         body = body_of(m)
                         t = m["t"]
                         if type(t) is not int or not 0 < t <= limit:
-                            t = _event_ts(t, ingest_ns)
+                            t = _event_ts(t, ingest_ns, limit)
                         sym = m["S"]
                         slot = slots[kind].get(sym)
                         if slot is None:

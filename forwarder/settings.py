@@ -66,6 +66,22 @@ class ForwarderSettings(BaseSettings):
     seq_scan_records: int = Field(50_000, ge=0, description="tail records read per partition")
     status_interval_s: float = Field(10.0, gt=0, description="rate limit of rejected-frame status")
     max_frame_bytes: int = Field(16 << 20, ge=1 << 16)
+    max_future_s: float = Field(
+        2.0,
+        ge=0,
+        le=3600,
+        description="event times more than this ahead of the forwarder's clock are rejected "
+        "(Kafka refuses record timestamps over an hour ahead)",
+    )
+    heartbeat_interval_s: float = Field(
+        1.0, ge=0, description="event-time heartbeats into every raw partition (0 = off)"
+    )
+    heartbeat_lag_s: float = Field(
+        2.0, ge=0, le=3600, description="heartbeat timestamp = event-time clock - this"
+    )
+    heartbeat_quiet_s: float = Field(
+        1.0, gt=0, description="feed quiet this long: the event-time clock runs on with wall time"
+    )
 
     @field_validator("symbols", "channels", mode="before")
     @classmethod

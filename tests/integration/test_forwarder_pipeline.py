@@ -105,8 +105,9 @@ def market(symbols, **kw) -> SyntheticConfig:
 
 def test_every_channel_arrives_as_avro_envelopes_with_monotonic_seq(stack, tmp_path, unique):
     syms = symbols_for(unique)
-    # 130 s of synthetic market (minutes close: bars, updated bars, LULD bands), replayed fast
-    t0 = time.time_ns()
+    # 130 s of synthetic market (minutes close: bars, updated bars, LULD bands), replayed fast;
+    # it ends before now (event times more than max_future_s ahead are refused)
+    t0 = time.time_ns() - 135 * 10**9
     mkt = SyntheticMarket(market(syms, trades_per_sec=20, quotes_per_sec=5, late_rate=0.05), t0, 5)
     rec = JsonlRecorder(tmp_path / "replay.jsonl")
     rec.write(mkt.advance(t0 + 130 * 10**9) + mkt.finish())

@@ -12,6 +12,7 @@ the same as in Python.
 from __future__ import annotations
 
 import contextlib
+import math
 import struct
 import types
 from collections.abc import Iterator
@@ -42,7 +43,7 @@ def test_the_native_fast_path_is_compiled_in_this_install() -> None:
 
 T0 = 1_709_303_400_123_456_789
 INGEST = T0 + 5 * 10**9
-MAX_FUTURE = router_mod.MAX_FUTURE_NS
+MAX_FUTURE = router_mod.DEFAULT_MAX_FUTURE_NS
 HOSTILE = settings(
     max_examples=4000,
     deadline=None,
@@ -137,6 +138,7 @@ class Side:
         floor: int,
         max_keys: int = 100_000,
         dedup_max: int = 200_000,
+        max_future_ns: int = MAX_FUTURE,
         **producer: Any,
     ) -> None:
         self.prod = Recorder(**producer)
@@ -155,6 +157,7 @@ class Side:
             on_reject=lambda reason, detail, m: self.rejects.append((reason, detail, m)),
             on_control=lambda m: self.rejects.append(("control", "", m)),
             trace_ids=trace,
+            max_future_ns=max_future_ns,
         )
         ids = {CHANNEL_TOPICS[c].name: 40 + i for i, c in enumerate(CHANNEL_BY_TYPE.values())}
         self.router.set_schema_ids(ids)
@@ -280,11 +283,41 @@ ts_forms = st.sampled_from(["auto", "auto", "64", "96", "int"])
 trade_ids = st.sampled_from([*BOUNDARY_INTS, 0, -1, -(1 << 63), 7, 8]) | st.integers(
     -(1 << 63), (1 << 63) - 1
 )
-numbers = (
-    st.floats(allow_nan=True, allow_infinity=True)
-    | st.integers(-(1 << 53), 1 << 53)
-    | st.sampled_from([0.0, -0.0, 1.5, 100.01])
+# prices and sizes: mostly in range (encoded natively), else what the router rejects
+# (invalid_price / invalid_size) and the native path must hand to it
+in_range = (
+    st.floats(min_value=0.0, allow_nan=False, allow_infinity=False)
+    | st.integers(0, 1 << 53)
+    | st.sampled_from([0.0, -0.0, 5e-324, 1.5, 100.01, 1.7976931348623157e308])
 )
+out_of_range = (
+    st.floats(max_value=-5e-324, allow_nan=False)
+    | st.integers(-(1 << 53), -1)
+    | st.sampled_from([math.nan, -math.nan, math.inf, -math.inf, -5e-324, -1.0])
+    | st.floats(allow_nan=True).filter(math.isnan)
+)
+
+
+@st.composite
+def price_or_size(draw: Any, positive: bool = False) -> Any:
+    """In range 7 times in 8; a trade price must also be > 0 (0 and -0.0 are refused)."""
+    if draw(st.integers(0, 7)):
+        v = draw(in_range)
+        if positive and v == 0:
+            return draw(st.sampled_from([1, 0.01]))
+        return v
+    if positive and draw(st.booleans()):
+        return draw(st.sampled_from([0, 0.0, -0.0]))
+    return draw(out_of_range)
+
+
+def in_range_values(m: Any) -> bool:
+    """A trade/quote whose prices and sizes the router accepts (the rest is rejected)."""
+    if m.get("T") == "t":
+        return 0 < m["p"] < math.inf and 0 <= m["s"] < math.inf
+    return all(0 <= m[k] < math.inf for k in ("bp", "bs", "ap", "as"))
+
+
 exchanges = st.sampled_from(["V", "N", "Q", "", "ÿ"]) | st.text(max_size=3)
 conditions = st.none() | st.lists(
     st.sampled_from(["@", "T", "I", "R", "Ü"]) | st.text(max_size=3), max_size=4
@@ -312,8 +345,8 @@ def trade(draw: Any, sym: Any = symbols) -> dict[str, Any]:
         "S": draw(sym),
         "i": draw(trade_ids),
         "x": draw(exchanges),
-        "p": draw(numbers),
-        "s": draw(numbers),
+        "p": draw(price_or_size(positive=True)),
+        "s": draw(price_or_size()),
         "t": ts_ext(draw(event_times), draw(ts_forms)),
     }
     m = _optional_fields(draw, m)
@@ -334,11 +367,11 @@ def quote(draw: Any, sym: Any = symbols) -> dict[str, Any]:
         "T": "q",
         "S": draw(sym),
         "bx": draw(exchanges),
-        "bp": draw(numbers),
-        "bs": draw(numbers),
+        "bp": draw(price_or_size()),
+        "bs": draw(price_or_size()),
         "ax": draw(exchanges),
-        "ap": draw(numbers),
-        "as": draw(numbers),
+        "ap": draw(price_or_size()),
+        "as": draw(price_or_size()),
         "t": ts_ext(draw(event_times), draw(ts_forms)),
     }
     return _optional_fields(draw, m)
@@ -374,7 +407,11 @@ def valid_frames(draw: Any, others: bool = True) -> list[bytes]:
 
 
 def has_trade_or_quote(raw: bytes) -> bool:
-    return any(type(m) is dict and m.get("T") in ("t", "q") for m in msgpack.unpackb(raw))
+    """A frame the native path takes: one trade or quote in it that it encodes itself."""
+    return any(
+        type(m) is dict and m.get("T") in ("t", "q") and in_range_values(m)
+        for m in msgpack.unpackb(raw)
+    )
 
 
 @settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -403,6 +440,68 @@ def test_native_path_equals_the_python_router_on_trade_quote_and_mixed_frames(
     )
     # a frame of only other types is left to route() whole
     assert native.paths == ["native" if has_trade_or_quote(f) else "python" for f in frames]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    msgs=st.lists(trade(sym=st.sampled_from(["A", "B"])) | quote(sym=st.just("A")), max_size=25),
+    n0=st.integers(0x1000, 1 << 40),
+)
+def test_out_of_range_prices_and_sizes_are_rejected_alike_and_consume_nothing(msgs, n0):
+    """Trade price <= 0, quote price < 0, size < 0, or any of them NaN/inf: both paths
+    reject it by reason (invalid_price before invalid_size), with the field and value in
+    the detail; it takes no seq, no trace id and no dedup entry, so a later valid message
+    with the same key is forwarded."""
+    if not msgs:
+        return
+    repaired = [
+        m | ({"p": 1.0, "s": 1.0} if m["T"] == "t" else {"bp": 1, "bs": 1, "ap": 2, "as": 1})
+        for m in msgs
+    ]
+    frames = [pack(msgs), pack(repaired)]
+    native, _ = run_both(frames, n0=n0)
+    bad = [
+        m for m in msgpack.unpackb(frames[0], timestamp=2, use_list=False) if not in_range_values(m)
+    ]
+    expect = []
+    for m in bad:
+        if m["T"] == "t":
+            field = "p" if not 0 < m["p"] < math.inf else "s"
+        else:
+            prices = [k for k in ("bp", "ap") if not 0 <= m[k] < math.inf]
+            field = (
+                prices[0] if prices else next(k for k in ("bs", "as") if not 0 <= m[k] < math.inf)
+            )
+        reason = "invalid_price" if field in ("p", "bp", "ap") else "invalid_size"
+        expect.append((reason, f"{field}={m[field]!r}"))
+    got = [(reason, detail.split(" ")[0]) for reason, detail, _ in native.rejects]
+    assert got == expect
+    produced = len(native.prod.records)
+    r = native.router
+    assert native.seqs.issued == produced
+    assert r.trace_ids._n == n0 + produced
+    assert len(r.dedup["t"].order) + len(r.dedup["q"].order) == produced
+    # the repaired frame: every key forwarded exactly once over both frames
+    decoded = msgpack.unpackb(frames[1], timestamp=2, use_list=False)
+    keys = {(m["T"], m["S"], m["i"] if m["T"] == "t" else m["t"]) for m in decoded}
+    assert produced == len(keys)
+    assert native.paths[1] == "native"
+
+
+def test_event_times_beyond_max_future_are_rejected_alike_and_the_limit_is_per_router():
+    """Default max_future_s = 2: a trade 3 s past its frame's ingest time is rejected
+    (event_ts_in_future), one 1 s ahead is forwarded; a router with max_future_ns = 0.5 s
+    rejects both; both paths agree."""
+    ahead = [_good_trade(i=1, t=INGEST + 3 * 10**9), _good_trade(i=2, t=INGEST + 10**9)]
+    ahead += [_good_quote(t=INGEST + 3 * 10**9), _good_quote(t=INGEST + 10**9)]
+    native, _ = run_both([pack(ahead)])
+    assert native.paths == ["native"]
+    assert [r[0] for r in native.rejects] == ["event_ts_in_future"] * 2
+    assert "3.000s ahead" in native.rejects[0][1]
+    assert [rec[3] for rec in native.prod.records] == [(INGEST + 10**9) // 10**6] * 2
+    strict, _ = run_both([pack(ahead)], max_future_ns=5 * 10**8)
+    assert [r[0] for r in strict.rejects] == ["event_ts_in_future"] * 4
+    assert strict.prod.records == [] and strict.paths == ["python"]
 
 
 def test_trace_ids_roll_over_4096_and_seqs_cross_varint_boundaries_natively():
@@ -476,6 +575,23 @@ DECLINED: list[Any] = [
     [_good_trade(p=True)],
     [_good_trade(p=None)],
     [_good_trade(s=(1 << 53) + 1)],
+    [_good_trade(p=0.0)],
+    [_good_trade(p=0)],
+    [_good_trade(p=-0.0)],
+    [_good_trade(p=-1.5)],
+    [_good_trade(p=math.nan)],
+    [_good_trade(p=math.inf)],
+    [_good_trade(p=-math.inf)],
+    [_good_trade(s=-1)],
+    [_good_trade(s=-5e-324)],
+    [_good_trade(s=math.nan)],
+    [_good_trade(s=math.inf)],
+    [_good_quote(bp=-0.01)],
+    [_good_quote(ap=math.nan)],
+    [_good_quote(ap=math.inf)],
+    [_good_quote(bs=-1)],
+    [_good_quote(**{"as": math.nan})],
+    [_good_quote(bs=-math.inf)],
     [_good_trade(S="")],
     [_good_trade(S=5)],
     [_good_trade(S=b"A")],

@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 
 from forwarder.avro_writer import EnvelopeWriter
 from forwarder.envelope import CHANNEL_BY_TYPE, to_envelope
+from forwarder.exceptions import InvalidMessageError
 from forwarder.metrics import CHANNEL_INDEX, LAG_BUCKETS_NS, TYPE_INDEX, ForwarderMetrics
 from forwarder.producer import EnvelopeProducer, channel_of
 from forwarder.router import EnvelopeRouter, TraceIds
@@ -72,6 +73,8 @@ def _messages() -> list[dict[str, Any]]:
 
 
 MSGS = _messages()
+#: an ingest time after the synthetic market's 130 s (event times up to 2 s ahead only)
+AFTER = T0 + 131 * 10**9
 
 
 def _router(
@@ -120,7 +123,7 @@ def test_routed_bytes_equal_fastavro_with_seq_per_channel_and_symbol(wire):
     frames = _frames(wire, MSGS)
     ingests = []
     for i, frame in enumerate(frames):
-        ingests.append(T0 + 10**9 + i)
+        ingests.append(AFTER + i)
         router.route(frame, ingests[-1])
     flat = [(m, ingests[i]) for i, frame in enumerate(frames) for m in frame]
     assert len(prod.records) == len(flat)
@@ -160,10 +163,10 @@ def test_routed_bytes_equal_fastavro_with_seq_per_channel_and_symbol(wire):
 def test_duplicates_are_dropped_across_and_within_frames():
     router, prod, metrics, _ = _router()
     frame = _frames("msgpack", MSGS, size=len(MSGS))[0]
-    router.route(frame, T0 + 10**9)
+    router.route(frame, AFTER)
     n = len(prod.records)
-    router.route(frame, T0 + 10**9 + 1)
-    router.route(frame + frame, T0 + 10**9 + 2)
+    router.route(frame, AFTER + 1)
+    router.route(frame + frame, AFTER + 2)
     assert len(prod.records) == n
     trades = sum(1 for m in MSGS if m["T"] == "t")
     assert metrics.dedup_dropped[TYPE_INDEX["t"]] == 3 * trades
@@ -344,3 +347,132 @@ def test_a_frame_spread_over_lag_buckets_counts_as_one_observation_per_envelope(
         ref.observe_lag(now - e if now > e else 0)
     assert metrics.lag_buckets == ref.lag_buckets
     assert metrics.lag_sum_ns == ref.lag_sum_ns
+
+
+# --- bad values and future event times ------------------------------------------------------
+
+NAN, INF = float("nan"), float("inf")
+TRADE = {"T": "t", "S": "A", "i": 7, "x": "V", "p": 10.0, "s": 5, "c": ("@",), "z": "C", "t": T0}
+QUOTE = {"T": "q", "S": "A", "bx": "V", "bp": 9.99, "bs": 2, "ax": "Q", "ap": 10.01, "as": 3}
+QUOTE = {**QUOTE, "c": ("R",), "z": "C", "t": T0}
+BAR = {"T": "b", "S": "A", "o": 10.0, "h": 11.0, "l": 9.0, "c": 10.5, "v": 100, "n": 4}
+BAR = {**BAR, "vw": 10.2, "t": T0 - T0 % (60 * 10**9)}
+
+
+def _rejecting_router(
+    **kw: Any,
+) -> tuple[EnvelopeRouter, FakeProducer, list[tuple[str, str]], SequenceNumbers]:
+    prod, seqs = FakeProducer(), SequenceNumbers(FLOOR)
+    rejects: list[tuple[str, str]] = []
+    router = EnvelopeRouter(
+        EnvelopeWriter(42, "iex"),
+        seqs,
+        prod,  # type: ignore[arg-type]
+        ForwarderMetrics(),
+        100_000,
+        300.0,
+        on_reject=lambda reason, detail, m: rejects.append((reason, detail)),
+        on_control=lambda m: None,
+        trace_ids=TraceIds(),
+        **kw,
+    )
+    router.set_schema_ids({CHANNEL_TOPICS[c].name: 42 for c in CHANNEL_BY_TYPE.values()})
+    return router, prod, rejects, seqs
+
+
+def _route_one_bad_then_the_good(bad: dict[str, Any], good: dict[str, Any]) -> Any:
+    """Route ``bad`` alone, check it consumed nothing, then ``good`` (same dedup key)."""
+    router, prod, rejects, seqs = _rejecting_router()
+    n0 = router.trace_ids._n
+    router.route([bad], T0 + 10**9)
+    assert prod.records == [] and prod.tracked == []
+    assert seqs.issued == 0 and router.trace_ids._n == n0  # no seq, no trace id
+    assert all(not c.keys for c in router._caches)  # no dedup entry
+    router.route([good], T0 + 10**9)
+    assert len(prod.records) == 1  # the same key, now valid: forwarded
+    return rejects
+
+
+@pytest.mark.parametrize("p", [0, 0.0, -0.0, -0.01, -5, NAN, INF, -INF])
+def test_a_trade_price_at_or_below_zero_or_non_finite_is_rejected_as_invalid_price(p):
+    rejects = _route_one_bad_then_the_good({**TRADE, "p": p}, TRADE)
+    assert rejects == [("invalid_price", f"p={p!r} (must be > 0, finite)")]
+
+
+@pytest.mark.parametrize("s", [-1, -0.5, -5e-324, NAN, INF, -INF])
+def test_a_negative_or_non_finite_trade_size_is_rejected_as_invalid_size(s):
+    rejects = _route_one_bad_then_the_good({**TRADE, "s": s}, TRADE)
+    assert rejects == [("invalid_size", f"s={s!r} (must be >= 0, finite)")]
+
+
+def test_a_trade_with_a_bad_price_and_size_is_rejected_for_its_price():
+    rejects = _route_one_bad_then_the_good({**TRADE, "p": NAN, "s": -1}, TRADE)
+    assert [r for r, _ in rejects] == ["invalid_price"]
+
+
+@pytest.mark.parametrize("field", ["bp", "ap"])
+@pytest.mark.parametrize("v", [-0.01, -1, NAN, INF, -INF])
+def test_a_negative_or_non_finite_quote_price_is_rejected_as_invalid_price(field, v):
+    rejects = _route_one_bad_then_the_good({**QUOTE, field: v}, QUOTE)
+    assert rejects == [("invalid_price", f"{field}={v!r} (must be >= 0, finite)")]
+
+
+@pytest.mark.parametrize("field", ["bs", "as"])
+@pytest.mark.parametrize("v", [-0.01, -1, NAN, INF, -INF])
+def test_a_negative_or_non_finite_quote_size_is_rejected_as_invalid_size(field, v):
+    rejects = _route_one_bad_then_the_good({**QUOTE, field: v}, QUOTE)
+    assert rejects == [("invalid_size", f"{field}={v!r} (must be >= 0, finite)")]
+
+
+def test_zero_trade_sizes_and_one_sided_quotes_are_forwarded():
+    router, prod, rejects, _ = _rejecting_router()
+    one_sided = {**QUOTE, "bp": 0.0, "bs": 0, "t": T0 + 1}
+    router.route([{**TRADE, "s": 0}, one_sided, {**QUOTE, "ap": 0, "as": -0.0}], T0 + 10**9)
+    assert rejects == [] and len(prod.records) == 3
+
+
+@pytest.mark.parametrize("kind", ["b", "u", "d"])
+@pytest.mark.parametrize("field", ["o", "h", "l", "c"])
+@pytest.mark.parametrize("v", [0.0, -1.0, NAN, INF])
+def test_a_bar_price_at_or_below_zero_or_non_finite_is_rejected_as_invalid_price(kind, field, v):
+    rejects = _route_one_bad_then_the_good({**BAR, "T": kind, field: v}, {**BAR, "T": kind})
+    assert rejects == [("invalid_price", f"{field}={v!r} (must be > 0, finite)")]
+
+
+def test_the_reference_writer_refuses_the_same_values():
+    writer = EnvelopeWriter(42, "iex")
+    for bad, reason in [
+        ({**TRADE, "p": 0.0}, "invalid_price"),
+        ({**TRADE, "s": NAN}, "invalid_size"),
+        ({**QUOTE, "ap": -1}, "invalid_price"),
+        ({**QUOTE, "as": INF}, "invalid_size"),
+        ({**BAR, "l": -INF}, "invalid_price"),
+    ]:
+        with pytest.raises(InvalidMessageError) as info:
+            writer.encode(bad, seq=1, ingest_ts=T0, trace_id="x")
+        assert info.value.reason == reason
+
+
+@pytest.mark.parametrize("kind", ["t", "q", "b"])
+def test_an_event_time_3s_ahead_is_rejected_and_1s_ahead_forwarded_by_default(kind):
+    """max_future_s defaults to 2 s (ForwarderSettings); old event times stay accepted."""
+    msg = {"t": TRADE, "q": QUOTE, "b": BAR}[kind]
+    ingest = T0 + 10**9
+    router, prod, rejects, seqs = _rejecting_router()
+    router.route([{**msg, "t": ingest + 3 * 10**9}], ingest)
+    assert [r for r, _ in rejects] == ["event_ts_in_future"]
+    assert "3.000s ahead" in rejects[0][1] and "TORGHUT_FWD_MAX_FUTURE_S=2" in rejects[0][1]
+    assert prod.records == [] and seqs.issued == 0
+    router.route([{**msg, "t": ingest + 10**9}, {**msg, "t": 1_000_000_000, "i": 8}], ingest)
+    assert [r[3] for r in prod.records] == [(ingest + 10**9) // 10**6, 1000]
+
+
+def test_max_future_is_a_setting_handed_to_the_router():
+    s = ForwarderSettings(max_future_s=0.5)
+    router, prod, rejects, _ = _rejecting_router(max_future_ns=round(s.max_future_s * 1e9))
+    router.route([{**TRADE, "t": T0 + 10**9}], T0)
+    assert [r for r, _ in rejects] == ["event_ts_in_future"] and prod.records == []
+    assert ForwarderSettings().max_future_s == 2.0
+    for bad in (-1, 3601):
+        with pytest.raises(ValueError, match="max_future_s"):
+            ForwarderSettings(max_future_s=bad)
