@@ -16,7 +16,7 @@ import threading
 import time
 from pathlib import Path
 
-from torghut.stack import procs, supervisor
+from torghut.stack import apps, procs, supervisor
 from torghut.stack.state import StackState
 
 DEFAULT_SYMBOLS = "AAPL,MSFT,NVDA,TSLA,SPY"
@@ -64,7 +64,8 @@ class Pipeline:
 
     def _spawn(self, name: str, cmd: list[str], env: dict[str, str]) -> None:
         log = self.run_dir / "logs" / f"{name}.log"
-        pid = procs.spawn(cmd, log, env=env)
+        # the launcher: settings-checked environment; the child dies with this process
+        pid = apps.launch(cmd, env, log).pid
         self.procs.append((name, pid, log))
         print(f"[run] {name} started (pid {pid}, log {log})", file=sys.stderr)
 
@@ -85,13 +86,11 @@ class Pipeline:
             ),
         )
         print(f"[run] ClickHouse schema applied ({n} statements)", file=sys.stderr)
-        torghut = [sys.executable, "-m", "torghut.cli"]
         sim_port = procs.free_port()
         self._spawn(
             "sim",
             [
-                *torghut,
-                "sim",
+                *apps.SIM,
                 "--port",
                 str(sim_port),
                 "--symbols",
@@ -105,34 +104,24 @@ class Pipeline:
             ],
             {},
         )
-        fwd_env = {
-            "TORGHUT_FWD_ALPACA_URL": f"ws://127.0.0.1:{sim_port}/v2/iex",
-            "TORGHUT_FWD_ALPACA_KEY_ID": "local",
-            "TORGHUT_FWD_ALPACA_SECRET_KEY": "local-secret",
-            "TORGHUT_FWD_SYMBOLS": self.args.symbols,
-            "TORGHUT_FWD_KAFKA_BOOTSTRAP": st.kafka_bootstrap,
-            "TORGHUT_FWD_REGISTRY_URL": st.registry_url,
-            "TORGHUT_FWD_HTTP_PORT": str(procs.free_port()),
-            "TORGHUT_FWD_LINGER_MS": "5",
-        }
-        self._spawn("forwarder", [*torghut, "forwarder"], fwd_env)
-        ta_env = {
-            "TORGHUT_STACK_DIR": st.run_dir,
-            "FLINK_LOG_DIR": str(self.run_dir / "logs" / "flink"),
-            "TORGHUT_TA_TRANSACTIONAL_ID_PREFIX": f"torghut-ta-local-{os.getpid()}",
-        }
-        self._spawn(
-            "ta",
-            [
-                *torghut,
-                "ta",
-                "--checkpoint-interval-ms",
-                str(self.args.checkpoint_interval_ms),
-                "--starting-offsets",
-                "latest",
-            ],
-            ta_env,
+        fwd_env = apps.forwarder_env(
+            st,
+            f"ws://127.0.0.1:{sim_port}/v2/iex",
+            symbols=self.args.symbols,
+            http_port=procs.free_port(),
+            linger_ms=5,
         )
+        self._spawn("forwarder", list(apps.FORWARDER), fwd_env)
+        ta_env = {
+            **apps.ta_job_env(
+                st,
+                transactional_id_prefix=f"torghut-ta-local-{os.getpid()}",
+                checkpoint_interval_ms=self.args.checkpoint_interval_ms,
+                starting_offsets="latest",
+            ),
+            "FLINK_LOG_DIR": str(self.run_dir / "logs" / "flink"),
+        }
+        self._spawn("ta", list(apps.TA_JOB), ta_env)
         threading.Thread(target=self._watch_latency, daemon=True).start()
 
     def _watch_latency(self) -> None:

@@ -6,7 +6,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from shared.serde import AvroDeserializer
 from tests.conftest import REPO_ROOT
 from tests.integration.kafka_helpers import QUIET
 from torghut.envelopes import EnvelopeProducer as _EnvelopeProducer
-from torghut.stack import minio
+from torghut.stack import apps, minio
 from torghut.stack.state import StackState
 
 
@@ -29,7 +28,8 @@ class EnvelopeProducer(_EnvelopeProducer):
 
 
 class TaJobProcess:
-    """`torghut ta` as a separate process (so it can be killed -9 like a crashed TaskManager)."""
+    """`torghut ta` as a separate process (so it can be killed -9 like a crashed TaskManager),
+    started by the project's launcher; `settings` are more `TaSettings` fields."""
 
     def __init__(
         self,
@@ -39,45 +39,34 @@ class TaJobProcess:
         txn_prefix: str,
         group: str,
         checkpoint_interval_ms: int = 1000,
-        extra_env: dict[str, str] | None = None,
+        settings: dict[str, object] | None = None,
     ) -> None:
         self.workdir = workdir
         self.checkpoint_prefix = checkpoint_prefix
         self.env = {
-            **os.environ,
-            "TORGHUT_TA_KAFKA_BOOTSTRAP": stack.kafka_bootstrap,
-            "TORGHUT_TA_REGISTRY_URL": stack.registry_url,
-            "TORGHUT_TA_S3_ENDPOINT": stack.s3_endpoint,
-            "TORGHUT_TA_S3_ACCESS_KEY": stack.s3_access_key,
-            "TORGHUT_TA_S3_SECRET_KEY": stack.s3_secret_key,
-            "TORGHUT_TA_CHECKPOINT_DIR": f"s3a://{stack.s3_bucket}/{checkpoint_prefix}",
-            "TORGHUT_TA_CHECKPOINT_INTERVAL_MS": str(checkpoint_interval_ms),
-            "TORGHUT_TA_STARTING_OFFSETS": "committed-earliest",
-            "TORGHUT_TA_CONSUMER_GROUP": group,
-            "TORGHUT_TA_TRANSACTIONAL_ID_PREFIX": txn_prefix,
+            **apps.ta_job_env(
+                stack,
+                checkpoint_dir=f"s3a://{stack.s3_bucket}/{checkpoint_prefix}",
+                checkpoint_interval_ms=checkpoint_interval_ms,
+                starting_offsets="committed-earliest",
+                consumer_group=group,
+                transactional_id_prefix=txn_prefix,
+                # tests end jobs with kill -9 and never reuse their prefix: the open
+                # transaction would hold the partitions' last stable offset (read_committed
+                # readers see nothing past it) for the whole timeout, so keep it short here
+                transaction_timeout_ms=20_000,
+                **(settings or {}),
+            ),
             "FLINK_LOG_DIR": str(workdir / "flink-logs"),
-            # tests end jobs with kill -9 and never reuse their prefix: the open transaction
-            # would hold the partitions' last stable offset (read_committed readers see
-            # nothing past it) for the whole timeout, so keep it short here
-            "TORGHUT_TA_TRANSACTION_TIMEOUT_MS": "20000",
-            **(extra_env or {}),
         }
         self.proc: subprocess.Popen | None = None
         self.starts = 0
 
     def start(self, restore: bool = False) -> None:
         self.starts += 1
-        log = open(self.workdir / f"ta-{self.starts}.log", "wb")  # noqa: SIM115 - owned by the child
-        cmd = [sys.executable, "-m", "torghut.cli", "ta", "--no-stack"] + (
-            ["--restore-latest"] if restore else []
-        )
-        self.proc = subprocess.Popen(
-            cmd,
-            cwd=REPO_ROOT,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+        argv = [*apps.TA_JOB, *(["--restore-latest"] if restore else [])]
+        self.proc = apps.launch(
+            argv, self.env, self.workdir / f"ta-{self.starts}.log", cwd=REPO_ROOT
         )
 
     def kill9(self) -> None:

@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import REPO_ROOT, wait_for
 from tests.integration.kafka_helpers import QUIET, consume, create_topic
-from torghut.stack import minio
+from torghut.stack import apps, minio
 from torghut.stack.state import StackState
 
 pytestmark = pytest.mark.integration
@@ -93,25 +93,20 @@ def test_pyflink_exactly_once_job_checkpoints_to_minio_and_commits_its_output(
     src, dst = create_topic(stack, unique("in")), create_topic(stack, unique("out"))
     cp_prefix = unique("foundation")
     env = {
-        **os.environ,
-        "TORGHUT_TA_KAFKA_BOOTSTRAP": stack.kafka_bootstrap,
-        "TORGHUT_TA_S3_ENDPOINT": stack.s3_endpoint,
-        "TORGHUT_TA_S3_ACCESS_KEY": stack.s3_access_key,
-        "TORGHUT_TA_S3_SECRET_KEY": stack.s3_secret_key,
-        "TORGHUT_TA_CHECKPOINT_DIR": f"s3a://{stack.s3_bucket}/{cp_prefix}",
-        "TORGHUT_TA_CHECKPOINT_INTERVAL_MS": "1000",
-        "TORGHUT_TA_STARTING_OFFSETS": "earliest",
-        "TORGHUT_TA_TRANSACTIONAL_ID_PREFIX": unique("tx-foundation"),
+        **apps.ta_job_env(
+            stack,
+            checkpoint_dir=f"s3a://{stack.s3_bucket}/{cp_prefix}",
+            checkpoint_interval_ms=1000,
+            starting_offsets="earliest",
+            transactional_id_prefix=unique("tx-foundation"),
+        ),
         "FLINK_LOG_DIR": str(tmp_path),
     }
-    log = open(tmp_path / "job.out", "wb")  # noqa: SIM115 - closed in finally
-    job = subprocess.Popen(
+    job = apps.launch(
         [sys.executable, "-m", "tests.integration.jobs.passthrough", src, dst],
+        env,
+        tmp_path / "job.out",
         cwd=REPO_ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
     )
     try:
         from confluent_kafka import Producer
@@ -140,7 +135,6 @@ def test_pyflink_exactly_once_job_checkpoints_to_minio_and_commits_its_output(
     finally:
         os.killpg(job.pid, signal.SIGKILL)
         job.wait(30)
-        log.close()
 
 
 def test_stack_cli_up_status_down_leaves_no_process(tmp_path):

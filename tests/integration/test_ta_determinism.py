@@ -217,7 +217,6 @@ def test_same_log_same_final_bars_and_signals_live_after_two_kill9_and_as_fast_a
     stack, unique, tmp_path
 ):
     session = _session(12)
-    env = {"TORGHUT_TA_STATUS_INTERVAL_MS": "500"}
     jobs = {
         name: TaJobProcess(
             stack,
@@ -225,7 +224,7 @@ def test_same_log_same_final_bars_and_signals_live_after_two_kill9_and_as_fast_a
             unique(f"cp-{name}"),
             unique(f"tx-{name}"),
             unique(f"grp-{name}"),
-            extra_env={**env, "TORGHUT_TA_JOB_NAME": f"det-{name}"},
+            settings={"status_interval_ms": 500, "job_name": f"det-{name}"},
         )
         for name in ("live", "kill", "fast")
     }

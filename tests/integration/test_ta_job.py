@@ -79,7 +79,7 @@ def test_final_bars_equal_batch_oracle_signals_equal_talib_and_late_trades_are_o
         unique("cp-e2e"),
         unique("tx-e2e"),
         unique("grp-e2e"),
-        extra_env={"TORGHUT_TA_STATUS_INTERVAL_MS": "300"},
+        settings={"status_interval_ms": 300},
     )
     job.start()
     try:
