@@ -15,6 +15,7 @@ from typing import Any
 from forwarder.avro_writer import EnvelopeWriter, check_schema
 from forwarder.envelope import CHANNEL_BY_TYPE, STATUS_CHANNEL, status_envelope
 from forwarder.exceptions import FatalStreamError, ForwarderError
+from forwarder.heartbeat import EventClock, HeartbeatWriter
 from forwarder.http import HealthServer
 from forwarder.metrics import CHANNEL_INDEX, ForwarderMetrics
 from forwarder.producer import EnvelopeProducer
@@ -69,6 +70,7 @@ class Forwarder:
         self._status_ser: AvroSerializer | None = None
         self._trace = TraceIds()
         self._seqs: SequenceNumbers | None = None
+        self._heartbeats: HeartbeatWriter | None = None
         self._heartbeat = time.monotonic()
         self._rejects: dict[str, tuple[float, int]] = {}  # reason -> (last report, suppressed)
 
@@ -98,6 +100,11 @@ class Forwarder:
         http = HealthServer(s.http_host, s.http_port, self.metrics.render, self.healthy, self.ready)
         self.http_port = await http.start()
         house = asyncio.create_task(self._housekeeping(), name="forwarder-housekeeping")
+        beats = (
+            asyncio.create_task(self._heartbeat_loop(self._heartbeats), name="forwarder-heartbeats")
+            if self._heartbeats is not None
+            else None
+        )
         stream_task = asyncio.create_task(self._stream.run(), name="forwarder-stream")
         stop_task = asyncio.create_task(self._stop.wait())
         self.started.set()
@@ -124,6 +131,10 @@ class Forwarder:
             house.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await house
+            if beats is not None:
+                beats.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await beats
             self.on_status("stopped", reason=f"exit code {code}")
             left = await asyncio.to_thread(self._producer.flush, SHUTDOWN_FLUSH_S)
             self.metrics.queue_depth = left
@@ -138,6 +149,8 @@ class Forwarder:
                 sum(self.metrics.frames_rejected.values()),
                 code,
             )
+            if self._heartbeats is not None:
+                await asyncio.to_thread(self._heartbeats.close, 1.0)
             await http.stop()
         self.exit_code = code
         return code
@@ -162,6 +175,10 @@ class Forwarder:
         self._seqs = SequenceNumbers(floor)
         self._producer = EnvelopeProducer(s, self.metrics, self._producer_config)
         writer = EnvelopeWriter(ids[RAW_TOPICS[0].name], s.feed)
+        clock = None
+        if s.heartbeat_interval_s > 0:
+            clock = EventClock(s.heartbeat_quiet_s)
+            self._heartbeats = HeartbeatWriter(s, clock, self.metrics)
         router = EnvelopeRouter(
             writer,
             self._seqs,
@@ -172,6 +189,8 @@ class Forwarder:
             on_reject=self.on_reject,
             on_control=lambda m: None,
             trace_ids=self._trace,
+            max_future_ns=round(s.max_future_s * 1e9),
+            clock=clock,
         )
         router.set_schema_ids(ids)
         return router
@@ -198,6 +217,19 @@ class Forwarder:
                 assert self._stop is not None
                 self._stop.set()
             await asyncio.sleep(0.05)
+
+    async def _heartbeat_loop(self, hb: HeartbeatWriter) -> None:
+        """Event-time heartbeats every ``heartbeat_interval_s`` (forwarder/heartbeat.py);
+        partition counts re-read from broker metadata in a worker thread."""
+        while True:
+            try:
+                if hb.refresh_due(time.monotonic()):
+                    await asyncio.to_thread(hb.refresh_partitions)
+                hb.tick(time.monotonic(), time.time_ns())
+            except Exception:  # a heartbeat must never stop the forwarder
+                self.metrics.heartbeat_errors += 1
+                log.exception("heartbeat tick failed")
+            await asyncio.sleep(hb.interval_s)
 
     # --- probes ------------------------------------------------------------------
 

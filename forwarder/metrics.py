@@ -46,6 +46,9 @@ class ForwarderMetrics:
         self.queue_depth = 0
         self.connected = 0
         self.ready = 0
+        self.heartbeats = 0  # heartbeat records produced (forwarder/heartbeat.py)
+        self.heartbeat_errors = 0  # heartbeats not produced or not delivered
+        self.heartbeat_ms = 0  # record timestamp of the last heartbeats (event time, ms)
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)  # type: ignore[arg-type]
 
@@ -101,6 +104,21 @@ class ForwarderMetrics:
             f"{PREFIX}_connected", "1 while connected and subscribed", value=self.connected
         )
         yield GaugeMetricFamily(f"{PREFIX}_ready", "1 while /readyz answers 200", value=self.ready)
+        yield CounterMetricFamily(
+            f"{PREFIX}_heartbeats",
+            "event-time heartbeats produced (one per raw trades/quotes partition and tick)",
+            value=self.heartbeats,
+        )
+        yield CounterMetricFamily(
+            f"{PREFIX}_heartbeat_errors",
+            "heartbeats not produced or not delivered (never re-produced: the next supersedes)",
+            value=self.heartbeat_errors,
+        )
+        yield GaugeMetricFamily(
+            f"{PREFIX}_heartbeat_event_time_seconds",
+            "record timestamp of the last heartbeats: the event-time clock minus the lag",
+            value=self.heartbeat_ms / 1000,
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

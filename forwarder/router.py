@@ -47,6 +47,7 @@ from forwarder.avro_writer import (
 from forwarder.dedup import DedupCache
 from forwarder.envelope import CHANNEL_BY_TYPE, CONTROL_TYPES, dedup_key, event_ts_ns
 from forwarder.exceptions import InvalidMessageError
+from forwarder.heartbeat import EventClock
 from forwarder.metrics import CHANNELS, TYPE_INDEX, ForwarderMetrics
 from forwarder.producer import EnvelopeProducer
 from forwarder.sequence import SequenceNumbers
@@ -173,6 +174,7 @@ class EnvelopeRouter:
         on_control: ControlHook,
         trace_ids: TraceIds | None = None,
         max_future_ns: int = DEFAULT_MAX_FUTURE_NS,
+        clock: EventClock | None = None,
     ) -> None:
         self.writer, self.seqs, self.producer, self.metrics = writer, seqs, producer, metrics
         if not 0 <= max_future_ns < _MAX_NS:
@@ -180,6 +182,9 @@ class EnvelopeRouter:
         #: event times more than this ahead of a frame's ingest time are rejected
         #: (``event_ts_in_future``); the native path gets it per call
         self.max_future_ns = max_future_ns
+        #: the event-time clock of the heartbeats: fed once per frame with the highest event
+        #: time of the trades and quotes it produced (``_finish``)
+        self.clock = clock
         self.on_reject, self.on_control = on_reject, on_control
         self.trace_ids = trace_ids or TraceIds()
         caches = {f: DedupCache(dedup_max_entries, dedup_horizon_s) for f in set(_FAMILY.values())}
@@ -261,7 +266,8 @@ class EnvelopeRouter:
         f.n0 = f.n = self.trace_ids._n
         f.n_t = f.n_q = f.dup_t = f.dup_q = 0
         f.other = f.other_dup = None
-        f.event_ts = []
+        f.event_ts = []  # of the trades and quotes produced (the native path appends here)
+        f.other_ts = []  # of the other messages produced
         f.len_t0, f.len_q0 = len(self.dedup["t"].order), len(self.dedup["q"].order)
         return f
 
@@ -298,6 +304,7 @@ class EnvelopeRouter:
         rest_of = _REST.get
         str_of, arr_of = _STRS.get, _ARRAYS.get
         keep_ts = f.event_ts.append
+        keep_other_ts = f.other_ts.append
         n_t, n_q, dup_t, dup_q = f.n_t, f.n_q, f.dup_t, f.dup_q
         other = f.other  # produced per channel, other types
         other_dup = f.other_dup
@@ -505,7 +512,7 @@ class EnvelopeRouter:
                             produce(topic, value, slot[2], timestamp=t // 1_000_000)
                         except BufferError:
                             self._blocking_produce(topic, value, slot[2], t // 1_000_000)
-                        keep_ts(t)
+                        keep_other_ts(t)
                         other[ch] += 1
                 except InvalidMessageError as exc:
                     self.on_reject(exc.reason, exc.detail, m)
@@ -544,7 +551,13 @@ class EnvelopeRouter:
         dropped[_T_IDX] += f.dup_t
         dropped[_Q_IDX] += f.dup_q
         if n != n0:
-            self.producer.track(n - n0, counts, f.event_ts)
+            event_ts = f.event_ts
+            if event_ts and self.clock is not None:
+                # the heartbeats' clock: trades and quotes only, one max per frame
+                self.clock.observe(max(event_ts), f.now)
+            if f.other_ts:
+                event_ts += f.other_ts
+            self.producer.track(n - n0, counts, event_ts)
 
 
 class _Frame:
@@ -565,6 +578,7 @@ class _Frame:
         "now",
         "other",
         "other_dup",
+        "other_ts",
     )
     ingest_ns: int
     now: float
@@ -577,5 +591,6 @@ class _Frame:
     other: list[int] | None
     other_dup: list[int] | None
     event_ts: list[int]
+    other_ts: list[int]
     len_t0: int
     len_q0: int

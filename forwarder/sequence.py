@@ -18,6 +18,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from forwarder.exceptions import SequenceRecoveryError
+from shared.heartbeat import is_heartbeat
 
 log = logging.getLogger("forwarder.sequence")
 
@@ -136,6 +137,9 @@ def recover_floor(
                         pending.discard((msg.topic(), msg.partition()))
                         continue
                     raise SequenceRecoveryError(f"reading {msg.topic()}: {err}")
+                # event-time heartbeats carry no seq (consumed headers are a list of pairs)
+                if is_heartbeat(msg.value(), msg.headers()):  # type: ignore[arg-type]
+                    continue
                 scanned += 1
                 try:
                     seq = decode(msg.value(), msg.topic(), msg.partition(), msg.offset())["seq"]

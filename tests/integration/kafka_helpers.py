@@ -7,6 +7,7 @@ import time
 
 from confluent_kafka import Consumer, Producer
 
+from shared.heartbeat import is_heartbeat
 from torghut.stack import kafka as stack_kafka
 from torghut.stack.state import StackState
 
@@ -30,9 +31,11 @@ def consume(
     timeout_s: float = 60.0,
     isolation: str = "read_committed",
     settle_s: float = 0.0,
+    skip_heartbeats: bool = False,
 ) -> list:
     """Read from the beginning until `expected` records arrived (and `settle_s` more passed
-    with nothing new, to catch extras), or the deadline."""
+    with nothing new, to catch extras), or the deadline. ``skip_heartbeats``: leave out the
+    event-time heartbeats of the raw trades/quotes topics (shared/heartbeat.py)."""
     c = Consumer(
         {
             "bootstrap.servers": state.kafka_bootstrap,
@@ -51,6 +54,8 @@ def consume(
         while time.monotonic() < deadline:
             msg = c.poll(0.2)
             if msg is not None and not msg.error():
+                if skip_heartbeats and is_heartbeat(msg.value(), msg.headers()):
+                    continue
                 out.append(msg)
                 settled_at = None
                 continue

@@ -65,7 +65,10 @@ def envelopes(stack, topics=RAW, symbols=None, settle_s=1.0) -> list[dict]:
     deser = AvroDeserializer(SchemaRegistryClient(stack.registry_url))
     out = []
     for topic in topics:
-        for m in consume(stack, topic.name, 1, timeout_s=10, settle_s=settle_s):
+        # the forwarder's event-time heartbeats (no value) are not envelopes
+        for m in consume(
+            stack, topic.name, 1, timeout_s=10, settle_s=settle_s, skip_heartbeats=True
+        ):
             env = deser.decode(m.value(), m.topic(), m.partition(), m.offset())
             env["_key"] = m.key()
             env["_timestamp_ms"] = m.timestamp()[1]
