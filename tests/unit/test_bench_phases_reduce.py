@@ -31,6 +31,11 @@ MS = NS_PER_MS
 T0 = 1_000 * NS_PER_S  # the measurement starts here (ns)
 
 
+def _decoded(rec: Any) -> Any:
+    """The decoder of records that are already decoded (the tests' collectors keep dicts)."""
+    return rec
+
+
 def _signals() -> tuple[list[tuple[int, Any]], Any]:
     """(receive ns, record) as a collector keeps them, with identity as the decoder."""
 
@@ -53,7 +58,7 @@ def _signals() -> tuple[list[tuple[int, Any]], Any]:
         sig(T0 + 1_700 * MS, final=True),  # final signal: counted, not measured
         sig(T0 + 3 * NS_PER_S),  # at t1: outside
     ]
-    return items, lambda rec: rec
+    return items, _decoded
 
 
 def test_signal_latencies_split_warm_up_and_window() -> None:
@@ -87,7 +92,7 @@ def test_final_latencies_from_window_end_watermark_and_emit() -> None:
         _bar(T0 + 2_400 * MS, T0 + NS_PER_S, PROBE),  # probe: ignored
         _bar(T0 + 9_000 * MS, T0 + 5 * NS_PER_S),  # bar ends at t1: outside
     ]
-    f = final_latencies(bars, lambda r: r, T0, T0 + 5 * NS_PER_S, out_of_orderness_ms=1000)
+    f = final_latencies(bars, _decoded, T0, T0 + 5 * NS_PER_S, out_of_orderness_ms=1000)
     assert f.recv_minus_end == [1400.0, 1500.0, 1400.0]
     assert f.recv_minus_watermark == [400.0, 500.0, 400.0]
     assert f.recv_minus_emit == [300.0, 300.0, 300.0]
