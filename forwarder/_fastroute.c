@@ -49,7 +49,7 @@ static PyObject *n_headers, *n_topics, *n_slots, *n_dedup, *n_producer, *n_raw_p
     *n_trace_ids, *n_n, *n_prefix, *n_seqs, *n_issued, *n_floor, *n_metrics, *n_received,
     *n_dedup_dropped, *n_keys, *n_order, *n_append, *n_mark, *n_track, *n_slot,
     *n_blocking_produce, *n_begin, *n_finish, *n_route_spans, *n_n0, *n_n_t, *n_n_q, *n_dup_t,
-    *n_dup_q, *n_event_ts, *n_fn, *n_native, *k_t, *k_q, *kwnames_ts;
+    *n_dup_q, *n_event_ts, *n_fn, *n_native, *n_c_tq, *n_tq_max, *k_t, *k_q, *kwnames_ts;
 
 /* ---- msgpack reading ------------------------------------------------------------------ */
 
@@ -777,6 +777,7 @@ typedef struct {
     char *scratch;
     size_t scratch_cap;
     int64_t n0, n, n_t, n_q, dup_t, dup_q;
+    int64_t tq_max; /* highest event time encoded here (the heartbeats' clock) */
 } frame_t;
 
 static inline PyObject *sym_of(frame_t *f, uint32_t k)
@@ -1134,6 +1135,8 @@ static int route_one(frame_t *f, uint32_t k)
 produced:
     if (PyList_Append(f->event_ts, t_obj) < 0)
         goto out;
+    if (m->t > f->tq_max)
+        f->tq_max = m->t;
     if (m->kind == 0)
         f->n_t++;
     else
@@ -1191,6 +1194,18 @@ static int book_frame(frame_t *f)
     if (rc < 0 || attr_add(f->state, n_n_t, f->n_t) < 0 || attr_add(f->state, n_n_q, f->n_q) < 0 ||
         attr_add(f->state, n_dup_t, f->dup_t) < 0 || attr_add(f->state, n_dup_q, f->dup_q) < 0)
         return -1;
+    /* the trades/quotes encoded here and their highest event time: _finish takes the max
+       over the frame's event times only when Python produced some too */
+    if (f->n_t + f->n_q) {
+        if (attr_add(f->state, n_c_tq, f->n_t + f->n_q) < 0)
+            return -1;
+        if ((v = PyLong_FromLongLong(f->tq_max)) == NULL)
+            return -1;
+        rc = PyObject_SetAttr(f->state, n_tq_max, v);
+        Py_DECREF(v);
+        if (rc < 0)
+            return -1;
+    }
     if ((r = PyObject_CallMethodObjArgs(f->router, n_finish, f->state, NULL)) == NULL)
         return -1;
     Py_DECREF(r);
@@ -1398,6 +1413,8 @@ PyMODINIT_FUNC PyInit__fastroute(void)
     INTERN(n_event_ts, "event_ts")
     INTERN(n_fn, "n")
     INTERN(n_native, "native")
+    INTERN(n_c_tq, "c_tq")
+    INTERN(n_tq_max, "tq_max")
     INTERN(k_t, "t")
     INTERN(k_q, "q")
 #undef INTERN

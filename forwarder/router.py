@@ -268,6 +268,7 @@ class EnvelopeRouter:
         f.other = f.other_dup = None
         f.event_ts = []  # of the trades and quotes produced (the native path appends here)
         f.other_ts = []  # of the other messages produced
+        f.c_tq = f.tq_max = 0  # trades/quotes the native path encoded, their highest event time
         f.len_t0, f.len_q0 = len(self.dedup["t"].order), len(self.dedup["q"].order)
         return f
 
@@ -553,8 +554,10 @@ class EnvelopeRouter:
         if n != n0:
             event_ts = f.event_ts
             if event_ts and self.clock is not None:
-                # the heartbeats' clock: trades and quotes only, one max per frame
-                self.clock.observe(max(event_ts), f.now)
+                # the heartbeats' clock: trades and quotes only; the native path computed
+                # the max of its own, a max over the list only when Python produced some
+                top = f.tq_max if len(event_ts) == f.c_tq else max(event_ts)
+                self.clock.observe(top, f.now)
             if f.other_ts:
                 event_ts += f.other_ts
             self.producer.track(n - n0, counts, event_ts)
@@ -565,6 +568,7 @@ class _Frame:
     path) -> ``_finish``."""
 
     __slots__ = (
+        "c_tq",
         "dup_q",
         "dup_t",
         "event_ts",
@@ -579,6 +583,7 @@ class _Frame:
         "other",
         "other_dup",
         "other_ts",
+        "tq_max",
     )
     ingest_ns: int
     now: float
@@ -592,5 +597,7 @@ class _Frame:
     other_dup: list[int] | None
     event_ts: list[int]
     other_ts: list[int]
+    c_tq: int
+    tq_max: int
     len_t0: int
     len_q0: int

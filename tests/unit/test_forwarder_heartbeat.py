@@ -235,3 +235,19 @@ def test_only_produced_trades_and_quotes_move_the_clock_on_both_paths(native):
     assert sink.tracked[0] == 3 and sorted(sink.tracked[1]) == [E0 - S, E0, E0 + S]
     router.route([STATUS | {"t": E0 + 2 * S}], E0 + S)  # no trade or quote: no change
     assert clock.max_event_ns == E0
+    # a trade the native path hands to Python (an odd extra field) has the highest time
+    frame = [{**TRADE, "i": 2, "t": E0 + S}, {**TRADE, "i": 3, "r": [1], "t": E0 + 2 * S}]
+    if native:
+        raw = msgpack.packb(
+            [{**m, "t": msgpack.Timestamp.from_unix_nano(m["t"])} for m in frame], datetime=False
+        )
+        assert router.route_raw(raw, E0 + S)
+    else:
+        router.route(frame, E0 + S)
+    assert clock.max_event_ns == E0 + 2 * S and clock.mono_at_max > 0
+    last = {**TRADE, "i": 4, "t": E0 + 3 * S}
+    if native:  # a frame the native path encodes whole: its own max
+        assert router.route_raw(msgpack.packb([last]), E0 + 2 * S)
+    else:
+        router.route([last], E0 + 2 * S)
+    assert clock.max_event_ns == E0 + 3 * S
