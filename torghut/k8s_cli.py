@@ -53,7 +53,7 @@ def render_topics(topics: tuple[Topic, ...] = ALL_TOPICS, cluster: str = STRIMZI
     for t in topics:
         out += [
             "---",
-            "apiVersion: kafka.strimzi.io/v1beta2",
+            "apiVersion: kafka.strimzi.io/v1",
             "kind: KafkaTopic",
             "metadata:",
             f"  name: {t.name}",

@@ -46,7 +46,7 @@ def test_every_catalog_topic_becomes_one_strimzi_kafkatopic_with_its_settings() 
     docs = load_yaml_docs(k8s_cli.TOPICS_YAML)
     assert [d["spec"]["topicName"] for d in docs] == [t.name for t in ALL_TOPICS]
     for doc, t in zip(docs, ALL_TOPICS, strict=True):
-        assert doc["apiVersion"] == "kafka.strimzi.io/v1beta2"
+        assert doc["apiVersion"] == "kafka.strimzi.io/v1"
         assert doc["kind"] == "KafkaTopic"
         assert doc["metadata"]["labels"]["strimzi.io/cluster"] == k8s_cli.STRIMZI_CLUSTER
         assert doc["spec"]["partitions"] == t.partitions
