@@ -149,8 +149,6 @@ class Forwarder:
                 sum(self.metrics.frames_rejected.values()),
                 code,
             )
-            if self._heartbeats is not None:
-                await asyncio.to_thread(self._heartbeats.close, 1.0)
             await http.stop()
         self.exit_code = code
         return code
@@ -178,7 +176,10 @@ class Forwarder:
         clock = None
         if s.heartbeat_interval_s > 0:
             clock = EventClock(s.heartbeat_quiet_s)
-            self._heartbeats = HeartbeatWriter(s, clock, self.metrics)
+            p = self._producer
+            self._heartbeats = HeartbeatWriter(
+                s, clock, self.metrics, p.kafka, book=p.book_heartbeats
+            )
         router = EnvelopeRouter(
             writer,
             self._seqs,

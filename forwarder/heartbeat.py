@@ -15,13 +15,11 @@ time and the frame's monotonic time, both of which it already has).
 
 ``HeartbeatWriter`` produces, every ``heartbeat_interval_s``, one heartbeat per partition
 of both raw topics with record timestamp ``(clock - heartbeat_lag_s) // 1 ms``, and only
-when that timestamp is greater than the last one sent. It has a small producer of its own:
-confluent-kafka reports only failed deliveries of the envelope producer (error-only
-delivery reports), so heartbeats there would sit, unseen, in the queue count that drives
-its ack accounting, backpressure, ``/readyz`` ("nothing acked for producer_stall_s while
-envelopes wait") and the shutdown flush; apart, they can never count as envelopes, and a
-failed one is counted (``torghut_forwarder_heartbeat_errors_total``) and never re-produced
-(the next tick supersedes it).
+when that timestamp is greater than the last one sent. It produces through the envelopes' own producer, so in every partition a heartbeat
+follows the envelopes it summarises (a second producer could overtake them and make them
+late in the job); each tick is booked in that producer's ack accounting as a frame of no
+envelopes. A failed one is counted (``torghut_forwarder_heartbeat_errors_total``) and never
+re-produced (the next tick supersedes it).
 """
 
 from __future__ import annotations
@@ -29,9 +27,10 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka import KafkaError, KafkaException
 
 from forwarder.metrics import ForwarderMetrics
 from forwarder.settings import ForwarderSettings
@@ -43,8 +42,6 @@ log = logging.getLogger("forwarder.heartbeat")
 #: partition counts are re-read this often (topics may gain partitions)
 METADATA_REFRESH_S = 60.0
 METADATA_TIMEOUT_S = 5.0
-#: a heartbeat not delivered within this is dropped (the next ones supersede it)
-HEARTBEAT_TIMEOUT_MS = 30_000
 
 
 class EventClock:
@@ -102,25 +99,19 @@ class HeartbeatWriter:
         settings: ForwarderSettings,
         clock: EventClock,
         metrics: ForwarderMetrics,
-        producer: Any | None = None,
+        producer: Any,
+        book: Callable[[int], None] | None = None,
     ) -> None:
+        """`producer`: the confluent-kafka producer the envelopes go through (the forwarder's
+        `EnvelopeProducer.kafka`). It must be the same one: a partition keeps the order of one
+        producer's records, and a heartbeat may only follow the envelopes it summarises — one
+        through another producer can overtake them and make them late in the job. `book(n)`
+        enters `n` heartbeats into the envelope producer's ack accounting (as no envelopes)."""
         self.clock, self.metrics = clock, metrics
         self.interval_s = settings.heartbeat_interval_s
         self.lag_ns = round(settings.heartbeat_lag_s * 1e9)
-        self._producer = producer or Producer(
-            {
-                **settings.kafka_config(),
-                "client.id": f"torghut-forwarder-{settings.feed}-heartbeats",
-                "acks": "all",
-                "linger.ms": 5,
-                "compression.type": "lz4",
-                "message.timeout.ms": HEARTBEAT_TIMEOUT_MS,
-                "delivery.report.only.error": True,
-                "on_delivery": self._delivered,
-                "error_cb": self._on_error,
-                "logger": logging.getLogger("forwarder.rdkafka.heartbeats"),
-            }
-        )
+        self._producer = producer
+        self._book = book or (lambda n: None)
         #: topic -> its partitions (from broker metadata); a topic not in it is skipped
         self.partitions: dict[str, list[int]] = {}
         self.refreshed_at = -math.inf
@@ -179,7 +170,13 @@ class HeartbeatWriter:
             for partition in self.partitions.get(topic, ()):
                 try:
                     produce(
-                        topic, None, None, partition=partition, timestamp=ts_ms, headers=headers
+                        topic,
+                        None,
+                        None,
+                        partition=partition,
+                        timestamp=ts_ms,
+                        headers=headers,
+                        on_delivery=self._delivered,
                     )
                 except (BufferError, KafkaException) as exc:
                     self.metrics.heartbeat_errors += 1
@@ -187,6 +184,7 @@ class HeartbeatWriter:
                     continue
                 n += 1
         if n:
+            self._book(n)
             self.last_ms = ts_ms
             self.metrics.heartbeats += n
             self.metrics.heartbeat_ms = ts_ms
@@ -198,11 +196,3 @@ class HeartbeatWriter:
             return
         self.metrics.heartbeat_errors += 1
         log.warning("heartbeat into %s[%s] failed: %s", msg.topic(), msg.partition(), err)
-
-    def _on_error(self, err: KafkaError) -> None:
-        log.info("heartbeat producer: %s", err)
-
-    def close(self, timeout_s: float = 1.0) -> int:
-        """Deliver what is queued (briefly: a heartbeat left behind is superseded by the
-        next forwarder's); returns how many were left."""
-        return int(self._producer.flush(timeout_s))

@@ -138,6 +138,8 @@ class EnvelopeProducer:
         #: ``produce(topic, value, key, timestamp=ms)`` of librdkafka, for the router's loop
         #: (callers must ``track`` what they produced)
         self.raw_produce = self._producer.produce
+        #: the confluent-kafka producer itself (heartbeats go through it, after the envelopes)
+        self.kafka = self._producer
         self._retry: deque[tuple[str, bytes, bytes | None, int]] = deque()
         self._retry_attempt = 0
         self._retry_at = 0.0
@@ -158,6 +160,11 @@ class EnvelopeProducer:
         """Book ``n`` envelopes just handed to ``raw_produce`` (one frame)."""
         self.produced += n
         self._frames.append((n, per_channel, event_ts))
+
+    def book_heartbeats(self, n: int) -> None:
+        """Book `n` heartbeats just produced through `kafka` (forwarder/heartbeat.py): a frame
+        of no envelopes, settled with the acks around it, never counted as a message."""
+        self.track(n, [0] * len(self.metrics.messages), [])
 
     def produce(
         self, topic: str, value: bytes, key: bytes | None, channel: int, event_ts: int
@@ -248,6 +255,8 @@ class EnvelopeProducer:
                         refused[ch] -= cut
                         count -= cut
                     messages[ch] += count
+            if not event_ts:  # heartbeats: no envelope, no lag
+                continue
             # now - event_ts per envelope; one bucket for the whole frame when it can
             lo, hi = now - max(event_ts), now - min(event_ts)
             b = bisect_left(LAG_BUCKETS_NS, lo if lo > 0 else 0)

@@ -251,3 +251,24 @@ def test_only_produced_trades_and_quotes_move_the_clock_on_both_paths(native):
     else:
         router.route([last], E0 + 2 * S)
     assert clock.max_event_ns == E0 + 3 * S
+
+
+def test_heartbeats_are_booked_as_a_frame_of_no_envelopes_and_settle_with_the_acks():
+    """They go through the envelopes' own producer (order per partition) and its ack
+    accounting: settled like envelopes, never counted as messages, lag untouched."""
+    from forwarder.producer import EnvelopeProducer
+
+    s = ForwarderSettings(kafka_bootstrap="127.0.0.1:1", heartbeat_lag_s=2.0)
+    metrics = ForwarderMetrics()
+    prod = EnvelopeProducer(s, metrics, {"log_level": 0})
+    clock = EventClock(s.heartbeat_quiet_s)
+    kafka = FakeKafka({TRADES.name: 2, QUOTES.name: 1})
+    hb = HeartbeatWriter(s, clock, metrics, producer=kafka, book=prod.book_heartbeats)
+    hb.refresh_partitions()
+    clock.observe(E0, 10.0)
+    assert hb.tick(10.0, WALL) == 3
+    assert all(r["on_delivery"] == hb._delivered for r in kafka.records)
+    assert prod.produced == 3
+    # nothing is in librdkafka's queue here (the fake took them): all settled at once
+    assert prod.settle() == 3
+    assert sum(metrics.messages) == 0 and sum(metrics.lag_buckets) == 0
