@@ -1,6 +1,7 @@
 """End to end on the real stack: seeded simulator replay -> forwarder -> TA job ->
-Kafka -> ClickHouse (Kafka engine tables), checked against a batch oracle and TA-Lib;
-and a symbol that goes quiet for a minute never holds the others back."""
+Kafka -> ClickHouse (Kafka engine tables), checked against a batch oracle and TA-Lib, the
+last bars closed by the forwarder's heartbeats alone (the feed goes quiet); and a symbol
+that goes quiet for a minute never holds the others back."""
 
 from __future__ import annotations
 
@@ -101,77 +102,85 @@ def test_seeded_replay_through_forwarder_and_job_lands_in_clickhouse_equal_to_or
                 wait_for(
                     lambda: sum(fwd.metrics.messages[:-1]) >= len(sent), 60, "every message acked"
                 )
-        trades = [(m["S"], m["t"], m["p"], float(m["s"])) for m in sent if m["T"] == "t"]
-        last = max(t for _, t, _, _ in trades)
-        closer = EnvelopeProducer(stack)  # advance event time on both raw topics past the replay
-        for s in symbols:
-            closer.trade(s, last + 5 * S, 1.0, 1.0, 1)
-            closer.quote(s, last + 5 * S, 1.0, 1.01, 1.0, 1.0)
-        closer.flush()
-        oracle = {(b.symbol, b.start_ns): b for b in batch_bars(trades, S)}
 
-        def clickhouse_bars() -> dict:
-            rows = clickhouse.rows(
-                "SELECT symbol, toString(toUnixTimestamp64Nano(window_start)), open, high, low, close, volume, "
-                "vwap, toString(trade_count) FROM torghut.ta_microbars_final "
-                f"WHERE symbol IN ('{symbols[0]}', '{symbols[1]}') ORDER BY symbol, window_start"
-            )
-            return {(r[0], int(r[1])): r[2:] for r in rows}
+                trades = [(m["S"], m["t"], m["p"], float(m["s"])) for m in sent if m["T"] == "t"]
+                last = max(t for _, t, _, _ in trades)
+                # the feed is quiet now: only the forwarder's heartbeats move event time past the
+                # replay's last bars (nothing else is written), so every bar below becomes final
+                assert last < time.time_ns()
+                oracle = {(b.symbol, b.start_ns): b for b in batch_bars(trades, S)}
 
-        def clickhouse_signals() -> int:
-            (row,) = clickhouse.rows(
-                "SELECT toString(count()) FROM torghut.ta_signals_final "
-                f"WHERE symbol IN ('{symbols[0]}', '{symbols[1]}')"
-            )
-            return int(row[0])
+                def clickhouse_bars() -> dict:
+                    rows = clickhouse.rows(
+                        "SELECT symbol, toString(toUnixTimestamp64Nano(window_start)), open, high, low, close, volume, "
+                        "vwap, toString(trade_count) FROM torghut.ta_microbars_final "
+                        f"WHERE symbol IN ('{symbols[0]}', '{symbols[1]}') ORDER BY symbol, window_start"
+                    )
+                    return {(r[0], int(r[1])): r[2:] for r in rows}
 
-        # the two Kafka engine tables consume independently: wait for both
-        wait_for(
-            lambda: (
-                (len(clickhouse_bars()) >= len(oracle) and clickhouse_signals() >= len(oracle))
-                or not job.alive()
-            ),
-            300,
-            "every final bar and signal in ClickHouse",
-            interval_s=1,
-        )
-        got = clickhouse_bars()
-        assert job.alive(), f"job died; logs in {tmp_path}"
-        assert set(got) == set(oracle)
-        for key, b in oracle.items():
-            o, h, lo, c, v, vw, n = got[key]
-            assert (o, h, lo, c, int(n)) == (b.open, b.high, b.low, b.close, b.trade_count), key
-            assert v == pytest.approx(b.volume, rel=1e-12) and vw == pytest.approx(
-                b.vwap, rel=1e-12
-            )
+                def clickhouse_signals() -> int:
+                    (row,) = clickhouse.rows(
+                        "SELECT toString(count()) FROM torghut.ta_signals_final "
+                        f"WHERE symbol IN ('{symbols[0]}', '{symbols[1]}')"
+                    )
+                    return int(row[0])
 
-        for sym in symbols:
-            rows = clickhouse.rows(
-                "SELECT close, ema12, ema26, rsi14, macd, boll_mid, atr14 FROM torghut.ta_signals_final "
-                f"WHERE symbol = '{sym}' ORDER BY window_start"
-            )
-            bars = [b for (s, _), b in sorted(oracle.items()) if s == sym]
-            assert len(rows) == len(bars)
-            close = np.array([b.close for b in bars])
-            high, low = np.array([b.high for b in bars]), np.array([b.low for b in bars])
-            ref = {
-                1: talib.EMA(close, 12),
-                2: talib.EMA(close, 26),
-                3: talib.RSI(close, 14),
-                4: talib.MACD(close, 12, 26, 9)[0],
-                5: talib.SMA(close, 20),
-                6: talib.ATR(high, low, close, 14),
-            }
-            for col, series in ref.items():
-                for i, row in enumerate(rows):
-                    if np.isnan(series[i]):
-                        assert row[col] is None, (sym, col, i)
-                    else:
-                        assert row[col] == pytest.approx(series[i], rel=1e-9, abs=1e-9), (
-                            sym,
-                            col,
-                            i,
+                # the two Kafka engine tables consume independently: wait for both
+                wait_for(
+                    lambda: (
+                        (
+                            len(clickhouse_bars()) >= len(oracle)
+                            and clickhouse_signals() >= len(oracle)
                         )
+                        or not job.alive()
+                    ),
+                    300,
+                    "every final bar and signal in ClickHouse",
+                    interval_s=1,
+                )
+                got = clickhouse_bars()
+                assert job.alive(), f"job died; logs in {tmp_path}"
+                assert set(got) == set(oracle)
+                for key, b in oracle.items():
+                    o, h, lo, c, v, vw, n = got[key]
+                    assert (o, h, lo, c, int(n)) == (
+                        b.open,
+                        b.high,
+                        b.low,
+                        b.close,
+                        b.trade_count,
+                    ), key
+                    assert v == pytest.approx(b.volume, rel=1e-12) and vw == pytest.approx(
+                        b.vwap, rel=1e-12
+                    )
+
+                for sym in symbols:
+                    rows = clickhouse.rows(
+                        "SELECT close, ema12, ema26, rsi14, macd, boll_mid, atr14 FROM torghut.ta_signals_final "
+                        f"WHERE symbol = '{sym}' ORDER BY window_start"
+                    )
+                    bars = [b for (s, _), b in sorted(oracle.items()) if s == sym]
+                    assert len(rows) == len(bars)
+                    close = np.array([b.close for b in bars])
+                    high, low = np.array([b.high for b in bars]), np.array([b.low for b in bars])
+                    ref = {
+                        1: talib.EMA(close, 12),
+                        2: talib.EMA(close, 26),
+                        3: talib.RSI(close, 14),
+                        4: talib.MACD(close, 12, 26, 9)[0],
+                        5: talib.SMA(close, 20),
+                        6: talib.ATR(high, low, close, 14),
+                    }
+                    for col, series in ref.items():
+                        for i, row in enumerate(rows):
+                            if np.isnan(series[i]):
+                                assert row[col] is None, (sym, col, i)
+                            else:
+                                assert row[col] == pytest.approx(series[i], rel=1e-9, abs=1e-9), (
+                                    sym,
+                                    col,
+                                    i,
+                                )
     finally:
         job.stop()
 
