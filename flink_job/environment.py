@@ -18,6 +18,7 @@ ARTIFACTS = Path(
 )
 FLINK_LIB = ARTIFACTS / "flink" / "lib"
 FLINK_PLUGINS = ARTIFACTS / "flink" / "plugins"
+PROMETHEUS_REPORTER = "org.apache.flink.metrics.prometheus.PrometheusReporterFactory"
 
 
 class FlinkSetupError(RuntimeError):
@@ -57,6 +58,10 @@ def flink_config(settings: TaSettings) -> dict[str, str]:
         "pipeline.object-reuse": "true",
         "parallelism.default": str(settings.parallelism),
     }
+    if settings.metrics_port:
+        # the same reporter the FlinkDeployment configures (k8s/base/flink), on a local port
+        cfg["metrics.reporter.prom.factory.class"] = PROMETHEUS_REPORTER
+        cfg["metrics.reporter.prom.port"] = str(settings.metrics_port)
     if settings.s3_endpoint:
         cfg.update(
             {
@@ -77,7 +82,8 @@ def local_lib_dir() -> Path:
 
     The local MiniCluster runs inside the client JVM and never loads filesystem plugins
     (FLINK-11470 was not merged), so the S3 filesystem goes on the system classpath here,
-    next to the connector; in a real cluster it stays a plugin.
+    next to the connector, and so does the Prometheus metrics reporter (used when
+    `metrics_port` is set); in a real cluster both stay plugins.
     """
     import pyflink
 
@@ -94,9 +100,11 @@ def local_lib_dir() -> Path:
     if not s3:
         raise FlinkSetupError(f"flink-s3-fs-hadoop missing in {FLINK_PLUGINS}; run `make setup`")
     pyflink_lib = Path(pyflink.__file__).parent / "lib"
+    # the Prometheus metrics reporter is a plugin too: on the classpath for the same reason
+    prometheus = sorted((pyflink_lib.parent / "plugins").glob("metrics-prometheus/*.jar"))
     lib = ARTIFACTS / "flink" / "local-lib"
     lib.mkdir(parents=True, exist_ok=True)
-    wanted = {j.name: j for j in [*pyflink_lib.glob("*.jar"), *jars, *s3]}
+    wanted = {j.name: j for j in [*pyflink_lib.glob("*.jar"), *jars, *s3, *prometheus]}
     for stale in lib.iterdir():
         if stale.name not in wanted or stale.resolve() != wanted[stale.name].resolve():
             stale.unlink()

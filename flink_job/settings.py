@@ -75,6 +75,9 @@ class TaSettings(StrictEnvSettings, KafkaConnectionFields):
     # C1 only: on a 2-core machine the C2 compiler thread took ~0.3 cores for the first
     # minute, CPU the Python-bound task thread needed; measured in docs/low-latency.md
     local_jvm_opts: str = "-XX:TieredStopAtLevel=1"
+    # Flink's Prometheus reporter on this port of the local MiniCluster (`torghut ta`, tests);
+    # 0 = off. In Kubernetes the FlinkDeployment's flinkConfiguration turns it on (9249)
+    metrics_port: int = Field(0, ge=0, le=65535)
 
     def kafka_properties(self) -> dict[str, str]:
         """Client security properties for the Java Kafka clients of source and sink."""
