@@ -4,8 +4,8 @@ it fires with its labels/annotations, and a healthy one on which it stays silent
 k8s/base/monitoring/tests/. Also the PromQL selector extraction the scrape test
 (tests/integration/test_metrics_scrape.py) relies on.
 
-promtool comes from `make setup` (.artifacts/bin/promtool: the Debian package, unpacked). Without it the
-promtool tests skip locally and fail in CI (CI=true).
+promtool comes from `make setup` (.artifacts/bin/promtool: the Debian package, unpacked).
+Without it the promtool tests skip locally and fail in CI (CI=true).
 """
 
 from __future__ import annotations
