@@ -10,14 +10,13 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlparse
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import NoDecode, SettingsConfigDict
+
+from shared.settings import KafkaConnectionFields, StrictEnvSettings
 
 FEEDS = ("iex", "sip", "delayed_sip", "test", "otc", "boats", "overnight")
 SUBSCRIBABLE = ("trades", "quotes", "bars", "updatedBars", "dailyBars", "statuses", "lulds")
 DEFAULT_CHANNELS = SUBSCRIBABLE
-
-SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
-SaslMechanism = Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"]
 
 
 def _split(value: Any) -> Any:
@@ -26,10 +25,14 @@ def _split(value: Any) -> Any:
     return value
 
 
-class ForwarderSettings(BaseSettings):
-    """Typed configuration of one forwarder (one Alpaca account, one feed)."""
+class ForwarderSettings(StrictEnvSettings, KafkaConnectionFields):
+    """Typed configuration of one forwarder (one Alpaca account, one feed).
 
-    model_config = SettingsConfigDict(env_prefix="TORGHUT_FWD_", extra="ignore", frozen=True)
+    Frozen; an unknown `TORGHUT_FWD_*` variable is an error naming the nearest valid one.
+    The Kafka connection fields (`kafka_*`) are the shared `KafkaConnectionFields`.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="TORGHUT_FWD_", extra="forbid", frozen=True)
 
     alpaca_key_id: SecretStr = SecretStr("")
     alpaca_secret_key: SecretStr = SecretStr("")
@@ -39,12 +42,6 @@ class ForwarderSettings(BaseSettings):
     channels: Annotated[tuple[str, ...], NoDecode] = DEFAULT_CHANNELS
     wire_format: Literal["msgpack", "json"] = "msgpack"
 
-    kafka_bootstrap: str = "127.0.0.1:9092"
-    kafka_security_protocol: SecurityProtocol = "PLAINTEXT"
-    kafka_sasl_mechanism: SaslMechanism = "SCRAM-SHA-512"
-    kafka_sasl_username: str = ""
-    kafka_sasl_password: SecretStr = SecretStr("")
-    kafka_ssl_ca_location: str = ""
     registry_url: str = "http://127.0.0.1:8081"
 
     linger_ms: int = Field(20, ge=0, le=1000, description="seed budget 20-50 ms; 5 = low latency")
@@ -130,17 +127,7 @@ class ForwarderSettings(BaseSettings):
 
     def kafka_config(self) -> dict[str, Any]:
         """confluent-kafka connection and security settings (no producer tuning)."""
-        cfg: dict[str, Any] = {
-            "bootstrap.servers": self.kafka_bootstrap,
-            "security.protocol": self.kafka_security_protocol,
-        }
-        if self.kafka_security_protocol.startswith("SASL"):
-            cfg["sasl.mechanism"] = self.kafka_sasl_mechanism
-            cfg["sasl.username"] = self.kafka_sasl_username
-            cfg["sasl.password"] = self.kafka_sasl_password.get_secret_value()
-        if self.kafka_security_protocol.endswith("SSL") and self.kafka_ssl_ca_location:
-            cfg["ssl.ca.location"] = self.kafka_ssl_ca_location
-        return cfg
+        return self.kafka.as_librdkafka_dict()
 
     def subscription(self) -> dict[str, list[str]]:
         """The Alpaca subscribe message body: every configured channel with the symbols."""

@@ -32,7 +32,7 @@ class EnvelopeProducer:
         self.source, self.feed = source, feed
         self.p = Producer(
             {
-                "bootstrap.servers": state.kafka_bootstrap,
+                **state.kafka_client_config(),
                 "linger.ms": linger_ms,
                 "batch.num.messages": 10_000,
                 "compression.type": "lz4",

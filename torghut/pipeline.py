@@ -135,7 +135,7 @@ class Pipeline:
         deser = AvroDeserializer(SchemaRegistryClient(self.state.registry_url))
         c = Consumer(
             {
-                "bootstrap.servers": self.state.kafka_bootstrap,
+                **self.state.kafka_client_config(),
                 "group.id": f"torghut-run-{os.getpid()}",
                 "auto.offset.reset": "latest",
                 "isolation.level": "read_uncommitted",

@@ -7,7 +7,7 @@ import orjson
 import pytest
 
 from tests.conftest import wait_for
-from tests.integration.kafka_helpers import create_topic, producer
+from tests.support.kafka import create_topic, producer
 from torghut.clickhouse.client import ChdbClient
 
 pytestmark = pytest.mark.integration

@@ -23,7 +23,7 @@ from shared.registry import SchemaRegistryClient
 from shared.serde import AvroSerializer
 from shared.topics import TA_BARS_1S, TA_SIGNALS
 from tests.conftest import REPO_ROOT, wait_for
-from tests.integration.kafka_helpers import QUIET
+from tests.support.kafka import QUIET
 from tests.support.records import SIGNAL_INDICATORS, microbar, signal, window
 from torghut.clickhouse.client import ChdbClient
 from torghut.clickhouse.schema import SchemaParams, apply

@@ -22,7 +22,7 @@ from shared.registry import IncompatibleSchemaError, SchemaRegistryClient
 from shared.schemas import all_schemas, schema_json, schema_text
 from shared.serde import AvroDeserializer, AvroSerializer, UnknownSchemaIdError
 from shared.topics import ALL_TOPICS, TA_BARS_1S, Topic
-from tests.integration.kafka_helpers import consume, create_topic, producer
+from tests.support.kafka import consume, create_topic, producer
 from tests.support.records import microbar
 
 pytestmark = pytest.mark.integration

@@ -17,7 +17,7 @@ from forwarder.app import ForwarderThread
 from forwarder.metrics import CHANNEL_INDEX
 from shared.topics import ALL_TOPICS, TRADES
 from tests.conftest import REPO_ROOT, wait_for
-from tests.integration.test_forwarder_pipeline import envelopes, fwd_settings, market, symbols_for
+from tests.support.forwarder import envelopes, fwd_settings, market, symbols_for
 from torghut.sim import SimConfig, SimServerThread, read_jsonl
 from torghut.stack import kafka as stack_kafka
 from torghut.stack import procs

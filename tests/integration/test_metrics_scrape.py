@@ -25,7 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from forwarder.app import ForwarderThread
 from forwarder.settings import ForwarderSettings
 from tests.conftest import wait_for
-from tests.integration.ta_helpers import TaJobProcess
+from tests.support.ta_job import TaJobProcess
 from tests.unit.test_k8s_alerts import (
     DASHBOARDS,
     alerts,

@@ -16,7 +16,7 @@ from forwarder.app import ForwarderThread
 from forwarder.settings import ForwarderSettings
 from shared.bars import batch_bars
 from tests.conftest import wait_for
-from tests.integration.ta_helpers import EnvelopeProducer, TaJobProcess, read_topic
+from tests.support.ta_job import EnvelopeProducer, TaJobProcess, read_topic
 from torghut.clickhouse.client import ChdbClient
 from torghut.clickhouse.schema import SchemaParams, apply
 from torghut.sim import (

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from tests.conftest import REPO_ROOT, wait_for
-from tests.integration.kafka_helpers import QUIET, consume, create_topic
+from tests.support.kafka import QUIET, consume, create_topic
 from torghut.stack import apps, minio
 from torghut.stack.state import StackState
 

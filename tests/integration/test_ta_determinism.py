@@ -36,14 +36,14 @@ import talib  # type: ignore[import-untyped]
 from shared.registry import SchemaRegistryClient
 from shared.serde import AvroDeserializer
 from tests.conftest import wait_for
-from tests.integration.kafka_helpers import consume
-from tests.integration.ta_helpers import (
+from tests.support.kafka import consume
+from tests.support.oracle import LogRecord, expected_output
+from tests.support.ta_job import (
     EnvelopeProducer,
     TaJobProcess,
     latest_checkpoint,
     read_topic,
 )
-from tests.support.oracle import LogRecord, expected_output
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 S = 1_000_000_000

@@ -16,8 +16,8 @@ from shared.bars import batch_bars
 from shared.registry import SchemaRegistryClient
 from shared.serde import AvroDeserializer
 from tests.conftest import wait_for
-from tests.integration.kafka_helpers import consume
-from tests.integration.ta_helpers import (
+from tests.support.kafka import consume
+from tests.support.ta_job import (
     EnvelopeProducer,
     TaJobProcess,
     latest_checkpoint,

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, SecretStr
 
+from shared.settings import KafkaConnection
 from torghut.stack.errors import NoStackError
 from torghut.stack.paths import STACK_HOME
 
@@ -56,17 +58,25 @@ class StackState(BaseModel):
             )
         return cls.model_validate(json.loads(path.read_text()))
 
-    def kafka_client_config(self) -> dict[str, str]:
-        """confluent-kafka settings for the PLAINTEXT listener."""
-        return {"bootstrap.servers": self.kafka_bootstrap}
+    def kafka_connection(self) -> KafkaConnection:
+        """The PLAINTEXT listener, as the shared connection model."""
+        return KafkaConnection(bootstrap=self.kafka_bootstrap)
 
-    def kafka_scram_config(self) -> dict[str, str]:
+    def kafka_scram_connection(self) -> KafkaConnection:
+        """The SASL_SSL/SCRAM-SHA-512 listener, as the shared connection model."""
+        return KafkaConnection(
+            bootstrap=self.kafka_sasl_ssl_bootstrap,
+            security_protocol="SASL_SSL",
+            sasl_mechanism="SCRAM-SHA-512",
+            sasl_username=self.kafka_scram_user,
+            sasl_password=SecretStr(self.kafka_scram_password),
+            ssl_ca_location=self.kafka_ca_file,
+        )
+
+    def kafka_client_config(self) -> dict[str, Any]:
+        """confluent-kafka settings for the PLAINTEXT listener."""
+        return self.kafka_connection().as_librdkafka_dict()
+
+    def kafka_scram_config(self) -> dict[str, Any]:
         """confluent-kafka settings for the SASL_SSL/SCRAM-SHA-512 listener."""
-        return {
-            "bootstrap.servers": self.kafka_sasl_ssl_bootstrap,
-            "security.protocol": "SASL_SSL",
-            "sasl.mechanism": "SCRAM-SHA-512",
-            "sasl.username": self.kafka_scram_user,
-            "sasl.password": self.kafka_scram_password,
-            "ssl.ca.location": self.kafka_ca_file,
-        }
+        return self.kafka_scram_connection().as_librdkafka_dict()

@@ -14,7 +14,7 @@ from confluent_kafka import Consumer
 from shared.registry import SchemaRegistryClient
 from shared.serde import AvroDeserializer
 from tests.conftest import REPO_ROOT
-from tests.integration.kafka_helpers import QUIET
+from tests.support.kafka import QUIET
 from torghut.envelopes import EnvelopeProducer as _EnvelopeProducer
 from torghut.stack import apps, minio
 from torghut.stack.state import StackState

@@ -1,0 +1,78 @@
+"""Driving the real forwarder in tests: its settings against the stack, the envelopes it
+wrote, test symbols and markets."""
+
+from __future__ import annotations
+
+from forwarder.app import ForwarderThread
+from forwarder.settings import ForwarderSettings
+from shared.registry import SchemaRegistryClient
+from shared.serde import AvroDeserializer
+from shared.topics import BARS_1M, QUOTES, STATUS, TRADES
+from tests.support.kafka import consume
+from torghut.sim import SyntheticConfig
+
+RAW = (TRADES, QUOTES, BARS_1M, STATUS)
+
+
+def fwd_settings(stack, url: str, **kw) -> ForwarderSettings:
+    base = dict(
+        alpaca_key_id="key",
+        alpaca_secret_key="secret",
+        alpaca_url=url,
+        kafka_bootstrap=stack.kafka_bootstrap,
+        registry_url=stack.registry_url,
+        http_port=0,
+        linger_ms=5,
+        backoff_base_s=0.05,
+        backoff_cap_s=0.5,
+        conflict_backoff_s=1.0,
+        status_interval_s=0.5,
+    )
+    base.update(kw)
+    return ForwarderSettings(**base)
+
+
+def envelopes(stack, topics=RAW, symbols=None, settle_s=1.0) -> list[dict]:
+    """Every envelope on `topics` (optionally only these symbols), in offset order."""
+    deser = AvroDeserializer(SchemaRegistryClient(stack.registry_url))
+    out = []
+    for topic in topics:
+        # the forwarder's event-time heartbeats (no value) are not envelopes
+        for m in consume(
+            stack, topic.name, 1, timeout_s=10, settle_s=settle_s, skip_heartbeats=True
+        ):
+            env = deser.decode(m.value(), m.topic(), m.partition(), m.offset())
+            env["_key"] = m.key()
+            env["_timestamp_ms"] = m.timestamp()[1]
+            if symbols is None or env["symbol"] in symbols:
+                out.append(env)
+    return out
+
+
+def status_events(stack, fwd: ForwarderThread) -> list[dict]:
+    """ForwarderStatus envelopes of one forwarder (its trace-id prefix is per instance)."""
+    prefix = fwd.forwarder._trace.prefix.decode()
+    return [
+        e
+        for e in envelopes(stack, (STATUS,))
+        if e["channel"] == "status" and e["trace_id"].startswith(prefix)
+    ]
+
+
+def symbols_for(unique, n=2) -> tuple[str, ...]:
+    tag = unique("x")[-6:].upper()
+    return tuple(f"Z{tag}{i}" for i in range(n))
+
+
+def market(symbols, **kw) -> SyntheticConfig:
+    args = dict(
+        symbols=symbols,
+        seed=5,
+        trades_per_sec=300,
+        quotes_per_sec=200,
+        correction_rate=0.02,
+        cancel_error_rate=0.02,
+        late_rate=0.02,
+    )
+    args.update(kw)
+    return SyntheticConfig(**args)
