@@ -18,9 +18,10 @@ class Procs:
         self.started: list[tuple[str, int]] = []
 
     def spawn(self, name: str, cmd: list[str], env: dict[str, str]) -> int:
-        from torghut.stack import procs
+        from torghut.stack import apps
 
-        pid = procs.spawn(cmd, self.log_dir / f"{name}.log", env=env)
+        # the project's launcher: the child dies with the benchmark, even on kill -9
+        pid = apps.launch(cmd, env, self.log_dir / f"{name}.log").pid
         self.started.append((name, pid))
         return pid
 
@@ -58,28 +59,27 @@ def job_env(
     args: argparse.Namespace,
     log_dir: Path,
 ) -> dict[str, str]:
-    return {
-        "TORGHUT_TA_KAFKA_BOOTSTRAP": state.kafka_bootstrap,
-        "TORGHUT_TA_REGISTRY_URL": state.registry_url,
-        "TORGHUT_TA_S3_ENDPOINT": state.s3_endpoint,
-        "TORGHUT_TA_S3_ACCESS_KEY": state.s3_access_key,
-        "TORGHUT_TA_S3_SECRET_KEY": state.s3_secret_key,
-        "TORGHUT_TA_CHECKPOINT_DIR": f"s3a://{state.s3_bucket}/bench-pipeline/{run_id}/{phase}",
-        "TORGHUT_TA_CHECKPOINT_INTERVAL_MS": str(
-            throughput_checkpoint_ms(args) if phase == "throughput" else args.checkpoint_interval_ms
-        ),
-        "TORGHUT_TA_STARTING_OFFSETS": offsets,
-        "TORGHUT_TA_CONSUMER_GROUP": group,
+    from torghut.stack import apps
+
+    checkpoint_ms = (
+        throughput_checkpoint_ms(args) if phase == "throughput" else args.checkpoint_interval_ms
+    )
+    env = apps.ta_job_env(
+        state,
+        checkpoint_dir=f"s3a://{state.s3_bucket}/bench-pipeline/{run_id}/{phase}",
+        checkpoint_interval_ms=checkpoint_ms,
+        starting_offsets=offsets,
+        consumer_group=group,
         # one prefix for both phases: a fresh job aborts the lingering transactions of the
         # previous (killed) one, which would otherwise hold read_committed readers back
-        "TORGHUT_TA_TRANSACTIONAL_ID_PREFIX": f"bench-pipeline-{run_id}",
-        "TORGHUT_TA_TRANSACTION_TIMEOUT_MS": "60000",
-        "TORGHUT_TA_PROVISIONAL_INTERVAL_MS": str(provisional_ms),
-        "TORGHUT_TA_OUT_OF_ORDERNESS_MS": str(args.out_of_orderness_ms),
-        "TORGHUT_TA_STATUS_INTERVAL_MS": "1000",
-        "TORGHUT_TA_JOB_NAME": f"bench-pipeline-{phase}",
-        "FLINK_LOG_DIR": str(log_dir / f"flink-{phase}"),
-    }
+        transactional_id_prefix=f"bench-pipeline-{run_id}",
+        transaction_timeout_ms=60_000,
+        provisional_interval_ms=provisional_ms,
+        out_of_orderness_ms=args.out_of_orderness_ms,
+        status_interval_ms=1000,
+        job_name=f"bench-pipeline-{phase}",
+    )
+    return {**env, "FLINK_LOG_DIR": str(log_dir / f"flink-{phase}")}
 
 
 def throughput_checkpoint_ms(args: argparse.Namespace) -> int:

@@ -193,19 +193,20 @@ def _start_feed(state: Any, args: argparse.Namespace, procs: Procs, symbols: lis
         "the simulator did not open its port",
         0.05,
     )
+    from torghut.stack import apps
+
     procs.spawn(
         "forwarder",
-        torghut_cmd("forwarder"),
-        {
-            "TORGHUT_FWD_ALPACA_URL": f"ws://127.0.0.1:{sim_port}/v2/iex",
-            "TORGHUT_FWD_ALPACA_KEY_ID": "bench",
-            "TORGHUT_FWD_ALPACA_SECRET_KEY": "bench-secret",
-            "TORGHUT_FWD_SYMBOLS": "*",
-            "TORGHUT_FWD_KAFKA_BOOTSTRAP": state.kafka_bootstrap,
-            "TORGHUT_FWD_REGISTRY_URL": state.registry_url,
-            "TORGHUT_FWD_HTTP_PORT": str(free_port()),
-            "TORGHUT_FWD_LINGER_MS": str(args.linger_ms),
-        },
+        list(apps.FORWARDER),
+        apps.forwarder_env(
+            state,
+            f"ws://127.0.0.1:{sim_port}/v2/iex",
+            alpaca_key_id="bench",
+            alpaca_secret_key="bench-secret",
+            symbols="*",
+            http_port=free_port(),
+            linger_ms=args.linger_ms,
+        ),
     )
     say(
         f"live: simulator {args.rate:g} events/s ({per_symbol:g} trades/s + {per_symbol:g} quotes/s "
