@@ -15,6 +15,8 @@ Rules (docs/design.md, "Event time" and "Bad input"):
 - a trade with price <= 0 or non-finite, size < 0 or non-finite, a quote with a negative or
   non-finite price or size, and any event time more than `max_future_ns` past its ingest
   time is refused (`invalid_reason`): the job counts and skips it;
+- a record whose (symbol, kind, seq) was already applied is a duplicate (a delivery the
+  forwarder re-produced that reached the log twice): counted, never applied again;
 - corrections and cancelErrors are counted and reported; bars are not rewritten (Alpaca
   re-sends corrected minute bars as updatedBars; 1 s bars stay a record of what traded).
 """
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import math
+from bisect import bisect_right
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +40,9 @@ NS_PER_MS = 1_000_000
 TRADE, QUOTE, CORRECTION, CANCEL = "t", "q", "c", "x"
 # more quote buckets than a bar's lookback needs: prune on the quote path too
 QUOTE_BUCKETS_SOFT_CAP = 64
+# applied-seq intervals kept per (symbol, kind): a duplicate older than the oldest one is
+# applied again (the forwarder re-produces within its delivery timeout, so this is far)
+SEQ_INTERVALS_MAX = 256
 
 
 @dataclass
@@ -72,7 +78,9 @@ class SymbolState:
     quotes: dict[int, tuple[int, float, float, float, float]] = field(
         default_factory=dict
     )  # bucket -> latest quote in it
-    last_seq: dict[str, int] = field(default_factory=dict)  # channel kind -> seq
+    # event kind -> the seqs applied so far, as sorted disjoint intervals flattened to
+    # [lo0, hi0, lo1, hi1, ...] (usually one interval); the newest SEQ_INTERVALS_MAX kept
+    applied: dict[str, list[int]] = field(default_factory=dict)
     last_trade_ns: int = 0
     last_provisional_wall_ns: int = 0
     counters: SymbolCounters = field(default_factory=SymbolCounters)
@@ -82,7 +90,7 @@ class SymbolState:
             {k: b.to_state() for k, b in self.bars.items()},
             dict(self.latest),
             dict(self.quotes),
-            dict(self.last_seq),
+            {k: list(v) for k, v in self.applied.items()},
             self.last_trade_ns,
             self.last_provisional_wall_ns,
             self.counters.to_state(),
@@ -90,12 +98,15 @@ class SymbolState:
 
     @classmethod
     def from_state(cls, t: tuple[Any, ...]) -> SymbolState:
-        bars, latest, quotes, last_seq, last_trade, last_prov, counters = t
+        bars, latest, quotes, applied, last_trade, last_prov, counters = t
         return cls(
             bars={k: MicroBar.from_state(b) for k, b in bars.items()},
             latest=dict(latest),
             quotes=dict(quotes),
-            last_seq=dict(last_seq),
+            # layout 1 kept the last seq per kind (an int): it becomes one applied interval
+            applied={
+                k: list(v) if isinstance(v, (list, tuple)) else [v, v] for k, v in applied.items()
+            },
             last_trade_ns=last_trade,
             last_provisional_wall_ns=last_prov,
             counters=SymbolCounters(*counters),
@@ -120,6 +131,7 @@ class StepResult:
     emissions: list[Emission] = field(default_factory=list)
     new_timer_ms: int | None = None  # register an event-time timer at this timestamp
     late: bool = False
+    duplicate: bool = False
 
 
 _INF = math.inf
@@ -169,25 +181,52 @@ class SymbolProcessor:
         """Flink event-time timer (ms) that fires once every event < bar end was seen."""
         return bar_end_ns // NS_PER_MS - 1
 
-    def _check_seq(self, st: SymbolState, kind: str, seq: int) -> None:
-        prev = st.last_seq.get(kind)
-        if prev is not None:
-            if seq <= prev:
-                st.counters.seq_regressions += 1
-                return
-            if seq != prev + 1:
-                st.counters.seq_gaps += 1
-        st.last_seq[kind] = seq
+    def _is_duplicate(self, st: SymbolState, kind: str, seq: int) -> bool:
+        """Book `seq` as applied for `kind`; True if it already was (a re-produced record
+        that is in the log twice: counted as a regression, never applied again). A jump
+        past the highest seq counts as a gap; a lower seq not seen yet (the first copy of a
+        re-produced delivery, arriving late) fills its gap and is applied."""
+        iv = st.applied.get(kind)
+        if iv is None:
+            st.applied[kind] = [seq, seq]
+            return False
+        hi = iv[-1]
+        if seq == hi + 1:  # the common case
+            iv[-1] = seq
+            return False
+        if seq > hi:
+            st.counters.seq_gaps += 1
+            iv += (seq, seq)
+            if len(iv) > 2 * SEQ_INTERVALS_MAX:
+                del iv[:2]  # bounded: the oldest interval is forgotten
+            return False
+        i = bisect_right(iv, seq)
+        if i % 2 or (i and iv[i - 1] == seq):
+            st.counters.seq_regressions += 1
+            return True
+        joins_left = i > 0 and iv[i - 1] == seq - 1
+        joins_right = i < len(iv) and iv[i] == seq + 1
+        if joins_left and joins_right:
+            del iv[i - 1 : i + 1]
+        elif joins_left:
+            iv[i - 1] = seq
+        elif joins_right:
+            iv[i] = seq
+        else:
+            iv[i:i] = (seq, seq)
+        return False
 
     def on_trade(
         self, st: SymbolState, signals: SignalState, ev: tuple, limit_ms: int, wall_ns: int
     ) -> StepResult:
         """`limit_ms`: the record's lateness limit (module doc), a watermark in ms."""
         _, symbol, event_ns, seq, ingest_ns, trace_id, price, size, _trade_id = ev
-        self._check_seq(st, TRADE, seq)
+        result = StepResult()
+        if self._is_duplicate(st, TRADE, seq):
+            result.duplicate = True
+            return result
         start = bucket_start_ns(event_ns, self.size)
         end = start + self.size
-        result = StepResult()
         if self.timer_for(end) <= limit_ms:
             st.counters.late += 1
             result.late = True
@@ -239,7 +278,8 @@ class SymbolProcessor:
         `watermark_ms`: Flink's watermark, the only safe horizon for pruning (it never
         passes the end of a bar that can still close)."""
         _, _symbol, event_ns, seq, _ingest, _trace, bid, bid_size, ask, ask_size = ev
-        self._check_seq(st, QUOTE, seq)
+        if self._is_duplicate(st, QUOTE, seq):
+            return
         bucket = bucket_start_ns(event_ns, self.size)
         if limit_ms is not None and self.timer_for(bucket + self.size) <= limit_ms:
             st.counters.late_quotes += 1
@@ -271,8 +311,8 @@ class SymbolProcessor:
                 del quotes[bucket]
 
     def on_correction(self, st: SymbolState, ev: tuple) -> None:
-        self._check_seq(st, TRADE, ev[3])
-        st.counters.corrections += 1
+        if not self._is_duplicate(st, ev[0], ev[3]):
+            st.counters.corrections += 1
 
     def _quote_before(self, st: SymbolState, bar_end_ns: int) -> Quote | None:
         """Latest quote with event time < bar end and not older than the limit."""

@@ -262,3 +262,41 @@ def test_final_bars_equal_the_batch_oracle_and_signals_equal_talib(proc):
             assert e.signals.ema12 == pytest.approx(ema12[i], rel=1e-12)
         if not np.isnan(rsi[i]):
             assert e.signals.rsi14 == pytest.approx(rsi[i], rel=1e-9, abs=1e-9)
+
+
+def test_a_record_in_the_log_twice_is_applied_once_and_counted(proc):
+    """A delivery the forwarder re-produced can reach the log twice (same seq)."""
+    st, sig = SymbolState(), SignalState()
+    for seq in (1, 2, 3):
+        proc.on_trade(st, sig, trade(T0 + seq, 100.0, size=2.0, seq=seq), NO_WM, 0)
+    again = proc.on_trade(st, sig, trade(T0 + 2, 100.0, size=2.0, seq=2), NO_WM, 0)
+    assert again.duplicate and st.bars[T0].volume == 6.0 and st.bars[T0].trade_count == 3
+    assert st.counters.seq_regressions == 1
+    proc.on_quote(st, quote(T0 + 1, 99.0, 101.0, seq=7))
+    proc.on_quote(st, quote(T0 + 2, 1.0, 2.0, seq=7))  # a duplicate quote changes nothing
+    assert st.quotes[T0][1] == 99.0 and st.counters.seq_regressions == 2
+
+
+def test_a_late_first_copy_fills_its_gap_and_is_applied(proc):
+    """The original of a re-produced delivery may land after newer records: it is new."""
+    st, sig = SymbolState(), SignalState()
+    for seq in (1, 2, 4, 5):
+        proc.on_trade(st, sig, trade(T0 + seq, 100.0, seq=seq), NO_WM, 0)
+    assert st.applied["t"] == [1, 2, 4, 5] and st.counters.seq_gaps == 1
+    late = proc.on_trade(st, sig, trade(T0 + 3, 100.0, seq=3), NO_WM, 0)
+    assert not late.duplicate and st.bars[T0].trade_count == 5
+    assert st.applied["t"] == [1, 5]
+    assert proc.on_trade(st, sig, trade(T0 + 3, 100.0, seq=3), NO_WM, 0).duplicate
+
+
+def test_applied_seqs_stay_bounded_and_a_layout_1_state_restores():
+    proc = SymbolProcessor(provisional_interval_ns=0)
+    st, sig = SymbolState(), SignalState()
+    for k in range(2000):  # every other seq: one interval each
+        proc.on_trade(st, sig, trade(T0 + k, 100.0, seq=2 * k), NO_WM, 0)
+    assert len(st.applied["t"]) <= 2 * 256
+    old = list(SymbolState().to_state())
+    old[3] = {"t": 41}  # layout 1: the last seq per kind
+    restored = SymbolState.from_state(tuple(old))
+    assert restored.applied == {"t": [41, 41]}
+    assert proc.on_trade(restored, sig, trade(T0, 1.0, seq=41), NO_WM, 0).duplicate
