@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import os
 import signal
 import sys
@@ -73,7 +74,9 @@ class Pipeline:
         from torghut.clickhouse.client import ChdbClient
         from torghut.clickhouse.schema import SchemaParams, apply
 
-        self.state = supervisor.up()
+        # the stack is this command's: it dies with it, even when it is killed -9
+        with procs.tied_to_this_process():
+            self.state = supervisor.up()
         self.run_dir = Path(self.state.run_dir)
         st = self.state
         self.ch = ChdbClient(self.run_dir / "clickhouse")
@@ -206,18 +209,19 @@ class Pipeline:
         self._stop.set()
         for name, pid, _log in reversed(self.procs):
             procs.stop(pid)
-            print(f"[run] {name} stopped", file=sys.stderr)
+            _say(f"[run] {name} stopped")
         if self.ch is not None:
             self.ch.close()
         if self.state is not None:
             supervisor.down(self.state)
-            print("[run] stack stopped", file=sys.stderr)
+            _say("[run] stack stopped")
 
 
 def run(args: argparse.Namespace) -> int:
     pipeline = Pipeline(args)
     interrupted = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: interrupted.set())
+    code = 0
     try:
         pipeline.start()
         deadline = time.monotonic() + args.duration if args.duration else None
@@ -232,12 +236,32 @@ def run(args: argparse.Namespace) -> int:
             sys.stdout.flush()
             interrupted.wait(1.0 if tty else 5.0)
         if not tty:
-            print(pipeline.view())
+            print(pipeline.view(), flush=True)
     except KeyboardInterrupt:
         pass
+    except BrokenPipeError:
+        # stdout's reader is gone (`| head`, `| tee` ended by Ctrl-C): stop like on Ctrl-C
+        print("[run] stdout closed; stopping", file=sys.stderr)
     except Exception as exc:
         print(f"torghut run: {exc}", file=sys.stderr)
+        code = 1
+    finally:
+        # nothing more goes to a stdout that may be closed, and a second Ctrl-C or SIGTERM
+        # cannot cut the clean-up short
+        _quiet_stdout()
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         pipeline.stop()
-        return 1
-    pipeline.stop()
-    return 0
+    return code
+
+
+def _say(line: str) -> None:
+    """A progress line on stderr; a closed stderr (`2>&1 | tee` ended) never stops a stop."""
+    with contextlib.suppress(OSError):
+        print(line, file=sys.stderr, flush=True)
+
+
+def _quiet_stdout() -> None:
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)

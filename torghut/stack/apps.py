@@ -9,10 +9,8 @@ validated by the class before the child starts.
 
 from __future__ import annotations
 
-import ctypes
 import difflib
 import os
-import signal
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
@@ -23,13 +21,12 @@ from pydantic import SecretStr
 from pydantic_settings import BaseSettings
 
 from shared.settings import SettingsError
+from torghut.stack import procs
 from torghut.stack.state import StackState
 
 FORWARDER = (sys.executable, "-m", "forwarder")
 TA_JOB = (sys.executable, "-m", "torghut.cli", "ta", "--no-stack")
 SIM = (sys.executable, "-m", "torghut.cli", "sim")
-
-_PR_SET_PDEATHSIG = 1
 
 
 def _env_value(value: Any) -> str:
@@ -89,12 +86,6 @@ def forwarder_env(stack: StackState, alpaca_url: str, **values: Any) -> dict[str
     return render_env(ForwarderSettings, {**base, **values})
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
-    os.setsid()
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
 def launch(
     argv: Sequence[str],
     env: Mapping[str, str],
@@ -116,5 +107,5 @@ def launch(
             env={**os.environ, **env},
             cwd=str(cwd) if cwd else None,
             start_new_session=not die_with_parent,
-            preexec_fn=_die_with_parent if die_with_parent else None,
+            preexec_fn=procs.die_with_parent if die_with_parent else None,
         )

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import ctypes
 import os
 import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from torghut.stack.errors import ComponentStartError
@@ -21,11 +23,36 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+_PR_SET_PDEATHSIG = 1
+_TIED: contextvars.ContextVar[bool] = contextvars.ContextVar("tied", default=False)
+
+
+def die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+    """`preexec_fn`: a session of its own, and SIGKILL when the spawning thread dies (the
+    kernel's PR_SET_PDEATHSIG: also when the parent is killed -9)."""
+    os.setsid()
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def tied_to_this_process() -> Iterator[None]:
+    """Processes `spawn`ed inside die with this process (`die_with_parent`): for commands
+    that own their stack for their lifetime (`torghut run`, the test session), not for
+    `torghut stack up`, whose stack outlives it. Use from the thread that lives as long."""
+    token = _TIED.set(True)
+    try:
+        yield
+    finally:
+        _TIED.reset(token)
+
+
 def spawn(
     cmd: Sequence[str], log_file: Path, env: dict[str, str] | None = None, cwd: Path | None = None
 ) -> int:
-    """Start a detached process (own session, so `down` can stop its whole group)."""
+    """Start a detached process (own session, so `down` can stop its whole group); inside
+    `tied_to_this_process` it also dies with this process."""
     log_file.parent.mkdir(parents=True, exist_ok=True)
+    tied = _TIED.get()
     with open(log_file, "ab") as log:
         proc = subprocess.Popen(
             list(cmd),
@@ -34,7 +61,8 @@ def spawn(
             stdin=subprocess.DEVNULL,
             env={**os.environ, **(env or {})},
             cwd=str(cwd) if cwd else None,
-            start_new_session=True,
+            start_new_session=not tied,
+            preexec_fn=die_with_parent if tied else None,
         )
     return proc.pid
 
