@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from torghut.stack import supervisor
+from torghut.stack import procs, supervisor
 from torghut.stack.state import StackState
 
 
@@ -29,7 +29,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackState]:
             yield state
         return
     run_dir = tmp_path_factory.mktemp("stack")
-    state = supervisor.up(run_dir)
+    with procs.tied_to_this_process():  # a killed test run leaves no engine behind
+        state = supervisor.up(run_dir)
     os.environ["TORGHUT_STACK_DIR"] = state.run_dir
     try:
         yield state
@@ -47,7 +48,8 @@ def fresh_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackState
         with container_stack() as state:
             yield state
         return
-    state = supervisor.up(tmp_path_factory.mktemp("module-stack"))
+    with procs.tied_to_this_process():
+        state = supervisor.up(tmp_path_factory.mktemp("module-stack"))
     try:
         yield state
     finally:
