@@ -40,6 +40,15 @@ NS_PER_MS = 1_000_000
 TRADE, QUOTE, CORRECTION, CANCEL = "t", "q", "c", "x"
 # more quote buckets than a bar's lookback needs: prune on the quote path too
 QUOTE_BUCKETS_SOFT_CAP = 64
+# SymbolState.to_state layout: 2 adds the tag, applied seq intervals (1: last seq per kind)
+# and the late_quotes/refused_bars counters; from_state migrates 1
+SYMBOL_STATE_LAYOUT = 2
+
+
+class SymbolStateError(ValueError):
+    """Keyed state this release cannot read (a layout from a newer release)."""
+
+
 # applied-seq intervals kept per (symbol, kind): a duplicate older than the oldest one is
 # applied again (the forwarder re-produces within its delivery timeout, so this is far)
 SEQ_INTERVALS_MAX = 256
@@ -86,7 +95,9 @@ class SymbolState:
     counters: SymbolCounters = field(default_factory=SymbolCounters)
 
     def to_state(self) -> tuple[Any, ...]:
+        """Plain values for Flink keyed state, layout `SYMBOL_STATE_LAYOUT` first."""
         return (
+            SYMBOL_STATE_LAYOUT,
             {k: b.to_state() for k, b in self.bars.items()},
             dict(self.latest),
             dict(self.quotes),
@@ -98,6 +109,18 @@ class SymbolState:
 
     @classmethod
     def from_state(cls, t: tuple[Any, ...]) -> SymbolState:
+        """Inverse of `to_state`, for this layout and every older one (migrated); a layout
+        from a newer release is refused with what to do, never read as something else."""
+        if t and isinstance(t[0], int):
+            layout, t = t[0], t[1:]
+        else:
+            layout = 1  # layout 1 had no tag: (bars, latest, quotes, last seq per kind, ...)
+        if layout > SYMBOL_STATE_LAYOUT or len(t) != 7:
+            raise SymbolStateError(
+                f"symbol state layout {layout} with {len(t)} fields is not one this release "
+                f"reads (layouts 1..{SYMBOL_STATE_LAYOUT}); it was written by a newer "
+                "release: restore that release's savepoint with that release"
+            )
         bars, latest, quotes, applied, last_trade, last_prov, counters = t
         return cls(
             bars={k: MicroBar.from_state(b) for k, b in bars.items()},

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,9 +12,11 @@ import talib  # type: ignore[import-untyped]
 
 from flink_job.symbol_processor import (
     QUOTE_BUCKETS_SOFT_CAP,
+    SYMBOL_STATE_LAYOUT,
     SymbolCounters,
     SymbolProcessor,
     SymbolState,
+    SymbolStateError,
     invalid_reason,
 )
 from shared.bars import batch_bars
@@ -295,8 +298,31 @@ def test_applied_seqs_stay_bounded_and_a_layout_1_state_restores():
     for k in range(2000):  # every other seq: one interval each
         proc.on_trade(st, sig, trade(T0 + k, 100.0, seq=2 * k), NO_WM, 0)
     assert len(st.applied["t"]) <= 2 * 256
-    old = list(SymbolState().to_state())
-    old[3] = {"t": 41}  # layout 1: the last seq per kind
-    restored = SymbolState.from_state(tuple(old))
-    assert restored.applied == {"t": [41, 41]}
-    assert proc.on_trade(restored, sig, trade(T0, 1.0, seq=41), NO_WM, 0).duplicate
+
+
+GOLDEN = Path(__file__).resolve().parents[1] / "data"
+
+
+def test_golden_states_of_every_layout_restore_to_the_same_symbol():
+    """tests/data/symbol_state_layout*.pickle: one symbol's state as each layout wrote it
+    (layout 1: the previous release's, untagged, last seq per kind, five counters). Keep
+    them; a new layout adds its own file and a migration."""
+    v1 = SymbolState.from_state(pickle.loads((GOLDEN / "symbol_state_layout1.pickle").read_bytes()))
+    v2 = SymbolState.from_state(pickle.loads((GOLDEN / "symbol_state_layout2.pickle").read_bytes()))
+    assert v2.to_state()[0] == SYMBOL_STATE_LAYOUT == 2
+    assert v1.bars == v2.bars and v1.quotes == v2.quotes and v1.latest == v2.latest
+    assert v2.applied == {"t": [1, 5], "q": [1, 1]}
+    assert v1.applied == {"t": [5, 5], "q": [1, 1]}  # the last seq becomes one interval
+    assert v1.counters == v2.counters
+    proc = SymbolProcessor(provisional_interval_ns=0)
+    sig = SignalState()
+    for st in (v1, v2):  # both continue the same way
+        assert proc.on_trade(st, sig, trade(T0 + 5, 1.0, seq=5, sym="GOLD"), NO_WM, 0).duplicate
+        assert not proc.on_trade(st, sig, trade(T0 + 6, 1.0, seq=6, sym="GOLD"), NO_WM, 0).late
+    assert v1.bars == v2.bars
+
+
+def test_a_state_layout_from_a_newer_release_is_refused_not_misread():
+    newer = (SYMBOL_STATE_LAYOUT + 1, *SymbolState().to_state()[1:])
+    with pytest.raises(SymbolStateError, match="newer release"):
+        SymbolState.from_state(newer)
