@@ -45,3 +45,12 @@ def test_each_service_runs_as_python_dash_m(package: str) -> None:
     main = ROOT / package / "__main__.py"
     assert main.exists(), f"python -m {package} is the image entry; {main} is missing"
     assert "__main__" in main.read_text()
+
+
+def test_every_integration_test_module_carries_the_integration_marker() -> None:
+    missing = [
+        p.name
+        for p in (ROOT / "tests" / "integration").glob("test_*.py")
+        if "pytest.mark.integration" not in p.read_text()
+    ]
+    assert not missing, f"mark these pytestmark = pytest.mark.integration: {missing}"
