@@ -59,7 +59,13 @@ class EnvelopeProducer:
         self.p.poll(0)
 
     def _envelope(
-        self, channel: str, sym: str, event_ns: int, payload: dict, trace_id: str
+        self,
+        channel: str,
+        sym: str,
+        event_ns: int,
+        payload: dict,
+        trace_id: str,
+        seq: int | None = None,
     ) -> dict:
         return {
             "ingest_ts": time.time_ns(),
@@ -67,7 +73,7 @@ class EnvelopeProducer:
             "feed": self.feed,
             "channel": channel,
             "symbol": sym,
-            "seq": self._next(channel, sym),
+            "seq": self._next(channel, sym) if seq is None else seq,
             "payload": payload,
             "is_final": True,
             "source": self.source,
@@ -75,7 +81,17 @@ class EnvelopeProducer:
             "trace_id": trace_id,
         }
 
-    def trade(self, sym: str, event_ns: int, price: float, size: float, trade_id: int) -> None:
+    def trade(
+        self,
+        sym: str,
+        event_ns: int,
+        price: float,
+        size: float,
+        trade_id: int,
+        seq: int | None = None,
+    ) -> int:
+        """Produce a trade; returns its seq. `seq` given: the record is a re-produced
+        delivery (the forwarder re-sends one that timed out locally with the same seq)."""
         payload = {
             "id": trade_id,
             "exchange": "V",
@@ -84,8 +100,9 @@ class EnvelopeProducer:
             "conditions": ["@"],
             "tape": "C",
         }
-        env = self._envelope("trades", sym, event_ns, payload, f"{sym}-{trade_id}")
+        env = self._envelope("trades", sym, event_ns, payload, f"{sym}-{trade_id}", seq)
         self._produce(self.trades_topic, self.trades.encode(env), sym, event_ns)
+        return int(env["seq"])
 
     def quote(
         self, sym: str, event_ns: int, bid: float, ask: float, bid_size: float, ask_size: float

@@ -1,7 +1,9 @@
 """The final output is a function of the input log alone (docs/design.md, "Event time").
 
 One recorded session (four symbols: out-of-order trades inside the bound, trades 0.9-1.6 s
-late around the bound, trades 20-40 s late, a sparse symbol with a lone late trade in an
+late around the bound, trades 20-40 s late, re-produced duplicates (a trade written again
+with its seq, as the forwarder re-sends a delivery that timed out locally — some of them
+copies of late trades), a sparse symbol with a lone late trade in an
 otherwise empty second, poison values and event times minutes in the future, written as a
 misbehaving writer would, straight into the raw topic) is written into the raw topics at its
 recorded pace, with event-time heartbeats as the forwarder writes them (the feed goes quiet
@@ -67,7 +69,8 @@ def _session(seed: int) -> list[tuple[float, str, tuple]]:
     """(arrival s, kind, fields) in arrival order; event times are offsets in ns from T0.
 
     kind "t": (symbol, event offset ns, price, size, trade id); "q": (symbol, event offset
-    ns, bid, ask, bid size, ask size); "future": a trade stamped minutes ahead of now.
+    ns, bid, ask, bid size, ask size); "future": a trade stamped minutes ahead of now;
+    "dup": the fields of an earlier "t", written again with that trade's seq.
     """
     rng = random.Random(seed)
     out: list[tuple[float, str, tuple]] = []
@@ -84,9 +87,10 @@ def _session(seed: int) -> list[tuple[float, str, tuple]]:
         elif r < 0.12 and arrival > 8:
             event = arrival - rng.uniform(0.9, 1.6)  # around the bound
         tid += 1
-        out.append(
-            (arrival, "t", (sym, int(event * S), price[sym], round(rng.uniform(1, 50)), tid))
-        )
+        fields = (sym, int(event * S), price[sym], round(rng.uniform(1, 50)), tid)
+        out.append((arrival, "t", fields))
+        if rng.random() < 0.03:  # re-produced: the copy lands 50 ms to 3 s later
+            out.append((arrival + rng.uniform(0.05, 3.0), "dup", fields))
         if k % 8 == 0:
             p = price[sym]
             out.append((arrival, "q", (sym, int(event * S), p - 0.01, p + 0.02, 300.0, 100.0)))
@@ -99,7 +103,10 @@ def _session(seed: int) -> list[tuple[float, str, tuple]]:
     while a < DURATION_S - 1:  # trades 20-40 s late, of every busy symbol
         tid += 1
         sym = BUSY[rng.randrange(3)]
-        out.append((a, "t", (sym, int((a - rng.uniform(20, 40)) * S), 1.0, 99.0, tid)))
+        fields = (sym, int((a - rng.uniform(20, 40)) * S), 1.0, 99.0, tid)
+        out.append((a, "t", fields))
+        if tid % 5 == 0:  # a late trade's copy: a duplicate, not a second late trade
+            out.append((a + 0.1, "dup", fields))
         if tid % 3 == 0:  # and quotes 3-15 s late: never a bar's quote
             ev = int((a - rng.uniform(3, 15)) * S)
             out.append((a, "q", (sym, ev, 0.5, 2.0, 1.0, 900.0)))
@@ -129,6 +136,7 @@ class PacedWriter(threading.Thread):
         self.session, self.t0 = session, t0_ns
         self.progress_s = 0.0
         self.heartbeats = 0
+        self.seq_of: dict[int, int] = {}  # trade id -> the seq it was written with
         self.error: BaseException | None = None
         self.done_at_ns = 0
 
@@ -155,9 +163,12 @@ class PacedWriter(threading.Thread):
                     sym, ahead, p, q, tid = f
                     self.prod.trade(sym, time.time_ns() + ahead, p, q, tid)
                     continue  # it cannot move the event-time clock of the heartbeats
+                elif kind == "dup":
+                    sym, ev, p, q, tid = f
+                    self.prod.trade(sym, self.t0 + ev, p, q, tid, seq=self.seq_of[tid])
                 else:
                     sym, ev, p, q, tid = f
-                    self.prod.trade(sym, self.t0 + ev, p, q, tid)
+                    self.seq_of[tid] = self.prod.trade(sym, self.t0 + ev, p, q, tid)
                 max_ev = max(max_ev, self.t0 + f[1])
             # the feed goes quiet: the clock runs on with wall time until the last bar closes
             quiet_from, last = time.monotonic(), max_ev
@@ -283,6 +294,8 @@ def test_same_log_same_final_bars_and_signals_live_after_two_kill9_and_as_fast_a
         assert len(log) == len(session) + 2 * writer.heartbeats
         oracle = expected_output(log)
         assert oracle.rejected == POISON
+        dups = sum(1 for _, kind, _ in session if kind == "dup")
+        assert oracle.duplicates == dups >= 20, "the session must hold re-produced copies"
         assert oracle.late_trades >= 40, "the session must hold trades late by the mark"
         assert oracle.late_quotes >= 10, "and quotes late by the mark"
         assert (SPARSE, t0 + 19 * S) not in oracle.bars, "the lone late trade made no bar"
@@ -381,12 +394,16 @@ def test_same_log_same_final_bars_and_signals_live_after_two_kill9_and_as_fast_a
                 return [r for m in msgs if (r := deser.decode(m.value()))["job"] == n]
 
             late = oracle.late_trades + oracle.late_quotes
+            # seq_gaps: each re-produced copy is a regression, and each refused record left
+            # a gap (its seq was never applied; a valid record of its kind follows it)
+            gaps = POISON + oracle.duplicates
             wait_for(
-                lambda n=late: any(
-                    (s["rejected_records"], s["late_events"]) == (POISON, n) for s in status()
+                lambda n=late, g=gaps: any(
+                    (s["rejected_records"], s["late_events"], s["seq_gaps"]) == (POISON, n, g)
+                    for s in status()
                 ),
                 60,
-                f"{name}: {POISON} rejected and {late} late records reported",
+                f"{name}: {POISON} rejected, {late} late records and {gaps} seq gaps reported",
                 interval_s=1,
             )
             seen = status()

@@ -6,6 +6,8 @@ Written independently of the job's code (docs/design.md states the rules it foll
   partition's mark before a record is `max event ms so far - bound - 1`;
 - a record the job cannot use (bad price or size, event time past ingest + tolerance) is
   rejected but its capped time still counts for the mark;
+- a valid record whose `(symbol, channel, seq)` came earlier in the log is a duplicate (a
+  re-produced delivery): skipped, late or not, its time still counting for the mark;
 - a trade or quote is late when its 1 s bucket ends at or before `mark + 1` ms;
 - final bars are those whose end the last watermark (minimum over the partitions' last
   marks) has passed; OHLC/volume/VWAP from `shared.bars.batch_bars` over the on-time trades
@@ -43,6 +45,7 @@ class OracleResult:
     late_trades: int = 0
     late_quotes: int = 0
     rejected: int = 0
+    duplicates: int = 0
     final_watermark_ms: int = NO_MARK
     on_time_trades: list[tuple[str, int, float, float]] = field(default_factory=list)
 
@@ -78,7 +81,8 @@ def expected_output(
     high: dict[str, int] = {}
     trades: list[tuple[int, str, int, float, float]] = []  # (split order, sym, ts, p, s)
     quotes: dict[tuple[str, int], tuple[int, int, tuple]] = {}  # (sym, bucket) -> latest
-    late_t = late_q = rejected = 0
+    late_t = late_q = rejected = duplicates = 0
+    seen: set[tuple[str, str, int]] = set()
     arrival = 0
     for split, recs in sorted(by_split.items()):
         for rec in sorted(recs, key=lambda r: r.offset):
@@ -94,6 +98,11 @@ def expected_output(
             if not _valid(env, max_future_ms * MS):
                 rejected += 1
                 continue
+            ident = (env["symbol"], env["channel"], env["seq"])
+            if ident in seen:
+                duplicates += 1
+                continue
+            seen.add(ident)
             bucket = bucket_start_ns(env["event_ts"], bar_ns)
             late = (bucket + bar_ns) // MS - 1 <= mark
             p = env["payload"]
@@ -130,4 +139,4 @@ def expected_output(
                 break
             bucket -= bar_ns
         bar_quotes[(sym, start)] = found
-    return OracleResult(bars, bar_quotes, late_t, late_q, rejected, final_wm, ordered)
+    return OracleResult(bars, bar_quotes, late_t, late_q, rejected, duplicates, final_wm, ordered)
