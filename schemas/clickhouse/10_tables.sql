@@ -67,3 +67,20 @@ ENGINE = ReplacingMergeTree(version)
 PARTITION BY toDate(window_start)
 ORDER BY (symbol, window_start, window_size_ms, is_final)
 TTL toDateTime(window_start) + INTERVAL 14 DAY;
+
+-- Dead letters: records of the derived topics that the Kafka engine tables could not parse
+-- (kafka_handle_error_mode = 'stream'), kept with where they came from and the parse error
+-- instead of vanishing; counted per topic in ta_dead_letter_counts (30_views.sql).
+CREATE TABLE IF NOT EXISTS {{database}}.ta_dead_letters
+(
+    topic        LowCardinality(String),
+    partition    UInt64,
+    offset       UInt64,
+    key          String,
+    raw_message  String,
+    error        String,
+    loaded_at    DateTime64(3, 'UTC') DEFAULT now64(3)
+)
+ENGINE = MergeTree
+ORDER BY (topic, partition, offset)
+TTL toDateTime(loaded_at) + INTERVAL 30 DAY;

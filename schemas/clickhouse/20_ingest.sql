@@ -55,6 +55,12 @@ SELECT
 FROM {{ingest_db}}.ta_microbars_queue
 WHERE length(_error) = 0;
 
+CREATE MATERIALIZED VIEW {{ingest_db}}.ta_microbars_dead_letters_mv TO {{database}}.ta_dead_letters AS
+SELECT _topic AS topic, _partition AS partition, _offset AS offset, _key AS key,
+    _raw_message AS raw_message, _error AS error
+FROM {{ingest_db}}.ta_microbars_queue
+WHERE length(_error) > 0;
+
 CREATE TABLE {{ingest_db}}.ta_signals_queue
 (
     symbol      String,
@@ -110,3 +116,9 @@ SELECT
     seq, source, trace_id
 FROM {{ingest_db}}.ta_signals_queue
 WHERE length(_error) = 0;
+
+CREATE MATERIALIZED VIEW {{ingest_db}}.ta_signals_dead_letters_mv TO {{database}}.ta_dead_letters AS
+SELECT _topic AS topic, _partition AS partition, _offset AS offset, _key AS key,
+    _raw_message AS raw_message, _error AS error
+FROM {{ingest_db}}.ta_signals_queue
+WHERE length(_error) > 0;

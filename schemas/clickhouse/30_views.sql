@@ -10,3 +10,9 @@ CREATE OR REPLACE VIEW {{database}}.ta_signals_latest AS
 SELECT * FROM {{database}}.ta_signals FINAL
 ORDER BY symbol, window_start DESC, is_final DESC
 LIMIT 1 BY symbol;
+
+-- unparseable records per derived topic (alert when it grows: docs/runbooks.md)
+CREATE OR REPLACE VIEW {{database}}.ta_dead_letter_counts AS
+SELECT topic, count() AS records, max(loaded_at) AS last_loaded_at
+FROM {{database}}.ta_dead_letters
+GROUP BY topic;

@@ -164,7 +164,18 @@ def raw_count(client: ChdbClient, table: str) -> int:
 
 
 @pytest.fixture(scope="module")
-def loaded(stack, tmp_path_factory) -> Iterator[tuple[ChdbClient, dict[str, int]]]:
+def params(stack) -> SchemaParams:
+    """This module's schema parameters: its own consumer group on the shared stack."""
+    return SchemaParams(
+        kafka_broker=stack.kafka_bootstrap,
+        registry_url=stack.registry_url,
+        ingest_db_engine="Memory",
+        consumer_group=f"contracts-ch-{uuid.uuid4().hex[:8]}",
+    )
+
+
+@pytest.fixture(scope="module")
+def loaded(stack, params, tmp_path_factory) -> Iterator[tuple[ChdbClient, dict[str, int]]]:
     """First delivery on the topics before ClickHouse exists (a fresh ClickHouse catches up
     from the earliest offset), then a replay while merges are stopped so its duplicates stay
     visible as separate rows. Yields the client and the raw row counts before the replay."""
@@ -173,12 +184,6 @@ def loaded(stack, tmp_path_factory) -> Iterator[tuple[ChdbClient, dict[str, int]
     writer.write(BARS, SIGNALS)
     client = ChdbClient(tmp_path_factory.mktemp("chdb-contracts"))
     try:
-        params = SchemaParams(
-            kafka_broker=stack.kafka_bootstrap,
-            registry_url=stack.registry_url,
-            ingest_db_engine="Memory",
-            consumer_group=f"contracts-ch-{uuid.uuid4().hex[:8]}",
-        )
         apply(client, params, wait_s=30)
         wait_for(
             lambda: (
@@ -359,6 +364,90 @@ def test_signals_latest_returns_one_row_per_symbol_the_newest_bar_final_first(ch
 # ---- `torghut clickhouse apply` ----------------------------------------------------------
 
 
+# ---- dead letters and consumer restarts ---------------------------------------------------
+
+
+def _count(client: ChdbClient, where: str) -> int:
+    return int(client.rows(f"SELECT count() FROM {where}")[0][0])
+
+
+def test_a_record_the_queue_cannot_parse_goes_to_the_dead_letters_and_the_rest_loads(
+    ch, stack
+) -> None:
+    """Garbage and a record with an unknown schema id in ta.bars.1s.v1, between two good
+    bars: both bad records are kept with their offset and parse error, both bars load."""
+    from confluent_kafka import Producer
+
+    sym = f"DL{RUN}"
+    registry = SchemaRegistryClient(stack.registry_url)
+    ser = AvroSerializer(registry, TA_BARS_1S)
+    p = Producer({"bootstrap.servers": stack.kafka_bootstrap, "logger": QUIET})
+    bad = {b"not avro at all", b"\x00\x7f\xff\xff\xf0" + b"\x02" * 40}  # unknown schema id
+    p.produce(TA_BARS_1S.name, ser.encode(bar(sym, T0, 1, True)), key=sym.encode())
+    for value in sorted(bad):
+        p.produce(TA_BARS_1S.name, value, key=sym.encode())
+    p.produce(TA_BARS_1S.name, ser.encode(bar(sym, T1, 1, True)), key=sym.encode())
+    assert p.flush(30) == 0
+
+    def dead() -> list[list[Any]]:
+        return ch.rows(
+            "SELECT topic, hex(raw_message), error, toString(offset) "
+            f"FROM torghut.ta_dead_letters WHERE key = '{sym}' ORDER BY offset"
+        )
+
+    wait_for(lambda: len(dead()) == 2, 90, "two dead letters")
+    rows = dead()
+    assert {r[0] for r in rows} == {TA_BARS_1S.name}
+    assert {r[1] for r in rows} == {v.hex().upper() for v in bad}
+    assert all(r[2] for r in rows), "each dead letter carries its parse error"
+    wait_for(
+        lambda: _count(ch, f"torghut.ta_microbars_final WHERE symbol = '{sym}'") == 2,
+        60,
+        "both good bars around the bad records",
+    )
+    counts = dict(ch.rows("SELECT topic, toString(records) FROM torghut.ta_dead_letter_counts"))
+    assert int(counts[TA_BARS_1S.name]) >= 2
+
+
+def test_kafka_tables_recreated_mid_stream_lose_nothing_and_final_shows_every_bar_once(
+    ch, stack, params
+) -> None:
+    """The consumer restart of a schema apply (the ingest database is dropped and
+    re-created) while bars are being written: every bar lands, FINAL shows each once."""
+    import threading
+
+    sym = f"RS{RUN}"
+    writer = TransactionalWriter(stack)
+    n = 120
+    done = threading.Event()
+
+    def write() -> None:
+        for i in range(n):
+            writer.write([bar(sym, T0 - (n - i) * 1_000_000, 1, True)], [])
+            time.sleep(0.02)
+        done.set()
+
+    t = threading.Thread(target=write, daemon=True)
+    t.start()
+    wait_for(
+        lambda: _count(ch, f"torghut.ta_microbars WHERE symbol = '{sym}'") > 0,
+        60,
+        "the first bars loaded",
+    )
+    apply(ch, params, wait_s=30)  # mid-stream: the Kafka tables and MVs are re-created
+    t.join(60)
+    assert done.is_set()
+
+    def final() -> list[list[Any]]:
+        return ch.rows(
+            "SELECT toString(window_start), toString(count()) FROM torghut.ta_microbars FINAL "
+            f"WHERE symbol = '{sym}' GROUP BY window_start"
+        )
+
+    wait_for(lambda: len(final()) == n, 90, f"all {n} bars after the restart")
+    assert {int(c) for _, c in final()} == {1}
+
+
 def _python(code: str, timeout: float = 180) -> str:
     res = subprocess.run(
         [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout
@@ -403,7 +492,7 @@ def test_clickhouse_apply_cli_is_idempotent_and_keeps_data(tmp_path) -> None:
     assert second.returncode == 0, second.stderr[-3000:]
     # every statement ran again (the ingest database is re-created), nothing failed
     assert second.stdout.split(" statements")[0] == first.stdout.split(" statements")[0]
-    assert "applied 12 statements" in second.stdout
+    assert "applied 16 statements" in second.stdout
     out = _python(
         "from torghut.clickhouse.client import ChdbClient\n"
         f"c = ChdbClient({str(data_dir)!r})\n"

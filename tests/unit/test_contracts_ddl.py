@@ -143,9 +143,12 @@ VIEWS = {
 QUEUES = {t.setting("kafka_topic_list"): t for t in TABLES.values() if "ENGINE = Kafka" in t.tail}
 
 
+DEAD_LETTERS = "torghut.ta_dead_letters"
+
+
 def storage_for(topic_name: str) -> tuple[Table, MaterializedView, Table]:
     queue = QUEUES[topic_name]
-    (mv,) = [v for v in VIEWS.values() if v.source == queue.name]
+    (mv,) = [v for v in VIEWS.values() if v.source == queue.name and v.target != DEAD_LETTERS]
     return queue, mv, TABLES[mv.target]
 
 
@@ -296,7 +299,29 @@ def test_storage_is_replacing_merge_tree_by_version_keyed_by_topic_key_bar_and_f
     )
 
 
+@pytest.mark.parametrize("topic", [TA_BARS_1S, TA_SIGNALS], ids=lambda t: t.name)
+def test_records_a_queue_cannot_parse_go_to_the_dead_letters_and_only_those(topic) -> None:
+    queue, mv, _ = storage_for(topic.name)
+    assert queue.setting("kafka_handle_error_mode") == "stream"
+    stmt = next(s for s in statements() if s.startswith(f"CREATE MATERIALIZED VIEW {mv.name} "))
+    assert stmt.endswith("WHERE length(_error) = 0")
+    (dead,) = [v for v in VIEWS.values() if v.source == queue.name and v.target == DEAD_LETTERS]
+    stmt = next(s for s in statements() if s.startswith(f"CREATE MATERIALIZED VIEW {dead.name} "))
+    assert stmt.endswith("WHERE length(_error) > 0")
+    assert dead.outputs == {
+        "topic": "_topic",
+        "partition": "_partition",
+        "offset": "_offset",
+        "key": "_key",
+        "raw_message": "_raw_message",
+        "error": "_error",
+    }
+    table = TABLES[DEAD_LETTERS]
+    assert set(dead.outputs) | {"loaded_at"} == set(table.columns)
+    assert table.columns["loaded_at"].default
+
+
 def test_the_parser_sees_every_statement_it_should() -> None:
     kinds = [s.split(" (")[0].split(" AS ")[0] for s in statements()]
-    assert len(TABLES) == 4 and len(VIEWS) == 2
-    assert sum(k.startswith("CREATE OR REPLACE VIEW") for k in kinds) == 3
+    assert len(TABLES) == 5 and len(VIEWS) == 4
+    assert sum(k.startswith("CREATE OR REPLACE VIEW") for k in kinds) == 4
