@@ -21,7 +21,7 @@ from flink_job.environment import create_environment
 from flink_job.kafka_io import (
     batched_by_symbol,
     event_time_watermarks,
-    framed_exactly_once_sink,
+    framed_sink,
     keyed_by_symbol,
     symbol_keyed_source,
 )
@@ -59,7 +59,7 @@ def build(env, settings: TaSettings) -> None:
         .name("bars-signals")
         .uid("bars-signals")
     )
-    frames.sink_to(framed_exactly_once_sink(settings)).name("derived-topics").uid("sink-derived")
+    frames.sink_to(framed_sink(settings)).name("derived-topics").uid("sink-derived")
 
 
 def main(

@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 
 from flink_job.environment import create_environment
-from flink_job.kafka_io import framed_exactly_once_sink, raw_bytes_source
+from flink_job.kafka_io import framed_sink, raw_bytes_source
 from flink_job.settings import TaSettings
 from shared.framing import frame_record
 
@@ -26,7 +26,7 @@ def main(in_topic: str, out_topic: str) -> None:
         type_info=raw,
     )
     stream.map(lambda v: frame_record(out_topic, v[:1], bytes(v)[::-1]), output_type=raw).sink_to(
-        framed_exactly_once_sink(settings)
+        framed_sink(settings)
     )
     env.execute("torghut-passthrough")
 
