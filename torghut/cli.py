@@ -15,6 +15,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "sim": ("torghut.sim.cli", "run the Alpaca-compatible market-data simulator"),
     "forwarder": ("forwarder.cli", "run the Alpaca WebSocket -> Kafka forwarder"),
     "ta": ("torghut.ta_cli", "run the PyFlink technical-analysis job"),
+    "flink-cluster": (
+        "torghut.flink_cluster",
+        "the TA job on a local standalone Flink cluster (JobManager + TaskManager JVMs)",
+    ),
     "run": ("torghut.pipeline", "run the whole local pipeline with a live terminal view"),
     "bench": ("torghut.bench.cli", "benchmarks that print numbers and save plots"),
     "k8s": ("torghut.k8s_cli", "render Kubernetes objects generated from the contracts"),

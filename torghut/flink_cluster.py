@@ -1,0 +1,537 @@
+"""`torghut flink-cluster`: the TA job on a real standalone Flink cluster on loopback.
+
+One JobManager and N TaskManagers, each its own JVM started by the distribution's own
+scripts (`standalone-job.sh`, `taskmanager.sh` from the installed `apache-flink` wheel, i.e.
+`pyflink/bin`), each TaskManager running the job's Python in its own embedded interpreter
+(thread mode, as the FlinkDeployment). What it mirrors of the operator deployment:
+
+- the Flink settings: `config.yaml` is `flink_job.environment.flink_config` (the generator
+  the FlinkDeployment is checked against) over the distribution's own `config.yaml`, plus
+  the cluster's addresses, ports, slots and memory;
+- application mode: the JobManager runs `org.apache.flink.client.python.PythonDriver` from
+  the `flink-python` jar with `-pyclientexec <python> -pym flink_job`, exactly the
+  FlinkDeployment's `job` (jarURI + entryClass + args); the JobManager itself restarts the
+  job from its latest checkpoint when a TaskManager is lost;
+- `lib/` holds what the image's `/opt/flink/lib` holds (the distribution's jars + the
+  Kafka connector and glue jars), `plugins/` the S3 filesystem as a real plugin
+  (`s3-fs-hadoop/`, own classloader) and the Prometheus reporter;
+- S3 credentials reach the processes as `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY` (the
+  S3A default provider chain), as in the pods; `config.yaml` holds no key.
+
+Not mirrored: Kubernetes HA (no leader election, no HA metadata: a JobManager crash loses
+the job; restart it from the newest checkpoint), the operator itself (savepoint upgrades,
+periodic savepoints), TaskManager replacement (the caller starts one: `start_taskmanager`),
+pod resources, and SASL/TLS to Kafka unless the settings ask for it.
+
+Every process is started through `torghut.stack.apps.launch`: a process group of its own,
+and, unless detached, SIGKILL when the starting thread dies (PR_SET_PDEATHSIG), so nothing
+outlives a test, a failure or Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import sysconfig
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torghut.stack import apps, procs
+from torghut.stack.paths import FLINK_LIB, FLINK_PLUGINS, REPO_ROOT, STACK_HOME
+
+PYTHON_DRIVER = "org.apache.flink.client.python.PythonDriver"
+STATE_FILE = "flink-cluster.json"
+# keys the pods never get from the config: their S3 keys come from the env (Secret)
+_SECRET_KEYS = ("s3.access-key", "s3.secret-key")
+
+
+class FlinkClusterError(RuntimeError):
+    """The cluster could not be prepared or did not come up; the message says where to look."""
+
+
+def flink_home() -> Path:
+    import pyflink
+
+    return Path(pyflink.__file__).resolve().parent
+
+
+def _flatten(prefix: str, value: Any, out: dict[str, str]) -> None:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _flatten(f"{prefix}.{k}" if prefix else str(k), v, out)
+    elif isinstance(value, bool):
+        out[prefix] = "true" if value else "false"
+    else:
+        out[prefix] = str(value)
+
+
+def distribution_config() -> dict[str, str]:
+    """The wheel's own `conf/config.yaml`, flattened (its Java 17 `--add-opens` among it)."""
+    import yaml
+
+    raw = yaml.safe_load((flink_home() / "conf" / "config.yaml").read_text()) or {}
+    out: dict[str, str] = {}
+    _flatten("", raw, out)
+    return out
+
+
+def cluster_config(
+    settings: Any,
+    run_dir: Path,
+    rest_port: int,
+    rpc_port: int,
+    slots: int = 1,
+    taskmanager_memory: str = "1728m",
+    jobmanager_memory: str = "1024m",
+    heartbeat_interval: str = "2 s",
+) -> dict[str, str]:
+    """The cluster's `config.yaml` keys: distribution defaults < the job's settings
+    (`flink_config`, the FlinkDeployment's source) < this cluster's loopback addresses."""
+    from flink_job.environment import PROMETHEUS_REPORTER, flink_config
+
+    cfg = distribution_config()
+    cfg.update(flink_config(settings))
+    for key in _SECRET_KEYS:
+        cfg.pop(key, None)
+    cfg.update(
+        {
+            "jobmanager.rpc.address": "127.0.0.1",
+            "jobmanager.rpc.port": str(rpc_port),
+            "jobmanager.bind-host": "127.0.0.1",
+            "jobmanager.memory.process.size": jobmanager_memory,
+            "taskmanager.host": "127.0.0.1",
+            "taskmanager.bind-host": "127.0.0.1",
+            "taskmanager.numberOfTaskSlots": str(slots),
+            "taskmanager.memory.process.size": taskmanager_memory,
+            "rest.address": "127.0.0.1",
+            "rest.bind-address": "127.0.0.1",
+            "rest.port": str(rest_port),
+            "env.log.dir": str(run_dir / "log"),
+            "env.pid.dir": str(run_dir / "pid"),
+            "io.tmp.dirs": str(run_dir / "tmp"),
+            "user.artifacts.base-dir": str(run_dir / "artifacts"),
+            # a standalone ResourceManager learns that a TaskManager died only from failed
+            # heartbeat RPCs (2 in a row); in Kubernetes the pod watch tells it at once.
+            # Default 10 s: restarts meanwhile keep deploying into the dead one's slot
+            "heartbeat.interval": heartbeat_interval,
+            # each process gets its own port as a dynamic property (-D) at launch
+            "metrics.reporter.prom.factory.class": PROMETHEUS_REPORTER,
+        }
+    )
+    return cfg
+
+
+def _link_dir(target_dir: Path, wanted: Mapping[str, Path]) -> None:
+    target_dir.mkdir(parents=True, exist_ok=True)
+    for stale in target_dir.iterdir():
+        if stale.name not in wanted:
+            stale.unlink()
+    for name, src in wanted.items():
+        link = target_dir / name
+        if link.is_symlink() or link.exists():
+            if link.resolve() == src.resolve():
+                continue
+            link.unlink()
+        link.symlink_to(src)
+
+
+def prepare_distribution(run_dir: Path) -> tuple[Path, Path]:
+    """`lib/` (as the image's /opt/flink/lib) and `plugins/` (S3 filesystem + Prometheus
+    reporter, each in a folder of its own) under `run_dir`, as symlinks."""
+    home = flink_home()
+    connector = sorted(FLINK_LIB.glob("*.jar"))
+    if not any(j.name.startswith("flink-connector-kafka") for j in connector):
+        raise FlinkClusterError(f"Kafka connector missing in {FLINK_LIB}; run `make setup`")
+    s3 = sorted((FLINK_PLUGINS / "s3-fs-hadoop").glob("*.jar"))
+    if not s3:
+        raise FlinkClusterError(f"flink-s3-fs-hadoop missing in {FLINK_PLUGINS}; run `make setup`")
+    lib = run_dir / "lib"
+    _link_dir(lib, {j.name: j for j in [*(home / "lib").glob("*.jar"), *connector]})
+    plugins = run_dir / "plugins"
+    plugins.mkdir(parents=True, exist_ok=True)
+    _link_dir(plugins / "s3-fs-hadoop", {j.name: j for j in s3})
+    prom = sorted((home / "plugins" / "metrics-prometheus").glob("*.jar"))
+    _link_dir(plugins / "metrics-prometheus", {j.name: j for j in prom})
+    return lib, plugins
+
+
+def write_conf_dir(conf_dir: Path, cfg: Mapping[str, str]) -> Path:
+    """FLINK_CONF_DIR: `config.yaml` (flat keys) and the distribution's log4j files."""
+    import yaml
+
+    conf_dir.mkdir(parents=True, exist_ok=True)
+    for name in ("log4j-console.properties", "log4j-cli.properties", "log4j.properties"):
+        (conf_dir / name).write_bytes((flink_home() / "conf" / name).read_bytes())
+    text = "# generated by torghut.flink_cluster from flink_job.environment.flink_config\n"
+    text += yaml.safe_dump(dict(sorted(cfg.items())), default_flow_style=False, width=10_000)
+    (conf_dir / "config.yaml").write_text(text)
+    return conf_dir
+
+
+@dataclass
+class FlinkProcess:
+    """One JVM of the cluster (its process group id is its pid)."""
+
+    name: str
+    proc: subprocess.Popen | None
+    pid: int
+    log_file: Path
+    metrics_port: int
+
+    def alive(self) -> bool:
+        if self.proc is not None:
+            return self.proc.poll() is None
+        return procs.alive(self.pid)
+
+    def kill9(self) -> None:
+        """`kill -9` of the whole process group (the JVM and anything it started)."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.pid, signal.SIGKILL)
+        if self.proc is not None:
+            self.proc.wait(30)
+
+
+@dataclass
+class FlinkCluster:
+    """A standalone Flink cluster running the TA job in application mode.
+
+    `ta_values` are `TaSettings` fields (validated, rendered to `TORGHUT_TA_*` for the job
+    and to `config.yaml` through `flink_config`). `die_with_parent=False` detaches the
+    processes (for `torghut flink-cluster up --detach`; stop them with `down`).
+    """
+
+    run_dir: Path
+    ta_values: Mapping[str, Any]
+    taskmanagers: int = 2
+    slots: int = 1
+    die_with_parent: bool = True
+    taskmanager_memory: str = "1728m"
+    rest_port: int = 0
+    rpc_port: int = 0
+    jobmanager: FlinkProcess | None = None
+    workers: list[FlinkProcess] = field(default_factory=list)
+    _started: int = 0
+
+    def __post_init__(self) -> None:
+        from flink_job.settings import TaSettings
+
+        self.run_dir = Path(self.run_dir).resolve()
+        values = dict(self.ta_values)
+        self.settings = TaSettings(**values)
+        # like the pods: S3 keys as AWS_* env for the S3A provider chain, not TORGHUT_TA_*
+        # (read from the settings: they may come from the caller's environment too)
+        values.pop("s3_access_key", None)
+        values.pop("s3_secret_key", None)
+        self.s3_access_key = self.settings.s3_access_key
+        self.s3_secret_key = self.settings.s3_secret_key.get_secret_value()
+        self.job_env = apps.render_env(TaSettings, values)
+        self.rest_port = self.rest_port or procs.free_port()
+        self.rpc_port = self.rpc_port or procs.free_port()
+
+    # --- layout -------------------------------------------------------------------------
+    @property
+    def conf_dir(self) -> Path:
+        return self.run_dir / "conf"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.run_dir / "log"
+
+    @property
+    def rest_url(self) -> str:
+        return f"http://127.0.0.1:{self.rest_port}"
+
+    def config(self) -> dict[str, str]:
+        return cluster_config(
+            self.settings,
+            self.run_dir,
+            self.rest_port,
+            self.rpc_port,
+            slots=self.slots,
+            taskmanager_memory=self.taskmanager_memory,
+        )
+
+    def prepare(self) -> None:
+        for sub in ("log", "pid", "tmp"):
+            (self.run_dir / sub).mkdir(parents=True, exist_ok=True)
+        self.lib_dir, self.plugins_dir = prepare_distribution(self.run_dir)
+        write_conf_dir(self.conf_dir, self.config())
+
+    def process_env(self, ident: str) -> dict[str, str]:
+        home = flink_home()
+        # thread mode embeds CPython in the TaskManager JVM (pemja): it must see the venv
+        # and the repo, as /opt/venv and /opt/torghut are on the image's path
+        pythonpath = [sysconfig.get_paths()["purelib"], str(REPO_ROOT)]
+        bin_dir = str(Path(sys.executable).parent)
+        env = {
+            **self.job_env,
+            "FLINK_HOME": str(home),
+            "FLINK_CONF_DIR": str(self.conf_dir),
+            "FLINK_LIB_DIR": str(self.lib_dir),
+            "FLINK_PLUGINS_DIR": str(self.plugins_dir),
+            "FLINK_LOG_DIR": str(self.log_dir),
+            "FLINK_PID_DIR": str(self.run_dir / "pid"),
+            "FLINK_IDENT_STRING": ident,
+            "PYFLINK_CLIENT_EXECUTABLE": sys.executable,
+            "PYTHONPATH": os.pathsep.join(pythonpath),
+            "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", "")]),
+        }
+        if self.s3_access_key:
+            env["AWS_ACCESS_KEY_ID"] = self.s3_access_key
+            env["AWS_SECRET_ACCESS_KEY"] = self.s3_secret_key
+        return env
+
+    def _launch(self, name: str, script: str, args: list[str]) -> FlinkProcess:
+        """`bash <script> start-foreground -D <own metrics port> args...`: the script execs
+        the JVM, so the launched pid is the JVM's and leads its process group."""
+        port = procs.free_port()
+        log = self.log_dir / f"{name}.out"
+        argv = [str(flink_home() / "bin" / script), "start-foreground"]
+        argv += ["-D", f"metrics.reporter.prom.port={port}", *args]
+        proc = apps.launch(
+            ["bash", *argv],
+            self.process_env(name),
+            log,
+            cwd=self.run_dir,
+            die_with_parent=self.die_with_parent,
+        )
+        return FlinkProcess(name, proc, proc.pid, log, port)
+
+    # --- processes ----------------------------------------------------------------------
+    def start_jobmanager(self, restore_from: str | None = None) -> FlinkProcess:
+        """The JobManager in application mode: it runs `python -m flink_job` (PythonDriver)
+        and schedules the job on whatever TaskManagers register."""
+        home = flink_home()
+        python_jar = next((home / "opt").glob("flink-python-*.jar"))
+        # --jars takes several values: it goes first, --job-classname ends it; what follows
+        # the options is the program's arguments (the FlinkDeployment's job.args)
+        argv = ["--jars", str(python_jar), "--job-classname", PYTHON_DRIVER]
+        if restore_from:
+            argv += ["--fromSavepoint", restore_from]
+        argv += ["-pyclientexec", sys.executable, "-pym", "flink_job"]
+        self.jobmanager = self._launch("jobmanager", "standalone-job.sh", argv)
+        return self.jobmanager
+
+    def start_taskmanager(self) -> FlinkProcess:
+        self._started += 1
+        tm = self._launch(f"taskmanager-{self._started}", "taskmanager.sh", [])
+        self.workers.append(tm)
+        return tm
+
+    def start(self, restore_from: str | None = None, timeout_s: float = 120.0) -> None:
+        """Prepare the dirs, start the JobManager and the TaskManagers, wait for REST."""
+        self.prepare()
+        jm = self.start_jobmanager(restore_from)
+        for _ in range(self.taskmanagers):
+            self.start_taskmanager()
+        self.save_state()
+        self.wait(lambda: self.rest("/overview"), timeout_s, "the REST API", jm)
+
+    def stop(self) -> None:
+        """SIGTERM each process group, SIGKILL what is left (newest first)."""
+        for p in [*reversed(self.workers), *([self.jobmanager] if self.jobmanager else [])]:
+            procs.stop(p.pid, timeout_s=10)
+            if p.proc is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    p.proc.wait(5)
+        state = self.run_dir / STATE_FILE
+        state.unlink(missing_ok=True)
+
+    def __enter__(self) -> FlinkCluster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def save_state(self) -> Path:
+        path = self.run_dir / STATE_FILE
+        procs_ = [*([self.jobmanager] if self.jobmanager else []), *self.workers]
+        path.write_text(
+            json.dumps(
+                {
+                    "rest_url": self.rest_url,
+                    "processes": [
+                        {
+                            "name": p.name,
+                            "pid": p.pid,
+                            "log": str(p.log_file),
+                            "metrics_port": p.metrics_port,
+                        }
+                        for p in procs_
+                    ],
+                },
+                indent=2,
+            )
+        )
+        return path
+
+    # --- REST ---------------------------------------------------------------------------
+    def rest(self, path: str) -> Any:
+        with urllib.request.urlopen(self.rest_url + path, timeout=5) as resp:
+            return json.loads(resp.read())
+
+    def wait(self, check, timeout_s: float, what: str, proc: FlinkProcess | None = None) -> Any:
+        """Poll `check()` until truthy (REST errors count as not yet); fail at the deadline
+        or when `proc` (default: the JobManager) died, naming its log."""
+        proc = proc or self.jobmanager
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                value = check()
+                if value:
+                    return value
+            except (urllib.error.URLError, OSError, ValueError, KeyError):
+                pass
+            if proc is not None and not proc.alive():
+                raise FlinkClusterError(
+                    f"{proc.name} exited while waiting for {what}; logs in {self.log_dir}"
+                )
+            if time.monotonic() >= deadline:
+                raise FlinkClusterError(
+                    f"timed out after {timeout_s:.0f}s waiting for {what}; logs in {self.log_dir}"
+                )
+            time.sleep(0.25)
+
+    def job_id(self, timeout_s: float = 120.0) -> str:
+        jobs = self.wait(lambda: self.rest("/jobs")["jobs"], timeout_s, "the job to be submitted")
+        return str(jobs[0]["id"])
+
+    def job_state(self, job_id: str) -> str:
+        return str(self.rest(f"/jobs/{job_id}")["state"])
+
+    def all_tasks_running(self, job_id: str) -> bool:
+        job = self.rest(f"/jobs/{job_id}")
+        return job["state"] == "RUNNING" and all(v["status"] == "RUNNING" for v in job["vertices"])
+
+    def checkpoints(self, job_id: str) -> dict:
+        """`/jobs/<id>/checkpoints`: counts, `latest.completed`, `latest.restored`, ..."""
+        return dict(self.rest(f"/jobs/{job_id}/checkpoints"))
+
+    def latest_completed(self, job_id: str) -> dict | None:
+        return (self.checkpoints(job_id).get("latest") or {}).get("completed")
+
+    def taskmanager_count(self) -> int:
+        return len(self.rest("/taskmanagers")["taskmanagers"])
+
+
+# --- CLI -----------------------------------------------------------------------------------
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "A standalone Flink cluster on loopback running the TA job in application mode, "
+        "as the FlinkDeployment does: one JobManager (it runs `python -m flink_job` through "
+        "PythonDriver) and N TaskManagers, separate JVMs from the installed apache-flink "
+        "distribution, config.yaml generated from flink_job.environment.flink_config, the "
+        "S3 filesystem and the Prometheus reporter as plugins (docs/deploy.md, 'Local "
+        "standalone cluster')."
+    )
+    parser.epilog = (
+        "Job settings come from TORGHUT_TA_* variables; the Kafka, registry and S3 endpoints "
+        "of the running local stack (`torghut stack up`) fill what is not set. `up` stays in "
+        "the foreground and Ctrl-C stops every process; with --detach it returns and "
+        "`down` stops them."
+    )
+    sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    up = sub.add_parser("up", help="start the cluster and the job")
+    up.add_argument("--taskmanagers", type=int, default=2, help="TaskManager JVMs (default 2)")
+    up.add_argument("--slots", type=int, default=1, help="slots per TaskManager (default 1)")
+    up.add_argument("--parallelism", type=int, help="job parallelism (default: all slots)")
+    up.add_argument("--run-dir", type=Path, help="default .stack/flink-cluster-<time>")
+    up.add_argument("--detach", action="store_true", help="return once up; stop with `down`")
+    up.add_argument(
+        "--restore-latest",
+        action="store_true",
+        help="start the job from the newest completed checkpoint in the checkpoint dir",
+    )
+    down = sub.add_parser("down", help="stop a detached cluster")
+    down.add_argument("--run-dir", type=Path, help="default: the newest .stack/flink-cluster-*")
+    sub.add_parser("config", help="print the generated config.yaml keys and exit")
+
+
+def _newest_run_dir() -> Path:
+    dirs = sorted(STACK_HOME.glob("flink-cluster-*"), key=lambda p: p.stat().st_mtime)
+    live = [d for d in dirs if (d / STATE_FILE).exists()]
+    if not live:
+        raise FlinkClusterError(f"no running cluster under {STACK_HOME}")
+    return live[-1]
+
+
+def _down(run_dir: Path) -> int:
+    state = json.loads((run_dir / STATE_FILE).read_text())
+    for p in reversed(state["processes"]):
+        procs.stop(int(p["pid"]), timeout_s=10)
+        print(f"[flink-cluster] stopped {p['name']} (pid {p['pid']})", file=sys.stderr)
+    (run_dir / STATE_FILE).unlink(missing_ok=True)
+    return 0
+
+
+def _iter_forever() -> Iterator[None]:
+    while True:
+        yield None
+        time.sleep(1.0)
+
+
+def run(args: argparse.Namespace) -> int:
+    from torghut.ta_cli import settings_from_stack
+
+    if args.action == "down":
+        return _down((args.run_dir or _newest_run_dir()).resolve())
+    values: dict[str, Any] = {}
+    if args.action == "up":
+        values["parallelism"] = args.parallelism or args.taskmanagers * args.slots
+    values = settings_from_stack(values)
+    if args.action == "config":
+        cluster = FlinkCluster(STACK_HOME / "flink-cluster-preview", values)
+        for k, v in sorted(cluster.config().items()):
+            print(f"{k}: {v}")
+        return 0
+    run_dir = args.run_dir or STACK_HOME / f"flink-cluster-{time.strftime('%Y%m%d-%H%M%S')}"
+    cluster = FlinkCluster(
+        run_dir,
+        values,
+        taskmanagers=args.taskmanagers,
+        slots=args.slots,
+        die_with_parent=not args.detach,
+    )
+    restore = None
+    if args.restore_latest:
+        from flink_job.restore import latest_checkpoint
+
+        restore = latest_checkpoint(cluster.settings)
+        print(f"[flink-cluster] restoring from {restore or 'nothing'}", file=sys.stderr)
+    try:
+        cluster.start(restore_from=restore)
+        job = cluster.job_id()
+        print(
+            f"[flink-cluster] up: REST/web UI {cluster.rest_url}, job {job}, "
+            f"{args.taskmanagers} TaskManager(s), logs in {cluster.log_dir}",
+            file=sys.stderr,
+        )
+        if args.detach:
+            print(
+                f"[flink-cluster] stop with: torghut flink-cluster down --run-dir {run_dir}",
+                file=sys.stderr,
+            )
+            return 0
+        for _ in _iter_forever():
+            if cluster.jobmanager is None or not cluster.jobmanager.alive():
+                print("[flink-cluster] the JobManager exited", file=sys.stderr)
+                return 1
+    except KeyboardInterrupt:
+        return 0
+    except BaseException:
+        cluster.stop()
+        raise
+    finally:
+        if not args.detach:
+            cluster.stop()
+    return 0
