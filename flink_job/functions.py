@@ -141,7 +141,7 @@ class SymbolTaFunction(KeyedProcessFunction):
             provisional_interval_ns=o.provisional_interval_ms * 1_000_000,
             quote_max_age_ns=o.quote_max_age_ms * 1_000_000,
         )
-        registry = SchemaRegistryClient(o.registry_url)
+        registry = SchemaRegistryClient(o.registry_url, wait_s=o.registry_wait_s)
         self.events = EventReader(AvroDeserializer(registry, "torghut.Envelope"))
         self.bars_out = AvroSerializer(registry, TA_BARS_1S)
         self.signals_out = AvroSerializer(registry, TA_SIGNALS)

@@ -22,6 +22,9 @@ class TaSettings(StrictEnvSettings, KafkaConnectionFields):
 
     # registry and consumer
     registry_url: str = "http://127.0.0.1:8081"
+    # an unreachable registry at (re)start is waited for this long inside the task, then the
+    # task fails and Flink's restart strategy starts it again (docs/reliability.md)
+    registry_wait_s: float = Field(60.0, ge=0)
     consumer_group: str = "torghut-ta"
     starting_offsets: Literal["committed-earliest", "committed-latest", "earliest", "latest"] = (
         "committed-earliest"
@@ -93,6 +96,7 @@ class TaSettings(StrictEnvSettings, KafkaConnectionFields):
         """What the keyed function needs (pickled into the job graph with it)."""
         return TaFunctionConfig(
             registry_url=self.registry_url,
+            registry_wait_s=self.registry_wait_s,
             bar_size_ms=self.bar_size_ms,
             provisional_interval_ms=self.provisional_interval_ms,
             quote_max_age_ms=self.quote_max_age_ms,
@@ -108,6 +112,7 @@ class TaFunctionConfig:
     """The keyed function's slice of `TaSettings` (plain values: it is pickled)."""
 
     registry_url: str
+    registry_wait_s: float = 60.0
     bar_size_ms: int = 1_000
     provisional_interval_ms: int = 200
     quote_max_age_ms: int = 5_000

@@ -4,6 +4,7 @@ ccompat API locally): register, look up by id, compatibility settings."""
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from typing import Any
 
@@ -26,27 +27,62 @@ class SchemaNotFoundError(RegistryError):
 CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
 
 
+log = logging.getLogger(__name__)
+
+#: the longest pause between two tries while the registry is unreachable
+RETRY_CAP_S = 5.0
+
+
 def _transient(exc: Exception) -> bool:
     return isinstance(exc, requests.ConnectionError | requests.Timeout)
 
 
 class SchemaRegistryClient:
-    """Thread-safe, caching client. Schemas by id are immutable, so they are cached forever."""
+    """Thread-safe, caching client. Schemas by id are immutable, so they are cached forever.
+
+    An unreachable registry (refused, reset, no answer within `timeout_s`) is retried with
+    exponential backoff capped at `RETRY_CAP_S` for up to `wait_s` seconds, each retry
+    logged; after that the `requests` error is raised. Answers (4xx/5xx) are never retried.
+    """
 
     def __init__(
-        self, url: str, timeout_s: float = 10.0, auth: tuple[str, str] | None = None
+        self,
+        url: str,
+        timeout_s: float = 10.0,
+        auth: tuple[str, str] | None = None,
+        wait_s: float = 30.0,
     ) -> None:
         self.url = url.rstrip("/")
         self._timeout = timeout_s
+        self.wait_s = wait_s
         self._session = requests.Session()
         if auth:
             self._session.auth = auth
         self._by_id: dict[int, str] = {}
         self._ids: dict[tuple[str, str], int] = {}
         self._lock = threading.Lock()
+        self._call = backoff.on_exception(
+            backoff.expo,
+            (requests.ConnectionError, requests.Timeout),
+            max_time=lambda: self.wait_s,
+            max_value=RETRY_CAP_S,
+            on_backoff=self._waiting,
+            logger=None,
+        )(self._call_once)
 
-    @backoff.on_exception(backoff.expo, (requests.ConnectionError, requests.Timeout), max_time=30)
-    def _call(self, method: str, path: str, body: Any = None) -> Any:
+    def _waiting(self, details: Any) -> None:
+        exc = details.get("exception")
+        log.warning(
+            "schema registry %s unreachable (%s); retry %d in %.1f s (waited %.0f of %.0f s)",
+            self.url,
+            type(exc).__name__ if exc is not None else "?",
+            details["tries"],
+            details["wait"],
+            details["elapsed"],
+            self.wait_s,
+        )
+
+    def _call_once(self, method: str, path: str, body: Any = None) -> Any:
         resp = self._session.request(
             method,
             f"{self.url}{path}",

@@ -4,13 +4,16 @@ the at-least-once fallback profile."""
 from __future__ import annotations
 
 import datetime
+import os
 import random
+import signal
 import threading
 import time
 from collections import Counter
 
 import numpy as np
 import pytest
+import requests
 import talib  # type: ignore[import-untyped]
 
 from shared.bars import batch_bars
@@ -176,10 +179,12 @@ def test_final_bars_equal_batch_oracle_signals_equal_talib_and_late_trades_are_o
         job.stop()
 
 
-def _kill9_drill(stack, unique, tmp_path, name: str, kills: int, settings=None):
+def _kill9_drill(stack, unique, tmp_path, name: str, kills: int, settings=None, restore=None):
     """Trades of three symbols flow while the job is `kill -9`-ed `kills` times (each after two
-    new completed checkpoints, at an arbitrary moment) and restored from the latest one.
-    Returns the final-bar records read back, the oracle's bars and the restore times."""
+    new completed checkpoints, at an arbitrary moment) and restored from the latest one
+    (`restore(job)` instead of `job.start(restore=True)` when given). Returns the final-bar
+    records read back, the oracle's bars and the times from the restore (from `restore`'s
+    return) to the next completed checkpoint."""
     symbols = [unique(f"{name}A").upper(), unique(f"{name}B").upper(), unique(f"{name}C").upper()]
     prod = EnvelopeProducer(stack)
     sent: list[tuple[str, int, float, float]] = []
@@ -219,9 +224,12 @@ def _kill9_drill(stack, unique, tmp_path, name: str, kills: int, settings=None):
             )
             time.sleep(random.Random(before).uniform(0.1, 0.9))  # kill at an arbitrary moment
             job.kill9()
-            t = time.monotonic()
-            job.start(restore=True)
             after = latest_checkpoint(stack, cp_prefix)
+            if restore is None:
+                job.start(restore=True)
+            else:
+                restore(job)
+            t = time.monotonic()
             wait_for(
                 lambda a=after: latest_checkpoint(stack, cp_prefix) > a,
                 180,
@@ -293,3 +301,49 @@ def test_at_least_once_profile_kill9_loses_nothing_and_repeats_only_identical_fi
         assert (by_key[key]["trade_count"], by_key[key]["close"]) == (b.trade_count, b.close), key
     repeated = len(finals) - len(copies)
     print(f"at-least-once: {len(copies)} final bars, {repeated} emitted again after the restore")
+
+
+REGISTRY_OUTAGE_S = 40  # longer than a registry client's wait before the job's (20 s here)
+
+
+def test_a_restore_while_the_registry_is_down_waits_and_recovers_once_it_is_back(
+    stack, unique, tmp_path
+):
+    """The registry stops answering (SIGSTOP: connections hang, as in a partition) right
+    after a `kill -9`; the job is restored meanwhile. Its keyed task waits in INITIALIZING
+    for the registry (TORGHUT_TA_REGISTRY_WAIT_S, 20 s here: past it the task fails and
+    Flink's restart strategy starts it again); once the registry answers the job completes
+    a checkpoint within 60 s, and the final bars equal the oracle: none missing, none
+    duplicated."""
+    pid = stack.components["registry"].pid
+
+    def restore_during_outage(job: TaJobProcess) -> None:
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            with pytest.raises(requests.Timeout):  # the outage is real
+                requests.get(f"{stack.registry_url}/subjects", timeout=2)
+            print(f"registry stopped at {time.strftime('%H:%M:%S')}")
+            job.start(restore=True)
+            time.sleep(REGISTRY_OUTAGE_S)  # the outage itself: nothing to wait for
+            assert job.alive(), "the job process gave up while the registry was down"
+        finally:
+            os.kill(pid, signal.SIGCONT)
+            print(f"registry resumed at {time.strftime('%H:%M:%S')}")
+
+    finals, expected, times = _kill9_drill(
+        stack,
+        unique,
+        tmp_path,
+        "REG",
+        kills=1,
+        settings={"registry_wait_s": 20},
+        restore=restore_during_outage,
+    )
+    counts = Counter((r["symbol"], _start_us(r)) for r in finals)
+    assert set(counts) == set(expected), f"{len(set(expected) - set(counts))} final bars missing"
+    assert max(counts.values()) == 1, "duplicated final bars"
+    by_key = _final_bars(finals)
+    for key, b in expected.items():
+        assert (by_key[key]["trade_count"], by_key[key]["close"]) == (b.trade_count, b.close), key
+    print(f"registry back -> next completed checkpoint: {times[0]:.1f} s")
+    assert times[0] <= 60, f"recovered {times[0]:.0f} s after the registry came back"

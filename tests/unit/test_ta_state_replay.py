@@ -249,7 +249,7 @@ def test_restores_from_snapshot_plus_log_give_the_outputs_of_an_uninterrupted_ru
     monkeypatch: pytest.MonkeyPatch, log_max: int, seed: int, batch: int
 ) -> None:
     reg = InMemoryRegistry()
-    monkeypatch.setattr(functions, "SchemaRegistryClient", lambda url: reg)
+    monkeypatch.setattr(functions, "SchemaRegistryClient", lambda url, **_: reg)
     stream = _stream(seed)
     raw = _raw(stream, reg)
     records = [(sym, k, ts, data) for (k, ts, sym, _f), data in zip(stream, raw, strict=True)]
@@ -320,7 +320,7 @@ def test_final_output_is_the_same_whatever_the_watermark_timing_and_batching(
     marks stamped on the records, so a watermark emitted after every flush, one lagging
     many flushes behind, and different batch sizes give the same final bars and signals."""
     reg = InMemoryRegistry()
-    monkeypatch.setattr(functions, "SchemaRegistryClient", lambda url: reg)
+    monkeypatch.setattr(functions, "SchemaRegistryClient", lambda url, **_: reg)
     stream = _late_heavy_stream(seed)
     raw = _raw(stream, reg)
     records = [(sym, k, ts, data) for (k, ts, sym, _f), data in zip(stream, raw, strict=True)]
