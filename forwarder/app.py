@@ -72,6 +72,8 @@ class Forwarder:
         self._seqs: SequenceNumbers | None = None
         self._heartbeats: HeartbeatWriter | None = None
         self._heartbeat = time.monotonic()
+        self._phase = "starting"  # what start-up is doing (readiness says it)
+        self._setup_cancelled = threading.Event()
         self._rejects: dict[str, tuple[float, int]] = {}  # reason -> (last report, suppressed)
 
     # --- lifecycle ---------------------------------------------------------------
@@ -80,12 +82,21 @@ class Forwarder:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         s = self.settings
+        # the probes answer from the start: alive, and not ready while start-up waits (for an
+        # unreachable schema registry up to TORGHUT_FWD_REGISTRY_WAIT_S)
+        http = HealthServer(s.http_host, s.http_port, self.metrics.render, self.healthy, self.ready)
+        self.http_port = await http.start()
         try:
-            router = await asyncio.to_thread(self._setup)
+            router = await self._start_up()
         except Exception as exc:
+            await http.stop()
+            self.started.set()
+            if self._setup_cancelled.is_set():
+                log.info("stopped during start-up")
+                self.exit_code = EXIT_OK
+                return EXIT_OK
             log.error("forwarder could not start: %s", exc)
             self.exit_code = EXIT_STARTUP
-            self.started.set()
             return EXIT_STARTUP
         assert self._producer is not None
         policy = ReconnectPolicy(s.backoff_base_s, s.backoff_cap_s, s.conflict_backoff_s)
@@ -97,8 +108,6 @@ class Forwarder:
                 "native fast path forwarder._fastroute not compiled: every frame takes the "
                 "pure-Python router (~2x the CPU per message); rebuild with `make setup`"
             )
-        http = HealthServer(s.http_host, s.http_port, self.metrics.render, self.healthy, self.ready)
-        self.http_port = await http.start()
         house = asyncio.create_task(self._housekeeping(), name="forwarder-housekeeping")
         beats = (
             asyncio.create_task(self._heartbeat_loop(self._heartbeats), name="forwarder-heartbeats")
@@ -153,11 +162,31 @@ class Forwarder:
         self.exit_code = code
         return code
 
+    async def _start_up(self) -> EnvelopeRouter:
+        """`_setup` in a thread; the loop stays live (liveness) and a stop request cancels
+        a start-up that waits for the registry."""
+        assert self._stop is not None
+        setup = asyncio.ensure_future(asyncio.to_thread(self._setup))
+        stop = asyncio.ensure_future(self._stop.wait())
+        try:
+            while not setup.done():
+                self._heartbeat = time.monotonic()
+                await asyncio.wait({setup, stop}, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
+                if stop.done() and not setup.done():
+                    self._setup_cancelled.set()  # the registry client gives up at its next try
+                    await asyncio.wait({setup})
+        finally:
+            stop.cancel()
+        return setup.result()
+
     def _setup(self) -> EnvelopeRouter:
         """Blocking start-up: registry ids, producer, seq floor from the Kafka tail."""
         s = self.settings
         check_schema(schema_json("torghut.Envelope"))
-        registry = SchemaRegistryClient(s.registry_url)
+        self._phase = "waiting for the schema registry"
+        registry = SchemaRegistryClient(
+            s.registry_url, wait_s=s.registry_wait_s, cancelled=self._setup_cancelled.is_set
+        )
         ids = {}
         for topic in RAW_TOPICS:
             ser = AvroSerializer(registry, topic)
@@ -165,6 +194,7 @@ class Forwarder:
             if topic is STATUS:
                 self._status_ser = ser
         deser = AvroDeserializer(registry)
+        self._phase = "recovering the seq floor from Kafka"
         highest = recover_floor(
             s.kafka_config(), [t.name for t in RAW_TOPICS], deser.decode, s.seq_scan_records
         )
@@ -243,7 +273,7 @@ class Forwarder:
     def ready(self) -> tuple[bool, str]:
         st, p = self._stream, self._producer
         if st is None or p is None:
-            return False, "starting"
+            return False, self._phase
         if not st.subscribed:
             return False, f"not subscribed (attempt {st.attempt})"
         return p.health()
@@ -358,8 +388,12 @@ class ForwarderThread:
             self.error = exc
             self.forwarder.started.set()
 
-    def start(self, timeout_s: float = 60.0) -> ForwarderThread:
+    def start(self, timeout_s: float = 60.0, wait: bool = True) -> ForwarderThread:
+        """Start the thread; with `wait`, return once start-up finished (raising if it
+        failed), else at once (`forwarder.started` tells when)."""
         self._thread.start()
+        if not wait:
+            return self
         if not self.forwarder.started.wait(timeout_s):
             raise ForwarderError(f"forwarder did not start within {timeout_s}s")
         if self.forwarder.exit_code is not None or self.error is not None:

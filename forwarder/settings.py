@@ -43,6 +43,12 @@ class ForwarderSettings(StrictEnvSettings, KafkaConnectionFields):
     wire_format: Literal["msgpack", "json"] = "msgpack"
 
     registry_url: str = "http://127.0.0.1:8081"
+    registry_wait_s: float = Field(
+        600.0,
+        ge=0,
+        description="start-up waits this long for an unreachable schema registry (not ready "
+        "meanwhile), then exits non-zero",
+    )
 
     linger_ms: int = Field(20, ge=0, le=1000, description="seed budget 20-50 ms; 5 = low latency")
     message_timeout_ms: int = Field(300_000, ge=1000, description="librdkafka retry window")

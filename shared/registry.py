@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import backoff
@@ -43,6 +44,8 @@ class SchemaRegistryClient:
     An unreachable registry (refused, reset, no answer within `timeout_s`) is retried with
     exponential backoff capped at `RETRY_CAP_S` for up to `wait_s` seconds, each retry
     logged; after that the `requests` error is raised. Answers (4xx/5xx) are never retried.
+    `cancelled` (optional) is asked after each failed try: True gives up at once (a process
+    stopping while it waits).
     """
 
     def __init__(
@@ -51,6 +54,7 @@ class SchemaRegistryClient:
         timeout_s: float = 10.0,
         auth: tuple[str, str] | None = None,
         wait_s: float = 30.0,
+        cancelled: Callable[[], bool] | None = None,
     ) -> None:
         self.url = url.rstrip("/")
         self._timeout = timeout_s
@@ -66,6 +70,7 @@ class SchemaRegistryClient:
             (requests.ConnectionError, requests.Timeout),
             max_time=lambda: self.wait_s,
             max_value=RETRY_CAP_S,
+            giveup=lambda _exc: cancelled is not None and cancelled(),
             on_backoff=self._waiting,
             logger=None,
         )(self._call_once)
