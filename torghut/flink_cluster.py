@@ -126,6 +126,9 @@ def cluster_config(
             "heartbeat.interval": heartbeat_interval,
             # each process gets its own port as a dynamic property (-D) at launch
             "metrics.reporter.prom.factory.class": PROMETHEUS_REPORTER,
+            # the JobManager stays up once the job has ended (stop-with-savepoint): its
+            # REST API still reports the savepoint's path and the job's final state
+            "execution.shutdown-on-application-finish": "false",
         }
     )
     return cfg
@@ -376,9 +379,23 @@ class FlinkCluster:
         return path
 
     # --- REST ---------------------------------------------------------------------------
-    def rest(self, path: str) -> Any:
-        with urllib.request.urlopen(self.rest_url + path, timeout=5) as resp:
-            return json.loads(resp.read())
+    def rest(self, path: str, body: Mapping[str, Any] | None = None) -> Any:
+        """GET `path`, or POST `body` as JSON to it."""
+        return rest_call(self.rest_url, path, body)
+
+    def stop_with_savepoint(
+        self, job_id: str, target_dir: str, timeout_s: float = 120.0, drain: bool = False
+    ) -> str:
+        """Stop the job with a savepoint in `target_dir` (`POST /jobs/<id>/stop`) and wait
+        for it; the savepoint's path (`.../savepoint-<id>-<hex>`)."""
+        trigger = trigger_stop_with_savepoint(self.rest_url, job_id, target_dir, drain)
+        return str(
+            self.wait(
+                lambda: savepoint_location(self.rest_url, job_id, trigger),
+                timeout_s,
+                f"the savepoint of job {job_id}",
+            )
+        )
 
     def wait(self, check, timeout_s: float, what: str, proc: FlinkProcess | None = None) -> Any:
         """Poll `check()` until truthy (REST errors count as not yet); fail at the deadline
@@ -424,6 +441,38 @@ class FlinkCluster:
         return len(self.rest("/taskmanagers")["taskmanagers"])
 
 
+def rest_call(rest_url: str, path: str, body: Mapping[str, Any] | None = None) -> Any:
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(
+        rest_url + path, data=data, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return json.loads(resp.read())
+
+
+def trigger_stop_with_savepoint(
+    rest_url: str, job_id: str, target_dir: str, drain: bool = False
+) -> str:
+    """`POST /jobs/<id>/stop`: the trigger id to poll with `savepoint_location`."""
+    body = {"targetDirectory": target_dir, "drain": drain}
+    return str(rest_call(rest_url, f"/jobs/{job_id}/stop", body)["request-id"])
+
+
+def savepoint_location(rest_url: str, job_id: str, trigger: str) -> str | None:
+    """`/jobs/<id>/savepoints/<trigger>`: None while IN_PROGRESS, the path once COMPLETED;
+    raises FlinkClusterError with Flink's cause if it failed."""
+    status = rest_call(rest_url, f"/jobs/{job_id}/savepoints/{trigger}")
+    if status["status"]["id"] != "COMPLETED":
+        return None
+    op = status.get("operation") or {}
+    if op.get("failure-cause"):
+        cause = op["failure-cause"]
+        raise FlinkClusterError(
+            f"savepoint of job {job_id} failed: {cause.get('stack-trace', cause)}"[:4000]
+        )
+    return str(op["location"])
+
+
 # --- CLI -----------------------------------------------------------------------------------
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = (
@@ -447,13 +496,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     up.add_argument("--parallelism", type=int, help="job parallelism (default: all slots)")
     up.add_argument("--run-dir", type=Path, help="default .stack/flink-cluster-<time>")
     up.add_argument("--detach", action="store_true", help="return once up; stop with `down`")
-    up.add_argument(
+    restore = up.add_mutually_exclusive_group()
+    restore.add_argument(
         "--restore-latest",
         action="store_true",
         help="start the job from the newest completed checkpoint in the checkpoint dir",
     )
+    restore.add_argument(
+        "--from-savepoint",
+        metavar="PATH",
+        help="start the job from this savepoint or checkpoint (s3a://.../savepoint-...), "
+        "e.g. at another --parallelism (keyed state is redistributed)",
+    )
     down = sub.add_parser("down", help="stop a detached cluster")
     down.add_argument("--run-dir", type=Path, help="default: the newest .stack/flink-cluster-*")
+    sp = sub.add_parser(
+        "savepoint",
+        help="stop the running job with a savepoint (REST POST /jobs/<id>/stop) and print "
+        "its path; the JobManager stays up until `down` or Ctrl-C of `up`",
+    )
+    sp.add_argument("--run-dir", type=Path, help="default: the newest .stack/flink-cluster-*")
+    sp.add_argument("--target-dir", help="where to write it (default: <checkpoint dir>/savepoints)")
+    sp.add_argument(
+        "--timeout", type=float, default=120.0, help="seconds to wait for it (default 120)"
+    )
     sub.add_parser("config", help="print the generated config.yaml keys and exit")
 
 
@@ -474,6 +540,32 @@ def _down(run_dir: Path) -> int:
     return 0
 
 
+def _savepoint(args: argparse.Namespace) -> int:
+    """Stop-with-savepoint of the cluster's job; the path on stdout, for `--from-savepoint`."""
+    from flink_job.settings import TaSettings
+    from torghut.ta_cli import settings_from_stack
+
+    run_dir = (args.run_dir or _newest_run_dir()).resolve()
+    rest_url = json.loads((run_dir / STATE_FILE).read_text())["rest_url"]
+    target = args.target_dir
+    if not target:
+        settings = TaSettings(**settings_from_stack({}))  # type: ignore[arg-type]
+        target = settings.checkpoint_dir.rstrip("/") + "/savepoints"
+    running = [j for j in rest_call(rest_url, "/jobs")["jobs"] if j["status"] == "RUNNING"]
+    if not running:
+        raise FlinkClusterError(f"no RUNNING job at {rest_url}")
+    job = str(running[0]["id"])
+    trigger = trigger_stop_with_savepoint(rest_url, job, target)
+    print(f"[flink-cluster] stopping job {job} with a savepoint in {target}", file=sys.stderr)
+    deadline = time.monotonic() + args.timeout
+    while (location := savepoint_location(rest_url, job, trigger)) is None:
+        if time.monotonic() >= deadline:
+            raise FlinkClusterError(f"no savepoint after {args.timeout:.0f}s (job {job})")
+        time.sleep(0.25)
+    print(location)
+    return 0
+
+
 def _iter_forever() -> Iterator[None]:
     while True:
         yield None
@@ -485,6 +577,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.action == "down":
         return _down((args.run_dir or _newest_run_dir()).resolve())
+    if args.action == "savepoint":
+        return _savepoint(args)
     values: dict[str, Any] = {}
     if args.action == "up":
         values["parallelism"] = args.parallelism or args.taskmanagers * args.slots
@@ -502,7 +596,7 @@ def run(args: argparse.Namespace) -> int:
         slots=args.slots,
         die_with_parent=not args.detach,
     )
-    restore = None
+    restore = args.from_savepoint
     if args.restore_latest:
         from flink_job.restore import latest_checkpoint
 

@@ -1,0 +1,180 @@
+"""What the standalone-cluster drills share (`tests/integration/test_flink_cluster.py`,
+`test_flink_rescale.py`): raw topics at two partitions, a feeder thread writing trades,
+quotes and heartbeats at wall-clock event time, the cluster's job settings, and the check
+that the `read_committed` final bars equal the batch oracle of the raw log read back."""
+
+from __future__ import annotations
+
+import datetime
+import random
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from confluent_kafka.admin import AdminClient, NewPartitions
+
+from shared.registry import SchemaRegistryClient
+from shared.serde import AvroDeserializer
+from shared.topics import QUOTES, TRADES
+from tests.support.kafka import consume
+from tests.support.oracle import LogRecord, expected_output
+from tests.support.ta_job import EnvelopeProducer, read_topic
+from torghut.flink_cluster import FlinkCluster
+
+S = 1_000_000_000
+PARTITIONS = 2
+EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+
+
+def add_raw_partitions(stack, partitions: int = PARTITIONS) -> None:
+    """The raw topics at `partitions` partitions, so every source subtask reads records."""
+    admin = AdminClient({"bootstrap.servers": stack.kafka_bootstrap})
+    futures = admin.create_partitions(
+        [NewPartitions(TRADES.name, partitions), NewPartitions(QUOTES.name, partitions)]
+    )
+    for f in futures.values():
+        f.result(30)
+
+
+def cluster_values(stack, unique: Callable[[str], str], name: str, **more: Any) -> dict:
+    """`TaSettings` fields for a drill's cluster: 1 s checkpoints under a prefix of its
+    own, committed-earliest offsets, its own group and transactional-id prefix."""
+    return {
+        "kafka_bootstrap": stack.kafka_bootstrap,
+        "registry_url": stack.registry_url,
+        "s3_endpoint": stack.s3_endpoint,
+        "s3_access_key": stack.s3_access_key,
+        "s3_secret_key": stack.s3_secret_key,
+        "checkpoint_dir": f"s3a://{stack.s3_bucket}/{unique(f'cp-{name}')}",
+        "checkpoint_interval_ms": 1000,
+        "parallelism": 2,
+        "starting_offsets": "committed-earliest",
+        "consumer_group": unique(f"grp-{name}"),
+        "transactional_id_prefix": unique(f"tx-{name}"),
+        # a killed TaskManager's open transaction is aborted at restore (same prefix);
+        # short anyway, as in the other kill -9 tests
+        "transaction_timeout_ms": 20_000,
+        "job_name": f"ta-{name}",
+        **more,
+    }
+
+
+def start_us(r: dict) -> int:
+    return (r["window"]["start"] - EPOCH) // datetime.timedelta(microseconds=1)
+
+
+class Feed(threading.Thread):
+    """Trades of every symbol every ~10 ms at wall-clock event time, a quote per symbol
+    every ~0.5 s and event-time heartbeats (now - 1 s) into every raw partition, as the
+    forwarder writes them. `stop` set: after 3 quiet seconds, a last trade per symbol and a
+    heartbeat close every traded second."""
+
+    def __init__(self, stack, symbols: Sequence[str]) -> None:
+        super().__init__(daemon=True)
+        self.symbols = list(symbols)
+        self.prod = EnvelopeProducer(stack)
+        self.stop = threading.Event()
+        self.trades = self.quotes = self.heartbeats = 0
+        self.last_ns = 0
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            rng = random.Random(14)
+            tid, next_slow = 0, 0.0
+            while not self.stop.is_set():
+                now = time.time_ns()
+                for s in self.symbols:
+                    tid += 1
+                    self.prod.trade(s, now, round(100 + rng.random(), 4), rng.randint(1, 9), tid)
+                    self.trades += 1
+                if time.monotonic() >= next_slow:
+                    for s in self.symbols:
+                        self.prod.quote(s, now, 99.9, 100.1, 300.0, 100.0)
+                        self.quotes += 1
+                    self.prod.heartbeat(now - S)
+                    self.heartbeats += 1
+                    next_slow = time.monotonic() + 0.5
+                self.last_ns = now
+                time.sleep(0.01)
+            # close every traded second: after 3 quiet seconds a trade per symbol and a
+            # heartbeat at that time (stamped 3 s ahead instead, they would be refused)
+            while (end := time.time_ns()) < self.last_ns + 3 * S:
+                time.sleep(0.05)
+            for s in self.symbols:
+                tid += 1
+                self.prod.trade(s, end, 1.0, 1.0, tid)
+                self.trades += 1
+            self.prod.heartbeat(end)
+            self.heartbeats += 1
+            self.prod.flush()
+        except BaseException as exc:  # reported by the test
+            self.error = exc
+
+
+def read_log(stack, feed: Feed) -> list[LogRecord]:
+    """Every record of the raw topics (heartbeats too), with its partition and offset."""
+    deser = AvroDeserializer(SchemaRegistryClient(stack.registry_url))
+    out = []
+    hb = feed.heartbeats * PARTITIONS
+    for topic, n in ((TRADES.name, feed.trades + hb), (QUOTES.name, feed.quotes + hb)):
+        msgs = consume(stack, topic, expected=n, timeout_s=60, settle_s=1.0)
+        assert len(msgs) == n, f"{topic}: read back {len(msgs)} of {n}"
+        for m in msgs:
+            env = None if m.value() is None else deser.decode(m.value())
+            out.append(LogRecord(f"{m.topic()}-{m.partition()}", m.offset(), m.timestamp()[1], env))
+    return out
+
+
+def completed_id(cluster: FlinkCluster, job: str) -> int:
+    done = cluster.latest_completed(job)
+    return -1 if done is None else int(done["id"])
+
+
+def assert_final_bars_equal_the_oracle(stack, feed: Feed, min_seconds: int = 10) -> int:
+    """Stop the feeder, read the raw log back, and check the `read_committed` final bars of
+    ta.bars.1s.v1 against its oracle: none missing, none extra, none duplicated,
+    OHLC/count/volume/VWAP equal. The number of final bars."""
+    feed.stop.set()
+    feed.join(60)
+    assert feed.error is None, feed.error
+    symbols = set(feed.symbols)
+
+    log = read_log(stack, feed)
+    splits = {r.split for r in log if r.envelope is not None}
+    assert {f"{TRADES.name}-{p}" for p in range(PARTITIONS)} <= splits, splits
+    oracle = expected_output(log)
+    assert oracle.rejected == oracle.duplicates == 0
+    expected = {(sym, start // 1000): b for (sym, start), b in oracle.bars.items()}
+    assert len(expected) >= min_seconds * len(symbols)
+
+    records = read_topic(
+        stack,
+        "ta.bars.1s.v1",
+        symbols,
+        lambda recs: (
+            len({(r["symbol"], start_us(r)) for r in recs if r["is_final"]}) >= len(expected)
+        ),
+        timeout_s=120,
+    )
+    counts = Counter((r["symbol"], start_us(r)) for r in records if r["is_final"])
+    missing = set(expected) - set(counts)
+    extra = set(counts) - set(expected)
+    dupes = {k: n for k, n in counts.items() if n > 1}
+    assert not missing, f"{len(missing)} final bars missing: {sorted(missing)[:5]}"
+    assert not extra, f"final bars the oracle does not have: {sorted(extra)[:5]}"
+    assert not dupes, f"duplicated final bars: {list(dupes.items())[:5]}"
+    finals = {(r["symbol"], start_us(r)): r for r in records if r["is_final"]}
+    for key, b in expected.items():
+        r = finals[key]
+        assert (r["open"], r["high"], r["low"], r["close"], r["trade_count"]) == (
+            b.open,
+            b.high,
+            b.low,
+            b.close,
+            b.trade_count,
+        ), key
+        assert (r["volume"], r["vwap"]) == (b.volume, b.vwap), key
+    return len(expected)
