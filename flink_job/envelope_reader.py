@@ -11,27 +11,28 @@ other channels, records carrying a window, writer schemas other than the bundled
 and every record the fast path finds malformed, so bad input gets exactly the typed
 ``SerdeError`` reason the general path gives. ``tests/unit/test_envelope_reader.py`` proves
 both paths return the same tuples on generated, corrupted and truncated input;
-``check_schema`` refuses to start when ``schemas/avro/envelope.avsc`` changes (its parsing
-canonical form is pinned below).
+the layout (union tags, the trailer) comes from ``shared.envelope_layout``, whose
+``check_schema`` (the one schema guard) refuses to start on a schema it does not describe.
 """
 
 from __future__ import annotations
 
-import hashlib
 import struct
-from typing import Any
 
 from flink_job.decode import REJECTED_KEY, decode_event, rejected
 from flink_job.symbol_processor import QUOTE, TRADE
+from shared import envelope_layout as L
 from shared.avro_binary import AvroBinaryError
 from shared.avro_binary import read_long as _long
 from shared.avro_binary import read_string as _str
+from shared.envelope_layout import check_schema
 from shared.serde import AvroDeserializer
 
-# sha256 of the parsing canonical form of the schemas/avro/envelope.avsc this reader follows
-ENVELOPE_CANONICAL_SHA256 = "509ecccded97a77fea5c4b3e1e7187a235b35123461842658b431ead8d571361"
-
-_TRADE_BRANCH, _QUOTE_BRANCH = 0, 1
+_TRADE_BRANCH, _QUOTE_BRANCH = L.TRADE_BRANCH, L.QUOTE_BRANCH
+#: the window union's null tag, one byte
+(_WINDOW_NULL,) = L.union_tag(L.WINDOW_NULL)
+#: the defaults of fields after trace_id (other values: the general path)
+_TAIL = L.TAIL
 _DD = struct.Struct("<dd").unpack_from
 
 
@@ -50,22 +51,6 @@ def _str_array(b: bytes, i: int) -> int:
             _, i = _long(b, i)
         for _ in range(n):
             _, i = _str(b, i)
-
-
-def canonical_sha256(schema: Any) -> str:
-    import fastavro
-
-    return hashlib.sha256(fastavro.schema.to_parsing_canonical_form(schema).encode()).hexdigest()
-
-
-def check_schema(schema: Any) -> None:
-    """Refuse to run if the Envelope schema is no longer the one this reader follows."""
-    got = canonical_sha256(schema)
-    if got != ENVELOPE_CANONICAL_SHA256:
-        raise RuntimeError(
-            f"schemas/avro/envelope.avsc changed (canonical form sha256 {got}); update "
-            "flink_job/envelope_reader.py to the new layout and its pinned hash"
-        )
 
 
 class EventReader:
@@ -136,9 +121,9 @@ def _read_fast(b: bytes) -> tuple | None:
     if b[i] > 1:
         raise _Malformed("boolean byte not 0/1")
     _source, i = _str(b, i + 1)
-    if b[i] != 0:  # a window (bars only) holds logical timestamps: the general path
+    if b[i] != _WINDOW_NULL:  # a window (bars only) holds logical timestamps: the general path
         return None
     trace_id, i = _str(b, i + 1)
-    if i != len(b):
-        raise _Malformed("trailing bytes")
+    if b[i:] != _TAIL:
+        raise _Malformed("trailing bytes, or fields after trace_id not at their defaults")
     return (kind, symbol, event, seq, ingest, trace_id, *fields)
