@@ -16,7 +16,9 @@
  *   phase 2  does what EnvelopeRouter.route does, message by message in frame order, with
  *            route()'s own frame state (router._begin): trades and quotes here (slot per
  *            (type, symbol), new ones through router._slot; dedup against the same
- *            DedupCache set and deque; seq; the Avro bytes of router.py; trace ids;
+ *            DedupCache set and deque; seq; the bytes of avro_writer.envelope, in the
+ *            layout of shared/envelope_layout.py, whose union tags and tail configure()
+ *            passes; trace ids;
  *            rd_kafka_producev on the producer's bridge (producer.native, _rdkbridge.c),
  *            or producer.raw_produce(topic, value, key, timestamp=event_ms) without one
  *            or when librdkafka refused (BufferError -> router._blocking_produce), every
@@ -38,18 +40,69 @@
 
 static int cfg_ready = 0;
 static Py_ssize_t cfg_nch, cfg_t_idx, cfg_q_idx;
+/* forwarder.router.configure_native passes them: the payload union indexes of Trade and
+   Quote and the tail after the trace id (shared/envelope_layout.py), the trailer before the
+   trace id (forwarder/avro_writer.py) */
+static Py_ssize_t cfg_trade_branch, cfg_quote_branch;
 static char cfg_trailer[64];
+static char cfg_tail[64];
+static Py_ssize_t cfg_tail_len;
 /* confluent_kafka.Producer: its C produce() is called with positional arguments */
 static PyObject *cfg_producer_type = NULL;
 static PyObject *minus_one = NULL;
 static Py_ssize_t cfg_trailer_len;
 
-/* interned names */
+/* interned names: every Python attribute, method, dict key and keyword name this file
+   uses, in NAMES below (tests/unit/test_forwarder_fastroute_names.py checks each against
+   the real objects and the Protocols of _fastroute.pyi) */
 static PyObject *n_headers, *n_topics, *n_slots, *n_dedup, *n_producer, *n_raw_produce,
-    *n_trace_ids, *n_n, *n_prefix, *n_seqs, *n_issued, *n_floor, *n_metrics, *n_received,
-    *n_dedup_dropped, *n_keys, *n_order, *n_append, *n_mark, *n_track, *n_slot,
-    *n_blocking_produce, *n_begin, *n_finish, *n_route_spans, *n_n0, *n_n_t, *n_n_q, *n_dup_t,
-    *n_dup_q, *n_event_ts, *n_fn, *n_native, *n_c_tq, *n_tq_max, *k_t, *k_q, *kwnames_ts;
+    *n_trace_ids, *n_n, *n_prefix, *n_seqs, *n_issued, *n_floor, *n_keys, *n_order, *n_append,
+    *n_slot, *n_blocking_produce, *n_begin, *n_finish, *n_route_spans, *n_native_reject, *n_n0,
+    *n_n_t, *n_n_q, *n_dup_t, *n_dup_q, *n_event_ts, *n_fn, *n_native, *n_c_tq, *n_tq_max, *k_t,
+    *k_q, *n_timestamp, *kwnames_ts;
+
+/* NAMES: {variable, owner (the Protocol in _fastroute.pyi that declares it; "key": of the
+   router's per-type tables; "keyword": of raw_produce), name} */
+static const struct {
+    PyObject **var;
+    const char *owner;
+    const char *name;
+} NAMES[] = {
+    {&n_headers, "Router", "headers"},
+    {&n_topics, "Router", "topics"},
+    {&n_slots, "Router", "_slots"},
+    {&n_dedup, "Router", "dedup"},
+    {&n_producer, "Router", "producer"},
+    {&n_trace_ids, "Router", "trace_ids"},
+    {&n_seqs, "Router", "seqs"},
+    {&n_slot, "Router", "_slot"},
+    {&n_blocking_produce, "Router", "_blocking_produce"},
+    {&n_begin, "Router", "_begin"},
+    {&n_finish, "Router", "_finish"},
+    {&n_route_spans, "Router", "_route_spans"},
+    {&n_native_reject, "Router", "_native_reject"},
+    {&n_raw_produce, "Producer", "raw_produce"},
+    {&n_native, "Producer", "native"},
+    {&n_n, "TraceIds", "_n"},
+    {&n_prefix, "TraceIds", "prefix"},
+    {&n_issued, "Seqs", "issued"},
+    {&n_floor, "Seqs", "floor"},
+    {&n_keys, "Dedup", "keys"},
+    {&n_order, "Dedup", "order"},
+    {&n_append, "DedupOrder", "append"},
+    {&n_n0, "Frame", "n0"},
+    {&n_n_t, "Frame", "n_t"},
+    {&n_n_q, "Frame", "n_q"},
+    {&n_dup_t, "Frame", "dup_t"},
+    {&n_dup_q, "Frame", "dup_q"},
+    {&n_event_ts, "Frame", "event_ts"},
+    {&n_fn, "Frame", "n"},
+    {&n_c_tq, "Frame", "c_tq"},
+    {&n_tq_max, "Frame", "tq_max"},
+    {&k_t, "key", "t"},
+    {&k_q, "key", "q"},
+    {&n_timestamp, "keyword", "timestamp"},
+};
 
 /* ---- msgpack reading ------------------------------------------------------------------ */
 
@@ -973,7 +1026,7 @@ static Py_ssize_t encode(frame_t *f, msg_t *m, PyObject *slot, int64_t seq)
     size_t need = (size_t)PyBytes_GET_SIZE(sd->head) + 10 + (size_t)plen + 10 + 1 + 10 +
                   (10 + (size_t)m->x_len) + 16 + (10 + (size_t)m->ax_len) + 16 +
                   (10 + m->c_bytes + 1) + (10 + (size_t)m->z_len) + (size_t)cfg_trailer_len + 10 +
-                  (size_t)tp_len + 17;
+                  (size_t)tp_len + 17 + (size_t)cfg_tail_len;
     if (need > f->scratch_cap) {
         char *nb = PyMem_Realloc(f->scratch, need * 2);
         if (nb == NULL) {
@@ -989,13 +1042,13 @@ static Py_ssize_t encode(frame_t *f, msg_t *m, PyObject *slot, int64_t seq)
     o = put_bytes(o, PyBytes_AS_STRING(prefix), plen);
     o = put_long(o, seq);
     if (m->kind == 0) {
-        *o++ = 0x00; /* payload union: Trade */
+        o = put_long(o, cfg_trade_branch); /* payload union: Trade */
         o = put_long(o, m->i);
         o = put_string(o, m->x, m->x_len);
         o = put_double(o, m->d[0]);
         o = put_double(o, m->d[1]);
     } else {
-        *o++ = 0x02; /* payload union: Quote */
+        o = put_long(o, cfg_quote_branch); /* payload union: Quote */
         o = put_string(o, m->x, m->x_len);
         o = put_double(o, m->d[0]);
         o = put_double(o, m->d[1]);
@@ -1031,6 +1084,7 @@ static Py_ssize_t encode(frame_t *f, msg_t *m, PyObject *slot, int64_t seq)
     o = put_long(o, tp_len + hl);
     o = put_bytes(o, PyBytes_AS_STRING(f->tprefix), tp_len);
     o = put_bytes(o, hex, hl);
+    o = put_bytes(o, cfg_tail, cfg_tail_len);
     return o - f->scratch;
 }
 
@@ -1148,9 +1202,14 @@ rejected:
     {
         PyObject *exc = fetch_exception();
         PyObject *r = NULL;
-        if (exc != NULL)
-            r = PyObject_CallMethod(f->router, "_native_reject", "OOnn", exc, f->raw, m->start,
-                                    m->end);
+        if (exc != NULL) {
+            PyObject *start = PyLong_FromSsize_t(m->start), *end = PyLong_FromSsize_t(m->end);
+            if (start != NULL && end != NULL)
+                r = PyObject_CallMethodObjArgs(f->router, n_native_reject, exc, f->raw, start,
+                                               end, NULL);
+            Py_XDECREF(start);
+            Py_XDECREF(end);
+        }
         Py_XDECREF(exc);
         if (r != NULL) {
             Py_DECREF(r);
@@ -1331,19 +1390,20 @@ static PyObject *route(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 static PyObject *configure(PyObject *self, PyObject *args)
 {
     (void)self;
-    Py_ssize_t nch, t_idx, q_idx;
-    const char *trailer;
-    Py_ssize_t trailer_len;
+    Py_ssize_t nch, t_idx, q_idx, t_branch, q_branch;
+    const char *trailer, *tail;
+    Py_ssize_t trailer_len, tail_len;
     PyObject *producer_type = Py_None;
-    if (!PyArg_ParseTuple(args, "nnny#|O", &nch, &t_idx, &q_idx, &trailer, &trailer_len,
-                          &producer_type))
+    if (!PyArg_ParseTuple(args, "nnnnny#y#|O", &nch, &t_idx, &q_idx, &t_branch, &q_branch,
+                          &trailer, &trailer_len, &tail, &tail_len, &producer_type))
         return NULL;
     if (producer_type != Py_None && !PyType_Check(producer_type)) {
         PyErr_SetString(PyExc_TypeError, "producer_type must be a type or None");
         return NULL;
     }
     if (nch <= 0 || t_idx < 0 || t_idx >= nch || q_idx < 0 || q_idx >= nch ||
-        trailer_len > (Py_ssize_t)sizeof(cfg_trailer)) {
+        t_branch < 0 || t_branch >= 64 || q_branch < 0 || q_branch >= 64 ||
+        trailer_len > (Py_ssize_t)sizeof(cfg_trailer) || tail_len > (Py_ssize_t)sizeof(cfg_tail)) {
         PyErr_SetString(PyExc_ValueError, "bad configuration");
         return NULL;
     }
@@ -1352,6 +1412,10 @@ static PyObject *configure(PyObject *self, PyObject *args)
     cfg_q_idx = q_idx;
     memcpy(cfg_trailer, trailer, trailer_len);
     cfg_trailer_len = trailer_len;
+    cfg_trade_branch = t_branch;
+    cfg_quote_branch = q_branch;
+    memcpy(cfg_tail, tail, tail_len);
+    cfg_tail_len = tail_len;
     Py_XDECREF(cfg_producer_type);
     cfg_producer_type = producer_type == Py_None ? NULL : producer_type;
     Py_XINCREF(cfg_producer_type);
@@ -1361,7 +1425,8 @@ static PyObject *configure(PyObject *self, PyObject *args)
 
 static PyMethodDef methods[] = {
     {"configure", configure, METH_VARARGS,
-     "configure(n_channels, trade_index, quote_index, trailer, producer_type=None)"},
+     "configure(n_channels, trade_index, quote_index, trade_branch, quote_branch, trailer, tail, "
+     "producer_type=None)"},
     {"route", (PyCFunction)(void (*)(void))route, METH_FASTCALL,
      "route(router, raw, ingest_ns, now, max_future_ns) -> bool: True when the frame was routed "
      "natively, "
@@ -1377,54 +1442,12 @@ static struct PyModuleDef moduledef = {
 
 PyMODINIT_FUNC PyInit__fastroute(void)
 {
-#define INTERN(var, text)                                                                      \
-    if ((var = PyUnicode_InternFromString(text)) == NULL)                                      \
-        return NULL;
-    INTERN(n_headers, "headers")
-    INTERN(n_topics, "topics")
-    INTERN(n_slots, "_slots")
-    INTERN(n_dedup, "dedup")
-    INTERN(n_producer, "producer")
-    INTERN(n_raw_produce, "raw_produce")
-    INTERN(n_trace_ids, "trace_ids")
-    INTERN(n_n, "_n")
-    INTERN(n_prefix, "prefix")
-    INTERN(n_seqs, "seqs")
-    INTERN(n_issued, "issued")
-    INTERN(n_floor, "floor")
-    INTERN(n_metrics, "metrics")
-    INTERN(n_received, "received")
-    INTERN(n_dedup_dropped, "dedup_dropped")
-    INTERN(n_keys, "keys")
-    INTERN(n_order, "order")
-    INTERN(n_append, "append")
-    INTERN(n_mark, "mark")
-    INTERN(n_track, "track")
-    INTERN(n_slot, "_slot")
-    INTERN(n_blocking_produce, "_blocking_produce")
-    INTERN(n_begin, "_begin")
-    INTERN(n_finish, "_finish")
-    INTERN(n_route_spans, "_route_spans")
-    INTERN(n_n0, "n0")
-    INTERN(n_n_t, "n_t")
-    INTERN(n_n_q, "n_q")
-    INTERN(n_dup_t, "dup_t")
-    INTERN(n_dup_q, "dup_q")
-    INTERN(n_event_ts, "event_ts")
-    INTERN(n_fn, "n")
-    INTERN(n_native, "native")
-    INTERN(n_c_tq, "c_tq")
-    INTERN(n_tq_max, "tq_max")
-    INTERN(k_t, "t")
-    INTERN(k_q, "q")
-#undef INTERN
-    PyObject *ts = PyUnicode_InternFromString("timestamp");
-    if (ts == NULL)
-        return NULL;
+    for (size_t j = 0; j < sizeof(NAMES) / sizeof(NAMES[0]); j++)
+        if ((*NAMES[j].var = PyUnicode_InternFromString(NAMES[j].name)) == NULL)
+            return NULL;
     if ((minus_one = PyLong_FromLong(-1)) == NULL)
         return NULL;
-    kwnames_ts = PyTuple_Pack(1, ts);
-    Py_DECREF(ts);
+    kwnames_ts = PyTuple_Pack(1, n_timestamp);
     if (kwnames_ts == NULL)
         return NULL;
     PyObject *mod = PyModule_Create(&moduledef);

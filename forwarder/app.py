@@ -12,7 +12,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from forwarder.avro_writer import EnvelopeWriter, check_schema
+from forwarder.avro_writer import EnvelopeWriter
 from forwarder.envelope import CHANNEL_BY_TYPE, STATUS_CHANNEL, status_envelope
 from forwarder.exceptions import FatalStreamError, ForwarderError
 from forwarder.heartbeat import EventClock, HeartbeatWriter
@@ -24,6 +24,7 @@ from forwarder.router import NATIVE, EnvelopeRouter, TraceIds
 from forwarder.sequence import SequenceNumbers, recover_floor, seq_floor
 from forwarder.settings import ForwarderSettings
 from forwarder.ws_client import StockDataStream
+from shared.envelope_layout import check_schema
 from shared.registry import SchemaRegistryClient
 from shared.schemas import schema_json
 from shared.serde import AvroDeserializer, AvroSerializer

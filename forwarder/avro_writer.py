@@ -3,9 +3,14 @@
 fastavro's generic writer costs ~7 µs per envelope; this writer knows the Envelope's field
 order and precomputes what repeats (per (channel, symbol) prefixes, varint tables,
 exchange codes, condition lists), so a trade costs ~2 µs. It validates as it encodes
-(wrong types raise ``InvalidMessageError``). ``tests/unit/test_forwarder_avro_writer.py``
-proves the bytes equal fastavro's for ``forwarder.envelope.to_envelope`` on every message
-type, and ``check_schema`` refuses to start if the .avsc field order ever changes.
+(wrong types raise ``InvalidMessageError``). The router's Python path uses the same pieces:
+``BODIES`` (a payload per message type) and ``envelope`` (the whole record in field order).
+
+The layout (field order, union tags, the tail after trace_id) is the one described in
+``shared.envelope_layout``, whose ``check_schema`` refuses to start when ``envelope.avsc`` no
+longer matches it. The tests prove the bytes equal fastavro's for
+``forwarder.envelope.to_envelope`` on every message type (``tests/unit/test_forwarder_units.py``,
+``tests/unit/test_forwarder_router.py``, ``tests/unit/test_contracts_envelope_layout.py``).
 """
 
 from __future__ import annotations
@@ -16,34 +21,20 @@ from typing import Any
 
 from forwarder.envelope import CHANNEL_BY_TYPE, DAY_MS, MINUTE_MS, SOURCE, event_ts_ns
 from forwarder.exceptions import InvalidMessageError
+from shared import envelope_layout as L
 
-ENVELOPE_FIELDS = (
-    "ingest_ts",
-    "event_ts",
-    "feed",
-    "channel",
-    "symbol",
-    "seq",
-    "payload",
-    "is_final",
-    "source",
-    "window",
-    "trace_id",
-)
-PAYLOAD_BRANCHES = (
-    "Trade",
-    "Quote",
-    "Bar",
-    "TradingStatus",
-    "Luld",
-    "Correction",
-    "CancelError",
-    "ForwarderStatus",
-)
+_TRADE = L.branch_tag("Trade")
+_QUOTE = L.branch_tag("Quote")
+_BAR = L.branch_tag("Bar")
+_STATUS = L.branch_tag("TradingStatus")
+_LULD = L.branch_tag("Luld")
+_CORRECTION = L.branch_tag("Correction")
+_CANCEL = L.branch_tag("CancelError")
+#: written after every trace id: the defaults of fields after trace_id (empty today)
+TAIL = L.TAIL
 
 _D = struct.Struct("<d").pack
 _DD = struct.Struct("<dd").pack
-_QUOTE_DOUBLES = struct.Struct("<dd").pack
 _BAR_DOUBLES = struct.Struct("<ddddd").pack
 
 # varint building blocks: every 14-bit chunk with continuation bits on both bytes, and the
@@ -116,10 +107,6 @@ def write_string_array(items: Any) -> bytes:
     return e
 
 
-def _union(index: int) -> bytes:
-    return write_long(index)
-
-
 _INF = float("inf")
 
 
@@ -139,38 +126,56 @@ def check_size(m: Mapping[str, Any], field: str) -> None:
         raise InvalidMessageError("invalid_size", f"{field}={v!r} (must be >= 0, finite)")
 
 
-# The router's inlined trade/quote branches apply the same rules (forwarder/router.py), and
-# the native path declines such messages to them (forwarder/_fastroute.c).
+# Trades and quotes, nearly all the traffic, check their ranges at once and look their
+# strings and condition lists up in the caches directly; the native path declines what
+# fails these checks to the router's Python path, so the reject comes from here
+# (forwarder/_fastroute.c).
+
+
+def _conditions_and_tape(m: Mapping[str, Any]) -> bytes:
+    """The last two fields of a trade or a quote, from the caches when they hold them."""
+    c = m.get("c")
+    z = m.get("z", "")
+    arr = (type(c) is tuple and _ARRAYS.get(c)) or write_string_array(c)
+    return arr + (_STRS.get(z) or write_string(z))
 
 
 def _trade(m: Mapping[str, Any]) -> bytes:
-    head = b"\x00" + write_long(m["i"]) + write_string(m["x"]) + _DD(m["p"], m["s"])
-    check_price(m, "p")
-    check_size(m, "s")
-    return head + write_string_array(m.get("c")) + write_string(m.get("z", ""))
+    wi = write_long(m["i"])
+    x = m["x"]
+    wx = _STRS.get(x) or write_string(x)
+    p = m["p"]
+    s = m["s"]
+    ps = _DD(p, s)
+    if not (0.0 < p < _INF and 0.0 <= s < _INF):
+        check_price(m, "p")
+        check_size(m, "s")
+    return b"".join((_TRADE, wi, wx, ps, _conditions_and_tape(m)))
 
 
 def _quote(m: Mapping[str, Any]) -> bytes:
-    head = b"".join(
-        (
-            b"\x02",
-            write_string(m["bx"]),
-            _DD(m["bp"], m["bs"]),
-            write_string(m["ax"]),
-            _DD(m["ap"], m["as"]),
-        )
-    )
-    check_price(m, "bp", zero_ok=True)
-    check_price(m, "ap", zero_ok=True)
-    check_size(m, "bs")
-    check_size(m, "as")
-    return head + write_string_array(m.get("c")) + write_string(m.get("z", ""))
+    bx = m["bx"]
+    wbx = _STRS.get(bx) or write_string(bx)
+    bp = m["bp"]
+    bs = m["bs"]
+    bid = _DD(bp, bs)
+    ax = m["ax"]
+    wax = _STRS.get(ax) or write_string(ax)
+    ap = m["ap"]
+    as_ = m["as"]
+    ask = _DD(ap, as_)
+    if not (0.0 <= bp < _INF and 0.0 <= ap < _INF and 0.0 <= bs < _INF and 0.0 <= as_ < _INF):
+        check_price(m, "bp", zero_ok=True)  # 0 is allowed: a one-sided quote
+        check_price(m, "ap", zero_ok=True)
+        check_size(m, "bs")
+        check_size(m, "as")
+    return b"".join((_QUOTE, wbx, bid, wax, ask, _conditions_and_tape(m)))
 
 
 def _bar(m: Mapping[str, Any]) -> bytes:
     out = b"".join(
         (
-            b"\x04",
+            _BAR,
             _BAR_DOUBLES(m["o"], m["h"], m["l"], m["c"], m["v"]),
             write_long(m["n"]),
             _D(m["vw"]),
@@ -184,7 +189,7 @@ def _bar(m: Mapping[str, Any]) -> bytes:
 def _status(m: Mapping[str, Any]) -> bytes:
     return b"".join(
         (
-            b"\x06",
+            _STATUS,
             write_string(m["sc"]),
             write_string(m["sm"]),
             write_string(m["rc"]),
@@ -196,14 +201,14 @@ def _status(m: Mapping[str, Any]) -> bytes:
 
 def _luld(m: Mapping[str, Any]) -> bytes:
     return b"".join(
-        (b"\x08", _DD(m["u"], m["d"]), write_string(m["i"]), write_string(m.get("z", "")))
+        (_LULD, _DD(m["u"], m["d"]), write_string(m["i"]), write_string(m.get("z", "")))
     )
 
 
 def _correction(m: Mapping[str, Any]) -> bytes:
     return b"".join(
         (
-            b"\x0a",
+            _CORRECTION,
             write_string(m["x"]),
             write_long(m["oi"]),
             _DD(m["op"], m["os"]),
@@ -219,7 +224,7 @@ def _correction(m: Mapping[str, Any]) -> bytes:
 def _cancel(m: Mapping[str, Any]) -> bytes:
     return b"".join(
         (
-            b"\x0c",
+            _CANCEL,
             write_long(m["i"]),
             write_string(m["x"]),
             _DD(m["p"], m["s"]),
@@ -241,13 +246,14 @@ BODIES: dict[str, Callable[[Mapping[str, Any]], bytes]] = {
     "x": _cancel,
 }
 
-_SOURCE = write_string(SOURCE)
-_TRAILER_FINAL = b"\x01" + _SOURCE
-_TRAILER_PROVISIONAL = b"\x00" + _SOURCE
-# bool is_final, source, window union (0 = null, 1 = Window record)
-TRAILERS_NO_WINDOW = _TRAILER_FINAL + b"\x00"
-_MINUTE_WINDOW = b"\x02" + write_long(MINUTE_MS) + write_long(MINUTE_MS)
-_DAY_WINDOW = b"\x02" + write_long(DAY_MS) + write_long(DAY_MS)
+# the trailer: is_final (a boolean byte), source, the window union (null, or the Window
+# record: size_ms, step_ms, start, end)
+_TRAILER_FINAL = b"\x01" + write_string(SOURCE)
+_TRAILER_PROVISIONAL = b"\x00" + write_string(SOURCE)
+TRAILERS_NO_WINDOW = _TRAILER_FINAL + L.union_tag(L.WINDOW_NULL)
+_WINDOW = L.union_tag(L.WINDOW_RECORD)
+_MINUTE_WINDOW = _WINDOW + write_long(MINUTE_MS) + write_long(MINUTE_MS)
+_DAY_WINDOW = _WINDOW + write_long(DAY_MS) + write_long(DAY_MS)
 
 
 def trailer(kind: str, event_ts: int) -> bytes:
@@ -273,16 +279,20 @@ def trailer(kind: str, event_ts: int) -> bytes:
 ENCODE_ERRORS = (KeyError, TypeError, ValueError, AttributeError, OverflowError, struct.error)
 
 
-def check_schema(schema: Mapping[str, Any]) -> None:
-    """Refuse to run if the Envelope schema no longer has the field order this writer emits."""
-    fields = tuple(f["name"] for f in schema["fields"])
-    payload = next(f for f in schema["fields"] if f["name"] == "payload")
-    branches = tuple(b["name"] for b in payload["type"])
-    if fields != ENVELOPE_FIELDS or branches != PAYLOAD_BRANCHES:
-        raise RuntimeError(
-            f"schemas/avro/envelope.avsc changed (fields {fields}, payload {branches}); "
-            "update forwarder/avro_writer.py to match before deploying"
-        )
+def envelope(
+    header: bytes,
+    ingest_ts: bytes,
+    event_ts: bytes,
+    prefix: bytes,
+    seq: bytes,
+    body: bytes,
+    trailer: bytes,
+    trace_id: bytes,
+) -> bytes:
+    """A framed envelope from its encoded parts, in the order of ``shared.envelope_layout``:
+    the frame header, ingest_ts, event_ts, feed/channel/symbol (``prefix``), seq, the payload
+    (``BODIES``), is_final/source/window (``trailer``), trace_id, then ``TAIL``."""
+    return b"".join((header, ingest_ts, event_ts, prefix, seq, body, trailer, trace_id, TAIL))
 
 
 def frame_header(schema_id: int) -> bytes:
@@ -324,17 +334,15 @@ class EnvelopeWriter:
             kind = msg["T"]
             body = BODIES[kind](msg)
             event_ts = event_ts_ns(msg["t"])
-            return b"".join(
-                (
-                    self._header,
-                    write_long(ingest_ts),
-                    write_long(event_ts),
-                    self.prefix(kind, msg["S"]),
-                    write_long(seq),
-                    body,
-                    trailer(kind, event_ts),
-                    write_string(trace_id),
-                )
+            return envelope(
+                self._header,
+                write_long(ingest_ts),
+                write_long(event_ts),
+                self.prefix(kind, msg["S"]),
+                write_long(seq),
+                body,
+                trailer(kind, event_ts),
+                write_string(trace_id),
             )
         except InvalidMessageError:
             raise

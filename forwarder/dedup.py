@@ -21,6 +21,7 @@ class DedupCache:
     Keys sit in insertion order in ``keys``/``order``; ``marks`` holds one ``[time, count]``
     per run of keys inserted at the same ``now``, so the router's per-message work is a set
     test, a set add and a deque append (``mark`` then books the frame's keys at once).
+    ``keys`` and ``order`` change in place and are never replaced: the router keeps them.
     """
 
     __slots__ = ("horizon_s", "keys", "marks", "max_entries", "order")

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import calendar
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from operator import itemgetter
 from typing import Any
 
 import msgpack
@@ -286,25 +287,28 @@ def status_envelope(
     }
 
 
-def dedup_key(msg: Mapping[str, Any]) -> tuple[Any, ...]:
-    """What makes a message a re-send of another.
+#: what makes a message a re-send of another: the fields of its dedup key, per type.
+#: Trades: (S, i); quotes: (S, t); minute bars: (S, t). Updated and daily bars repeat
+#: their window start with new values, so their count and volume are part of the key
+#: (an identical re-send is a duplicate, a real update is not), with the type first.
+#: Statuses, LULD bands, corrections and cancels key on their identifying fields.
+DEDUP_FIELDS: dict[str, tuple[str, ...]] = {
+    "t": ("S", "i"),
+    "q": ("S", "t"),
+    "b": ("S", "t"),
+    "u": ("T", "S", "t", "n", "v"),
+    "d": ("T", "S", "t", "n", "v"),
+    "s": ("S", "t", "sc", "rc"),
+    "l": ("S", "t", "u", "d", "i"),
+    "c": ("S", "oi", "ci"),
+    "x": ("S", "i", "a", "t"),
+}
+#: per type, message -> its dedup key (a tuple of those fields)
+DEDUP_KEY: dict[str, Callable[[Mapping[str, Any]], tuple[Any, ...]]] = {
+    kind: itemgetter(*fields) for kind, fields in DEDUP_FIELDS.items()
+}
 
-    Trades: (S, i); quotes: (S, t); minute bars: (S, t). Updated and daily bars repeat
-    their window start with new values, so their count and volume are part of the key
-    (an identical re-send is a duplicate, a real update is not). Statuses, LULD bands,
-    corrections and cancels key on their identifying fields.
-    """
-    kind = msg["T"]
-    if kind == "t":
-        return (msg["S"], msg["i"])
-    if kind == "q" or kind == "b":
-        return (msg["S"], msg["t"])
-    if kind in ("u", "d"):
-        return (kind, msg["S"], msg["t"], msg["n"], msg["v"])
-    if kind == "s":
-        return (msg["S"], msg["t"], msg["sc"], msg["rc"])
-    if kind == "l":
-        return (msg["S"], msg["t"], msg["u"], msg["d"], msg["i"])
-    if kind == "c":
-        return (msg["S"], msg["oi"], msg["ci"])
-    return (msg["S"], msg["i"], msg["a"], msg["t"])
+
+def dedup_key(msg: Mapping[str, Any]) -> tuple[Any, ...]:
+    """The dedup key of a market-data message (``DEDUP_FIELDS``)."""
+    return DEDUP_KEY[msg["T"]](msg)

@@ -1,12 +1,15 @@
 """``EnvelopeRouter``: the hot path. For each market-data message of a frame: validate and
 encode, drop duplicates, number, produce. No I/O besides handing bytes to librdkafka.
 
-One call per frame: trades and quotes (nearly all the traffic) have inlined branches;
-per (type, symbol) a slot ``[next seq, feed/channel/symbol prefix bytes, Kafka key]``
-replaces the seq table, prefix cache and key cache lookups; dedup is a set test plus a
-deque append (the frame's keys are booked at once); counters, seq ``issued``, trace ids
-and the producer's ack accounting (``EnvelopeProducer.track``) are updated per frame.
-The bytes equal ``EnvelopeWriter.encode`` (``tests/unit/test_forwarder_router.py``).
+One call per frame, one path for every message type: the payload from the writer's
+encoder of that type (``avro_writer.BODIES``, which also validates it), the event time,
+then per (type, symbol) a slot ``[next seq, feed/channel/symbol prefix bytes, Kafka key]``
+in place of seq table, prefix cache and key cache lookups; dedup is a set test plus a
+deque append (trades' and quotes' keys are booked per frame); the envelope is assembled by
+``avro_writer.envelope`` in the layout of ``shared.envelope_layout``. Counters, seq
+``issued``, trace ids and the producer's ack accounting (``EnvelopeProducer.track``) are
+updated per frame. The bytes equal ``EnvelopeWriter.encode`` and fastavro's
+(``tests/unit/test_forwarder_router.py``).
 
 ``route_raw`` is the native fast path (``forwarder/_fastroute.c``): given the undecoded
 msgpack frame, it encodes well-formed trades and quotes in C with the same slots, dedup
@@ -27,38 +30,39 @@ import msgpack
 from confluent_kafka import Producer
 
 from forwarder.avro_writer import (
-    _ARRAYS,
     _CHUNK14,
-    _DD,
     _SMALL,
-    _STRS,
     BODIES,
     ENCODE_ERRORS,
+    TAIL,
     TRAILERS_NO_WINDOW,
     EnvelopeWriter,
-    check_price,
-    check_size,
+    envelope,
     frame_header,
     trailer,
     write_long,
-    write_string,
-    write_string_array,
 )
 from forwarder.dedup import DedupCache
-from forwarder.envelope import CHANNEL_BY_TYPE, CONTROL_TYPES, dedup_key, event_ts_ns
+from forwarder.envelope import (
+    BAR_WINDOW_MS,
+    CHANNEL_BY_TYPE,
+    CONTROL_TYPES,
+    DEDUP_KEY,
+    event_ts_ns,
+)
 from forwarder.exceptions import InvalidMessageError
 from forwarder.heartbeat import EventClock
 from forwarder.metrics import CHANNELS, TYPE_INDEX, ForwarderMetrics
 from forwarder.producer import EnvelopeProducer
 from forwarder.sequence import SequenceNumbers
 from forwarder.settings import ForwarderSettings
+from shared import envelope_layout as L
 from shared.topics import CHANNEL_TOPICS
 
 #: event times more than this ahead of the frame's ingest time are refused
 #: (``ForwarderSettings.max_future_s``; Kafka 4 refuses record timestamps more than an hour
 #: ahead, log.message.timestamp.after.max.ms)
 DEFAULT_MAX_FUTURE_NS = round(ForwarderSettings.model_fields["max_future_s"].default * 1e9)
-_INF = float("inf")
 
 # message families that share a dedup cache
 _FAMILY = {
@@ -72,9 +76,7 @@ _FAMILY = {
     "c": "other",
     "x": "other",
 }
-_BAR_TYPES = frozenset("bud")
 _MAX_NS = 1 << 63
-_MAX_ID = 1 << 62
 _NCH = len(CHANNELS)
 _T_IDX = TYPE_INDEX["t"]
 _Q_IDX = TYPE_INDEX["q"]
@@ -83,15 +85,23 @@ try:
     from forwarder import _fastroute
 except ImportError:  # not compiled (a plain source checkout): route() does everything
     _fastroute = None  # type: ignore[assignment]
-else:
-    # confluent_kafka.Producer.produce is called positionally (the same call, cheaper)
-    _fastroute.configure(_NCH, _T_IDX, _Q_IDX, TRAILERS_NO_WINDOW, Producer)
 #: the native fast path is compiled and importable
 NATIVE = _fastroute is not None
 
+
+def configure_native(tail: bytes = TAIL) -> None:
+    """Hand the C encoder its layout: the union tags of Trade and Quote and the tail after
+    the trace id (``shared.envelope_layout``) and the writer's trailer, not literals in C;
+    confluent_kafka.Producer.produce is called positionally (the same call, cheaper)."""
+    if _fastroute is not None:
+        _fastroute.configure(
+            _NCH, _T_IDX, _Q_IDX, L.TRADE_BRANCH, L.QUOTE_BRANCH, TRAILERS_NO_WINDOW, tail, Producer
+        )
+
+
+configure_native()
+
 _HEX3 = [b"%03x" % i for i in range(4096)]
-# varint of v >> 14 for v >= 2**14 (the low 14 bits come from _CHUNK14): timestamps, trade
-# ids and seqs of one frame share their high bits, so this is nearly always a dict hit
 _REST: dict[int, bytes] = {}
 
 
@@ -144,19 +154,11 @@ def _event_ts(t: Any, ingest_ns: int, limit: int) -> int:
     return ets
 
 
-def _bad_trade(m: Any) -> None:
-    """Raise the reject of a trade whose price or size failed the hot path's range check."""
-    check_price(m, "p")
-    check_size(m, "s")
-
-
-def _bad_quote(m: Any) -> None:
-    """Raise the reject of a quote whose prices or sizes failed the hot path's range check
-    (0 is allowed: a one-sided quote)."""
-    check_price(m, "bp", zero_ok=True)
-    check_price(m, "ap", zero_ok=True)
-    check_size(m, "bs")
-    check_size(m, "as")
+def _trace_head(prefix: bytes, n: int) -> bytes:
+    """The Avro string of trace id ``n`` without its last three hex digits (``_HEX3``): the
+    length (a trace id has more than 3 and fewer than 64 hex digits) and the rest."""
+    head = b"%s%x" % (prefix, n >> 12)
+    return _SMALL[(len(head) + 3) << 1] + head
 
 
 class EnvelopeRouter:
@@ -201,6 +203,23 @@ class EnvelopeRouter:
         # type -> symbol -> [next seq, prefix bytes, Kafka key]
         self._slots: dict[str, dict[str, list[Any]]] = {t: {} for t in CHANNEL_BY_TYPE}
         self._nslots = 0
+        # per type, what _route uses: payload encoder, dedup key, slots, dedup set and deque
+        # append, the cache to mark per message (None: trades and quotes, marked per frame),
+        # the trailer when it is the same for every message, topic, channel index
+        self._kinds = {
+            t: (
+                BODIES[t],
+                DEDUP_KEY[t],
+                self._slots[t],
+                self.dedup[t].keys,
+                self.dedup[t].order.append,
+                None if t in "tq" else self.dedup[t],
+                None if t in BAR_WINDOW_MS else TRAILERS_NO_WINDOW,
+                self.topics[t],
+                TYPE_INDEX[t],
+            )
+            for t in CHANNEL_BY_TYPE
+        }
         #: use the native fast path in ``route_raw`` (off: every frame goes through ``route``)
         self.native = NATIVE
 
@@ -264,8 +283,8 @@ class EnvelopeRouter:
         f = _Frame()
         f.ingest_ns, f.now = ingest_ns, now
         f.n0 = f.n = self.trace_ids._n
-        f.n_t = f.n_q = f.dup_t = f.dup_q = 0
-        f.other = f.other_dup = None
+        f.n_t = f.n_q = f.dup_t = f.dup_q = 0  # the native path's trades and quotes
+        f.sent = f.duplicates = None  # per channel, of the Python path
         f.event_ts = []  # of the trades and quotes produced (the native path appends here)
         f.other_ts = []  # of the other messages produced
         f.c_tq = f.tq_max = 0  # trades/quotes the native path encoded, their highest event time
@@ -280,241 +299,88 @@ class EnvelopeRouter:
         self._route(tuple(unpackb(raw[a:b], timestamp=2, use_list=False) for a, b in spans), f)
 
     def _route(self, msgs: Sequence[Any], f: _Frame) -> None:
-        """The loop of ``route`` over ``msgs`` (all or part of a frame), state in ``f``."""
+        """The loop of ``route`` over ``msgs`` (all or part of a frame), state in ``f``. Every
+        message type takes the same steps: its payload encoded and validated by the writer
+        (``BODIES``), event time, slot, dedup, seq, the envelope (``envelope``), produce."""
         ingest_ns, now = f.ingest_ns, f.now
-        headers = self.headers
         ingest = write_long(ingest_ns)
-        t_head = headers["t"] + ingest
-        q_head = headers["q"] + ingest
-        limit = ingest_ns + self.max_future_ns
-        if limit >= _MAX_NS:
-            limit = _MAX_NS - 1
-        slots = self._slots
-        t_slots, q_slots = slots["t"], slots["q"]
-        t_dedup, q_dedup = self.dedup["t"], self.dedup["q"]
-        t_seen, q_seen = t_dedup.keys, q_dedup.keys
-        t_add, q_add = t_seen.add, q_seen.add
-        t_keep, q_keep = t_dedup.order.append, q_dedup.order.append
-        t_topic, q_topic = self.topics["t"], self.topics["q"]
-        produce = self.producer.raw_produce
-        trace = self.trace_ids
-        tprefix = trace.prefix
-        n0, n = f.n0, f.n
-        head = b"%s%x" % (tprefix, (n + 1) >> 12)
-        head_len = _SMALL[(len(head) + 3) << 1]
+        limit = min(ingest_ns + self.max_future_ns, _MAX_NS - 1)
+        headers, kinds = self.headers, self._kinds
         rest_of = _REST.get
-        str_of, arr_of = _STRS.get, _ARRAYS.get
-        keep_ts = f.event_ts.append
-        keep_other_ts = f.other_ts.append
-        n_t, n_q, dup_t, dup_q = f.n_t, f.n_q, f.dup_t, f.dup_q
-        other = f.other  # produced per channel, other types
-        other_dup = f.other_dup
+        produce = self.producer.raw_produce
+        tprefix = self.trace_ids.prefix
+        n0, n = f.n0, f.n
+        # trace id = prefix + hex counter: its length and all but the last three hex digits
+        # change every 4096 ids
+        tid_head = _trace_head(tprefix, n + 1)
+        keep_ts, keep_other_ts = f.event_ts.append, f.other_ts.append
+        produced, dropped = f.sent, f.duplicates
+        if produced is None or dropped is None:
+            produced, dropped = f.sent, f.duplicates = [0] * _NCH, [0] * _NCH
         m: Any = None
         try:
             for m in msgs:
                 try:
                     kind = m.get("T")
-                    if kind == "t":
-                        sym = m["S"]
-                        t = m["t"]
-                        if type(t) is int and 8192 <= t <= limit:
-                            z = t << 1
-                            wt = _CHUNK14[z & 16383] + (rest_of(z >> 14) or _rest(z >> 14))
-                        else:
-                            t = _event_ts(t, ingest_ns, limit)
-                            wt = write_long(t)
-                        slot = t_slots.get(sym)
-                        if slot is None:
-                            slot = self._slot("t", sym, n - n0)
-                        i = m["i"]
-                        if type(i) is int and 8192 <= i < _MAX_ID:
-                            z = i << 1
-                            wi = _CHUNK14[z & 16383] + (rest_of(z >> 14) or _rest(z >> 14))
-                        else:
-                            wi = write_long(i)
-                        x = m["x"]
-                        x = str_of(x) or write_string(x)
-                        p = m["p"]
-                        s = m["s"]
-                        ps = _DD(p, s)
-                        if not (0.0 < p < _INF and 0.0 <= s < _INF):
-                            _bad_trade(m)
-                        c = m.get("c")
-                        c = (type(c) is tuple and arr_of(c)) or write_string_array(c)
-                        tape = m.get("z", "")
-                        tape = str_of(tape) or write_string(tape)
-                        dk = (sym, i)
-                        if dk in t_seen:
-                            dup_t += 1
+                    k = kinds.get(kind)
+                    if k is None:
+                        if kind in CONTROL_TYPES:
+                            self.on_control(m)
                             continue
-                        t_add(dk)
-                        t_keep(dk)
-                        seq = slot[0]
-                        slot[0] = seq + 1
-                        z = seq << 1
-                        ws = (
-                            _CHUNK14[z & 16383] + (rest_of(z >> 14) or _rest(z >> 14))
-                            if z >= 16384
-                            else write_long(seq)
-                        )
-                        n += 1
-                        if not n & 4095:
-                            head = b"%s%x" % (tprefix, n >> 12)
-                            head_len = _SMALL[(len(head) + 3) << 1]
-                        value = b"".join(
-                            (
-                                t_head,
-                                wt,
-                                slot[1],
-                                ws,
-                                b"\x00",
-                                wi,
-                                x,
-                                ps,
-                                c,
-                                tape,
-                                TRAILERS_NO_WINDOW,
-                                head_len,
-                                head,
-                                _HEX3[n & 4095],
-                            )
-                        )
-                        try:
-                            produce(t_topic, value, slot[2], timestamp=t // 1_000_000)
-                        except BufferError:
-                            self._blocking_produce(t_topic, value, slot[2], t // 1_000_000)
-                        keep_ts(t)
-                        n_t += 1
-                    elif kind == "q":
-                        sym = m["S"]
-                        t = m["t"]
-                        if type(t) is int and 8192 <= t <= limit:
-                            z = t << 1
-                            wt = _CHUNK14[z & 16383] + (rest_of(z >> 14) or _rest(z >> 14))
-                        else:
-                            t = _event_ts(t, ingest_ns, limit)
-                            wt = write_long(t)
-                        slot = q_slots.get(sym)
-                        if slot is None:
-                            slot = self._slot("q", sym, n - n0)
-                        bx = m["bx"]
-                        bx = str_of(bx) or write_string(bx)
-                        bp = m["bp"]
-                        bs = m["bs"]
-                        bid = _DD(bp, bs)
-                        ax = m["ax"]
-                        ax = str_of(ax) or write_string(ax)
-                        ap = m["ap"]
-                        as_ = m["as"]
-                        ask = _DD(ap, as_)
-                        if not (
-                            0.0 <= bp < _INF
-                            and 0.0 <= ap < _INF
-                            and 0.0 <= bs < _INF
-                            and 0.0 <= as_ < _INF
-                        ):
-                            _bad_quote(m)
-                        c = m.get("c")
-                        c = (type(c) is tuple and arr_of(c)) or write_string_array(c)
-                        tape = m.get("z", "")
-                        tape = str_of(tape) or write_string(tape)
-                        dk = (sym, m["t"])
-                        if dk in q_seen:
-                            dup_q += 1
-                            continue
-                        q_add(dk)
-                        q_keep(dk)
-                        seq = slot[0]
-                        slot[0] = seq + 1
-                        z = seq << 1
-                        ws = (
-                            _CHUNK14[z & 16383] + (rest_of(z >> 14) or _rest(z >> 14))
-                            if z >= 16384
-                            else write_long(seq)
-                        )
-                        n += 1
-                        if not n & 4095:
-                            head = b"%s%x" % (tprefix, n >> 12)
-                            head_len = _SMALL[(len(head) + 3) << 1]
-                        value = b"".join(
-                            (
-                                q_head,
-                                wt,
-                                slot[1],
-                                ws,
-                                b"\x02",
-                                bx,
-                                bid,
-                                ax,
-                                ask,
-                                c,
-                                tape,
-                                TRAILERS_NO_WINDOW,
-                                head_len,
-                                head,
-                                _HEX3[n & 4095],
-                            )
-                        )
-                        try:
-                            produce(q_topic, value, slot[2], timestamp=t // 1_000_000)
-                        except BufferError:
-                            self._blocking_produce(q_topic, value, slot[2], t // 1_000_000)
-                        keep_ts(t)
-                        n_q += 1
+                        raise InvalidMessageError("unknown_type", f"T={str(kind)[:32]!r}")
+                    body_of, key_of, table, seen, remember, cache, fixed_trailer, topic, ch = k
+                    body = body_of(m)
+                    t = m["t"]
+                    if type(t) is not int or not 0 < t <= limit:
+                        t = _event_ts(t, ingest_ns, limit)
+                    sym = m["S"]
+                    slot = table.get(sym)
+                    if slot is None:
+                        slot = self._slot(kind, sym, n - n0)
+                    dk = key_of(m)
+                    if dk in seen:
+                        dropped[ch] += 1
+                        continue
+                    seen.add(dk)
+                    remember(dk)
+                    if cache is None:  # trades and quotes: their keys are booked per frame
+                        keep = keep_ts
                     else:
-                        body_of = BODIES.get(kind)
-                        if body_of is None:
-                            if kind in CONTROL_TYPES:
-                                self.on_control(m)
-                                continue
-                            raise InvalidMessageError("unknown_type", f"T={str(kind)[:32]!r}")
-                        body = body_of(m)
-                        t = m["t"]
-                        if type(t) is not int or not 0 < t <= limit:
-                            t = _event_ts(t, ingest_ns, limit)
-                        sym = m["S"]
-                        slot = slots[kind].get(sym)
-                        if slot is None:
-                            slot = self._slot(kind, sym, n - n0)
-                        ch = TYPE_INDEX[kind]
-                        if other is None:
-                            other, other_dup = [0] * _NCH, [0] * _NCH
-                        cache = self.dedup[kind]
-                        dk = dedup_key(m)
-                        if dk in cache.keys:
-                            other_dup[ch] += 1  # type: ignore[index]
-                            continue
-                        cache.keys.add(dk)
-                        cache.order.append(dk)
-                        if cache is not t_dedup and cache is not q_dedup:
-                            cache.mark(now, 1)
-                        seq = slot[0]
-                        slot[0] = seq + 1
-                        n += 1
-                        tid = b"%s%x" % (tprefix, n)
-                        if not n & 4095:
-                            head = b"%s%x" % (tprefix, n >> 12)
-                            head_len = _SMALL[(len(head) + 3) << 1]
-                        value = b"".join(
-                            (
-                                headers[kind],
-                                ingest,
-                                write_long(t),
-                                slot[1],
-                                write_long(seq),
-                                body,
-                                trailer(kind, t) if kind in _BAR_TYPES else TRAILERS_NO_WINDOW,
-                                _SMALL[len(tid) << 1],
-                                tid,
-                            )
-                        )
-                        topic = self.topics[kind]
-                        try:
-                            produce(topic, value, slot[2], timestamp=t // 1_000_000)
-                        except BufferError:
-                            self._blocking_produce(topic, value, slot[2], t // 1_000_000)
-                        keep_other_ts(t)
-                        other[ch] += 1
+                        cache.mark(now, 1)
+                        keep = keep_other_ts
+                    seq = slot[0]
+                    slot[0] = seq + 1
+                    n += 1
+                    if not n & 4095:
+                        tid_head = _trace_head(tprefix, n)
+                    z = t << 1
+                    wt = (
+                        _CHUNK14[z & 16383] + (rest_of(z >> 14) or _rest(z >> 14))
+                        if z >= 16384
+                        else write_long(t)
+                    )
+                    z = seq << 1
+                    ws = (
+                        _CHUNK14[z & 16383] + (rest_of(z >> 14) or _rest(z >> 14))
+                        if z >= 16384
+                        else write_long(seq)
+                    )
+                    value = envelope(
+                        headers[kind],
+                        ingest,
+                        wt,
+                        slot[1],
+                        ws,
+                        body,
+                        fixed_trailer or trailer(kind, t),
+                        tid_head + _HEX3[n & 4095],
+                    )
+                    try:
+                        produce(topic, value, slot[2], timestamp=t // 1_000_000)
+                    except BufferError:
+                        self._blocking_produce(topic, value, slot[2], t // 1_000_000)
+                    keep(t)
+                    produced[ch] += 1
                 except InvalidMessageError as exc:
                     self.on_reject(exc.reason, exc.detail, m)
                 except ENCODE_ERRORS as exc:
@@ -523,8 +389,7 @@ class EnvelopeRouter:
                     else:
                         self.on_reject("invalid_field", repr(exc)[:200], m)
         finally:
-            f.n, f.n_t, f.n_q, f.dup_t, f.dup_q = n, n_t, n_q, dup_t, dup_q
-            f.other, f.other_dup = other, other_dup
+            f.n = n
 
     def _finish(self, f: _Frame) -> None:
         """``route``'s per-frame bookkeeping: trace ids, seqs issued, dedup marks, counters,
@@ -537,14 +402,14 @@ class EnvelopeRouter:
         q_dedup.mark(f.now, len(q_dedup.order) - f.len_q0)
         metrics = self.metrics
         received, dropped = metrics.received, metrics.dedup_dropped
-        other, other_dup = f.other, f.other_dup
-        if other is not None:
-            assert other_dup is not None
+        sent, duplicates = f.sent, f.duplicates
+        if sent is not None:
+            assert duplicates is not None
             for ch in range(_NCH):
-                if other[ch] or other_dup[ch]:
-                    received[ch] += other[ch] + other_dup[ch]
-                    dropped[ch] += other_dup[ch]
-        counts = other if other is not None else [0] * _NCH
+                if sent[ch] or duplicates[ch]:
+                    received[ch] += sent[ch] + duplicates[ch]
+                    dropped[ch] += duplicates[ch]
+        counts = sent if sent is not None else [0] * _NCH
         counts[_T_IDX] += f.n_t
         counts[_Q_IDX] += f.n_q
         received[_T_IDX] += f.n_t + f.dup_t
@@ -565,12 +430,15 @@ class EnvelopeRouter:
 
 class _Frame:
     """One frame's routing state: ``EnvelopeRouter._begin`` -> ``_route`` (and the native
-    path) -> ``_finish``."""
+    path) -> ``_finish``. ``sent``/``duplicates`` count per channel what ``_route`` produced
+    and dropped; ``n_t``/``n_q``/``dup_t``/``dup_q`` what the native path did with trades and
+    quotes (``c_tq`` of them encoded, ``tq_max`` their highest event time)."""
 
     __slots__ = (
         "c_tq",
         "dup_q",
         "dup_t",
+        "duplicates",
         "event_ts",
         "ingest_ns",
         "len_q0",
@@ -580,9 +448,8 @@ class _Frame:
         "n_q",
         "n_t",
         "now",
-        "other",
-        "other_dup",
         "other_ts",
+        "sent",
         "tq_max",
     )
     ingest_ns: int
@@ -593,8 +460,8 @@ class _Frame:
     n_q: int
     dup_t: int
     dup_q: int
-    other: list[int] | None
-    other_dup: list[int] | None
+    sent: list[int] | None
+    duplicates: list[int] | None
     event_ts: list[int]
     other_ts: list[int]
     c_tq: int

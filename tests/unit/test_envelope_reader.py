@@ -174,4 +174,3 @@ def test_records_of_another_writer_schema_are_resolved_by_the_general_path() -> 
     p = PAYLOADS[0][2]
     assert ev is not None and ev[0] == "t" and ev[6:] == (p["price"], p["size"], p["id"])
     assert reader._fast == {data[:5]: False}
-
