@@ -54,8 +54,7 @@ class TaJobProcess:
                 # tests end jobs with kill -9 and never reuse their prefix: the open
                 # transaction would hold the partitions' last stable offset (read_committed
                 # readers see nothing past it) for the whole timeout, so keep it short here
-                transaction_timeout_ms=20_000,
-                **(settings or {}),
+                **{"transaction_timeout_ms": 20_000, **(settings or {})},
             ),
             "FLINK_LOG_DIR": str(workdir / "flink-logs"),
         }
