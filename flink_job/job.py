@@ -59,13 +59,7 @@ def build(env, settings: TaSettings) -> None:
         .name("bars-signals")
         .uid("bars-signals")
     )
-    sink = frames.sink_to(framed_sink(settings)).name("derived-topics").uid("sink-derived")
-    if settings.delivery_guarantee == "at-least-once":
-        # the AT_LEAST_ONCE writer flushes Kafka before a checkpoint barrier passes it; chained
-        # behind the Python operator it could flush before that operator's last bundle left
-        # (records after the flush, state already past them: lost at a crash). Unchained, the
-        # bundle travels ahead of the barrier and is flushed with it.
-        sink.disable_chaining()
+    frames.sink_to(framed_sink(settings)).name("derived-topics").uid("sink-derived")
 
 
 def main(
