@@ -132,18 +132,24 @@ def _source_builder(settings: TaSettings, topics: list[str], group_id: str | Non
 
 
 def framed_sink(settings: TaSettings):
-    """KafkaSink(EXACTLY_ONCE) for frames from `shared.framing.frame_record`."""
+    """KafkaSink for frames from `shared.framing.frame_record`, with the settings' delivery
+    guarantee: EXACTLY_ONCE (transactions per checkpoint, the default) or AT_LEAST_ONCE
+    (flushed at each checkpoint, no transactions; docs/flink-job.md, "Delivery")."""
     from pyflink.datastream.connectors.base import DeliveryGuarantee
     from pyflink.datastream.connectors.kafka import KafkaSink
     from pyflink.java_gateway import get_gateway
 
+    builder = KafkaSink.builder().set_bootstrap_servers(settings.kafka_bootstrap)
+    if settings.delivery_guarantee == "exactly-once":
+        builder = (
+            builder.set_delivery_guarantee(DeliveryGuarantee.EXACTLY_ONCE)
+            .set_transactional_id_prefix(settings.transactional_id_prefix)
+            .set_property("transaction.timeout.ms", str(settings.transaction_timeout_ms))
+        )
+    else:
+        builder = builder.set_delivery_guarantee(DeliveryGuarantee.AT_LEAST_ONCE)
     builder = (
-        KafkaSink.builder()
-        .set_bootstrap_servers(settings.kafka_bootstrap)
-        .set_delivery_guarantee(DeliveryGuarantee.EXACTLY_ONCE)
-        .set_transactional_id_prefix(settings.transactional_id_prefix)
-        .set_property("transaction.timeout.ms", str(settings.transaction_timeout_ms))
-        .set_property("compression.type", "lz4")
+        builder.set_property("compression.type", "lz4")
         .set_property("linger.ms", "0")
         .set_property("enable.idempotence", "true")
         .set_property("acks", "all")

@@ -29,6 +29,12 @@ class TaSettings(StrictEnvSettings, KafkaConnectionFields):
     starting_offsets: Literal["committed-earliest", "committed-latest", "earliest", "latest"] = (
         "committed-earliest"
     )
+    # exactly-once: one Kafka transaction per checkpoint, read_committed readers see each
+    # final record once. at-least-once (the fallback profile): no transactions, records are
+    # readable at once, and a restore re-emits what followed the checkpoint — the same
+    # records again (the output is a function of the log), which ClickHouse's
+    # ReplacingMergeTree collapses; other readers dedup by (symbol, window, is_final)
+    delivery_guarantee: Literal["exactly-once", "at-least-once"] = "exactly-once"
     transactional_id_prefix: str = "torghut-ta-local"
     # must stay below the broker's transaction.max.timeout.ms (15 min default in Kafka)
     transaction_timeout_ms: int = 600_000

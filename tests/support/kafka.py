@@ -67,3 +67,45 @@ def consume(
     finally:
         c.close()
     return out
+
+
+def max_event_ms(state: StackState, topics: list[str]) -> int:
+    """The highest record timestamp (the event time the job reads, ms) in any partition of
+    `topics`, or -1 for empty topics (Kafka's ListOffsets `MAX_TIMESTAMP`, KIP-734)."""
+    from confluent_kafka import TopicPartition
+    from confluent_kafka.admin import AdminClient, OffsetSpec
+
+    admin = AdminClient({"bootstrap.servers": state.kafka_bootstrap, "logger": QUIET})
+    meta = admin.list_topics(timeout=30)
+    spec = {
+        TopicPartition(t, p): OffsetSpec.max_timestamp()
+        for t in topics
+        for p in meta.topics[t].partitions
+    }
+    futures = admin.list_offsets(spec, request_timeout=30)
+    return max([-1, *(f.result().timestamp for f in futures.values())])
+
+
+def wait_past_event_time_marks(
+    state: StackState, topics: list[str], bound_ms: int, bar_ms: int, timeout_s: float = 60.0
+) -> int:
+    """Wait until a trade stamped with the wall clock is on time for every partition of
+    `topics`, whatever earlier tests left there; returns how long that took (ms).
+
+    The job decides lateness from each partition's event-time high-water mark over the whole
+    log (docs/design.md, "Event time"), and a job that starts from the earliest offset reads
+    the earlier tests' records too. A test that closed its last bars with records a few seconds
+    ahead of the clock (as the drills do) leaves a mark that makes the next test's first second
+    late by design: a real finding for the job, a wrong oracle for the test. Found by reading
+    the log of a failed drill: its first second was missing, nothing around its kill -9."""
+    limit = max_event_ms(state, topics) + bound_ms + bar_ms
+    started = time.time_ns() // 1_000_000
+    deadline = time.monotonic() + timeout_s
+    while (now := time.time_ns() // 1_000_000) <= limit:
+        if time.monotonic() >= deadline:
+            raise AssertionError(
+                f"the raw topics hold event times up to {limit - now} ms ahead of the clock "
+                f"after {timeout_s:.0f}s: a test wrote records far in the future"
+            )
+        time.sleep(min(0.1, (limit - now + 1) / 1000))
+    return now - started
