@@ -28,9 +28,12 @@ CRD_SUMS = CRDS_DIR / "SHA256SUMS"
 # operator release targeted, or both ends of the supported range (docs/deploy.md).
 FLINK_OPERATOR_RELEASES = ("flink-operator-1.13.0",)
 STRIMZI_RELEASES = ("strimzi-0.51.0", "strimzi-1.2.0")
+# the Argo CD Applications under k8s/argocd/ (not in base or the overlays)
+ARGO_CD_RELEASES = ("argo-cd-3.5.1",)
 CRD_RELEASES: dict[str, tuple[str, ...]] = {
     "flink.apache.org": FLINK_OPERATOR_RELEASES,
     "kafka.strimzi.io": STRIMZI_RELEASES,
+    "argoproj.io": ARGO_CD_RELEASES,
 }
 KUSTOMIZE_VERSION = "v5.7.1"
 
