@@ -19,7 +19,11 @@ scripts (`standalone-job.sh`, `taskmanager.sh` from the installed `apache-flink`
   S3A default provider chain), as in the pods; `config.yaml` holds no key.
 
 Not mirrored: Kubernetes HA (no leader election, no HA metadata: a JobManager crash loses
-the job; restart it from the newest checkpoint), the operator itself (savepoint upgrades,
+the job; `replace_jobmanager` starts a new one on the same ports restoring the newest
+completed checkpoint, as a new JobManager pod does from the HA ConfigMaps; the TaskManagers
+are restarted with it, `restart_taskmanagers`: a TaskManager JVM that ran the thread-mode
+Python of the old job cannot start it for another job, see `replace_jobmanager`), the
+operator itself (savepoint upgrades,
 periodic savepoints), TaskManager replacement (the caller starts one: `start_taskmanager`),
 pod resources, and SASL/TLS to Kafka unless the settings ask for it.
 
@@ -223,6 +227,8 @@ class FlinkCluster:
     rpc_port: int = 0
     jobmanager: FlinkProcess | None = None
     workers: list[FlinkProcess] = field(default_factory=list)
+    # JobManagers replaced by `replace_jobmanager` (dead; `stop` still reaps their groups)
+    retired: list[FlinkProcess] = field(default_factory=list)
     _started: int = 0
 
     def __post_init__(self) -> None:
@@ -322,14 +328,46 @@ class FlinkCluster:
         if restore_from:
             argv += ["--fromSavepoint", restore_from]
         argv += ["-pyclientexec", sys.executable, "-pym", "flink_job"]
-        self.jobmanager = self._launch("jobmanager", "standalone-job.sh", argv)
+        n = len(self.retired) + 1
+        name = "jobmanager" if n == 1 else f"jobmanager-{n}"
+        self.jobmanager = self._launch(name, "standalone-job.sh", argv)
         return self.jobmanager
+
+    def replace_jobmanager(self, restore_from: str | None) -> FlinkProcess:
+        """A new JobManager for the same job after the old one died (`kill9` it first):
+        application mode again, the job restored from `restore_from` (the newest completed
+        checkpoint: `flink_job.restore.latest_checkpoint`). What Kubernetes HA does with a new
+        JobManager pod, except that HA reads the checkpoint pointer from its ConfigMaps and
+        here the caller names it. Same `config.yaml`, so the same RPC and REST ports: running
+        TaskManagers know the JobManager only by that address (no leader retrieval without
+        HA) and register with the new one. They cannot run the restored job, though: it is a
+        new job (new id, new user-code classloader) and pemja, which embeds CPython in the
+        TaskManager JVM in thread mode, fails to load libpython a second time from another
+        classloader on Java 17 (`NoSuchFieldException: loadedLibraryNames`, FLINK-37727).
+        So restart them too (`restart_taskmanagers`)."""
+        old = self.jobmanager
+        if old is not None:
+            if old.alive():
+                raise FlinkClusterError(f"{old.name} (pid {old.pid}) is still running")
+            self.retired.append(old)
+        jm = self.start_jobmanager(restore_from)
+        self.save_state()
+        return jm
 
     def start_taskmanager(self) -> FlinkProcess:
         self._started += 1
         tm = self._launch(f"taskmanager-{self._started}", "taskmanager.sh", [])
         self.workers.append(tm)
         return tm
+
+    def restart_taskmanagers(self) -> list[FlinkProcess]:
+        """`kill -9` every live TaskManager and start as many new ones (fresh JVMs)."""
+        live = [tm for tm in self.workers if tm.alive()]
+        for tm in live:
+            tm.kill9()
+        fresh = [self.start_taskmanager() for _ in live]
+        self.save_state()
+        return fresh
 
     def start(self, restore_from: str | None = None, timeout_s: float = 120.0) -> None:
         """Prepare the dirs, start the JobManager and the TaskManagers, wait for REST."""
@@ -342,7 +380,8 @@ class FlinkCluster:
 
     def stop(self) -> None:
         """SIGTERM each process group, SIGKILL what is left (newest first)."""
-        for p in [*reversed(self.workers), *([self.jobmanager] if self.jobmanager else [])]:
+        jms = [*([self.jobmanager] if self.jobmanager else []), *reversed(self.retired)]
+        for p in [*reversed(self.workers), *jms]:
             procs.stop(p.pid, timeout_s=10)
             if p.proc is not None:
                 with contextlib.suppress(subprocess.TimeoutExpired):
