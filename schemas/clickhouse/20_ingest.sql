@@ -1,10 +1,10 @@
 -- Kafka engine tables and their materialized views, re-created on every apply in their own
 -- database ({{ingest_db_engine}}: Memory under embedded chdb, Atomic on a server); the
 -- consumer group keeps the offsets, so re-creating them loses and repeats nothing.
--- Isolation: librdkafka's default isolation.level is read_committed (set it explicitly on a
--- server in config.d: <kafka><isolation_level>read_committed</isolation_level></kafka>,
--- see schemas/clickhouse/server/kafka.xml); the job's transactional output is only read
--- once committed.
+-- Connection: the named collection {{kafka_collection}} (brokers, SASL_SSL, SCRAM user and
+-- password, CA, endpoint identification, isolation.level=read_committed): on a server from
+-- config.d (k8s/base/clickhouse/torghut-kafka.xml), so no credential is ever in this DDL;
+-- see torghut/clickhouse/schema.py. The job's transactional output is only read once committed.
 DROP DATABASE IF EXISTS {{ingest_db}} SYNC;
 
 CREATE DATABASE {{ingest_db}} ENGINE = {{ingest_db_engine}};
@@ -29,14 +29,13 @@ CREATE TABLE {{ingest_db}}.ta_microbars_queue
     source      String,
     trace_id    String
 )
-ENGINE = Kafka
-SETTINGS kafka_broker_list = '{{kafka_broker}}',
-         kafka_topic_list = 'ta.bars.1s.v1',
+ENGINE = Kafka({{kafka_collection}})
+SETTINGS kafka_topic_list = 'ta.bars.1s.v1',
          kafka_group_name = '{{consumer_group}}-microbars',
          kafka_format = 'AvroConfluent',
          format_avro_schema_registry_url = '{{registry_url}}',
          kafka_flush_interval_ms = 250,
-         kafka_handle_error_mode = 'stream'{{kafka_security_settings}};
+         kafka_handle_error_mode = 'stream';
 
 CREATE MATERIALIZED VIEW {{ingest_db}}.ta_microbars_mv TO {{database}}.ta_microbars AS
 SELECT
@@ -90,14 +89,13 @@ CREATE TABLE {{ingest_db}}.ta_signals_queue
     source      String,
     trace_id    String
 )
-ENGINE = Kafka
-SETTINGS kafka_broker_list = '{{kafka_broker}}',
-         kafka_topic_list = 'ta.signals.v1',
+ENGINE = Kafka({{kafka_collection}})
+SETTINGS kafka_topic_list = 'ta.signals.v1',
          kafka_group_name = '{{consumer_group}}-signals',
          kafka_format = 'AvroConfluent',
          format_avro_schema_registry_url = '{{registry_url}}',
          kafka_flush_interval_ms = 250,
-         kafka_handle_error_mode = 'stream'{{kafka_security_settings}};
+         kafka_handle_error_mode = 'stream';
 
 CREATE MATERIALIZED VIEW {{ingest_db}}.ta_signals_mv TO {{database}}.ta_signals AS
 SELECT

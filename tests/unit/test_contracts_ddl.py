@@ -217,7 +217,10 @@ def test_queue_reads_avro_confluent_from_the_registry_with_a_per_table_group(top
     queue, _, _ = storage_for(topic.name)
     assert queue.setting("kafka_format") == "AvroConfluent"
     assert queue.setting("format_avro_schema_registry_url") == PARAMS.registry_url
-    assert queue.setting("kafka_broker_list") == PARAMS.kafka_broker
+    # the connection (brokers, SASL, CA) is the named collection's, never the DDL's
+    assert f"ENGINE = Kafka({PARAMS.kafka_collection})" in queue.tail
+    for key in ("kafka_broker_list", "kafka_security_protocol", "kafka_sasl_", "kafka_ssl"):
+        assert key not in queue.tail, key
     assert queue.setting("kafka_group_name").startswith(PARAMS.consumer_group)
     assert "kafka_handle_error_mode = 'stream'" in queue.tail
 

@@ -33,16 +33,23 @@ _CHDB_KAFKA_SHUTDOWN_QUIRK = "Code: 49. DB::Exception: Shutdown was called"
 
 
 class ChdbClient:
-    """Embedded ClickHouse on a data dir this process owns (chdb allows one owner)."""
+    """Embedded ClickHouse on a data dir this process owns (chdb allows one owner).
+
+    `config_file`: a server config file the engine loads (e.g. the config.d snippet with the
+    Kafka named collection; its `from_env` values come from this process's environment).
+    """
 
     kind = "chdb"
 
-    def __init__(self, data_dir: str | Path) -> None:
+    def __init__(self, data_dir: str | Path, config_file: str | Path | None = None) -> None:
         from chdb import session
 
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self._session = session.Session(str(self.data_dir))
+        target = str(self.data_dir)
+        if config_file is not None:
+            target += f"?config-file={Path(config_file).resolve()}"
+        self._session = session.Session(target)
         self._lock = threading.Lock()  # the session is not safe for concurrent queries
 
     def execute(self, sql: str) -> None:

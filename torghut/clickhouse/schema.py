@@ -4,6 +4,13 @@ Files run in name order. `{{name}}` placeholders are filled from `SchemaParams`.
 tables use IF NOT EXISTS; the Kafka-engine tables and their materialized views live in
 their own database that every apply re-creates (a `Memory` database under chdb, where a
 persisted Kafka table would break reopening the data dir).
+
+The Kafka-engine tables take their connection (brokers, security protocol, SASL user and
+password, CA, isolation level) from the named collection `kafka_collection`: no credential is
+ever part of the DDL. On a server the collection is defined in a config.d file whose password
+comes from the environment (k8s/base/clickhouse/torghut-kafka.xml, docs/deploy.md); `apply`
+only checks that it exists. Without one, and only for a PLAINTEXT broker (the local stack,
+tests), `apply` creates it in SQL from `kafka_broker`: there is no secret to put in it.
 """
 
 from __future__ import annotations
@@ -16,8 +23,20 @@ from pathlib import Path
 
 from torghut.clickhouse.client import ClickHouseClient, ClickHouseError
 
-SQL_DIR = Path(__file__).resolve().parents[2] / "schemas" / "clickhouse"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SQL_DIR = REPO_ROOT / "schemas" / "clickhouse"
+# The server config.d snippet defining the Kafka named collection (SASL_SSL, SCRAM-SHA-512,
+# endpoint identification); every value that differs per install comes `from_env`.
+KAFKA_COLLECTION_XML = REPO_ROOT / "k8s" / "base" / "clickhouse" / "torghut-kafka.xml"
+KAFKA_COLLECTION_ENV = {
+    "broker": "TORGHUT_CH_KAFKA_BROKER",
+    "username": "TORGHUT_CH_KAFKA_SASL_USERNAME",
+    "password": "TORGHUT_CH_KAFKA_SASL_PASSWORD",
+    "ca": "TORGHUT_CH_KAFKA_SSL_CA_LOCATION",
+}
 _PLACEHOLDER = re.compile(r"\{\{\s*([a-z_]+)\s*\}\}")
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_BROKER_LIST = re.compile(r"[A-Za-z0-9_.:\[\],-]+")
 
 
 class SchemaApplyError(RuntimeError):
@@ -26,13 +45,15 @@ class SchemaApplyError(RuntimeError):
 
 @dataclass(frozen=True)
 class SchemaParams:
+    # PLAINTEXT bootstrap for a collection `apply` creates in SQL when the server config
+    # defines none; "" = the collection must come from the server config (SASL_SSL)
     kafka_broker: str
     registry_url: str
     database: str = "torghut"
     ingest_db: str = "torghut_ingest"
     ingest_db_engine: str = "Atomic"  # "Memory" under chdb
     consumer_group: str = "torghut-clickhouse"
-    kafka_security_settings: str = ""  # extra `, kafka_security_protocol = ...` settings
+    kafka_collection: str = "torghut_kafka"  # named collection of the Kafka connection
 
 
 def render(text: str, params: SchemaParams) -> str:
@@ -71,6 +92,52 @@ def wait_until_ready(client: ClickHouseClient, timeout_s: float) -> None:
         delay = min(delay * 2, 5.0)
 
 
+def kafka_collection_source(client: ClickHouseClient, name: str) -> str | None:
+    """'CONFIG' or 'SQL' for an existing named collection, None if there is none."""
+    rows = client.rows(f"SELECT source FROM system.named_collections WHERE name = '{name}'")
+    return str(rows[0][0]) if rows else None
+
+
+def plaintext_collection_statements(name: str, broker: str, ingest_db: str) -> list[str]:
+    """(Re)create a PLAINTEXT collection in SQL; it holds no credential by construction.
+    ClickHouse refuses to drop a collection that tables use: the ingest database (re-created
+    by 20_ingest.sql anyway) goes first."""
+    if not _BROKER_LIST.fullmatch(broker):
+        raise SchemaApplyError(f"not a broker list: {broker!r}")
+    if not _IDENTIFIER.fullmatch(ingest_db):
+        raise SchemaApplyError(f"not a database name: {ingest_db!r}")
+    return [
+        f"DROP DATABASE IF EXISTS {ingest_db} SYNC",
+        f"DROP NAMED COLLECTION IF EXISTS {name}",
+        f"CREATE NAMED COLLECTION {name} AS kafka_broker_list = '{broker}', "
+        "kafka_security_protocol = 'plaintext', `kafka.isolation_level` = 'read_committed'",
+    ]
+
+
+def ensure_kafka_collection(client: ClickHouseClient, params: SchemaParams) -> list[str]:
+    """Make sure the Kafka named collection exists; returns the statements it ran."""
+    name = params.kafka_collection
+    if not _IDENTIFIER.fullmatch(name):
+        raise SchemaApplyError(f"not a named collection name: {name!r}")
+    source = kafka_collection_source(client, name)
+    if source == "CONFIG":
+        return []  # the server's config.d owns it (and its credentials)
+    if not params.kafka_broker:
+        raise SchemaApplyError(
+            f"the server config defines no named collection {name!r} for the Kafka engine "
+            f"(found: {source or 'none'}); install {KAFKA_COLLECTION_XML.name} in config.d with "
+            f"its environment (docs/deploy.md, 'ClickHouse Kafka credentials') and restart "
+            "ClickHouse, or pass a PLAINTEXT --kafka-broker for a local server"
+        )
+    stmts = plaintext_collection_statements(name, params.kafka_broker, params.ingest_db)
+    for stmt in stmts:
+        try:
+            client.execute(stmt)
+        except ClickHouseError as exc:
+            raise SchemaApplyError(f"named collection {name}: {exc}") from exc
+    return stmts
+
+
 def apply(
     client: ClickHouseClient,
     params: SchemaParams,
@@ -83,7 +150,7 @@ def apply(
     files = sorted(sql_dir.glob("*.sql"))
     if not files:
         raise SchemaApplyError(f"no .sql files in {sql_dir}")
-    count = 0
+    count = len(ensure_kafka_collection(client, params))
     for path in files:
         for stmt in split_statements(render(path.read_text(), params)):
             try:
