@@ -23,9 +23,9 @@ the job; `replace_jobmanager` starts a new one on the same ports restoring the n
 completed checkpoint, as a new JobManager pod does from the HA ConfigMaps; the TaskManagers
 are restarted with it, `restart_taskmanagers`: a TaskManager JVM that ran the thread-mode
 Python of the old job cannot start it for another job, see `replace_jobmanager`), the
-operator itself (savepoint upgrades,
-periodic savepoints), TaskManager replacement (the caller starts one: `start_taskmanager`),
-pod resources, and SASL/TLS to Kafka unless the settings ask for it.
+operator itself (savepoint upgrades, periodic savepoints), TaskManager replacement (the
+caller starts one: `start_taskmanager`), pod resources, and SASL/TLS to Kafka unless the
+settings ask for it.
 
 Every process is started through `torghut.stack.apps.launch`: a process group of its own,
 and, unless detached, SIGKILL when the starting thread dies (PR_SET_PDEATHSIG), so nothing

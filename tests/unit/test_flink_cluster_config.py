@@ -4,6 +4,7 @@ distribution's defaults, on loopback, without S3 keys; the S3 filesystem is a pl
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -78,3 +79,73 @@ def test_lib_is_the_images_lib_and_s3_and_prometheus_are_plugins(tmp_path: Path)
     # idempotent: a second prepare keeps the same links
     prepare_distribution(tmp_path)
     assert {p.name for p in lib.iterdir()} == names
+
+
+class _FakeProc:
+    """Stands in for the Popen of a launched JVM: a pid, alive until `exit`."""
+
+    def __init__(self, pid: int, argv: list[str]) -> None:
+        self.pid, self.argv = pid, argv
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        return self.returncode
+
+
+def test_replace_jobmanager_restores_the_path_refuses_a_live_one_and_stop_reaps_all(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """The local equivalent of a JobManager failover (`replace_jobmanager`): a second
+    `standalone-job.sh` with `--fromSavepoint <checkpoint>` before the program's arguments,
+    same ports (one config.yaml), its own name and log; refused while the old one lives;
+    `stop` reaches the replaced JobManager and every TaskManager too."""
+    import torghut.flink_cluster as fc
+
+    launched: list[_FakeProc] = []
+
+    def launch(argv, env, log_file, cwd=None, die_with_parent=True):
+        launched.append(_FakeProc(100_000 + len(launched), list(argv)))
+        return launched[-1]
+
+    stopped: list[int] = []
+    monkeypatch.setattr(fc.apps, "launch", launch)
+    monkeypatch.setattr(fc.procs, "stop", lambda pid, timeout_s=20.0: stopped.append(pid))
+    cluster = FlinkCluster(tmp_path, VALUES, rest_port=18081, rpc_port=16123)
+    cluster.lib_dir, cluster.plugins_dir = tmp_path / "lib", tmp_path / "plugins"
+
+    first = cluster.start_jobmanager()
+    tms = [cluster.start_taskmanager() for _ in range(2)]
+    assert first.name == "jobmanager" and "--fromSavepoint" not in launched[0].argv
+    chk = "s3a://flink-checkpoints/cp/0123/chk-12"
+    with pytest.raises(fc.FlinkClusterError, match="still running"):
+        cluster.replace_jobmanager(chk)
+
+    launched[0].returncode = -9  # kill -9
+    second = cluster.replace_jobmanager(chk)
+    argv = launched[-1].argv
+    assert second.name == "jobmanager-2" and second.log_file.name == "jobmanager-2.out"
+    assert argv[1].endswith("standalone-job.sh") and argv[2] == "start-foreground"
+    i = argv.index("--fromSavepoint")
+    assert argv[i + 1] == chk and argv.index("-pym") > i and argv[-1] == "flink_job"
+    assert cluster.jobmanager is second and cluster.retired == [first]
+    assert (cluster.rest_port, cluster.rpc_port) == (18081, 16123)
+
+    # the TaskManagers restarted with it: the live ones kill -9-ed, as many fresh ones
+    by_pid = {p.pid: p for p in launched}
+    killed: list[tuple[int, int]] = []
+
+    def killpg(pid: int, sig: int) -> None:
+        killed.append((pid, sig))
+        by_pid[pid].returncode = -sig
+
+    monkeypatch.setattr(fc.os, "killpg", killpg)
+    fresh = cluster.restart_taskmanagers()
+    assert killed == [(tms[0].pid, signal.SIGKILL), (tms[1].pid, signal.SIGKILL)]
+    assert [t.name for t in fresh] == ["taskmanager-3", "taskmanager-4"]
+    assert all(t.alive() for t in fresh) and not any(t.alive() for t in tms)
+
+    cluster.stop()
+    assert stopped == [*(t.pid for t in reversed([*tms, *fresh])), second.pid, first.pid]
