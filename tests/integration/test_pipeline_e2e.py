@@ -16,6 +16,7 @@ from forwarder.app import ForwarderThread
 from forwarder.settings import ForwarderSettings
 from shared.bars import batch_bars
 from tests.conftest import wait_for
+from tests.support.oracle import assert_bar_equals
 from tests.support.ta_job import EnvelopeProducer, TaJobProcess, read_topic
 from torghut.clickhouse.client import ChdbClient
 from torghut.clickhouse.schema import SchemaParams, apply
@@ -143,16 +144,8 @@ def test_seeded_replay_through_forwarder_and_job_lands_in_clickhouse_equal_to_or
                 assert set(got) == set(oracle)
                 for key, b in oracle.items():
                     o, h, lo, c, v, vw, n = got[key]
-                    assert (o, h, lo, c, int(n)) == (
-                        b.open,
-                        b.high,
-                        b.low,
-                        b.close,
-                        b.trade_count,
-                    ), key
-                    assert v == pytest.approx(b.volume, rel=1e-12) and vw == pytest.approx(
-                        b.vwap, rel=1e-12
-                    )
+                    row = {"open": o, "high": h, "low": lo, "close": c, "volume": v, "vwap": vw}
+                    assert_bar_equals({**row, "trade_count": int(n)}, b, key, rel=1e-12)
 
                 for sym in symbols:
                     rows = clickhouse.rows(

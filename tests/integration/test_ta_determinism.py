@@ -24,7 +24,6 @@ kind of record whose fate used to depend on timing occurs many times in it.
 
 from __future__ import annotations
 
-import datetime
 import math
 import random
 import threading
@@ -37,13 +36,15 @@ import talib  # type: ignore[import-untyped]
 
 from shared.registry import SchemaRegistryClient
 from shared.serde import AvroDeserializer
+from shared.topics import QUOTES, TRADES
 from tests.conftest import wait_for
 from tests.support.kafka import consume
-from tests.support.oracle import LogRecord, expected_output
+from tests.support.oracle import assert_final_bars_equal, expected_output, start_us
 from tests.support.ta_job import (
     EnvelopeProducer,
     TaJobProcess,
     latest_checkpoint,
+    read_raw_log,
     read_topic,
 )
 
@@ -56,7 +57,6 @@ SYMBOLS = {*BUSY, SPARSE}
 DURATION_S = 64
 LATE_FROM_S = 36  # the late-trade stretch: arrivals from here to the end
 HEARTBEAT_LAG_S = 2.0
-EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
 
 
 @pytest.fixture(scope="module")
@@ -187,21 +187,6 @@ class PacedWriter(threading.Thread):
             self.error = exc
 
 
-def _read_log(stack, n_trades: int, n_quotes: int) -> list[LogRecord]:
-    """Every record of the raw topics (heartbeats too), with its partition and offset."""
-    deser = AvroDeserializer(SchemaRegistryClient(stack.registry_url))
-    out = []
-    for topic, n in (("torghut.trades.v1", n_trades), ("torghut.quotes.v1", n_quotes)):
-        for m in consume(stack, topic, expected=n, timeout_s=30, settle_s=1.0):
-            env = None if m.value() is None else deser.decode(m.value())
-            out.append(LogRecord(f"{m.topic()}-{m.partition()}", m.offset(), m.timestamp()[1], env))
-    return out
-
-
-def _start_us(r: dict) -> int:
-    return (r["window"]["start"] - EPOCH) // datetime.timedelta(microseconds=1)
-
-
 def _strip(r: dict) -> tuple:
     return tuple(
         sorted(
@@ -214,7 +199,7 @@ def _finals_by_job(records: list[dict]) -> dict[str, Counter]:
     out: dict[str, Counter] = {}
     for r in records:
         if r["is_final"]:
-            out.setdefault(r["source"], Counter())[(r["symbol"], _start_us(r))] += 1
+            out.setdefault(r["source"], Counter())[(r["symbol"], start_us(r))] += 1
     return out
 
 
@@ -288,8 +273,13 @@ def test_same_log_same_final_bars_and_signals_live_after_two_kill9_and_as_fast_a
         jobs["fast"].start()
 
         n_trades = sum(1 for _, kind, _ in session if kind != "q")
-        log = _read_log(
-            stack, n_trades + writer.heartbeats, len(session) - n_trades + writer.heartbeats
+        log = read_raw_log(
+            stack,
+            {
+                TRADES.name: n_trades + writer.heartbeats,
+                QUOTES.name: len(session) - n_trades + writer.heartbeats,
+            },
+            timeout_s=30,
         )
         assert len(log) == len(session) + 2 * writer.heartbeats
         oracle = expected_output(log)
@@ -326,19 +316,11 @@ def test_same_log_same_final_bars_and_signals_live_after_two_kill9_and_as_fast_a
         signals_of: dict[str, dict] = {}
         for name in jobs:
             src = f"det-{name}"
-            counts = _finals_by_job(records)[src]
-            assert set(counts) == set(expected), (
-                f"{name}: missing {sorted(set(expected) - set(counts))[:5]}, "
-                f"extra {sorted(set(counts) - set(expected))[:5]}"
-            )
-            assert max(counts.values()) == 1, f"{name}: duplicated final bars"
-            bars_of[name] = {
-                (r["symbol"], _start_us(r)): _strip(r)
-                for r in records
-                if r["is_final"] and r["source"] == src
-            }
+            mine = [r for r in records if r["source"] == src]
+            assert_final_bars_equal(mine, expected)  # each job on its own
+            bars_of[name] = {(r["symbol"], start_us(r)): _strip(r) for r in mine if r["is_final"]}
             signals_of[name] = {
-                (r["symbol"], _start_us(r)): r
+                (r["symbol"], start_us(r)): r
                 for r in signals
                 if r["is_final"] and r["source"] == src
             }
@@ -350,18 +332,7 @@ def test_same_log_same_final_bars_and_signals_live_after_two_kill9_and_as_fast_a
         assert plain["kill"] == plain["live"]
         assert plain["fast"] == plain["live"]
 
-        # equal to the oracle: bars exactly, signals to TA-Lib, spread from the oracle's quote
-        live = {k: dict(v) for k, v in bars_of["live"].items()}
-        for key, b in expected.items():
-            r = live[key]
-            assert (r["open"], r["high"], r["low"], r["close"], r["trade_count"]) == (
-                b.open,
-                b.high,
-                b.low,
-                b.close,
-                b.trade_count,
-            ), key
-            assert (r["volume"], r["vwap"]) == (b.volume, b.vwap), key
+        # equal to the oracle (bars: above): signals to TA-Lib, spread from the oracle's quote
         sig = signals_of["live"]
         for sym in SYMBOLS:
             keys = sorted(k for k in expected if k[0] == sym)

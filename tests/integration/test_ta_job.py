@@ -3,13 +3,11 @@ the at-least-once fallback profile."""
 
 from __future__ import annotations
 
-import datetime
 import os
 import random
 import signal
 import threading
 import time
-from collections import Counter
 
 import numpy as np
 import pytest
@@ -22,6 +20,7 @@ from shared.serde import AvroDeserializer
 from shared.topics import QUOTES, TRADES
 from tests.conftest import wait_for
 from tests.support.kafka import consume, wait_past_event_time_marks
+from tests.support.oracle import assert_bar_equals, assert_final_bars_equal, start_us
 from tests.support.ta_job import (
     EnvelopeProducer,
     TaJobProcess,
@@ -39,16 +38,8 @@ def stack(fresh_stack):
     return fresh_stack
 
 
-EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
-
-
-def _start_us(r: dict) -> int:
-    """Window start in epoch µs (fastavro decodes timestamp-micros to a datetime)."""
-    return (r["window"]["start"] - EPOCH) // datetime.timedelta(microseconds=1)
-
-
 def _final_bars(records: list[dict]) -> dict[tuple[str, int], dict]:
-    return {(r["symbol"], _start_us(r)): r for r in records if r["is_final"]}
+    return {(r["symbol"], start_us(r)): r for r in records if r["is_final"]}
 
 
 def test_final_bars_equal_batch_oracle_signals_equal_talib_and_late_trades_are_only_counted(
@@ -114,24 +105,8 @@ def test_final_bars_equal_batch_oracle_signals_equal_talib_and_late_trades_are_o
             timeout_s=240,
             job=job,
         )
-        finals = _final_bars(got)
         assert job.alive(), "job died"
-        assert set(finals) == set(expected)
-        assert (
-            Counter((r["symbol"], _start_us(r)) for r in got if r["is_final"]).most_common(1)[0][1]
-            == 1
-        )
-        for key, b in expected.items():
-            r = finals[key]
-            assert (r["open"], r["high"], r["low"], r["close"], r["trade_count"]) == (
-                b.open,
-                b.high,
-                b.low,
-                b.close,
-                b.trade_count,
-            )
-            assert r["volume"] == pytest.approx(b.volume, rel=1e-12)
-            assert r["vwap"] == pytest.approx(b.vwap, rel=1e-12)
+        assert_final_bars_equal(got, expected, rel=1e-12)
         assert any(not r["is_final"] for r in got), "no provisional bars were emitted"
 
         signals = read_topic(
@@ -142,10 +117,10 @@ def test_final_bars_equal_batch_oracle_signals_equal_talib_and_late_trades_are_o
             timeout_s=60,
         )
         by_sym: dict[str, list[dict]] = {}
-        for r in sorted(_final_bars(signals).values(), key=_start_us):
+        for r in sorted(_final_bars(signals).values(), key=start_us):
             by_sym.setdefault(r["symbol"], []).append(r)
         for sym, rows in by_sym.items():
-            bars = [expected[(sym, _start_us(r))] for r in rows]
+            bars = [expected[(sym, start_us(r))] for r in rows]
             close = np.array([b.close for b in bars])
             high, low = np.array([b.high for b in bars]), np.array([b.low for b in bars])
             checks = {
@@ -268,14 +243,7 @@ def test_exactly_once_across_three_kill9_restarts_no_loss_no_duplicate_no_stall(
     stack, unique, tmp_path
 ):
     finals, expected, restore_times = _kill9_drill(stack, unique, tmp_path, "EOS", kills=3)
-    counts = Counter((r["symbol"], _start_us(r)) for r in finals)
-    missing = set(expected) - set(counts)
-    dupes = {k: n for k, n in counts.items() if n > 1}
-    assert not missing, f"{len(missing)} final bars missing"
-    assert not dupes, f"duplicated final bars: {list(dupes.items())[:5]}"
-    by_key = _final_bars(finals)
-    for key, b in expected.items():
-        assert (by_key[key]["trade_count"], by_key[key]["close"]) == (b.trade_count, b.close), key
+    assert_final_bars_equal(finals, expected, rel=1e-12)
     print(f"restore-to-checkpoint times (s): {[round(t, 1) for t in restore_times]}")
 
 
@@ -294,14 +262,14 @@ def test_at_least_once_profile_kill9_loses_nothing_and_repeats_only_identical_fi
         fields = repr(
             sorted((k, v) for k, v in r.items() if k not in ("emit_ts", "version", "_recv_ns"))
         )
-        copies.setdefault((r["symbol"], _start_us(r)), set()).add(fields)
+        copies.setdefault((r["symbol"], start_us(r)), set()).add(fields)
     missing = set(expected) - set(copies)
     assert not missing, f"{len(missing)} final bars missing"
     differing = {k: len(v) for k, v in copies.items() if len(v) > 1}
     assert not differing, f"final bars emitted again with other values: {differing}"
     by_key = _final_bars(finals)
     for key, b in expected.items():
-        assert (by_key[key]["trade_count"], by_key[key]["close"]) == (b.trade_count, b.close), key
+        assert_bar_equals(by_key[key], b, key, rel=1e-12)
     repeated = len(finals) - len(copies)
     print(f"at-least-once: {len(copies)} final bars, {repeated} emitted again after the restore")
 
@@ -345,11 +313,6 @@ def test_a_restore_while_the_registry_is_down_waits_and_recovers_once_it_is_back
         settings={"registry_wait_s": 20, "transaction_timeout_ms": 180_000},
         restore=restore_during_outage,
     )
-    counts = Counter((r["symbol"], _start_us(r)) for r in finals)
-    assert set(counts) == set(expected), f"{len(set(expected) - set(counts))} final bars missing"
-    assert max(counts.values()) == 1, "duplicated final bars"
-    by_key = _final_bars(finals)
-    for key, b in expected.items():
-        assert (by_key[key]["trade_count"], by_key[key]["close"]) == (b.trade_count, b.close), key
+    assert_final_bars_equal(finals, expected, rel=1e-12)
     print(f"registry back -> next completed checkpoint: {times[0]:.1f} s")
     assert times[0] <= 60, f"recovered {times[0]:.0f} s after the registry came back"

@@ -17,7 +17,9 @@ Written independently of the job's code (docs/design.md states the rules it foll
 
 from __future__ import annotations
 
+import datetime
 import math
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -140,3 +142,56 @@ def expected_output(
             bucket -= bar_ns
         bar_quotes[(sym, start)] = found
     return OracleResult(bars, bar_quotes, late_t, late_q, rejected, duplicates, final_wm, ordered)
+
+
+# ---- comparing the job's final bars (records decoded from ta.bars.1s.v1) with the oracle ----
+
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+BarKey = tuple[str, int]  # (symbol, window start in epoch µs)
+
+
+def start_us(r: dict) -> int:
+    """A decoded bar record's window start in epoch µs (fastavro decodes timestamp-micros to
+    a datetime)."""
+    return (r["window"]["start"] - _EPOCH) // datetime.timedelta(microseconds=1)
+
+
+def final_bar_counts(records: Iterable[dict]) -> Counter[BarKey]:
+    """How many times each final bar was emitted."""
+    return Counter((r["symbol"], start_us(r)) for r in records if r["is_final"])
+
+
+def assert_bar_equals(r: dict, b: MicroBar, key: object, rel: float = 0.0) -> None:
+    """OHLC and trade count exactly; volume and VWAP exactly, or within `rel` where the
+    job sums trades in another order than the oracle (out-of-order input)."""
+    assert (r["open"], r["high"], r["low"], r["close"], r["trade_count"]) == (
+        b.open,
+        b.high,
+        b.low,
+        b.close,
+        b.trade_count,
+    ), key
+    if rel:
+        assert math.isclose(r["volume"], b.volume, rel_tol=rel), (key, r["volume"], b.volume)
+        assert math.isclose(r["vwap"], b.vwap, rel_tol=rel), (key, r["vwap"], b.vwap)
+    else:
+        assert (r["volume"], r["vwap"]) == (b.volume, b.vwap), key
+
+
+def assert_final_bars_equal(
+    records: Iterable[dict], expected: dict[BarKey, MicroBar], rel: float = 0.0
+) -> dict[BarKey, dict]:
+    """Every expected final bar exactly once, none the oracle does not have, each equal to
+    the oracle's (`assert_bar_equals`). Returns the final bars by key."""
+    records = list(records)
+    counts = final_bar_counts(records)
+    missing = sorted(set(expected) - set(counts))
+    extra = sorted(set(counts) - set(expected))
+    dupes = {k: n for k, n in counts.items() if n > 1}
+    assert not missing, f"{len(missing)} final bars missing, first {missing[:5]}"
+    assert not extra, f"final bars the oracle does not have: {extra[:5]}"
+    assert not dupes, f"duplicated final bars: {list(dupes.items())[:5]}"
+    finals = {(r["symbol"], start_us(r)): r for r in records if r["is_final"]}
+    for key, b in expected.items():
+        assert_bar_equals(finals[key], b, key, rel)
+    return finals

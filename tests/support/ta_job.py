@@ -141,3 +141,23 @@ def read_topic(
     finally:
         c.close()
     return out
+
+
+def read_raw_log(
+    stack: StackState, counts: dict[str, int], timeout_s: float = 60.0, settle_s: float = 1.0
+) -> list:
+    """Every record of the raw topics in `counts` (topic -> records expected at least,
+    heartbeats included) as `oracle.LogRecord`s with partition and offset: the input of
+    `oracle.expected_output`. Reads on for `settle_s` after the count, to catch the rest."""
+    from tests.support.kafka import consume
+    from tests.support.oracle import LogRecord
+
+    deser = AvroDeserializer(SchemaRegistryClient(stack.registry_url))
+    out = []
+    for topic, n in counts.items():
+        msgs = consume(stack, topic, expected=n, timeout_s=timeout_s, settle_s=settle_s)
+        assert len(msgs) >= n, f"{topic}: read back {len(msgs)} of {n}"
+        for m in msgs:
+            env = None if m.value() is None else deser.decode(m.value())
+            out.append(LogRecord(f"{m.topic()}-{m.partition()}", m.offset(), m.timestamp()[1], env))
+    return out
