@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -163,17 +164,12 @@ def test_hadolint_finds_no_warnings() -> None:
 @pytest.mark.parametrize(
     ("name", "packages"),
     [
-        ("Dockerfile.forwarder", {"shared", "forwarder", "schemas"}),
+        ("Dockerfile.forwarder", {"shared", "forwarder", "schemas", "torghut"}),
         ("Dockerfile.flink", {"shared", "flink_job", "schemas"}),
     ],
 )
 def test_an_image_ships_its_runtime_packages_and_no_dev_tooling(name, packages) -> None:
-    # the source tree is copied folder by folder: COPY <folder> ./<folder>
-    copied = {
-        a.split()[0]
-        for op, a in instructions(name)
-        if op == "COPY" and len(a.split()) == 2 and a.split()[1] == "./" + a.split()[0]
-    }
+    copied = _copied_packages(name)
     assert copied == packages, f"{name} copies {sorted(copied)}"
 
 
@@ -182,3 +178,61 @@ def test_the_forwarder_image_and_deployment_run_python_dash_m_forwarder() -> Non
     assert entry.replace(" ", "") == '["python","-m","forwarder"]'
     deployment = (ROOT / "k8s/base/forwarder/deployment.yaml").read_text()
     assert 'command: ["python", "-m", "forwarder"]' in deployment
+
+
+def _copied_packages(name: str) -> set[str]:
+    # the source tree is copied folder by folder: COPY <folder> ./<folder>
+    return {
+        a.split()[0]
+        for op, a in instructions(name)
+        if op == "COPY" and len(a.split()) == 2 and a.split()[1] == "./" + a.split()[0]
+    }
+
+
+def _forwarder_image_job_commands() -> list[list[str]]:
+    """The `command` of every k8s Job container that runs the forwarder image."""
+    import yaml
+
+    out = []
+    for path in sorted((ROOT / "k8s/base/jobs").glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")):
+            if not doc or doc.get("kind") != "Job":
+                continue
+            for c in doc["spec"]["template"]["spec"]["containers"]:
+                if c["image"].startswith("torghut-forwarder:"):
+                    out.append(c["command"])
+    return out
+
+
+def test_every_job_command_of_the_forwarder_image_runs_from_what_the_image_copies(
+    tmp_path,
+) -> None:
+    """The schema Jobs run `torghut ...` in the forwarder image: their modules must be in the
+    folders the Dockerfile copies (a tree of just those folders, the venv's third-party
+    packages, no editable install of this checkout), and `--help` must work there."""
+    import site
+
+    commands = _forwarder_image_job_commands()
+    assert commands, "no Job runs the forwarder image"
+    for package in _copied_packages("Dockerfile.forwarder"):
+        shutil.copytree(
+            ROOT / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__")
+        )
+    paths = [str(tmp_path), *site.getsitepackages()]
+    for command in commands:
+        assert command[0] == "torghut", command
+        code = (
+            "import sys; sys.path[:0] = sys.argv[1].split(':'); "
+            "from torghut.cli import main; import torghut; "
+            f"assert torghut.__file__.startswith({str(tmp_path)!r}), torghut.__file__; "
+            "sys.exit(main(sys.argv[2:]))"
+        )
+        # -S: no site module, so no .pth file puts this checkout on the path
+        proc = subprocess.run(
+            [sys.executable, "-S", "-c", code, ":".join(paths), *command[1:], "--help"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert proc.returncode == 0, f"{command}: {proc.stderr[-2000:]}"
