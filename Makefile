@@ -19,7 +19,7 @@ CHDB_PINS := chdb-core==26.9.0 pyarrow==17.0.0
 JVM_SOURCES := $(shell find jvm -name pom.xml -o -name '*.java' 2>/dev/null)
 PYTEST_ARGS ?=
 
-.PHONY: help setup run test test-unit lint bench clean stack-up stack-down
+.PHONY: help setup run test test-unit test-sanitizers lint bench clean stack-up stack-down
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -77,6 +77,33 @@ test: setup ## the whole suite: unit + integration against real local engines
 
 test-unit: $(VENV)/.installed ## unit tests only (no engines)
 	$(VENV)/bin/pytest -m 'not integration' $(PYTEST_ARGS)
+
+# forwarder/_fastroute.c under AddressSanitizer + UndefinedBehaviorSanitizer: built into
+# $(ASAN_DIR) (never the in-place .so of `make setup`), loaded by the fast-path unit tests and
+# their hypothesis suites through tests/support/sanitized_fastroute.py (which asserts that
+# the sanitized build is the one imported). CPython itself is not instrumented: gcc's
+# runtimes are preloaded; detect_leaks=0 because CPython's interpreter-lifetime allocations
+# (interned strings, type objects, arenas) flood LeakSanitizer with reports at exit;
+# PYTHONMALLOC=malloc sends every Python object through ASan's allocator (bounds of
+# PyBytes buffers the C code writes are checked too). Any report or UB aborts the run.
+ASAN_DIR := $(ART)/asan
+SAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer -g
+SAN_TESTS ?= tests/unit/test_forwarder_fastroute.py tests/unit/test_forwarder_fastroute_names.py tests/unit/test_forwarder_native_produce.py tests/unit/test_forwarder_hostile_frames.py
+
+$(ASAN_DIR)/.built: $(VENV)/.installed setup.py forwarder/_fastroute.c forwarder/_rdkbridge.c forwarder/_rdkbridge.h
+	@echo "==> forwarder._fastroute with ASan/UBSan into $(ASAN_DIR)"
+	rm -rf $(ASAN_DIR) && mkdir -p $(ASAN_DIR)
+	CFLAGS="$(SAN_FLAGS)" LDFLAGS="-fsanitize=address,undefined" $(PY) setup.py -q build_ext \
+	  --build-lib $(ASAN_DIR)/lib --build-temp $(ASAN_DIR)/tmp
+	touch $@
+
+test-sanitizers: $(ASAN_DIR)/.built ## fast-path unit + hypothesis tests against an ASan/UBSan build of _fastroute
+	LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" \
+	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:strict_string_checks=1:detect_stack_use_after_return=1 \
+	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	PYTHONMALLOC=malloc \
+	TORGHUT_FASTROUTE_BUILD=$(CURDIR)/$(ASAN_DIR)/lib \
+	$(PY) -m pytest -p tests.support.sanitized_fastroute -p no:cacheprovider -m 'not integration' $(SAN_TESTS) $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed ## ruff + mypy
 	$(VENV)/bin/ruff check .

@@ -800,6 +800,8 @@ static int slot_seq_fits(PyObject *slots, PyObject *sym, int *fits)
 }
 
 #define MAX_SYMS 64
+/* forwarder.router.NATIVE_MAX_SPAN */
+#define NATIVE_MAX_SPAN (1 << 16)
 
 /* the raised exception as an instance (Python 3.11 has no PyErr_GetRaisedException) */
 static PyObject *fetch_exception(void)
@@ -848,7 +850,10 @@ static int parse_frame(frame_t *f, reader *rd, const uint8_t *buf, int64_t limit
         const uint8_t *sp;
         uint32_t sl;
         const uint8_t *at = rd->p;
-        if (!parse_msg(rd, m, limit, &sp, &sl)) {
+        /* a map spanning more than NATIVE_MAX_SPAN bytes (no real trade or quote comes
+           close) is Python's too: its envelope-size check (envelope_too_large) is then
+           the router's alone, and every envelope encoded here stays far below it */
+        if (!parse_msg(rd, m, limit, &sp, &sl) || rd->p - at > NATIVE_MAX_SPAN) {
             /* not one we encode: Python routes it (in order), if msgpack decodes it */
             rd->p = at;
             if (!skip_valid(rd, 1))

@@ -222,6 +222,7 @@ class Forwarder:
             on_control=lambda m: None,
             trace_ids=self._trace,
             max_future_ns=round(s.max_future_s * 1e9),
+            max_envelope_bytes=s.max_envelope_bytes,
             clock=clock,
         )
         router.set_schema_ids(ids)

@@ -41,8 +41,35 @@ class InvalidMessageError(ValueError):
         self.detail = detail
 
 
+class EnvelopeTooLargeError(InvalidMessageError):
+    """One message whose envelope would exceed ``TORGHUT_FWD_MAX_ENVELOPE_BYTES`` (kept
+    below librdkafka's and the broker's ``message.max.bytes``): rejected before it takes a
+    seq or a dedup entry and never produced, so no produce error can loop on it."""
+
+    def __init__(
+        self,
+        kind: object,
+        symbol: object,
+        size: int,
+        limit: int,
+    ) -> None:
+        super().__init__(
+            "envelope_too_large",
+            f"T={str(kind)[:8]!r} S={str(symbol)[:32]!r}: an envelope of about {size} bytes "
+            f"exceeds TORGHUT_FWD_MAX_ENVELOPE_BYTES={limit} (its strings or conditions are far beyond any Alpaca message; "
+            "to accept such messages raise TORGHUT_FWD_MAX_ENVELOPE_BYTES and, with it, the "
+            "broker's message.max.bytes and the raw topics' max.message.bytes)",
+        )
+        self.size = size
+        self.limit = limit
+
+
 class ProducerFatalError(ForwarderError):
     """librdkafka reported a fatal producer error (e.g. idempotence state lost)."""
+
+
+class ProducerConfigError(ForwarderError):
+    """The producer's librdkafka settings contradict the forwarder's (start-up fails)."""
 
 
 class SequenceRecoveryError(ForwarderError):

@@ -27,6 +27,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer, libversion
 
+from forwarder.exceptions import ProducerConfigError
 from forwarder.metrics import CHANNEL_INDEX, LAG_BUCKETS_NS, ForwarderMetrics
 from forwarder.settings import ForwarderSettings
 from shared.avro_binary import AvroBinaryError, read_long
@@ -34,6 +35,8 @@ from shared.avro_binary import AvroBinaryError, read_long
 log = logging.getLogger("forwarder.producer")
 RETRY_BASE_S = 0.1
 RETRY_CAP_S = 5.0
+#: librdkafka's message.max.bytes counts key and record overhead besides the envelope
+RECORD_HEADROOM = 10_000
 
 try:
     from forwarder import _fastroute
@@ -111,6 +114,9 @@ class EnvelopeProducer:
             "queue.buffering.max.kbytes": 2_097_151,
             "batch.num.messages": 10_000,
             "batch.size": 1_000_000,
+            # the router rejects envelopes over max_envelope_bytes (envelope_too_large);
+            # librdkafka's own limit stays above them by room for key and record overhead
+            "message.max.bytes": max(1_000_000, settings.max_envelope_bytes + RECORD_HEADROOM),
             # no Python callback per acked message: only failures are reported
             "delivery.report.only.error": True,
             "on_delivery": self._failed,
@@ -118,6 +124,14 @@ class EnvelopeProducer:
             "logger": logging.getLogger("forwarder.rdkafka"),
             **(extra_config or {}),
         }
+        mmb = int(cfg["message.max.bytes"])
+        if mmb < settings.max_envelope_bytes + RECORD_HEADROOM:
+            # librdkafka would refuse, at produce time, envelopes the router lets through
+            raise ProducerConfigError(
+                f"producer config message.max.bytes={mmb} is below "
+                f"TORGHUT_FWD_MAX_ENVELOPE_BYTES={settings.max_envelope_bytes} + "
+                f"{RECORD_HEADROOM}: lower that setting or drop the override"
+            )
         #: the native produce bridge of this producer (``forwarder._fastroute.claim``), read
         #: by the router's native path; None: confluent-kafka's produce only
         self.native: Any = None

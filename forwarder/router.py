@@ -50,7 +50,7 @@ from forwarder.envelope import (
     DEDUP_KEY,
     event_ts_ns,
 )
-from forwarder.exceptions import InvalidMessageError
+from forwarder.exceptions import EnvelopeTooLargeError, InvalidMessageError
 from forwarder.heartbeat import EventClock
 from forwarder.metrics import CHANNELS, TYPE_INDEX, ForwarderMetrics
 from forwarder.producer import EnvelopeProducer
@@ -77,6 +77,15 @@ _FAMILY = {
     "x": "other",
 }
 _MAX_NS = 1 << 63
+#: ``ForwarderSettings.max_envelope_bytes``: the largest envelope the router produces
+DEFAULT_MAX_ENVELOPE_BYTES = ForwarderSettings.model_fields["max_envelope_bytes"].default
+#: an envelope's bytes besides the payload and the feed/channel/symbol prefix, at most:
+#: schema header, ingest_ts, event_ts, seq, trailer (bar windows included), trace id, tail
+ENVELOPE_FIXED_MAX = 5 + 10 + 10 + 10 + 64 + 40 + len(TAIL)
+#: the C fast path hands a message whose msgpack map spans more bytes than this to Python
+#: (``NATIVE_MAX_SPAN`` in ``_fastroute.c``), so the size check below is Python's alone;
+#: its envelope cannot exceed span + a few hundred bytes, far below the smallest limit
+NATIVE_MAX_SPAN = 1 << 16
 _NCH = len(CHANNELS)
 _T_IDX = TYPE_INDEX["t"]
 _Q_IDX = TYPE_INDEX["q"]
@@ -177,10 +186,18 @@ class EnvelopeRouter:
         trace_ids: TraceIds | None = None,
         max_future_ns: int = DEFAULT_MAX_FUTURE_NS,
         clock: EventClock | None = None,
+        max_envelope_bytes: int = DEFAULT_MAX_ENVELOPE_BYTES,
     ) -> None:
         self.writer, self.seqs, self.producer, self.metrics = writer, seqs, producer, metrics
         if not 0 <= max_future_ns < _MAX_NS:
             raise ValueError(f"max_future_ns={max_future_ns} must be in [0, 2**63)")
+        if max_envelope_bytes < 2 * NATIVE_MAX_SPAN:
+            raise ValueError(
+                f"max_envelope_bytes={max_envelope_bytes} must be at least {2 * NATIVE_MAX_SPAN}"
+            )
+        #: a message whose envelope would be larger is rejected (``EnvelopeTooLargeError``)
+        #: before it takes a seq or a dedup entry: librdkafka and the broker would refuse it
+        self.max_envelope_bytes = max_envelope_bytes
         #: event times more than this ahead of a frame's ingest time are rejected
         #: (``event_ts_in_future``); the native path gets it per call
         self.max_future_ns = max_future_ns
@@ -309,6 +326,7 @@ class EnvelopeRouter:
         rest_of = _REST.get
         produce = self.producer.raw_produce
         tprefix = self.trace_ids.prefix
+        body_max = self.max_envelope_bytes - ENVELOPE_FIXED_MAX
         n0, n = f.n0, f.n
         # trace id = prefix + hex counter: its length and all but the last three hex digits
         # change every 4096 ids
@@ -337,6 +355,13 @@ class EnvelopeRouter:
                     slot = table.get(sym)
                     if slot is None:
                         slot = self._slot(kind, sym, n - n0)
+                    if len(body) + len(slot[1]) > body_max:
+                        raise EnvelopeTooLargeError(
+                            kind,
+                            sym,
+                            len(body) + len(slot[1]) + ENVELOPE_FIXED_MAX,
+                            self.max_envelope_bytes,
+                        )
                     dk = key_of(m)
                     if dk in seen:
                         dropped[ch] += 1

@@ -68,7 +68,20 @@ class ForwarderSettings(StrictEnvSettings, KafkaConnectionFields):
     producer_stall_s: float = Field(15.0, gt=0, description="unacked this long: not ready")
     seq_scan_records: int = Field(50_000, ge=0, description="tail records read per partition")
     status_interval_s: float = Field(10.0, gt=0, description="rate limit of rejected-frame status")
-    max_frame_bytes: int = Field(16 << 20, ge=1 << 16)
+    max_frame_bytes: int = Field(
+        16 << 20,
+        ge=1 << 16,
+        description="WebSocket frames above this are refused: the client closes with 1009 "
+        "and reconnects (frames_rejected{reason=frame_too_large})",
+    )
+    max_envelope_bytes: int = Field(
+        990_000,
+        ge=1 << 17,
+        le=100_000_000,
+        description="a message whose envelope would be larger is rejected "
+        "(envelope_too_large); librdkafka's message.max.bytes is set to this + 10000 "
+        "(at least its default 1000000); topics and broker must accept it too",
+    )
     max_future_s: float = Field(
         2.0,
         ge=0,

@@ -20,6 +20,7 @@ import msgpack
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+from websockets.frames import CloseCode
 
 from forwarder.exceptions import (
     ConnectionLimitError,
@@ -197,13 +198,24 @@ class BaseDataStream:
             except StreamProtocolError as exc:
                 reason, code = str(exc), exc.code
             except ConnectionClosed as exc:
-                rcvd = exc.rcvd
+                rcvd, sent = exc.rcvd, exc.sent
                 code = rcvd.code if rcvd is not None else None
-                reason = (
-                    f"connection closed ({rcvd.code} {rcvd.reason})"
-                    if rcvd
-                    else "connection lost (no close frame)"
-                )
+                if sent is not None and sent.code == CloseCode.MESSAGE_TOO_BIG:
+                    # websockets refused a frame over max_size and closed with 1009: that
+                    # frame is lost (everything before it was forwarded); counted, reconnect
+                    code = int(CloseCode.MESSAGE_TOO_BIG)
+                    reason = (
+                        f"frame larger than TORGHUT_FWD_MAX_FRAME_BYTES="
+                        f"{self.settings.max_frame_bytes} refused, connection closed (1009 "
+                        f"{sent.reason}); its messages are lost, the others were forwarded"
+                    )
+                    self.handler.on_reject("frame_too_large", reason, None)
+                else:
+                    reason = (
+                        f"connection closed ({rcvd.code} {rcvd.reason})"
+                        if rcvd
+                        else "connection lost (no close frame)"
+                    )
             except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as exc:
                 reason = f"{type(exc).__name__}: {exc}"
             except Exception as exc:  # a bug must cost a reconnect, not the process
