@@ -38,8 +38,9 @@ from tests.support.flink_drill import (
 from torghut.flink_cluster import FlinkCluster
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-# fixed names on a stack of the module's own: murmur2 puts them in both partitions
-SYMBOLS = ["FCA", "FCB", "FCC", "FCD", "FCE", "FCF"]
+# fixed names on a stack of the module's own: murmur2 spreads them over all 4 raw partitions
+# (FCF: 0, FCC/FCD/FCE: 1, FCL/FCX: 2, FCA/FCB: 3)
+SYMBOLS = ["FCA", "FCB", "FCC", "FCD", "FCE", "FCF", "FCL", "FCX"]
 
 
 @pytest.fixture(scope="module")

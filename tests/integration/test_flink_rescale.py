@@ -31,9 +31,9 @@ from tests.support.flink_drill import (
 from torghut.flink_cluster import FlinkCluster
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-# fixed names on a stack of the module's own: murmur2 puts them in both raw partitions,
+# fixed names on a stack of the module's own: murmur2 puts them in all 4 raw partitions,
 # Flink's key groups in both keyed subtasks at parallelism 2 (checked below)
-SYMBOLS = ["FCA", "FCB", "FCC", "FCD", "FCE", "FCF"]
+SYMBOLS = ["FCA", "FCB", "FCC", "FCD", "FCE", "FCF", "FCL", "FCX"]
 KEYED = "bars-signals"
 
 

@@ -5,27 +5,26 @@ that the `read_committed` final bars equal the batch oracle of the raw log read 
 
 from __future__ import annotations
 
-import datetime
 import random
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from confluent_kafka.admin import AdminClient, NewPartitions
 
-from shared.registry import SchemaRegistryClient
-from shared.serde import AvroDeserializer
 from shared.topics import QUOTES, TRADES
-from tests.support.kafka import consume
-from tests.support.oracle import LogRecord, expected_output
-from tests.support.ta_job import EnvelopeProducer, read_topic
+from tests.support.oracle import (
+    LogRecord,
+    assert_final_bars_equal,
+    expected_output,
+    final_bar_counts,
+)
+from tests.support.ta_job import EnvelopeProducer, read_raw_log, read_topic
 from torghut.flink_cluster import FlinkCluster
 
 S = 1_000_000_000
-PARTITIONS = 2
-EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+PARTITIONS = 4  # issue 14: the drills run 4-partition raw topics at parallelism 2
 
 
 def add_raw_partitions(stack, partitions: int = PARTITIONS) -> None:
@@ -59,10 +58,6 @@ def cluster_values(stack, unique: Callable[[str], str], name: str, **more: Any) 
         "job_name": f"ta-{name}",
         **more,
     }
-
-
-def start_us(r: dict) -> int:
-    return (r["window"]["start"] - EPOCH) // datetime.timedelta(microseconds=1)
 
 
 class Feed(threading.Thread):
@@ -116,16 +111,11 @@ class Feed(threading.Thread):
 
 def read_log(stack, feed: Feed) -> list[LogRecord]:
     """Every record of the raw topics (heartbeats too), with its partition and offset."""
-    deser = AvroDeserializer(SchemaRegistryClient(stack.registry_url))
-    out = []
     hb = feed.heartbeats * PARTITIONS
-    for topic, n in ((TRADES.name, feed.trades + hb), (QUOTES.name, feed.quotes + hb)):
-        msgs = consume(stack, topic, expected=n, timeout_s=60, settle_s=1.0)
-        assert len(msgs) == n, f"{topic}: read back {len(msgs)} of {n}"
-        for m in msgs:
-            env = None if m.value() is None else deser.decode(m.value())
-            out.append(LogRecord(f"{m.topic()}-{m.partition()}", m.offset(), m.timestamp()[1], env))
-    return out
+    counts = {TRADES.name: feed.trades + hb, QUOTES.name: feed.quotes + hb}
+    log = read_raw_log(stack, counts)
+    assert len(log) == sum(counts.values()), f"read back {len(log)} of {counts}"
+    return log
 
 
 def completed_id(cluster: FlinkCluster, job: str) -> int:
@@ -154,27 +144,8 @@ def assert_final_bars_equal_the_oracle(stack, feed: Feed, min_seconds: int = 10)
         stack,
         "ta.bars.1s.v1",
         symbols,
-        lambda recs: (
-            len({(r["symbol"], start_us(r)) for r in recs if r["is_final"]}) >= len(expected)
-        ),
+        lambda recs: len(final_bar_counts(recs)) >= len(expected),
         timeout_s=120,
     )
-    counts = Counter((r["symbol"], start_us(r)) for r in records if r["is_final"])
-    missing = set(expected) - set(counts)
-    extra = set(counts) - set(expected)
-    dupes = {k: n for k, n in counts.items() if n > 1}
-    assert not missing, f"{len(missing)} final bars missing: {sorted(missing)[:5]}"
-    assert not extra, f"final bars the oracle does not have: {sorted(extra)[:5]}"
-    assert not dupes, f"duplicated final bars: {list(dupes.items())[:5]}"
-    finals = {(r["symbol"], start_us(r)): r for r in records if r["is_final"]}
-    for key, b in expected.items():
-        r = finals[key]
-        assert (r["open"], r["high"], r["low"], r["close"], r["trade_count"]) == (
-            b.open,
-            b.high,
-            b.low,
-            b.close,
-            b.trade_count,
-        ), key
-        assert (r["volume"], r["vwap"]) == (b.volume, b.vwap), key
+    assert_final_bars_equal(records, expected)
     return len(expected)
