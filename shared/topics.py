@@ -6,7 +6,7 @@ forwarder, ClickHouse and the tests all read this module.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 DAY_MS = 24 * 60 * 60 * 1000
 
@@ -82,6 +82,41 @@ TA_STATUS = Topic(
 RAW_TOPICS: tuple[Topic, ...] = (TRADES, QUOTES, BARS_1M, STATUS)
 DERIVED_TOPICS: tuple[Topic, ...] = (TA_BARS_1S, TA_SIGNALS, TA_STATUS)
 ALL_TOPICS: tuple[Topic, ...] = RAW_TOPICS + DERIVED_TOPICS
+
+# The partition count of the symbol-keyed topics is the one catalog setting: one partition
+# today (the architecture's short-term plan); more partitions shard the symbols across them
+# (the record key is the symbol: one symbol's records stay in order in one partition) and the
+# TA job's parallelism should match. Status topics (keyed by feed / job) keep one.
+PARTITIONS_ENV = "TORGHUT_PARTITIONS"
+MAX_PARTITIONS = 64
+
+
+def catalog(partitions: int = 1) -> tuple[Topic, ...]:
+    """`ALL_TOPICS` with `partitions` partitions for every symbol-keyed topic.
+
+    Kafka can only add partitions, and adding them moves symbols to other partitions (their
+    order across the change is then not kept): choose the count before the first deploy."""
+    if not 1 <= partitions <= MAX_PARTITIONS:
+        raise ValueError(
+            f"{PARTITIONS_ENV}={partitions}: the symbol-keyed topics take 1 to "
+            f"{MAX_PARTITIONS} partitions"
+        )
+    return tuple(replace(t, partitions=partitions) if t.key == "symbol" else t for t in ALL_TOPICS)
+
+
+def partitions_from_env(environ: dict[str, str] | None = None) -> int:
+    """The partition count `TORGHUT_PARTITIONS` asks for (default 1), validated."""
+    import os
+
+    raw = (os.environ if environ is None else environ).get(PARTITIONS_ENV, "1")
+    try:
+        n = int(raw)
+    except ValueError:
+        raise ValueError(f"{PARTITIONS_ENV}={raw!r}: give a whole number of partitions") from None
+    catalog(n)  # validates the range
+    return n
+
+
 BY_NAME: dict[str, Topic] = {t.name: t for t in ALL_TOPICS}
 
 # Alpaca stream channel -> raw topic it is forwarded to.

@@ -38,22 +38,31 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackState]:
         supervisor.down(state)
 
 
-@pytest.fixture(scope="module")
-def fresh_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackState]:
-    """A stack of the module's own, for event-time tests: topics that other tests filled
-    (with other event times) would move the job's watermark and make their records late."""
+def module_stack(
+    tmp_path_factory: pytest.TempPathFactory, partitions: int | None = None
+) -> Iterator[StackState]:
+    """A stack of its own (`yield from` it in a module fixture); `partitions` of every
+    symbol-keyed topic (`torghut stack up --partitions`; default the catalog's)."""
     if os.environ.get("TORGHUT_TESTCONTAINERS") == "1":
         from torghut.stack.containers import container_stack
 
+        assert partitions in (None, 1), "the container stack creates the default catalog"
         with container_stack() as state:
             yield state
         return
     with procs.tied_to_this_process():
-        state = supervisor.up(tmp_path_factory.mktemp("module-stack"))
+        state = supervisor.up(tmp_path_factory.mktemp("module-stack"), partitions=partitions)
     try:
         yield state
     finally:
         supervisor.down(state)
+
+
+@pytest.fixture(scope="module")
+def fresh_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackState]:
+    """A stack of the module's own, for event-time tests: topics that other tests filled
+    (with other event times) would move the job's watermark and make their records late."""
+    yield from module_stack(tmp_path_factory)
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from shared.topics import ALL_TOPICS, Topic
+from shared.topics import ALL_TOPICS, Topic, catalog
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TOPICS_YAML = REPO_ROOT / "k8s" / "base" / "kafka" / "topics.yaml"
@@ -186,6 +186,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     rt.add_argument(
         "--path", type=Path, default=TOPICS_YAML, help="output file (default: %(default)s)"
     )
+    rt.add_argument(
+        "--partitions",
+        type=int,
+        default=1,
+        help="partitions of every symbol-keyed topic (shared/topics.py `catalog`; default "
+        "%(default)s, the committed base); a cluster with more renders its own file or patches "
+        "spec.partitions in its overlay, before the first deploy (Kafka only adds partitions, "
+        "and adding them moves symbols)",
+    )
     rs = sub.add_parser(
         "register-schemas", help="set subject compatibility and register schemas/avro value schemas"
     )
@@ -216,7 +225,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.action == "render-topics":
-        text = render_topics()
+        try:
+            topics = catalog(args.partitions)
+        except ValueError as exc:
+            print(f"torghut k8s render-topics: {exc}", file=sys.stderr)
+            return 2
+        text = render_topics(topics)
         path: Path = args.path
         if args.check:
             current = path.read_text(encoding="utf-8") if path.exists() else None
@@ -227,11 +241,11 @@ def run(args: argparse.Namespace) -> int:
                     file=sys.stderr,
                 )
                 return 1
-            print(f"{path} matches the topic catalog ({len(ALL_TOPICS)} topics)")
+            print(f"{path} matches the topic catalog ({len(topics)} topics)")
             return 0
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
-        print(f"wrote {len(ALL_TOPICS)} KafkaTopic CRs to {path}")
+        print(f"wrote {len(topics)} KafkaTopic CRs to {path}")
         return 0
     client = RegistryClient(args.registry_url)
     try:

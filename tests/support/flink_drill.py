@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from confluent_kafka.admin import AdminClient, NewPartitions
+from confluent_kafka.admin import AdminClient
 
 from shared.topics import QUOTES, TRADES
 from tests.support.oracle import (
@@ -27,14 +27,12 @@ S = 1_000_000_000
 PARTITIONS = 4  # issue 14: the drills run 4-partition raw topics at parallelism 2
 
 
-def add_raw_partitions(stack, partitions: int = PARTITIONS) -> None:
-    """The raw topics at `partitions` partitions, so every source subtask reads records."""
-    admin = AdminClient({"bootstrap.servers": stack.kafka_bootstrap})
-    futures = admin.create_partitions(
-        [NewPartitions(TRADES.name, partitions), NewPartitions(QUOTES.name, partitions)]
-    )
-    for f in futures.values():
-        f.result(30)
+def assert_raw_partitions(stack, partitions: int = PARTITIONS) -> None:
+    """The stack honoured `torghut stack up --partitions`: the raw topics have `partitions`
+    partitions, so every source subtask reads records."""
+    meta = AdminClient({"bootstrap.servers": stack.kafka_bootstrap}).list_topics(timeout=30)
+    for name in (TRADES.name, QUOTES.name):
+        assert len(meta.topics[name].partitions) == partitions, name
 
 
 def cluster_values(stack, unique: Callable[[str], str], name: str, **more: Any) -> dict:

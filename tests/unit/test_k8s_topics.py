@@ -60,3 +60,23 @@ def test_topic_resource_names_are_valid_kubernetes_names(topic) -> None:
     import re
 
     assert re.fullmatch(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?", topic.name)
+
+
+def test_render_topics_with_partitions_shards_only_the_symbol_keyed_topics(tmp_path) -> None:
+    out = tmp_path / "topics.yaml"
+    assert _run(["render-topics", "--partitions", "4", "--path", str(out)]) == 0
+    docs = {d["spec"]["topicName"]: d for d in load_yaml_docs(out)}
+    for t in ALL_TOPICS:
+        want = 4 if t.key == "symbol" else 1
+        assert docs[t.name]["spec"]["partitions"] == want, t.name
+    assert docs["torghut.trades.v1"]["spec"]["partitions"] == 4
+    assert docs["ta.status.v1"]["spec"]["partitions"] == 1
+    # the committed base (1 partition) is not what --partitions 4 renders
+    assert _run(["render-topics", "--check", "--partitions", "4"]) == 1
+    assert _run(["render-topics", "--check", "--partitions", "4", "--path", str(out)]) == 0
+
+
+def test_render_topics_refuses_a_partition_count_out_of_range(tmp_path, capsys) -> None:
+    assert _run(["render-topics", "--partitions", "0", "--path", str(tmp_path / "t.yaml")]) == 2
+    assert "TORGHUT_PARTITIONS=0" in capsys.readouterr().err
+    assert not (tmp_path / "t.yaml").exists()

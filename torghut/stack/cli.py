@@ -22,6 +22,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     up = sub.add_parser("up", help="start Kafka (KRaft), MinIO and the schema registry")
     up.add_argument("--dir", type=Path, help="run dir to use (default: a new .stack/run-*)")
     up.add_argument("--no-topics", action="store_true", help="skip creating catalog topics")
+    up.add_argument(
+        "--partitions",
+        type=int,
+        default=None,
+        help="partitions of every symbol-keyed topic (trades, quotes, bars, derived bars and "
+        "signals; status topics keep 1): the symbols are sharded by key and the TA job's "
+        "parallelism should match (default $TORGHUT_PARTITIONS or 1)",
+    )
     st = sub.add_parser("status", help="health of each component (exit 1 if any is down)")
     st.add_argument("--dir", type=Path)
     st.add_argument("--json", action="store_true", help="print the state and health as JSON")
@@ -35,7 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         if args.action == "up":
-            state = supervisor.up(args.dir, with_topics=not args.no_topics)
+            state = supervisor.up(
+                args.dir, with_topics=not args.no_topics, partitions=args.partitions
+            )
             _print_env(state)
             return 0
         state = StackState.load(args.dir)

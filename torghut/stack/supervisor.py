@@ -20,12 +20,21 @@ def _say(msg: str) -> None:
     print(f"[stack] {msg}", file=sys.stderr, flush=True)
 
 
-def up(run_dir: Path | None = None, with_topics: bool = True) -> StackState:
+def up(
+    run_dir: Path | None = None, with_topics: bool = True, partitions: int | None = None
+) -> StackState:
     """Start Kafka, MinIO and the registry; create the catalog's topics and the bucket.
+
+    `partitions`: of every symbol-keyed topic (`shared.topics.catalog`); default
+    `TORGHUT_PARTITIONS` or 1.
 
     On any failure everything already started is stopped again, so a failed `up`
     leaves no process behind.
     """
+    if partitions is None:
+        from shared.topics import partitions_from_env
+
+        partitions = partitions_from_env()
     if run_dir is None:
         stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         run_dir = STACK_HOME / f"run-{stamp}-{os.getpid()}"
@@ -72,16 +81,19 @@ def up(run_dir: Path | None = None, with_topics: bool = True) -> StackState:
         registry.wait_ready(state.registry_url, r["pid"], Path(r["log_file"]))
         _say(f"registry ready at {state.registry_url}")
         if with_topics:
-            from shared.topics import ALL_TOPICS
+            from shared.topics import catalog
 
+            topics = catalog(partitions)
             kafka.create_topics(
                 state.kafka_bootstrap,
                 [
                     (t.name, t.partitions, {**t.config(), "min.insync.replicas": "1"})
-                    for t in ALL_TOPICS
+                    for t in topics
                 ],
             )
-            _say(f"{len(ALL_TOPICS)} catalog topics present")
+            _say(
+                f"{len(topics)} catalog topics present ({partitions} partition(s) per symbol topic)"
+            )
     except BaseException:
         _stop_components(state)
         raise
