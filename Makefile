@@ -103,7 +103,7 @@ test-sanitizers: $(ASAN_DIR)/.built ## fast-path unit + hypothesis tests against
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	PYTHONMALLOC=malloc \
 	TORGHUT_FASTROUTE_BUILD=$(CURDIR)/$(ASAN_DIR)/lib \
-	$(PY) -m pytest -p tests.support.sanitized_fastroute -p no:cacheprovider --capture=sys -m 'not integration' $(SAN_TESTS) $(PYTEST_ARGS)
+	$(PY) -m pytest -p tests.support.sanitized_fastroute -p no:cacheprovider --capture=sys --timeout=3600 -m 'not integration' $(SAN_TESTS) $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed ## ruff + mypy
 	$(VENV)/bin/ruff check .
