@@ -308,6 +308,23 @@ def test_replication_follows_the_environment(overlay) -> None:
     assert {t["spec"]["config"]["min.insync.replicas"] for t in topics} == {str(min(2, expected))}
 
 
+def test_the_ta_job_parallelism_fits_the_raw_partitions_and_symbol_topics_agree(overlay) -> None:
+    """The partition count is one setting (`shared.topics.catalog`): every symbol-keyed
+    KafkaTopic of an overlay has the same count, the status topics one, and the TA job's
+    parallelism is not above it (a source subtask without a partition idles: a slot and a
+    TaskManager's Python workers for nothing)."""
+    from shared.topics import BY_NAME, TRADES
+
+    docs = built(overlay)
+    parts = {t["spec"]["topicName"]: t["spec"]["partitions"] for t in find(docs, "KafkaTopic")}
+    keyed = {n: p for n, p in parts.items() if BY_NAME[n].key == "symbol"}
+    assert len(set(keyed.values())) == 1, f"symbol topics disagree: {keyed}"
+    assert {p for n, p in parts.items() if n not in keyed} == {1}
+    fd = one(docs, "FlinkDeployment", "torghut-ta")["spec"]
+    parallelism = fd["job"].get("parallelism", 1)
+    assert 1 <= parallelism <= parts[TRADES.name], (parallelism, parts[TRADES.name])
+
+
 # --- overlays differ only where they should ----------------------------------------------------
 
 
