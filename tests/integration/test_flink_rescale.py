@@ -21,14 +21,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import module_stack
 from tests.support.flink_drill import (
-    PARTITIONS,
     Feed,
     assert_final_bars_equal_the_oracle,
-    assert_raw_partitions,
     cluster_values,
     completed_id,
+    drill_stack,
 )
 from torghut.flink_cluster import FlinkCluster
 
@@ -41,15 +39,7 @@ KEYED = "bars-signals"
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    """This module's own stack, its raw topics at 4 partitions (`torghut stack up
-    --partitions`): its raw log holds only what this drill writes."""
-    stacks = module_stack(tmp_path_factory, partitions=PARTITIONS)
-    state = next(stacks)
-    try:
-        assert_raw_partitions(state)
-        yield state
-    finally:
-        stacks.close()  # stops the stack (module_stack's finally)
+    yield from drill_stack(tmp_path_factory)
 
 
 def _vertices(cluster: FlinkCluster, job: str) -> dict[str, dict]:

@@ -8,12 +8,13 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from confluent_kafka.admin import AdminClient
 
 from shared.topics import QUOTES, TRADES
+from tests.conftest import module_stack
 from tests.support.oracle import (
     LogRecord,
     assert_final_bars_equal,
@@ -22,6 +23,7 @@ from tests.support.oracle import (
 )
 from tests.support.ta_job import EnvelopeProducer, read_raw_log, read_topic
 from torghut.flink_cluster import FlinkCluster
+from torghut.stack.state import StackState
 
 S = 1_000_000_000
 PARTITIONS = 4  # issue 14: the drills run 4-partition raw topics at parallelism 2
@@ -33,6 +35,19 @@ def assert_raw_partitions(stack, partitions: int = PARTITIONS) -> None:
     meta = AdminClient({"bootstrap.servers": stack.kafka_bootstrap}).list_topics(timeout=30)
     for name in (TRADES.name, QUOTES.name):
         assert len(meta.topics[name].partitions) == partitions, name
+
+
+def drill_stack(tmp_path_factory) -> Iterator[StackState]:
+    """A cluster drill module's own stack (`yield from` it in its `stack` fixture), the raw
+    topics at `PARTITIONS` partitions (`torghut stack up --partitions`), checked: its raw log
+    holds only what the drill writes."""
+    stacks = module_stack(tmp_path_factory, partitions=PARTITIONS)
+    state = next(stacks)
+    try:
+        assert_raw_partitions(state)
+        yield state
+    finally:
+        stacks.close()  # stops the stack (module_stack's finally)
 
 
 def cluster_values(stack, unique: Callable[[str], str], name: str, **more: Any) -> dict:
