@@ -38,6 +38,17 @@ class KafkaConnection(BaseModel):
     sasl_username: str = ""
     sasl_password: SecretStr = SecretStr("")
     ssl_ca_location: str = ""
+    # host-name verification of the broker certificate; there is no switch to turn it off
+    ssl_endpoint_identification_algorithm: str = "https"
+
+    @model_validator(mode="after")
+    def _tls_is_verified(self) -> KafkaConnection:
+        problem = tls_problem(
+            self.security_protocol, self.ssl_ca_location, self.ssl_endpoint_identification_algorithm
+        )
+        if problem:
+            raise SettingsError(problem.format(prefix=""))
+        return self
 
     @property
     def uses_sasl(self) -> bool:
@@ -58,7 +69,9 @@ class KafkaConnection(BaseModel):
             cfg["sasl.username"] = self.sasl_username
             cfg["sasl.password"] = self.sasl_password.get_secret_value()
         if self.uses_tls:
-            cfg["ssl.endpoint.identification.algorithm"] = "https"
+            cfg["ssl.endpoint.identification.algorithm"] = (
+                self.ssl_endpoint_identification_algorithm
+            )
             if self.ssl_ca_location:
                 cfg["ssl.ca.location"] = self.ssl_ca_location
         return cfg
@@ -76,7 +89,9 @@ class KafkaConnection(BaseModel):
             props["sasl.mechanism"] = self.sasl_mechanism
             props["sasl.jaas.config"] = f'{module} required username="{user}" password="{pw}";'
         if self.uses_tls:
-            props["ssl.endpoint.identification.algorithm"] = "https"
+            props["ssl.endpoint.identification.algorithm"] = (
+                self.ssl_endpoint_identification_algorithm
+            )
             if self.ssl_ca_location:
                 props["ssl.truststore.type"] = "PEM"
                 props["ssl.truststore.location"] = self.ssl_ca_location
@@ -92,6 +107,19 @@ class KafkaConnectionFields(BaseModel):
     kafka_sasl_username: str = ""
     kafka_sasl_password: SecretStr = SecretStr("")
     kafka_ssl_ca_location: str = ""
+    kafka_ssl_endpoint_identification_algorithm: str = "https"
+
+    @model_validator(mode="after")
+    def _kafka_tls_is_verified(self) -> KafkaConnectionFields:
+        problem = tls_problem(
+            self.kafka_security_protocol,
+            self.kafka_ssl_ca_location,
+            self.kafka_ssl_endpoint_identification_algorithm,
+        )
+        if problem:
+            prefix = str(getattr(self, "model_config", {}).get("env_prefix") or "")
+            raise SettingsError(problem.format(prefix=prefix.upper() + "KAFKA_"))
+        return self
 
     @property
     def kafka(self) -> KafkaConnection:
@@ -102,7 +130,32 @@ class KafkaConnectionFields(BaseModel):
             sasl_username=self.kafka_sasl_username,
             sasl_password=self.kafka_sasl_password,
             ssl_ca_location=self.kafka_ssl_ca_location,
+            ssl_endpoint_identification_algorithm=self.kafka_ssl_endpoint_identification_algorithm,
         )
+
+
+def tls_problem(protocol: str, ca_location: str, endpoint_identification: str) -> str:
+    """Why a TLS Kafka connection would not verify its broker ('' when it would).
+
+    The message is a template: `{prefix}` becomes the settings' variable prefix
+    (`TORGHUT_TA_KAFKA_`), or nothing for the bare connection model.
+    """
+    if not protocol.endswith("SSL"):
+        return ""
+    if not ca_location:
+        return (
+            f"{{prefix}}SSL_CA_LOCATION is empty but {{prefix}}SECURITY_PROTOCOL={protocol}: "
+            "set it to the file of the CA that signed the broker certificates (Kubernetes: "
+            "the Strimzi cluster CA mounted at /etc/torghut/kafka-ca/ca.crt, docs/deploy.md "
+            '"Kafka security")'
+        )
+    if endpoint_identification != "https":
+        return (
+            f"{{prefix}}SSL_ENDPOINT_IDENTIFICATION_ALGORITHM={endpoint_identification!r} would "
+            "accept any certificate the CA signed, for any host; only 'https' (verify the "
+            "broker's host name against its certificate) is allowed"
+        )
+    return ""
 
 
 def unknown_env(

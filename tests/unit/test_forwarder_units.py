@@ -288,6 +288,7 @@ def test_secrets_never_appear_in_repr_or_errors(monkeypatch):
     monkeypatch.setenv("TORGHUT_FWD_ALPACA_SECRET_KEY", secret)
     monkeypatch.setenv("TORGHUT_FWD_KAFKA_SASL_PASSWORD", secret)
     monkeypatch.setenv("TORGHUT_FWD_KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
+    monkeypatch.setenv("TORGHUT_FWD_KAFKA_SSL_CA_LOCATION", "/etc/torghut/kafka-ca/ca.crt")
     monkeypatch.setenv("TORGHUT_FWD_KAFKA_SASL_USERNAME", "u")
     s = ForwarderSettings()
     assert secret not in repr(s) and secret not in str(s) and secret not in s.model_dump_json()

@@ -67,3 +67,33 @@ def test_the_function_config_carries_what_the_keyed_function_needs():
     assert s.function_config() == TaFunctionConfig(
         registry_url=s.registry_url, job_name="x", max_future_ms=500
     )
+
+
+def test_sasl_ssl_without_a_ca_is_an_error_naming_the_variable_and_the_fix(monkeypatch):
+    monkeypatch.setenv("TORGHUT_TA_KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
+    monkeypatch.setenv("TORGHUT_TA_KAFKA_SASL_USERNAME", "ta")
+    with pytest.raises(ValidationError, match="TORGHUT_TA_KAFKA_SSL_CA_LOCATION is empty") as info:
+        TaSettings()
+    assert "/etc/torghut/kafka-ca/ca.crt" in str(info.value)
+    with pytest.raises(ValidationError, match="SSL_CA_LOCATION is empty"):
+        KafkaConnection(security_protocol="SASL_SSL", sasl_username="ta")
+    # PLAINTEXT and SASL_PLAINTEXT need no CA
+    assert KafkaConnection(security_protocol="SASL_PLAINTEXT").ssl_ca_location == ""
+
+
+@pytest.mark.parametrize("value", ["", "none", "HTTPS "])
+def test_endpoint_identification_cannot_be_turned_off(monkeypatch, value):
+    monkeypatch.setenv("TORGHUT_FWD_KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
+    monkeypatch.setenv("TORGHUT_FWD_KAFKA_SSL_CA_LOCATION", "/ca.pem")
+    monkeypatch.setenv("TORGHUT_FWD_KAFKA_SASL_USERNAME", "fwd")
+    monkeypatch.setenv("TORGHUT_FWD_KAFKA_SSL_ENDPOINT_IDENTIFICATION_ALGORITHM", value)
+    from forwarder.settings import ForwarderSettings
+
+    with pytest.raises(
+        ValidationError, match="TORGHUT_FWD_KAFKA_SSL_ENDPOINT_IDENTIFICATION_ALGORITHM="
+    ):
+        ForwarderSettings(alpaca_key_id="k", alpaca_secret_key="s")
+    monkeypatch.setenv("TORGHUT_FWD_KAFKA_SSL_ENDPOINT_IDENTIFICATION_ALGORITHM", "https")
+    s = ForwarderSettings(alpaca_key_id="k", alpaca_secret_key="s")
+    assert s.kafka_config()["ssl.endpoint.identification.algorithm"] == "https"
+    assert s.kafka.as_java_properties()["ssl.truststore.location"] == "/ca.pem"
