@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 
+from cachetools import TTLCache
 from pyflink.common import Types
 from pyflink.datastream import KeyedProcessFunction, RuntimeContext, TimeDomain
 from pyflink.datastream.state import ListStateDescriptor, ValueStateDescriptor
@@ -96,12 +97,23 @@ def iter_log_entry(item: bytes):
 
 
 class _KeyEntry:
-    """One symbol's live objects between records (the per-key cache)."""
+    """One symbol's live objects between records (an entry of the per-key cache)."""
 
     __slots__ = ("logged", "sig", "sym")
 
     def __init__(self, sym: SymbolState, sig: SignalState, logged: int) -> None:
         self.sym, self.sig, self.logged = sym, sig, logged
+
+
+def new_symbol_cache(max_symbols: int, idle_s: float, timer=time.monotonic) -> TTLCache:
+    """The keyed function's per-symbol cache: at most `max_symbols` entries (least recently
+    used out first), each dropped `idle_s` after it was last used (`timer`: seconds)."""
+    if max_symbols < 1 or idle_s <= 0:
+        raise ValueError(
+            f"symbol cache: need max_symbols >= 1 and idle_s > 0, got {max_symbols}, {idle_s} "
+            "(TORGHUT_TA_SYMBOL_CACHE_MAX, TORGHUT_TA_SYMBOL_CACHE_IDLE_S)"
+        )
+    return TTLCache(maxsize=max_symbols, ttl=idle_s, timer=timer)
 
 
 class SymbolTaFunction(KeyedProcessFunction):
@@ -148,8 +160,10 @@ class SymbolTaFunction(KeyedProcessFunction):
         self.status_out = AvroSerializer(registry, TA_STATUS)
         # per-key objects cached between records; everything they hold is in keyed state
         # (snapshot + log), and a restore re-opens the function, so the cache never
-        # outlives its state
-        self.cache: dict[str, _KeyEntry] = {}
+        # outlives its state. Bounded: a symbol idle for `symbol_cache_idle_s` (or the least
+        # recently used one beyond `symbol_cache_max`) is dropped, and its next record or
+        # timer rebuilds it from keyed state exactly as a restore does (`_load`)
+        self.cache = new_symbol_cache(o.symbol_cache_max, o.symbol_cache_idle_s)
         self.subtask = runtime_context.get_index_of_this_subtask()
         self.job = o.job_name
         self.status_interval_ns = o.status_interval_ms * 1_000_000
@@ -163,8 +177,10 @@ class SymbolTaFunction(KeyedProcessFunction):
         self.watermark_ms: int | None = None
 
     def _load(self, key: str) -> _KeyEntry:
-        hit = self.cache.get(key)
+        cache = self.cache
+        hit = cache.get(key)
         if hit is not None:
+            cache[key] = hit  # re-inserted: its idle time starts again
             return hit
         raw_sym, raw_sig = self.symbol_state.value(), self.signal_state.value()
         sym = SymbolState.from_state(raw_sym) if raw_sym is not None else SymbolState()
@@ -173,7 +189,7 @@ class SymbolTaFunction(KeyedProcessFunction):
             if raw_sig is not None
             else SignalState(self.signal_config)
         )
-        entry = self.cache[key] = _KeyEntry(sym, sig, 0)
+        entry = cache[key] = _KeyEntry(sym, sig, 0)
         # the replay takes every decision the live path took, from the same marks
         for item in self.log_state.get() or ():
             for mark, wm, data in iter_log_entry(item):
@@ -299,13 +315,19 @@ class SymbolTaFunction(KeyedProcessFunction):
         entry = self._load(key)
         wm = max(timestamp, ctx.timer_service().current_watermark())
         self.watermark_ms = wm
+        open_bars = len(entry.sym.bars)
         emissions = self.proc.on_watermark(entry.sym, entry.sig, wm)
-        if emissions:
+        if emissions or len(entry.sym.bars) != open_bars:
+            # a closed bar is in keyed state before anything else can drop the entry (a bar
+            # the indicators refused closes without an emission and is written too)
             self._compact(entry, signals_changed=True)
+        if emissions:
             yield from self._frames(emissions, key.encode())
 
     def _status_frame(self, now: int) -> bytes:
         self.last_status_ns = now
+        # the frame covers the cached symbols: those active within the idle time
+        self.cache.expire()
         symbols, late, ooo, gaps, refused = [], 0, 0, 0, 0
         for name, entry in sorted(self.cache.items()):
             sym = entry.sym

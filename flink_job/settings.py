@@ -87,6 +87,10 @@ class TaSettings(StrictEnvSettings, KafkaConnectionFields):
     # Flink's Prometheus reporter on this port of the local MiniCluster (`torghut ta`, tests);
     # 0 = off. In Kubernetes the FlinkDeployment's flinkConfiguration turns it on (9249)
     metrics_port: int = Field(0, ge=0, le=65535)
+    # the keyed function's per-symbol cache (live objects rebuilt from keyed state on a miss):
+    # a symbol idle this long is dropped, and at most this many are kept (LRU beyond)
+    symbol_cache_idle_s: float = Field(300.0, gt=0)
+    symbol_cache_max: int = Field(100_000, ge=1)
 
     def kafka_properties(self) -> dict[str, str]:
         """Client security properties for the Java Kafka clients of source and sink."""
@@ -104,6 +108,8 @@ class TaSettings(StrictEnvSettings, KafkaConnectionFields):
             status_interval_ms=self.status_interval_ms,
             job_name=self.job_name,
             max_future_ms=self.max_future_ms,
+            symbol_cache_idle_s=self.symbol_cache_idle_s,
+            symbol_cache_max=self.symbol_cache_max,
         )
 
 
@@ -123,3 +129,5 @@ class TaFunctionConfig:
     # a key's log is compacted into its snapshot at the latest after this many records (a bar
     # close compacts too); bounds the checkpointed log and the replay after a restore
     state_log_max: int = 512
+    symbol_cache_idle_s: float = 300.0
+    symbol_cache_max: int = 100_000

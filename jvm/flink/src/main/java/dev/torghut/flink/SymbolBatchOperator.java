@@ -2,6 +2,7 @@ package dev.torghut.flink;
 
 import java.io.ByteArrayOutputStream;
 import java.util.HashMap;
+import java.util.Iterator;
 import java.util.LinkedHashMap;
 import java.util.Map;
 
@@ -10,6 +11,7 @@ import org.apache.flink.api.common.state.ListState;
 import org.apache.flink.api.common.state.ListStateDescriptor;
 import org.apache.flink.api.common.typeinfo.Types;
 import org.apache.flink.api.java.tuple.Tuple2;
+import org.apache.flink.metrics.Gauge;
 import org.apache.flink.runtime.state.StateInitializationContext;
 import org.apache.flink.runtime.state.StateSnapshotContext;
 import org.apache.flink.streaming.api.operators.AbstractStreamOperator;
@@ -42,6 +44,10 @@ import org.apache.flink.types.Row;
  * #prepareSnapshotPreBarrier}), so nothing buffered is ever outside a checkpoint and no
  * watermark overtakes a buffered record. The order of a symbol's records is kept; a batch
  * carries the timestamp of its last record.
+ *
+ * <p><b>Bounded per symbol</b>: a symbol's buffer is dropped at a flush that finds it empty
+ * (no record since the previous flush), so memory and flush cost follow the symbols active in
+ * the last two flush intervals, not every symbol ever seen; gauge {@code symbolBuffers}.
  */
 public final class SymbolBatchOperator extends AbstractStreamOperator<Row>
         implements OneInputStreamOperator<Row, Row>, ProcessingTimeCallback {
@@ -107,6 +113,8 @@ public final class SymbolBatchOperator extends AbstractStreamOperator<Row>
         buffers = new LinkedHashMap<>();
         buffered = 0;
         timerArmed = false;
+        // symbols holding a buffer (bounded: idle ones are dropped at the next flush)
+        getMetricGroup().gauge("symbolBuffers", (Gauge<Integer>) () -> buffers.size());
     }
 
     /** The split's mark before {@code eventMs}, then {@code eventMs} folded into it. */
@@ -187,9 +195,15 @@ public final class SymbolBatchOperator extends AbstractStreamOperator<Row>
         if (buffered == 0) {
             return;
         }
-        for (Map.Entry<String, Buffer> e : buffers.entrySet()) {
+        Iterator<Map.Entry<String, Buffer>> it = buffers.entrySet().iterator();
+        while (it.hasNext()) {
+            Map.Entry<String, Buffer> e = it.next();
             Buffer buf = e.getValue();
             if (buf.bytes.size() == 0) {
+                // no record of this symbol since the previous flush: an idle symbol's buffer
+                // goes, so the map holds the symbols of the last two flush intervals, never
+                // every symbol ever seen (and a flush walks only those)
+                it.remove();
                 continue;
             }
             Row batch = Row.of(e.getKey(), buf.bytes.toByteArray());
