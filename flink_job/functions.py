@@ -17,6 +17,7 @@ from flink_job.settings import TaFunctionConfig
 from flink_job.symbol_processor import (
     CANCEL,
     CORRECTION,
+    GAP,
     QUOTE,
     TRADE,
     SymbolProcessor,
@@ -220,6 +221,8 @@ class SymbolTaFunction(KeyedProcessFunction):
                     self.proc.on_quote(entry.sym, ev, limit, wm)
                 elif kind in (CORRECTION, CANCEL):
                     self.proc.on_correction(entry.sym, ev)
+                elif kind == GAP:
+                    self.proc.on_gap(entry.sym, ev, limit, wm)
         except Exception:
             log.exception("skipped an event the kernels refused (symbol %s): %r", ev[1], ev[:6])
             return None

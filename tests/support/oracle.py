@@ -12,7 +12,12 @@ Written independently of the job's code (docs/design.md states the rules it foll
 - final bars are those whose end the last watermark (minimum over the partitions' last
   marks) has passed; OHLC/volume/VWAP from `shared.bars.batch_bars` over the on-time trades
   in log order; the quote of a bar is the latest on-time quote before its end (buckets back
-  to `quote_max_age`), and spread/imbalance come from it.
+  to `quote_max_age`), and spread/imbalance come from it;
+- a gap marker (channel `gap`, a symbol's window [from, to] of a WebSocket reconnect) that
+  is valid and not a duplicate flags the final bars of its symbol whose [start, end)
+  overlaps [from, to] and whose end is after `mark + 1` ms (a bar the marker's mark has
+  passed may already be final: never flagged); its window's first bar ending at or before
+  `mark + 1` counts it as a late gap marker.
 """
 
 from __future__ import annotations
@@ -50,12 +55,17 @@ class OracleResult:
     duplicates: int = 0
     final_watermark_ms: int = NO_MARK
     on_time_trades: list[tuple[str, int, float, float]] = field(default_factory=list)
+    gap_bars: set[tuple[str, int]] = field(default_factory=set)  # final bars flagged gap
+    gap_markers: int = 0
+    late_gap_markers: int = 0
 
 
 def _valid(env: dict, max_future_ns: int) -> bool:
     if env["event_ts"] - env["ingest_ts"] > max_future_ns:
         return False
     p = env["payload"]
+    if env["channel"] == "gap":
+        return env["window"] is not None and p.get("event") == "gap"
     if env["channel"] == "trades":
         return (
             math.isfinite(p["price"])
@@ -83,7 +93,8 @@ def expected_output(
     high: dict[str, int] = {}
     trades: list[tuple[int, str, int, float, float]] = []  # (split order, sym, ts, p, s)
     quotes: dict[tuple[str, int], tuple[int, int, tuple]] = {}  # (sym, bucket) -> latest
-    late_t = late_q = rejected = duplicates = 0
+    late_t = late_q = rejected = duplicates = late_gaps = 0
+    gaps: list[tuple[str, int, int, int]] = []  # (symbol, from ns, to ns, mark)
     seen: set[tuple[str, str, int]] = set()
     arrival = 0
     for split, recs in sorted(by_split.items()):
@@ -95,7 +106,7 @@ def expected_output(
             before = high.get(split)
             mark = NO_MARK if before is None else before - bound_ms - 1
             high[split] = ts if before is None else max(before, ts)
-            if env is None or env["channel"] not in ("trades", "quotes"):
+            if env is None or env["channel"] not in ("trades", "quotes", "gap"):
                 continue
             if not _valid(env, max_future_ms * MS):
                 rejected += 1
@@ -105,6 +116,12 @@ def expected_output(
                 duplicates += 1
                 continue
             seen.add(ident)
+            if env["channel"] == "gap":
+                lo, hi = (_epoch_ns(env["window"][k]) for k in ("start", "end"))
+                gaps.append((env["symbol"], lo, hi, mark))
+                if (bucket_start_ns(lo, bar_ns) + bar_ns) // MS - 1 <= mark:
+                    late_gaps += 1
+                continue
             bucket = bucket_start_ns(env["event_ts"], bar_ns)
             late = (bucket + bar_ns) // MS - 1 <= mark
             p = env["payload"]
@@ -141,7 +158,32 @@ def expected_output(
                 break
             bucket -= bar_ns
         bar_quotes[(sym, start)] = found
-    return OracleResult(bars, bar_quotes, late_t, late_q, rejected, duplicates, final_wm, ordered)
+    gap_bars = {
+        (sym, start)
+        for (sym, start), b in bars.items()
+        for g_sym, lo, hi, mark in gaps
+        if g_sym == sym and lo < b.end_ns and start <= hi and b.end_ns // MS - 1 > mark
+    }
+    return OracleResult(
+        bars,
+        bar_quotes,
+        late_t,
+        late_q,
+        rejected,
+        duplicates,
+        final_wm,
+        ordered,
+        gap_bars,
+        len(gaps),
+        late_gaps,
+    )
+
+
+def _epoch_ns(t: datetime.datetime | int) -> int:
+    """A window bound (fastavro decodes timestamp-micros to an aware datetime) in epoch ns."""
+    if isinstance(t, datetime.datetime):
+        return (t - _EPOCH) // datetime.timedelta(microseconds=1) * 1000
+    return int(t) * 1000
 
 
 # ---- comparing the job's final bars (records decoded from ta.bars.1s.v1) with the oracle ----
@@ -195,3 +237,16 @@ def assert_final_bars_equal(
     for key, b in expected.items():
         assert_bar_equals(finals[key], b, key, rel)
     return finals
+
+
+def assert_gap_flags(records: Iterable[dict], gap_bars: set[tuple[str, int]]) -> int:
+    """Every final bar's `gap` is True exactly when the oracle flagged it (`gap_bars`:
+    (symbol, start ns)). Returns how many final bars carry it."""
+    flagged = {(r["symbol"], start_us(r) * 1000) for r in records if r["is_final"] and r["gap"]}
+    finals = {(r["symbol"], start_us(r) * 1000) for r in records if r["is_final"]}
+    assert flagged == gap_bars & finals, (
+        f"gap flags differ from the oracle: job only {sorted(flagged - gap_bars)[:5]}, "
+        f"oracle only {sorted((gap_bars & finals) - flagged)[:5]}"
+    )
+    return len(flagged)
+

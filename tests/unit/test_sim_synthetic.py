@@ -120,3 +120,28 @@ def test_burst_mode_makes_exactly_n_events_with_increasing_timestamps():
     assert len(msgs) == 1000
     quotes = [m["t"] for m in msgs if m["T"] == "q"]
     assert quotes == sorted(quotes) and len(set(quotes)) == len(quotes)
+
+
+def test_rotating_symbols_take_turns_and_the_fixed_ones_always_send():
+    cfg = SyntheticConfig(
+        symbols=("AAPL",),
+        trades_per_sec=20,
+        quotes_per_sec=20,
+        late_rate=0,
+        out_of_order_rate=0,
+        rotating_symbols=("R0", "R1", "R2", "R3"),
+        rotation_groups=2,
+        rotation_period_s=5,
+    )
+    msgs = [m for m in run(cfg, 3, 20) if m["T"] in "tq"]
+    seen: dict[int, set[str]] = defaultdict(set)  # 5 s period -> symbols that sent
+    for m in msgs:
+        seen[(m["t"] - START) // (5 * NS_PER_S)].add(m["S"])
+    # groups are round robin: R0, R2 send in even periods, R1, R3 in odd ones
+    assert [sorted(seen[p]) for p in range(4)] == [
+        ["AAPL", "R0", "R2"],
+        ["AAPL", "R1", "R3"],
+        ["AAPL", "R0", "R2"],
+        ["AAPL", "R1", "R3"],
+    ]
+    assert run(cfg, 3, 20) == run(cfg, 3, 20, chunks=[3 * NS_PER_S, 11 * NS_PER_S])

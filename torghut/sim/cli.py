@@ -38,7 +38,15 @@ _DEFAULTS_SYN = SyntheticConfig()
 _DEFAULTS_SIM = SimConfig()
 
 
+def generated_symbols(count: int, prefix: str = "S") -> tuple[str, ...]:
+    """``count`` distinct tickers: prefix + zero-padded index (S00000, S00001, ...)."""
+    width = max(4, len(str(max(0, count - 1))))
+    return tuple(f"{prefix}{i:0{width}d}" for i in range(count))
+
+
 def _symbols(text: str) -> tuple[str, ...]:
+    if text.strip().isdigit():
+        return generated_symbols(int(text))
     symbols = tuple(s.strip().upper() for s in text.split(",") if s.strip())
     if not symbols:
         raise argparse.ArgumentTypeError("give at least one symbol, e.g. AAPL,MSFT")
@@ -118,7 +126,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--symbols",
         type=_symbols,
         default=_DEFAULTS_SYN.symbols,
-        help="comma-separated symbols (default: AAPL,MSFT,NVDA,TSLA,SPY)",
+        help="comma-separated symbols, or a count N for N generated ones S0000.. "
+        "(default: AAPL,MSFT,NVDA,TSLA,SPY)",
+    )
+    syn.add_argument(
+        "--rotating-symbols",
+        type=int,
+        default=0,
+        metavar="N",
+        help="N more generated symbols (R0000..) that take turns in --rotation-groups groups: "
+        "one group sends for --rotation-period seconds, the others are idle (default: 0)",
+    )
+    syn.add_argument(
+        "--rotation-groups",
+        type=int,
+        default=_DEFAULTS_SYN.rotation_groups,
+        help="groups of the rotating symbols (default: %(default)s)",
+    )
+    syn.add_argument(
+        "--rotation-period",
+        type=float,
+        default=_DEFAULTS_SYN.rotation_period_s,
+        help="seconds of event time each rotating group sends (default: %(default)s)",
     )
     syn.add_argument(
         "--trades-per-sec",
@@ -267,6 +296,9 @@ def build_config(args: argparse.Namespace) -> SimConfig:
             late_delay_s=args.late_delay,
             correction_rate=args.correction_rate,
             cancel_error_rate=args.cancel_error_rate,
+            rotating_symbols=generated_symbols(args.rotating_symbols, "R"),
+            rotation_groups=args.rotation_groups,
+            rotation_period_s=args.rotation_period,
         ),
         replay=ReplayConfig(path=args.replay, pace=args.pace, speed=args.speed)
         if args.replay

@@ -43,6 +43,12 @@ class SyntheticConfig(_Model):
     daily_bars: bool = True
     statuses: bool = True
     lulds: bool = True
+    # symbols that take turns: split round robin into `rotation_groups` groups, one group
+    # trades and quotes (at the rates above) for `rotation_period_s` of event time, then the
+    # next; the others are silent meanwhile (idle symbols come back, for eviction drills)
+    rotating_symbols: tuple[str, ...] = ()
+    rotation_groups: int = Field(4, ge=1)
+    rotation_period_s: float = Field(15.0, gt=0)
 
     @model_validator(mode="after")
     def _check(self) -> SyntheticConfig:

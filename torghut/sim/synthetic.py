@@ -64,7 +64,17 @@ class SyntheticMarket:
         self._bars = MinuteBarBuilder(daily_bars=config.daily_bars)
         self._exchange_fixed = "V" if config.feed in ("iex", "test") else None
         self._symbols: dict[str, _SymbolState] = {}
-        for sym in config.symbols:
+        # rotating symbol -> its group (config.rotating_symbols); only the group whose turn
+        # it is (event time since start // period % groups) sends
+        self._rotation = {
+            sym: i % config.rotation_groups
+            for i, sym in enumerate(config.rotating_symbols)
+            if sym not in config.symbols
+        }
+        self._start_ns = start_ns
+        self._period_ns = int(config.rotation_period_s * NS_PER_S)
+        everyone = (*config.symbols, *self._rotation)
+        for sym in everyone:
             base = _BASE_PRICES.get(sym) or 20.0 + (sum(map(ord, sym)) * 7919) % 480
             self._symbols[sym] = _SymbolState(
                 mid=base * math.exp(self._rng.gauss(0.0, 0.01)),
@@ -73,7 +83,7 @@ class SyntheticMarket:
             )
         self._heap: list[tuple[int, int, str, str]] = []
         self._seq = 0
-        for sym in config.symbols:
+        for sym in everyone:
             if config.trades_per_sec > 0:
                 self._schedule(start_ns, "t", sym, config.trades_per_sec)
             if config.quotes_per_sec > 0:
@@ -106,7 +116,8 @@ class SyntheticMarket:
             if max_trades is not None and self.trades_emitted >= max_trades:
                 break
             ts, _, kind, sym = heapq.heappop(heap)
-            self._event(kind, sym, ts, out)
+            if self._turn(sym, ts):
+                self._event(kind, sym, ts, out)
             self._schedule(ts, kind, sym, rates[kind])
         else:
             if until_ns > self._clock:
@@ -116,6 +127,14 @@ class SyntheticMarket:
                 self._clock = until_ns
         self.messages_emitted += len(out)
         return out
+
+    def _turn(self, sym: str, ts: int) -> bool:
+        """Whether ``sym`` sends at event time ``ts`` (always, unless it is rotating)."""
+        group = self._rotation.get(sym)
+        if group is None:
+            return True
+        groups = self.config.rotation_groups
+        return (ts - self._start_ns) // self._period_ns % groups == group
 
     def burst(self, count: int, now_ns: int) -> list[dict[str, Any]]:
         """``count`` trade/quote events now (as fast as possible mode), ts strictly increasing."""
