@@ -249,4 +249,3 @@ def assert_gap_flags(records: Iterable[dict], gap_bars: set[tuple[str, int]]) ->
         f"oracle only {sorted((gap_bars & finals) - flagged)[:5]}"
     )
     return len(flagged)
-
