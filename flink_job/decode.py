@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import datetime
 from typing import Any
 
-from flink_job.symbol_processor import CANCEL, CORRECTION, QUOTE, TRADE
+from flink_job.symbol_processor import CANCEL, CORRECTION, GAP, QUOTE, TRADE
 from shared.serde import AvroDeserializer, SerdeError
 
 REJECTED = "!"
 # the source's key for records without a Kafka key (SymbolKeyedDeserializationSchema.NO_KEY)
 REJECTED_KEY = "__rejected__"
+#: the forwarder's gap markers (forwarder/gaps.py): a ForwarderStatus payload, the window
+#: [from, to] in which messages may have been lost in `window`
+GAP_CHANNEL = "gap"
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+
+
+def _ns(t: Any) -> int:
+    """A `timestamp-micros` value as fastavro returns it (an aware datetime) in epoch ns."""
+    if isinstance(t, datetime.datetime):
+        return (t - _EPOCH) // datetime.timedelta(microseconds=1) * 1000
+    return int(t) * 1000
 
 
 def envelope_event(env: dict[str, Any]) -> tuple | None:
@@ -24,6 +36,11 @@ def envelope_event(env: dict[str, Any]) -> tuple | None:
         return (CORRECTION, *head)
     if ch == "cancelErrors":
         return (CANCEL, *head)
+    if ch == GAP_CHANNEL:
+        w = env["window"]
+        if w is None or p.get("event") != "gap":
+            raise TypeError("a gap marker needs event 'gap' and its window [from, to]")
+        return (GAP, *head, _ns(w["start"]), _ns(w["end"]))
     return None
 
 
@@ -51,8 +68,9 @@ def decode_event(
         return rejected(f"record key {key!r} is not the envelope symbol {env['symbol']!r}")
     try:
         return envelope_event(env)
-    except (KeyError, TypeError):
+    except (KeyError, TypeError) as exc:
         return rejected(
             f"{env['channel']} envelope with a payload of another type: "
             f"{sorted(env['payload']) if isinstance(env['payload'], dict) else env['payload']!r}"
+            f" ({exc})"
         )

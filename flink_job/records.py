@@ -42,6 +42,7 @@ def microbar_record(em: Emission, emit_ns: int, source: str = SOURCE) -> dict[st
         volume=b.volume,
         vwap=b.vwap,
         trade_count=b.trade_count,
+        gap=em.gap,
     )
     return rec
 

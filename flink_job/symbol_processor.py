@@ -18,7 +18,13 @@ Rules (docs/design.md, "Event time" and "Bad input"):
 - a record whose (symbol, kind, seq) was already applied is a duplicate (a delivery the
   forwarder re-produced that reached the log twice): counted, never applied again;
 - corrections and cancelErrors are counted and reported; bars are not rewritten (Alpaca
-  re-sends corrected minute bars as updatedBars; 1 s bars stay a record of what traded).
+  re-sends corrected minute bars as updatedBars; 1 s bars stay a record of what traded);
+- a gap marker (the forwarder lost its WebSocket and may have missed messages in
+  [from, to]) is kept as a gap window; every bar whose [start, end) overlaps it carries
+  `gap`. Like a trade, it can only reach bars its partition's mark has not passed: bars
+  whose timer is at or below the marker's limit may already be final, so the window never
+  flags them (a marker that starts in such a bar is counted as `late_gaps`). The flag is a
+  function of the log: every marker that may flag a bar is applied before the bar closes.
 """
 
 from __future__ import annotations
@@ -38,11 +44,14 @@ NS_PER_MS = 1_000_000
 
 # Decoded raw events (flink_job.decode): (kind, symbol, event_ns, seq, ingest_ns, trace_id, *fields)
 TRADE, QUOTE, CORRECTION, CANCEL = "t", "q", "c", "x"
+# a gap marker: (GAP, symbol, event_ns, seq, ingest_ns, trace_id, from_ns, to_ns)
+GAP = "g"
 # more quote buckets than a bar's lookback needs: prune on the quote path too
 QUOTE_BUCKETS_SOFT_CAP = 64
 # SymbolState.to_state layout: 2 adds the tag, applied seq intervals (1: last seq per kind)
-# and the late_quotes/refused_bars counters; from_state migrates 1
-SYMBOL_STATE_LAYOUT = 2
+# and the late_quotes/refused_bars counters; 3 adds the gap windows and the gaps/late_gaps
+# counters; from_state migrates 1 and 2 (no gap windows)
+SYMBOL_STATE_LAYOUT = 3
 
 
 class SymbolStateError(ValueError):
@@ -63,6 +72,8 @@ class SymbolCounters:
     corrections: int = 0
     late_quotes: int = 0  # added in state layout 2 (with refused_bars); older snapshots: 0
     refused_bars: int = 0
+    gaps: int = 0  # added in state layout 3: gap markers applied
+    late_gaps: int = 0  # gap markers whose window starts in a bar the mark had passed
 
     def to_state(self) -> tuple[int, ...]:
         return (
@@ -73,6 +84,8 @@ class SymbolCounters:
             self.corrections,
             self.late_quotes,
             self.refused_bars,
+            self.gaps,
+            self.late_gaps,
         )
 
 
@@ -93,6 +106,10 @@ class SymbolState:
     last_trade_ns: int = 0
     last_provisional_wall_ns: int = 0
     counters: SymbolCounters = field(default_factory=SymbolCounters)
+    # known gap windows (layout 3): [from_ns, to_ns, limit_ms], flagging bars that overlap
+    # [from, to] and whose timer is above limit (the marker's lateness limit); pruned once
+    # the watermark has passed every bar they overlap
+    gaps: list[list[int]] = field(default_factory=list)
 
     def to_state(self) -> tuple[Any, ...]:
         """Plain values for Flink keyed state, layout `SYMBOL_STATE_LAYOUT` first."""
@@ -105,6 +122,7 @@ class SymbolState:
             self.last_trade_ns,
             self.last_provisional_wall_ns,
             self.counters.to_state(),
+            [list(g) for g in self.gaps],
         )
 
     @classmethod
@@ -115,13 +133,14 @@ class SymbolState:
             layout, t = t[0], t[1:]
         else:
             layout = 1  # layout 1 had no tag: (bars, latest, quotes, last seq per kind, ...)
-        if layout > SYMBOL_STATE_LAYOUT or len(t) != 7:
+        if layout > SYMBOL_STATE_LAYOUT or len(t) != (8 if layout >= 3 else 7):
             raise SymbolStateError(
                 f"symbol state layout {layout} with {len(t)} fields is not one this release "
                 f"reads (layouts 1..{SYMBOL_STATE_LAYOUT}); it was written by a newer "
                 "release: restore that release's savepoint with that release"
             )
-        bars, latest, quotes, applied, last_trade, last_prov, counters = t
+        bars, latest, quotes, applied, last_trade, last_prov, counters = t[:7]
+        gaps = t[7] if layout >= 3 else ()  # layouts 1 and 2 knew no gap windows
         return cls(
             bars={k: MicroBar.from_state(b) for k, b in bars.items()},
             latest=dict(latest),
@@ -133,6 +152,7 @@ class SymbolState:
             last_trade_ns=last_trade,
             last_provisional_wall_ns=last_prov,
             counters=SymbolCounters(*counters),
+            gaps=[list(g) for g in gaps],
         )
 
 
@@ -147,6 +167,7 @@ class Emission:
     ingest_ns: int
     seq: int
     trace_id: str
+    gap: bool = False  # the bar overlaps a known WebSocket gap (SymbolState.gaps)
 
 
 @dataclass
@@ -280,8 +301,9 @@ class SymbolProcessor:
                 if self._peekable(signals, bar)
                 else SignalValues()
             )
+            gap = self._in_gap(st, bar.start_ns, bar.end_ns)
             result.emissions.append(
-                Emission(bar, values, False, event_ns, ingest_ns, seq, trace_id)
+                Emission(bar, values, False, event_ns, ingest_ns, seq, trace_id, gap)
             )
         return result
 
@@ -333,6 +355,38 @@ class SymbolProcessor:
             for bucket in [b for b in quotes if b < horizon]:
                 del quotes[bucket]
 
+    def on_gap(
+        self, st: SymbolState, ev: tuple, limit_ms: int, watermark_ms: int | None = None
+    ) -> bool:
+        """A gap marker `(GAP, symbol, event_ns, seq, ingest_ns, trace, from_ns, to_ns)`:
+        keep its window for the bars it may still flag (module doc). Returns False for a
+        duplicate. A window whose first bar's timer is at or below `limit_ms` is counted
+        as `late_gaps` (that bar may already be final; it is not flagged)."""
+        if self._is_duplicate(st, GAP, ev[3]):
+            return False
+        from_ns, to_ns = ev[6], ev[7]
+        st.counters.gaps += 1
+        if self.timer_for(bucket_start_ns(from_ns, self.size) + self.size) <= limit_ms:
+            st.counters.late_gaps += 1
+        st.gaps.append([from_ns, to_ns, limit_ms])
+        if watermark_ms is not None:
+            self.prune_gaps(st, watermark_ms)
+        return True
+
+    def _in_gap(self, st: SymbolState, start_ns: int, end_ns: int) -> bool:
+        """Whether the bar [start, end) overlaps a gap window that may flag it."""
+        if not st.gaps:
+            return False
+        timer = self.timer_for(end_ns)
+        return any(lo < end_ns and start_ns <= hi and timer > limit for lo, hi, limit in st.gaps)
+
+    def prune_gaps(self, st: SymbolState, watermark_ms: int) -> None:
+        """Drop windows that end before every bar still to close: such a bar ends after
+        the watermark, so it starts after `watermark - size`."""
+        horizon = (watermark_ms + 1) * NS_PER_MS - self.size
+        if st.gaps and any(hi < horizon for _, hi, _ in st.gaps):
+            st.gaps = [g for g in st.gaps if g[1] >= horizon]
+
     def on_correction(self, st: SymbolState, ev: tuple) -> None:
         if not self._is_duplicate(st, ev[0], ev[3]):
             st.counters.corrections += 1
@@ -367,7 +421,10 @@ class SymbolProcessor:
                 log.exception("%s: dropped the bar starting %d", bar.symbol, start)
                 st.counters.refused_bars += 1
                 continue
-            out.append(Emission(bar, values, True, event_ns, ingest_ns, seq, trace_id))
+            gap = self._in_gap(st, bar.start_ns, bar.end_ns)
+            out.append(Emission(bar, values, True, event_ns, ingest_ns, seq, trace_id, gap))
+        if st.gaps:
+            self.prune_gaps(st, watermark_ms)
         if out:
             horizon = out[-1].bar.end_ns - self.quote_max_age_ns - self.size
             for bucket in [b for b in st.quotes if b < horizon]:

@@ -24,12 +24,17 @@ CREATE TABLE IF NOT EXISTS {{database}}.ta_microbars
     seq          Int64,
     source       LowCardinality(String),
     trace_id     String,
-    loaded_at    DateTime64(3, 'UTC') DEFAULT now64(3)
+    loaded_at    DateTime64(3, 'UTC') DEFAULT now64(3),
+    gap          Bool DEFAULT false
 )
 ENGINE = ReplacingMergeTree(version)
 PARTITION BY toDate(window_start)
 ORDER BY (symbol, window_start, window_size_ms, is_final)
 TTL toDateTime(window_start) + INTERVAL 30 DAY;
+
+-- microbar schema v2 (gap flags, docs/topics-and-schemas.md): a table created before it gains
+-- the column; rows loaded before read false
+ALTER TABLE {{database}}.ta_microbars ADD COLUMN IF NOT EXISTS gap Bool DEFAULT false;
 
 CREATE TABLE IF NOT EXISTS {{database}}.ta_signals
 (

@@ -27,7 +27,8 @@ CREATE TABLE {{ingest_db}}.ta_microbars_queue
     emit_ts     Int64,
     seq         Int64,
     source      String,
-    trace_id    String
+    trace_id    String,
+    gap         Bool
 )
 ENGINE = Kafka({{kafka_collection}})
 SETTINGS kafka_topic_list = 'ta.bars.1s.v1',
@@ -50,7 +51,7 @@ SELECT
     fromUnixTimestamp64Nano(event_ts, 'UTC') AS event_ts,
     fromUnixTimestamp64Nano(ingest_ts, 'UTC') AS ingest_ts,
     fromUnixTimestamp64Nano(emit_ts, 'UTC') AS emit_ts,
-    seq, source, trace_id
+    seq, source, trace_id, gap
 FROM {{ingest_db}}.ta_microbars_queue
 WHERE length(_error) = 0;
 

@@ -64,6 +64,7 @@ def microbar(**over: Any) -> dict[str, Any]:
         "seq": 42,
         "source": "torghut-ta",
         "trace_id": "t-1",
+        "gap": False,
     }
     rec.update(over)
     return rec

@@ -202,6 +202,7 @@ def windows(draw: st.DrawFn) -> dict[str, int]:
     seq=longs,
     is_final=st.booleans(),
     trace_id=symbols,
+    gap=st.booleans(),
 )
 def test_generated_microbars_round_trip_exactly(
     symbol,
@@ -216,6 +217,7 @@ def test_generated_microbars_round_trip_exactly(
     seq,
     is_final,
     trace_id,
+    gap,
 ) -> None:
     o, h, lo, c, vwap = prices
     rec = microbar(
@@ -235,6 +237,7 @@ def test_generated_microbars_round_trip_exactly(
         seq=seq,
         is_final=is_final,
         trace_id=trace_id,
+        gap=gap,
     )
     assert roundtrip("torghut.ta.MicroBar", rec) == {**rec, "window": decoded_window(w)}
 

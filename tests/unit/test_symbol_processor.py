@@ -185,7 +185,9 @@ def test_good_values_pass_including_size_zero_and_a_one_sided_quote():
 
 def test_counters_of_an_older_state_layout_restore_with_the_new_counter_at_zero():
     old = (1, 2, 3, 4, 5)  # layout 1: no late_quotes
-    assert SymbolCounters(*old).to_state() == (1, 2, 3, 4, 5, 0, 0)
+    assert SymbolCounters(*old).to_state() == (1, 2, 3, 4, 5, 0, 0, 0, 0)
+    layout2 = (1, 2, 3, 4, 5, 6, 7)  # layout 2: no gaps/late_gaps
+    assert SymbolCounters(*layout2).to_state() == (1, 2, 3, 4, 5, 6, 7, 0, 0)
 
 
 def test_a_bar_the_indicators_refuse_is_dropped_and_counted_not_raised(proc):
@@ -305,24 +307,96 @@ GOLDEN = Path(__file__).resolve().parents[1] / "data"
 
 def test_golden_states_of_every_layout_restore_to_the_same_symbol():
     """tests/data/symbol_state_layout*.pickle: one symbol's state as each layout wrote it
-    (layout 1: the previous release's, untagged, last seq per kind, five counters). Keep
+    (layout 1: the previous release's, untagged, last seq per kind, five counters; layout
+    2: no gap windows, seven counters; layout 3: one gap window [T0+0.2 s, T0+0.7 s]). Keep
     them; a new layout adds its own file and a migration."""
-    v1 = SymbolState.from_state(pickle.loads((GOLDEN / "symbol_state_layout1.pickle").read_bytes()))
-    v2 = SymbolState.from_state(pickle.loads((GOLDEN / "symbol_state_layout2.pickle").read_bytes()))
-    assert v2.to_state()[0] == SYMBOL_STATE_LAYOUT == 2
-    assert v1.bars == v2.bars and v1.quotes == v2.quotes and v1.latest == v2.latest
+    v1, v2, v3 = (
+        SymbolState.from_state(
+            pickle.loads((GOLDEN / f"symbol_state_layout{n}.pickle").read_bytes())
+        )
+        for n in (1, 2, 3)
+    )
+    assert v3.to_state()[0] == SYMBOL_STATE_LAYOUT == 3
+    assert v1.bars == v2.bars == v3.bars and v1.quotes == v2.quotes == v3.quotes
+    assert v1.latest == v2.latest == v3.latest
     assert v2.applied == {"t": [1, 5], "q": [1, 1]}
+    assert v3.applied == {"t": [1, 5], "q": [1, 1], "g": [7, 7]}
     assert v1.applied == {"t": [5, 5], "q": [1, 1]}  # the last seq becomes one interval
-    assert v1.counters == v2.counters
+    assert v1.counters == v2.counters == SymbolCounters()
+    assert v3.counters == SymbolCounters(gaps=1)
+    assert v1.gaps == v2.gaps == []  # layouts 1 and 2 knew no gaps
+    assert v3.gaps == [[T0 + S // 5, T0 + 7 * S // 10, T0 // 1_000_000 - 2000]]
+    for st in (v1, v2, v3):  # a migrated state writes the current layout and reads it back
+        again = SymbolState.from_state(pickle.loads(pickle.dumps(st.to_state())))
+        assert again == st and again.to_state()[0] == SYMBOL_STATE_LAYOUT
     proc = SymbolProcessor(provisional_interval_ns=0)
-    sig = SignalState()
-    for st in (v1, v2):  # both continue the same way
+    closed = []
+    for st in (v1, v2, v3):  # all continue the same way; only layout 3 knew of the gap
+        sig = SignalState()
         assert proc.on_trade(st, sig, trade(T0 + 5, 1.0, seq=5, sym="GOLD"), NO_WM, 0).duplicate
         assert not proc.on_trade(st, sig, trade(T0 + 6, 1.0, seq=6, sym="GOLD"), NO_WM, 0).late
-    assert v1.bars == v2.bars
+        closed.append(proc.on_watermark(st, sig, wm_ms(T0 + S)))
+    assert [[e.bar for e in c] for c in closed[1:]] == [[e.bar for e in closed[0]]] * 2
+    assert [[e.gap for e in c] for c in closed] == [[False], [False], [True]]
 
 
 def test_a_state_layout_from_a_newer_release_is_refused_not_misread():
     newer = (SYMBOL_STATE_LAYOUT + 1, *SymbolState().to_state()[1:])
     with pytest.raises(SymbolStateError, match="newer release"):
         SymbolState.from_state(newer)
+
+
+def gap(from_ns: int, to_ns: int, seq: int = 1, sym: str = "AAPL") -> tuple:
+    return ("g", sym, from_ns, seq, to_ns, f"gap{seq}", from_ns, to_ns)
+
+
+def test_bars_overlapping_a_gap_window_carry_gap_and_the_others_do_not(proc):
+    """A reconnect lost messages in [T0+2.5 s, T0+4.2 s]: the bars [2,3), [3,4) and [4,5)
+    overlap it, [1,2) and [5,6) do not; provisional and final records agree."""
+    proc = SymbolProcessor(provisional_interval_ns=1)
+    st, sig = SymbolState(), SignalState()
+    proc.on_trade(st, sig, trade(T0 + S + 1, 100.0, seq=1), NO_WM, 1)
+    proc.on_trade(st, sig, trade(T0 + 2 * S + 1, 100.0, seq=2), NO_WM, 2)
+    assert proc.on_gap(st, gap(T0 + 2 * S + S // 2, T0 + 4 * S + S // 5), wm_ms(T0 + S) - 1001)
+    provisional = []
+    for k, t in enumerate((3, 4, 5)):
+        r = proc.on_trade(st, sig, trade(T0 + t * S + 1, 100.0, seq=3 + k), NO_WM, 3 + k)
+        provisional += [(e.bar.start_ns, e.gap) for e in r.emissions]
+    finals = proc.on_watermark(st, sig, wm_ms(T0 + 6 * S))
+    assert [(e.bar.start_ns - T0) // S for e in finals] == [1, 2, 3, 4, 5]
+    assert [e.gap for e in finals] == [False, True, True, True, False]
+    assert provisional == [(T0 + 3 * S, True), (T0 + 4 * S, True), (T0 + 5 * S, False)]
+    assert st.counters.gaps == 1 and st.counters.late_gaps == 0
+    assert st.gaps == []  # pruned: no bar still to close overlaps it
+
+
+def test_a_gap_marker_behind_its_partitions_mark_never_flags_a_bar_that_may_be_final(proc):
+    """The marker's mark has passed the bar [1,2) (timer T0+2 s - 1 ms): that bar may
+    already be final, so it is never flagged, whether or not it has closed yet; the bar
+    [2,3) is still open by the mark and is flagged. The marker is counted as late."""
+    st, sig = SymbolState(), SignalState()
+    proc.on_trade(st, sig, trade(T0 + S + 1, 100.0, seq=1), NO_WM, 0)
+    proc.on_trade(st, sig, trade(T0 + 2 * S + 1, 100.0, seq=2), NO_WM, 0)
+    mark = wm_ms(T0 + 2 * S)  # the bar [1,2) is behind it, [2,3) is not
+    proc.on_gap(st, gap(T0 + S + 1, T0 + 2 * S + 5), mark)
+    finals = proc.on_watermark(st, sig, wm_ms(T0 + 3 * S))
+    assert [e.gap for e in finals] == [False, True]
+    assert st.counters.late_gaps == 1
+
+
+def test_a_gap_marker_in_the_log_twice_is_applied_once(proc):
+    st = SymbolState()
+    assert proc.on_gap(st, gap(T0, T0 + S, seq=9), NO_WM)
+    assert not proc.on_gap(st, gap(T0, T0 + S, seq=9), NO_WM)
+    assert st.counters.gaps == 1 and len(st.gaps) == 1 and st.counters.seq_regressions == 1
+
+
+def test_gap_windows_are_pruned_once_the_watermark_passed_every_bar_they_overlap(proc):
+    """Bounded state: a window stays while a bar that may still close overlaps it."""
+    st, sig = SymbolState(), SignalState()
+    for k in range(50):  # a reconnect a second, no trade at all (a symbol that only quotes)
+        proc.on_gap(st, gap(T0 + k * S, T0 + k * S + S // 2, seq=k + 1), NO_WM, wm_ms(T0 + k * S))
+    assert len(st.gaps) <= 2
+    proc.on_trade(st, sig, trade(T0 + 49 * S + 1, 100.0, seq=1), NO_WM, 0)
+    (final,) = proc.on_watermark(st, sig, wm_ms(T0 + 51 * S))
+    assert final.gap and st.gaps == []
