@@ -189,6 +189,7 @@ def test_flink_configuration_agrees_with_the_local_job_settings(overlay) -> None
     keys = [
         "execution.checkpointing.mode",
         "execution.checkpointing.max-concurrent-checkpoints",
+        "execution.checkpointing.tolerable-failed-checkpoints",
         "state.backend.type",
         "state.storage.fs.memory-threshold",
         "s3.directory.marker.retention",

@@ -18,6 +18,11 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
         "torghut.bench.pipeline",
         "sim -> forwarder -> TA job: signal/final-bar latency, trades/s per slot",
     ),
+    "flood": (
+        "torghut.bench.flood",
+        "N symbols (some rotating idle) for M minutes: forwarder RSS, job heap, checkpoint "
+        "size/duration stay flat?",
+    ),
 }
 
 
