@@ -160,7 +160,8 @@ def test_what_a_workload_needs_is_in_an_earlier_or_the_same_wave(overlay: str) -
     job reads no later than that workload (else a wave waits for a pod that cannot start)."""
     rendered = built(overlay)
     ns = one(rendered, "Namespace", "torghut")
-    later = [d for d in rendered if d is not ns and wave(d) <= wave(ns)]
+    assert wave(one(rendered, "Namespace", "torghut-ta")) == wave(ns)
+    later = [d for d in rendered if d["kind"] != "Namespace" and wave(d) <= wave(ns)]
     assert later == [], "objects not after their Namespace"
     cm_wave = {d["metadata"]["name"]: wave(d) for d in rendered if d["kind"] == "ConfigMap"}
     for d in rendered:

@@ -21,6 +21,7 @@ from torghut.k8s_render import (
 )
 
 NAMESPACE = "torghut"
+TA_NAMESPACE = "torghut-ta"  # the TA job alone (docs/network-and-rbac.md, "Namespaces")
 SECRET_WORDS = re.compile(r"KEY|SECRET|PASSWORD|TOKEN", re.IGNORECASE)
 
 
@@ -49,13 +50,31 @@ def overlay(request) -> str:
 # --- build ---------------------------------------------------------------------------------
 
 
-def test_overlay_builds_and_everything_lands_in_namespace_torghut(overlay) -> None:
+def test_overlay_builds_and_everything_lands_in_torghut_or_the_ta_namespace(overlay) -> None:
     docs = built(overlay)
+    ta = set()
     for d in docs:
         if d["kind"] == "Namespace":
-            assert d["metadata"]["name"] == NAMESPACE
+            assert d["metadata"]["name"] in (NAMESPACE, TA_NAMESPACE)
+        elif d["metadata"].get("namespace") == TA_NAMESPACE:
+            ta.add((d["kind"], d["metadata"]["name"]))
         else:
             assert d["metadata"].get("namespace") == NAMESPACE, d["metadata"]["name"]
+    assert ta == {
+        ("FlinkDeployment", "torghut-ta"),
+        ("ConfigMap", "torghut-ta-config"),
+        ("ServiceAccount", "torghut-ta"),
+        ("ServiceAccount", "torghut-ta-taskmanager"),
+        ("Role", "torghut-ta"),
+        ("Role", "torghut-ta-taskmanager"),
+        ("RoleBinding", "torghut-ta"),
+        ("RoleBinding", "torghut-ta-taskmanager"),
+        ("NetworkPolicy", "default-deny-all"),
+        ("NetworkPolicy", "allow-dns"),
+        ("NetworkPolicy", "torghut-ta"),
+        ("NetworkPolicy", "torghut-ta-apiserver"),
+        ("PodMonitor", "torghut-ta"),
+    }
     kinds = {d["kind"] for d in docs}
     assert {
         "FlinkDeployment",
@@ -420,8 +439,12 @@ def test_dashboards_are_valid_json_configmaps_with_the_seed_panels(overlay) -> N
 # --- network ---------------------------------------------------------------------------------
 
 
-def _policies(docs: list[dict]) -> dict[str, dict]:
-    return {p["metadata"]["name"]: p["spec"] for p in find(docs, "NetworkPolicy")}
+def _policies(docs: list[dict], namespace: str = NAMESPACE) -> dict[str, dict]:
+    return {
+        p["metadata"]["name"]: p["spec"]
+        for p in find(docs, "NetworkPolicy")
+        if p["metadata"]["namespace"] == namespace
+    }
 
 
 def _egress_ports(spec: dict) -> set[int]:
@@ -429,15 +452,16 @@ def _egress_ports(spec: dict) -> set[int]:
 
 
 def test_namespace_is_default_deny_with_dns_allowed(overlay) -> None:
-    pol = _policies(built(overlay))
-    assert pol["default-deny-all"] == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
-    assert _egress_ports(pol["allow-dns"]) == {53}
+    for namespace in (NAMESPACE, TA_NAMESPACE):
+        pol = _policies(built(overlay), namespace)
+        assert pol["default-deny-all"] == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
+        assert _egress_ports(pol["allow-dns"]) == {53}
 
 
 def test_forwarder_egress_is_only_alpaca_kafka_and_registry(overlay) -> None:
     spec = _policies(built(overlay))["torghut-forwarder"]
     assert spec["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "torghut-forwarder"}
-    assert _egress_ports(spec) == {443, 9092, 9093, 8081}
+    assert _egress_ports(spec) == {443, 9093, 8081}  # Kafka: the SASL_SSL listener only
     (internet,) = [r for r in spec["egress"] if "ipBlock" in r["to"][0]]
     assert [p["port"] for p in internet["ports"]] == [443]
     assert "10.0.0.0/8" in internet["to"][0]["ipBlock"]["except"]
@@ -445,8 +469,8 @@ def test_forwarder_egress_is_only_alpaca_kafka_and_registry(overlay) -> None:
 
 
 def test_flink_egress_is_only_kafka_minio_registry_and_the_api_server(overlay) -> None:
-    pol = _policies(built(overlay))
-    assert _egress_ports(pol["torghut-ta"]) == {9092, 9093, 9000, 443, 8081}
+    pol = _policies(built(overlay), TA_NAMESPACE)
+    assert _egress_ports(pol["torghut-ta"]) == {9093, 9000, 443, 8081}
     minio_rules = [
         r
         for r in pol["torghut-ta"]["egress"]
@@ -465,10 +489,12 @@ def test_flink_egress_is_only_kafka_minio_registry_and_the_api_server(overlay) -
 
 def test_every_workload_pod_is_selected_by_a_specific_network_policy(overlay) -> None:
     docs = built(overlay)
-    pol = _policies(docs)
-    selectors = [s["podSelector"].get("matchLabels", {}) for s in pol.values() if s["podSelector"]]
     for name, _spec in pod_specs(docs):
         doc_kind, doc_name = name.split("/")
+        pol = _policies(docs, one(docs, doc_kind, doc_name)["metadata"]["namespace"])
+        selectors = [
+            s["podSelector"].get("matchLabels", {}) for s in pol.values() if s["podSelector"]
+        ]
         if doc_kind == "FlinkDeployment":
             labels = {"app": doc_name}  # set by the operator on JM and TM pods
         else:
