@@ -37,6 +37,7 @@ MB = 1 << 20
 SERIES = (
     ("forwarder_rss_mb", "forwarder RSS (MB)"),
     ("job_heap_mb", "job JVM heap used (MB)"),
+    ("job_heap_committed_mb", "job JVM heap committed (MB)"),
     ("job_jvm_rss_mb", "job JVM process RSS (MB, thread-mode Python inside)"),
     ("job_python_rss_mb", "job Python workers RSS (MB, process mode)"),
     ("checkpoint_size_mb", "last checkpoint size (MB)"),
@@ -60,6 +61,8 @@ class FloodConfig:
     checkpoint_interval_ms: int = 10_000
     python_execution_mode: str = "thread"
     seed: int = 11
+    # the job's first run reads from here (`latest`: a shared stack's history is not read)
+    starting_offsets: str = "latest"
 
 
 @dataclass
@@ -67,6 +70,7 @@ class Sample:
     t_s: float
     forwarder_rss_mb: float | None = None
     job_heap_mb: float | None = None
+    job_heap_committed_mb: float | None = None
     job_jvm_rss_mb: float | None = None
     job_python_rss_mb: float | None = None
     checkpoint_size_mb: float | None = None
@@ -241,7 +245,7 @@ class FloodRun:
             self.state,
             checkpoint_dir=f"s3a://{self.state.s3_bucket}/bench-flood/{self.run_id}",
             checkpoint_interval_ms=cfg.checkpoint_interval_ms,
-            starting_offsets="latest",
+            starting_offsets=cfg.starting_offsets,
             consumer_group=f"bench-flood-{self.run_id}",
             transactional_id_prefix=f"bench-flood-{self.run_id}",
             transaction_timeout_ms=60_000,
@@ -323,6 +327,8 @@ class FloodRun:
         s.forwarder_rss_mb = rss_mb(self.fwd_pid)
         heap = metric(flink, "Status_JVM_Memory_Heap_Used")
         s.job_heap_mb = heap / MB if heap is not None else None
+        committed = metric(flink, "Status_JVM_Memory_Heap_Committed")
+        s.job_heap_committed_mb = committed / MB if committed is not None else None
         s.job_jvm_rss_mb = sum(rss_mb(p) or 0.0 for p in jvms) or None
         s.job_python_rss_mb = sum(rss_mb(p) or 0.0 for p in workers) or None
         size = metric(flink, "job_lastCheckpointSize")
@@ -407,18 +413,22 @@ def row(s: Sample) -> str:
     return " ".join(_fmt(getattr(s, k)) for k, _ in ROW) + f"  {s.load}"
 
 
-def flatness_table(res: dict[str, Any]) -> str:
+def _ratio(v: float | None) -> str:
+    return "-".rjust(8) if v is None else f"{v:8.3f}"
+
+
+def flatness_table(flat: dict[str, Any], from_s: float) -> str:
     lines = [
-        f"{'series (minutes 1..end)':52} {'min 1':>9} {'last min':>9} {'last/1st':>8} "
-        f"{'max/min':>8} {'%/min':>7}"
+        f"{f'series (from minute {from_s / 60:g} to the end)':52} {'1st min':>9} "
+        f"{'last min':>9} {'last/1st':>8} {'max/min':>8} {'%/min':>7}"
     ]
     for name, label in SERIES:
-        f = res["flatness"].get(name)
+        f = flat.get(name)
         if f is None:
             continue
         lines.append(
             f"{label:52} {f['first_minute']:9.1f} {f['last_minute']:9.1f} "
-            f"{_fmt(f['last_over_first'])} {_fmt(f['max_over_min'])} "
+            f"{_ratio(f['last_over_first'])} {_ratio(f['max_over_min'])} "
             f"{_fmt(f['slope_pct_per_min'], 7)}"
         )
     return "\n".join(lines)
@@ -547,16 +557,56 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="seconds left out of the flatness numbers (default: %(default)s)",
     )
     parser.add_argument(
+        "--windows-full",
+        type=float,
+        default=300.0,
+        help="also report the flatness from this second on, when every symbol's indicator "
+        "windows (5 min rolling VWAP) are full (default: %(default)s)",
+    )
+    parser.add_argument(
         "--stack-dir",
         default=None,
         help="use this running stack (default: start a temporary one and stop it)",
     )
     parser.add_argument("--out", default="bench-results", help="directory of the PNG and JSON")
+    parser.add_argument(
+        "--from-json",
+        metavar="PATH",
+        help="run nothing: print the tables and plot again from a saved result",
+    )
+
+
+def report(res: dict[str, Any], args: argparse.Namespace) -> tuple[Path, Path]:
+    """Flatness tables (printed) of a result, its JSON and PNG under ``--out``."""
+    samples = [Sample(**s) for s in res["samples"]]
+    res["flatness"] = {n: flatness(samples, n, args.warmup) for n, _ in SERIES}
+    # per-symbol indicator windows (5 min VWAP, 20 closes) fill for minutes at a low
+    # per-symbol rate: the same numbers once they are full
+    long_enough = samples and samples[-1].t_s >= args.windows_full + 120
+    res["flatness_after_windows"] = (
+        {n: flatness(samples, n, args.windows_full) for n, _ in SERIES} if long_enough else None
+    )
+    res["warmup_s"], res["windows_full_s"] = args.warmup, args.windows_full
+    print()
+    print(flatness_table(res["flatness"], args.warmup))
+    if res["flatness_after_windows"]:
+        print()
+        print(flatness_table(res["flatness_after_windows"], args.windows_full))
+    print(f"load {res['load_start']} -> {res['load_end']}")
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    js = out_dir / f"flood-{res['timestamp']}.json"
+    js.write_text(json.dumps(res, indent=1))
+    return js, plot(out_dir, res)
 
 
 def run(args: argparse.Namespace) -> int:
     from torghut.bench.pipeline import _stack
 
+    if args.from_json:
+        js, png = report(json.loads(Path(args.from_json).read_text()), args)
+        print(f"plot      : {png}\nnumbers   : {js}")
+        return 0
     if args.minutes <= 0 or args.interval <= 0 or args.symbols < 1:
         raise SystemExit("--minutes, --interval and --symbols must be positive")
     cfg = FloodConfig(
@@ -601,15 +651,7 @@ def run(args: argparse.Namespace) -> int:
         "uptime_end": uptime(),
         "status_frames": flood.status.frames,
         "samples": [asdict(s) for s in samples],
-        "flatness": {n: flatness(samples, n, args.warmup) for n, _ in SERIES},
     }
-    print()
-    print(flatness_table(res))
-    print(f"load {load_start} -> {res['load_end']}")
-    out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    js = out_dir / f"flood-{stamp}.json"
-    js.write_text(json.dumps(res, indent=1))
-    png = plot(out_dir, res)
+    js, png = report(res, args)
     print(f"plot      : {png}\nnumbers   : {js}")
     return 0
