@@ -30,16 +30,19 @@ import threading
 import time
 from collections import Counter
 
-import numpy as np
 import pytest
-import talib  # type: ignore[import-untyped]
 
 from shared.registry import SchemaRegistryClient
 from shared.serde import AvroDeserializer
 from shared.topics import QUOTES, TRADES
 from tests.conftest import wait_for
 from tests.support.kafka import consume
-from tests.support.oracle import assert_final_bars_equal, expected_output, start_us
+from tests.support.oracle import (
+    assert_final_bars_equal,
+    assert_signals_equal_talib,
+    expected_output,
+    start_us,
+)
 from tests.support.ta_job import (
     EnvelopeProducer,
     TaJobProcess,
@@ -203,12 +206,6 @@ def _finals_by_job(records: list[dict]) -> dict[str, Counter]:
     return out
 
 
-def _same(a: float | None, b: float | None) -> bool:
-    if a is None or b is None:
-        return a is b
-    return a == pytest.approx(b, rel=1e-9, abs=1e-9)
-
-
 def test_same_log_same_final_bars_and_signals_live_after_two_kill9_and_as_fast_as_possible(
     stack, unique, tmp_path
 ):
@@ -333,27 +330,7 @@ def test_same_log_same_final_bars_and_signals_live_after_two_kill9_and_as_fast_a
         assert plain["fast"] == plain["live"]
 
         # equal to the oracle (bars: above): signals to TA-Lib, spread from the oracle's quote
-        sig = signals_of["live"]
-        for sym in SYMBOLS:
-            keys = sorted(k for k in expected if k[0] == sym)
-            close = np.array([expected[k].close for k in keys])
-            high = np.array([expected[k].high for k in keys])
-            low = np.array([expected[k].low for k in keys])
-            refs = {
-                "ema12": talib.EMA(close, 12),
-                "macd": talib.MACD(close, 12, 26, 9)[0],
-                "rsi14": talib.RSI(close, 14),
-                "boll_upper": talib.BBANDS(close, 20, 2, 2)[0],
-                "atr14": talib.ATR(high, low, close, 14),
-            }
-            for name, ref in refs.items():
-                for i, k in enumerate(keys):
-                    want = None if np.isnan(ref[i]) else float(ref[i])
-                    assert _same(sig[k][name], want), (sym, name, i, sig[k][name], want)
-            for k in keys:
-                q = oracle.quotes[(k[0], k[1] * 1000)]
-                want_spread = None if q is None else q[2] - q[0]
-                assert _same(sig[k]["spread"], want_spread), (k, sig[k]["spread"], q)
+        assert_signals_equal_talib(signals_of["live"], expected, oracle.quotes)
 
         # every poison record counted as rejected; the jobs never killed never restarted
         deser = AvroDeserializer(SchemaRegistryClient(stack.registry_url))

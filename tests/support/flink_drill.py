@@ -9,6 +9,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 from confluent_kafka.admin import AdminClient
@@ -162,3 +163,64 @@ def assert_final_bars_equal_the_oracle(stack, feed: Feed, min_seconds: int = 10)
     )
     assert_final_bars_equal(records, expected)
     return len(expected)
+
+
+def vertices(cluster: FlinkCluster, job: str) -> dict[str, dict]:
+    return {v["name"]: v for v in cluster.rest(f"/jobs/{job}")["vertices"]}
+
+
+class Run:
+    """One cluster lifetime: `parallelism` TaskManagers x 1 slot, the job at `parallelism`,
+    started from `savepoint` (or from the committed offsets, nothing restored)."""
+
+    def __init__(self, run_dir: Path, values: dict, parallelism: int) -> None:
+        self.parallelism = parallelism
+        self.cluster = FlinkCluster(
+            run_dir, {**values, "parallelism": parallelism}, taskmanagers=parallelism, slots=1
+        )
+        self.job = ""
+
+    def start(self, savepoint: str | None) -> str:
+        """Start and wait for all tasks RUNNING and a completed checkpoint (after the
+        restore from `savepoint`); the seconds from the start to each, as text."""
+        c = self.cluster
+        t0 = time.monotonic()
+        c.start(restore_from=savepoint, timeout_s=180)
+        self.job = c.job_id(180)
+        c.wait(lambda: c.all_tasks_running(self.job), 180, "all tasks RUNNING")
+        running_s = time.monotonic() - t0
+
+        def checkpointed() -> dict | None:
+            latest = c.checkpoints(self.job).get("latest") or {}
+            done, restored = latest.get("completed"), latest.get("restored")
+            if done is None or (savepoint and (restored is None or done["id"] <= restored["id"])):
+                return None
+            return latest
+
+        latest = c.wait(checkpointed, 120, "a completed checkpoint")
+        if savepoint:
+            restored = latest["restored"]
+            assert restored["is_savepoint"], restored
+            assert restored["external_path"].rstrip("/") == savepoint.rstrip("/"), restored
+        verts = vertices(c, self.job)
+        assert {v["parallelism"] for v in verts.values()} == {self.parallelism}, {
+            n: v["parallelism"] for n, v in verts.items()
+        }
+        return f"tasks RUNNING {running_s:.1f}s, checkpoint {time.monotonic() - t0:.1f}s"
+
+    def wait_checkpoints(self, n: int) -> None:
+        c, job = self.cluster, self.job
+        before = completed_id(c, job)
+        c.wait(lambda: completed_id(c, job) >= before + n, 60, f"{n} more checkpoints")
+
+    def stop_with_savepoint(self, target_dir: str) -> tuple[str, float]:
+        """Stop-with-savepoint through REST (no drain); the savepoint's path and the seconds
+        from the request to COMPLETED. The job ends FINISHED; the cluster is then stopped."""
+        c = self.cluster
+        t0 = time.monotonic()
+        location = c.stop_with_savepoint(self.job, target_dir, timeout_s=120)
+        took = time.monotonic() - t0
+        assert location.startswith(target_dir.rstrip("/") + "/savepoint-"), location
+        c.wait(lambda: c.job_state(self.job) == "FINISHED", 60, "the job to finish")
+        c.stop()
+        return location, took

@@ -25,8 +25,9 @@ from __future__ import annotations
 import datetime
 import math
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from shared.bars import MicroBar, batch_bars, bucket_start_ns
 
@@ -249,3 +250,45 @@ def assert_gap_flags(records: Iterable[dict], gap_bars: set[tuple[str, int]]) ->
         f"oracle only {sorted((gap_bars & finals) - flagged)[:5]}"
     )
     return len(flagged)
+
+
+def _same(a: float | None, b: float | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9)
+
+
+def assert_signals_equal_talib(
+    signals: Mapping[BarKey, Mapping[str, Any]],
+    expected: Mapping[BarKey, MicroBar],
+    quotes: Mapping[tuple[str, int], tuple[float, float, float, float] | None],
+) -> None:
+    """The final signal of every expected bar equals TA-Lib over the oracle's bar series of
+    its symbol (EMA12, MACD, RSI14, upper Bollinger band, ATR14; `None` where TA-Lib has no
+    value yet), and its spread the oracle's quote of the bar (`OracleResult.quotes`)."""
+    import numpy as np
+    import talib  # type: ignore[import-untyped]
+
+    missing = sorted(set(expected) - set(signals))
+    assert not missing, f"{len(missing)} final signals missing, first {missing[:5]}"
+    for sym in sorted({k[0] for k in expected}):
+        keys = sorted(k for k in expected if k[0] == sym)
+        close = np.array([expected[k].close for k in keys])
+        high = np.array([expected[k].high for k in keys])
+        low = np.array([expected[k].low for k in keys])
+        refs = {
+            "ema12": talib.EMA(close, 12),
+            "macd": talib.MACD(close, 12, 26, 9)[0],
+            "rsi14": talib.RSI(close, 14),
+            "boll_upper": talib.BBANDS(close, 20, 2, 2)[0],
+            "atr14": talib.ATR(high, low, close, 14),
+        }
+        for name, ref in refs.items():
+            for i, k in enumerate(keys):
+                want = None if np.isnan(ref[i]) else float(ref[i])
+                got = signals[k][name]
+                assert _same(got, want), (sym, name, i, got, want)
+        for k in keys:
+            q = quotes[(k[0], k[1] * 1000)]
+            want_spread = None if q is None else q[2] - q[0]
+            assert _same(signals[k]["spread"], want_spread), (k, signals[k]["spread"], q)
