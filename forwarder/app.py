@@ -7,14 +7,22 @@ import asyncio
 import contextlib
 import gc
 import logging
+import math
 import threading
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from forwarder.avro_writer import EnvelopeWriter
-from forwarder.envelope import CHANNEL_BY_TYPE, STATUS_CHANNEL, status_envelope
+from forwarder.envelope import (
+    CHANNEL_BY_TYPE,
+    GAP_CHANNEL,
+    STATUS_CHANNEL,
+    gap_envelope,
+    status_envelope,
+)
 from forwarder.exceptions import FatalStreamError, ForwarderError
+from forwarder.gaps import GapTracker
 from forwarder.heartbeat import EventClock, HeartbeatWriter
 from forwarder.http import HealthServer
 from forwarder.metrics import CHANNEL_INDEX, ForwarderMetrics
@@ -28,7 +36,7 @@ from shared.envelope_layout import check_schema
 from shared.registry import SchemaRegistryClient
 from shared.schemas import schema_json
 from shared.serde import AvroDeserializer, AvroSerializer
-from shared.topics import RAW_TOPICS, STATUS
+from shared.topics import RAW_TOPICS, STATUS, TRADES
 
 log = logging.getLogger("forwarder")
 
@@ -38,6 +46,7 @@ EXIT_FATAL_STREAM = 2
 EXIT_PRODUCER = 3
 SHUTDOWN_FLUSH_S = 25.0  # inside the 30 s Kubernetes grace period
 STATUS_IDX = CHANNEL_INDEX[STATUS_CHANNEL]
+GAP_IDX = CHANNEL_INDEX[GAP_CHANNEL]
 GC_THRESHOLD = (100_000, 50, 100)
 
 
@@ -69,6 +78,10 @@ class Forwarder:
         self._producer: EnvelopeProducer | None = None
         self._stream: StockDataStream | None = None
         self._status_ser: AvroSerializer | None = None
+        self._trades_ser: AvroSerializer | None = None  # gap markers (forwarder/gaps.py)
+        self._gaps = GapTracker()
+        self._gap_reason = ""
+        self._clock: EventClock | None = None
         self._trace = TraceIds()
         self._seqs: SequenceNumbers | None = None
         self._heartbeats: HeartbeatWriter | None = None
@@ -194,6 +207,8 @@ class Forwarder:
             ids[topic.name] = ser.schema_id
             if topic is STATUS:
                 self._status_ser = ser
+            elif topic is TRADES:
+                self._trades_ser = ser
         deser = AvroDeserializer(registry)
         self._phase = "recovering the seq floor from Kafka"
         highest = recover_floor(
@@ -206,7 +221,7 @@ class Forwarder:
         writer = EnvelopeWriter(ids[RAW_TOPICS[0].name], s.feed)
         clock = None
         if s.heartbeat_interval_s > 0:
-            clock = EventClock(s.heartbeat_quiet_s)
+            clock = self._clock = EventClock(s.heartbeat_quiet_s)
             p = self._producer
             self._heartbeats = HeartbeatWriter(
                 s, clock, self.metrics, p.kafka, book=p.book_heartbeats
@@ -285,6 +300,7 @@ class Forwarder:
     def on_data(self, msgs: Sequence[Any], ingest_ns: int) -> bool:
         p = self._producer
         assert p is not None
+        self._gaps.data(ingest_ns)
         self._router.route(msgs, ingest_ns)
         p.poll(0)
         return len(p) >= self.settings.queue_limit
@@ -296,6 +312,7 @@ class Forwarder:
         assert p is not None
         if not self._router.route_raw(raw, ingest_ns):
             return None
+        self._gaps.data(ingest_ns)
         p.poll(0)
         return len(p) >= self.settings.queue_limit
 
@@ -324,6 +341,15 @@ class Forwarder:
     ) -> None:
         if event == "reconnecting":
             self.metrics.reconnects += 1
+        elif event == "disconnected" and self._gaps.disconnected(time.time_ns()):
+            self.metrics.gaps += 1
+            self._gap_reason = reason
+            if self._heartbeats is not None and self.settings.gap_hold_s > 0:
+                self._heartbeats.hold_until = time.monotonic() + self.settings.gap_hold_s
+        elif event == "subscribed":
+            gap = self._gaps.subscribed(time.time_ns())
+            if gap is not None:
+                self._write_gap_markers(*gap, reason=self._gap_reason, attempt=attempt)
         level = logging.WARNING if event in ("disconnected", "error") else logging.INFO
         log.log(
             level, "status %s attempt=%d code=%s reason=%s %s", event, attempt, code, reason, detail
@@ -349,6 +375,39 @@ class Forwarder:
             STATUS_IDX,
             ts,
         )
+
+    def _write_gap_markers(self, from_ns: int, to_ns: int, *, reason: str, attempt: int) -> None:
+        """One gap marker per symbol seen into the raw trades topic, keyed by the symbol, before
+        any message of the new connection is routed (forwarder/gaps.py); then heartbeats
+        resume and a ``gap`` status event says what was marked."""
+        p, ser = self._producer, self._trades_ser
+        if p is None or ser is None or self._seqs is None:
+            return
+        clock = self._clock.max_event_ns if self._clock is not None else 0
+        event_ts = min(to_ns, clock) if clock > 0 else from_ns
+        symbols = self._router.symbols()
+        for symbol in symbols:
+            record = gap_envelope(
+                symbol,
+                feed=self.settings.feed,
+                seq=self._seqs.next((GAP_CHANNEL, symbol)),
+                from_ns=from_ns,
+                to_ns=to_ns,
+                event_ts=event_ts,
+                trace_id=self._trace.next(),
+                reason=reason,
+                attempt=attempt,
+            )
+            p.produce(TRADES.name, ser.encode(record), symbol.encode(), GAP_IDX, event_ts)
+        self.metrics.gap_markers += len(symbols)
+        if self._heartbeats is not None:
+            self._heartbeats.hold_until = -math.inf
+        detail = (
+            f"messages may have been lost from {from_ns} to {to_ns} (epoch ns, "
+            f"{(to_ns - from_ns) / 1e9:.3f} s); gap markers written for {len(symbols)} symbols"
+        )
+        log.warning("reconnect gap: %s", detail)
+        self.on_status("gap", attempt=attempt, detail=detail)
 
     def on_reject(self, reason: str, detail: str, msg: Any) -> None:
         """Count every reject; log and report each reason at most once per interval."""

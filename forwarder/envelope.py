@@ -36,6 +36,8 @@ CHANNEL_BY_TYPE: dict[str, str] = {
     "x": "cancelErrors",
 }
 STATUS_CHANNEL = "status"
+#: gap markers (forwarder/gaps.py): a ForwarderStatus payload in the raw trades topic
+GAP_CHANNEL = "gap"
 CONTROL_TYPES = frozenset(("success", "error", "subscription"))
 BAR_WINDOW_MS = {"b": MINUTE_MS, "u": MINUTE_MS, "d": DAY_MS}
 SOURCE = "alpaca"
@@ -283,6 +285,47 @@ def status_envelope(
         "is_final": True,
         "source": "forwarder",
         "window": None,
+        "trace_id": trace_id,
+    }
+
+
+def gap_envelope(
+    symbol: str,
+    *,
+    feed: str,
+    seq: int,
+    from_ns: int,
+    to_ns: int,
+    event_ts: int,
+    trace_id: str,
+    reason: str = "",
+    attempt: int = 0,
+) -> dict[str, Any]:
+    """A gap marker (forwarder/gaps.py) of ``symbol`` for ``torghut.trades.v1``: messages
+    may have been lost in [``from_ns``, ``to_ns``] (the ``window``, µs); ``ingest_ts`` is
+    ``to_ns``, ``event_ts`` the forwarder's event-time clock (it never moves event time)."""
+    from_us, to_us = from_ns // NS_PER_US, -(-to_ns // NS_PER_US)
+    span_ms = -(-(to_us - from_us) // 1000)
+    return {
+        "ingest_ts": to_ns,
+        "event_ts": event_ts,
+        "feed": feed,
+        "channel": GAP_CHANNEL,
+        "symbol": symbol,
+        "seq": seq,
+        "payload": (
+            "torghut.ForwarderStatus",
+            {
+                "event": "gap",
+                "reason": reason[:500],
+                "attempt": attempt,
+                "code": None,
+                "detail": f"messages may have been lost from {from_ns} to {to_ns} (epoch ns)",
+            },
+        ),
+        "is_final": True,
+        "source": "forwarder",
+        "window": {"size_ms": span_ms, "step_ms": span_ms, "start": from_us, "end": to_us},
         "trace_id": trace_id,
     }
 

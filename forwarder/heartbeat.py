@@ -118,6 +118,9 @@ class HeartbeatWriter:
         self.last_ms: int | None = None
         self.ticks = 0
         self._unavailable: set[str] = set()  # logged once until it is available
+        #: no heartbeats before this monotonic time: a WebSocket gap is open and its markers
+        #: are not written yet (forwarder/gaps.py)
+        self.hold_until = -math.inf
 
     # --- metadata ----------------------------------------------------------------------
 
@@ -157,6 +160,8 @@ class HeartbeatWriter:
         past the last one sent; returns how many were produced."""
         self.ticks += 1
         self._producer.poll(0)
+        if mono < self.hold_until:
+            return 0
         clock = self.clock.now_ns(mono, wall_ns)
         if clock is None:
             return 0

@@ -19,9 +19,10 @@ from prometheus_client.core import (
     Metric,
 )
 
-from forwarder.envelope import CHANNEL_BY_TYPE, STATUS_CHANNEL
+from forwarder.envelope import CHANNEL_BY_TYPE, GAP_CHANNEL, STATUS_CHANNEL
 
-CHANNELS: tuple[str, ...] = (*CHANNEL_BY_TYPE.values(), STATUS_CHANNEL)
+# the status channel stays last (callers sum messages[:-1] for market data)
+CHANNELS: tuple[str, ...] = (*CHANNEL_BY_TYPE.values(), GAP_CHANNEL, STATUS_CHANNEL)
 CHANNEL_INDEX: dict[str, int] = {c: i for i, c in enumerate(CHANNELS)}
 TYPE_INDEX: dict[str, int] = {t: CHANNEL_INDEX[c] for t, c in CHANNEL_BY_TYPE.items()}
 LAG_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -49,6 +50,8 @@ class ForwarderMetrics:
         self.heartbeats = 0  # heartbeat records produced (forwarder/heartbeat.py)
         self.heartbeat_errors = 0  # heartbeats not produced or not delivered
         self.heartbeat_ms = 0  # record timestamp of the last heartbeats (event time, ms)
+        self.gaps = 0  # reconnects after a connection that had delivered data (forwarder/gaps.py)
+        self.gap_markers = 0  # gap markers produced (one per symbol seen and gap)
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)  # type: ignore[arg-type]
 
@@ -118,6 +121,17 @@ class ForwarderMetrics:
             f"{PREFIX}_heartbeat_event_time_seconds",
             "record timestamp of the last heartbeats: the event-time clock minus the lag",
             value=self.heartbeat_ms / 1000,
+        )
+
+        yield CounterMetricFamily(
+            f"{PREFIX}_gaps",
+            "reconnects after a connection that had delivered data: messages may be lost",
+            value=self.gaps,
+        )
+        yield CounterMetricFamily(
+            f"{PREFIX}_gap_markers",
+            "gap markers produced into the raw trades topic (one per symbol seen and gap)",
+            value=self.gap_markers,
         )
 
     def render(self) -> bytes:

@@ -261,6 +261,16 @@ class EnvelopeRouter:
         self._nslots += 1
         return slot
 
+    def symbols(self) -> list[str]:
+        """Every symbol routed so far on a symbol-keyed topic (since the slot table was last
+        dropped at ``max_keys``), sorted: the symbols a WebSocket gap may have cost messages
+        (forwarder/gaps.py)."""
+        seen: set[str] = set()
+        for kind, table in self._slots.items():
+            if kind not in self._feed_keyed:
+                seen.update(table)
+        return sorted(seen)
+
     def _blocking_produce(self, topic: str, value: bytes, key: bytes, ts_ms: int) -> None:
         self.producer.produce_blocking(topic, value, key, ts_ms)
 

@@ -98,6 +98,12 @@ class ForwarderSettings(StrictEnvSettings, KafkaConnectionFields):
     heartbeat_quiet_s: float = Field(
         1.0, gt=0, description="feed quiet this long: the event-time clock runs on with wall time"
     )
+    gap_hold_s: float = Field(
+        30.0,
+        ge=0,
+        description="after a data connection drops, heartbeats wait up to this long for the "
+        "reconnect's gap markers (0 = never wait)",
+    )
 
     @field_validator("symbols", "channels", mode="before")
     @classmethod

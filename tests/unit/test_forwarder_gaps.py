@@ -1,0 +1,92 @@
+"""Gap markers (forwarder/gaps.py): when a WebSocket gap opens and closes, what a marker
+holds, that the job reads it as a gap window, and that heartbeats hold while a gap is open."""
+
+from __future__ import annotations
+
+from flink_job.decode import decode_event
+from flink_job.envelope_reader import EventReader
+from flink_job.symbol_processor import GAP
+from forwarder.envelope import GAP_CHANNEL, gap_envelope
+from forwarder.gaps import GapTracker
+from forwarder.metrics import CHANNEL_INDEX, CHANNELS, ForwarderMetrics
+from shared.serde import AvroDeserializer, AvroSerializer
+from shared.topics import TRADES
+from tests.support.registry import InMemoryRegistry
+from tests.unit.test_forwarder_heartbeat import _writer
+
+S = 1_000_000_000
+T0 = 1_767_362_400 * S
+
+
+def test_a_gap_runs_from_the_last_data_frame_to_the_next_subscription():
+    g = GapTracker()
+    assert g.subscribed(T0) is None  # the first subscription closes no gap
+    g.data(T0 + 5 * S + 123)
+    g.data(T0 + 6 * S + 456)
+    assert g.disconnected(T0 + 7 * S)
+    assert g.subscribed(T0 + 9 * S) == (T0 + 6 * S + 456, T0 + 9 * S)
+    assert g.subscribed(T0 + 10 * S) is None  # closed once
+
+
+def test_a_connection_that_delivered_nothing_opens_no_gap_and_keeps_an_open_one_open():
+    g = GapTracker()
+    assert not g.disconnected(T0)  # the handshake failed before any data: nothing lost
+    g.subscribed(T0 + S)
+    g.data(T0 + 2 * S)
+    assert g.disconnected(T0 + 3 * S)
+    assert not g.disconnected(T0 + 4 * S)  # a reconnect that dropped before subscribing
+    g.subscribed(T0 + 5 * S)  # ... that subscribed and then dropped before any data
+    assert not g.disconnected(T0 + 6 * S)
+    g.data(T0 + 7 * S)
+    assert g.disconnected(T0 + 8 * S)
+    assert g.subscribed(T0 + 9 * S) == (T0 + 7 * S, T0 + 9 * S)
+
+
+def test_a_gap_marker_is_an_envelope_the_job_reads_as_the_gap_window_of_its_symbol():
+    reg = InMemoryRegistry()
+    out = AvroSerializer(reg, TRADES)  # type: ignore[arg-type]
+    rec = gap_envelope(
+        "AAPL",
+        feed="iex",
+        seq=77,
+        from_ns=T0 + 1_234_567,
+        to_ns=T0 + 2 * S + 999,
+        event_ts=T0 + S,
+        trace_id="gap-1",
+        reason="connection lost (no close frame)",
+        attempt=1,
+    )
+    data = out.encode(rec)
+    deser = AvroDeserializer(reg, "torghut.Envelope")  # type: ignore[arg-type]
+    ev = decode_event(deser, data, "AAPL")
+    # the window is in µs: `from` rounds down, `to` up, so it never shrinks
+    assert ev == (
+        GAP,
+        "AAPL",
+        T0 + S,
+        77,
+        T0 + 2 * S + 999,
+        "gap-1",
+        T0 + 1_234_000,
+        T0 + 2 * S + 1000,
+    )
+    assert EventReader(deser).read(data, "AAPL") == ev  # the job's reader (general path)
+    assert decode_event(deser, data, "MSFT")[0] == "!"  # keyed by its symbol, like a trade
+
+
+def test_gap_markers_are_counted_in_their_own_channel_and_status_stays_last():
+    assert CHANNELS[-1] == "status" and CHANNEL_INDEX[GAP_CHANNEL] == len(CHANNELS) - 2
+    text = ForwarderMetrics().render().decode()
+    assert "torghut_forwarder_gap_markers_total 0.0" in text
+    assert "torghut_forwarder_gaps_total 0.0" in text
+
+
+def test_heartbeats_hold_while_a_gap_is_open_and_resume_when_it_closes():
+    hb, clock, _, _ = _writer()
+    clock.observe(T0, 10.0)
+    assert hb.tick(10.1, T0) == 5
+    hb.hold_until = 40.0  # a data connection dropped at 10.0 (TORGHUT_FWD_GAP_HOLD_S=30)
+    # the feed is quiet: without the hold the clock would run on and close the gap's bars
+    assert hb.tick(15.0, T0 + 5 * S) == 0 and hb.tick(39.9, T0 + 30 * S) == 0
+    hb.hold_until = float("-inf")  # the markers are written
+    assert hb.tick(40.0, T0 + 30 * S) == 5
