@@ -341,3 +341,101 @@ def test_final_output_is_the_same_whatever_the_watermark_timing_and_batching(
 
 def _is_final(frame: tuple[str, tuple]) -> bool:
     return dict(frame[1])["is_final"]
+
+
+def _with_gap_markers(
+    stream: list[tuple[str, int, str, tuple]],
+) -> list[tuple[str, int, str, tuple]]:
+    """`stream` plus two reconnect gaps, a marker per symbol each, written the way the
+    forwarder does (record timestamp = the highest event time so far): one soon after its
+    window [9.6 s, 10.4 s], and one whose window [15.5 s, 20.2 s] starts in bars its
+    partition's mark has already passed (those may be final: never flagged)."""
+    out: list[tuple[str, int, str, tuple]] = []
+    windows = {
+        300: (T0 + 9_600_000_000, T0 + 10_400_000_000),
+        600: (T0 + 15_500_000_000, T0 + 20_200_000_000),
+    }
+    high = 0
+    for i, rec in enumerate(stream):
+        if i in windows:
+            for sym in SYMBOLS:
+                out.append(("g", high, sym, windows[i]))
+        out.append(rec)
+        high = max(high, rec[1])
+    return out
+
+
+def _raw_with_gaps(stream, reg: InMemoryRegistry) -> list[bytes]:
+    from forwarder.envelope import gap_envelope
+
+    trades = AvroSerializer(reg, TRADES)  # type: ignore[arg-type]
+    plain = iter(_raw([r for r in stream if r[0] != "g"], reg))
+    out = []
+    for n, (kind, ts, sym, f) in enumerate(stream):
+        if kind != "g":
+            out.append(next(plain))
+            continue
+        rec = gap_envelope(
+            sym, feed="iex", seq=n, from_ns=f[0], to_ns=f[1], event_ts=ts, trace_id=f"gap{n}"
+        )
+        out.append(trades.encode(rec))
+    return out
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_gap_flags_equal_the_oracle_at_any_watermark_timing_and_across_restores(
+    monkeypatch: pytest.MonkeyPatch, seed: int
+) -> None:
+    """Gap markers in the log (docs/design.md, "Gaps"): the final bars overlapping a gap
+    window carry `gap`, except those the marker's partition mark had passed; the same flags
+    whatever the watermark timing and batching, after crashes and restores, and equal to the
+    batch oracle of the log (tests/support/oracle.py)."""
+    from tests.support.oracle import LogRecord, expected_output
+
+    reg = InMemoryRegistry()
+    monkeypatch.setattr(functions, "SchemaRegistryClient", lambda url, **_: reg)
+    stream = _with_gap_markers(_late_heavy_stream(seed))
+    raw = _raw_with_gaps(stream, reg)
+    part = {"t": "t", "g": "t", "q": "q"}  # gap markers go to the trades partition
+    records = [(sym, part[k], ts, data) for (k, ts, sym, _f), data in zip(stream, raw, strict=True)]
+    deser = AvroDeserializer(reg)  # type: ignore[arg-type]
+    offsets: dict[str, int] = {}
+    log = []
+    for _sym, p, ts, data in records:
+        offsets[p] = offsets.get(p, -1) + 1
+        log.append(LogRecord(p, offsets[p], ts // 1_000_000, deser.decode(data)))
+    oracle = expected_output(log, bound_ms=BOUND_MS)
+    assert oracle.gap_markers == 6 and oracle.late_gap_markers == 3
+    flagged_by_oracle = {(s, start) for s, start in oracle.gap_bars}
+    assert len(flagged_by_oracle) >= 9, "both windows must flag bars"
+
+    runs = []
+    for batch, wm_every in ((1, 1), (13, 300), (7, 1)):
+        h = Harness(reg, 7 if batch == 7 else 512, wm_every=wm_every)
+        i, cp, restores = 0, None, 0
+        while i < len(records):
+            if batch == 7 and i and i % (40 * batch) == 0:
+                if cp is not None and cp[1] == i - 40 * batch and restores < 8:
+                    h.restore(cp[0])  # a crash: back to the last checkpoint, replay from it
+                    i, cp, restores = cp[1], None, restores + 1
+                cp = (h.checkpoint(), i)
+            h.feed(records[i : i + batch])
+            i += batch
+        assert batch != 7 or restores >= 5
+        h.advance(1 << 62)
+        finals = [dict(f[1]) for f in _finals(h.out, reg) if _is_final(f)]
+        bars = {(r["symbol"], _start_ns(r)): r["gap"] for r in finals if "trade_count" in r}
+        runs.append(bars)
+        in_oracle = {k: v for k, v in bars.items() if k in oracle.bars}
+        assert len(in_oracle) == len(oracle.bars)
+        assert {k for k, v in in_oracle.items() if v} == flagged_by_oracle
+        gaps = sum(h.fn.cache[s].sym.counters.gaps for s in SYMBOLS)
+        assert gaps == 6
+    assert runs[1] == runs[0] and runs[2] == runs[0]
+
+
+def _start_ns(r: dict) -> int:
+    import datetime
+
+    epoch = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+    return (r["window"]["start"] - epoch) // datetime.timedelta(microseconds=1) * 1000
