@@ -20,6 +20,7 @@ from __future__ import annotations
 from flink_job.environment import create_environment
 from flink_job.kafka_io import (
     batched_by_symbol,
+    check_parallelism,
     event_time_watermarks,
     framed_sink,
     keyed_by_symbol,
@@ -67,6 +68,7 @@ def main(
 ) -> None:
     settings = settings or TaSettings()
     env = create_environment(settings, local=local, restore_from=restore_from)
+    check_parallelism(settings, [TRADES.name, QUOTES.name], env.get_parallelism())
     build(env, settings)
     env.execute(settings.job_name)
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+
 from flink_job.settings import TaSettings
+
+log = logging.getLogger(__name__)
 
 _OFFSETS = {
     "committed-earliest": ("committed_offsets", "EARLIEST"),
@@ -161,3 +165,63 @@ def framed_sink(settings: TaSettings):
         get_gateway().jvm.dev.torghut.flink.FramedRecordSerializationSchema()
     )
     return builder.build()
+
+
+class PartitionCountError(RuntimeError):
+    """The job's parallelism is above the partition count of a raw topic it reads."""
+
+
+def raw_partition_counts(settings: TaSettings, topics: list[str]) -> dict[str, int] | None:
+    """Partitions per topic, asked with the source's own client settings (Java AdminClient,
+    so SASL/TLS are the same); None when Kafka does not answer within 30 s (the source
+    then retries on its own, as it always did)."""
+    from py4j.protocol import Py4JJavaError
+    from pyflink.java_gateway import get_gateway
+
+    jvm = get_gateway().jvm
+    props = jvm.java.util.Properties()
+    props.setProperty("bootstrap.servers", settings.kafka_bootstrap)
+    props.setProperty("default.api.timeout.ms", "30000")
+    props.setProperty("request.timeout.ms", "30000")
+    for key, value in settings.kafka_properties().items():
+        props.setProperty(key, value)
+    names = jvm.java.util.ArrayList()
+    for t in topics:
+        names.add(t)
+    admin = jvm.org.apache.kafka.clients.admin.AdminClient.create(props)
+    try:
+        found = admin.describeTopics(names).allTopicNames()
+        found = found.get(30, jvm.java.util.concurrent.TimeUnit.SECONDS)
+        return {t: int(found.get(t).partitions().size()) for t in topics}
+    except Py4JJavaError as exc:
+        cause = str(exc.java_exception)
+        if "UnknownTopicOrPartition" in cause:
+            raise PartitionCountError(
+                f"a raw topic of {topics} does not exist on {settings.kafka_bootstrap} "
+                f"({cause[:300]}): create the topics first (`torghut stack up`, or the "
+                "KafkaTopic resources of k8s/base/kafka)"
+            ) from None
+        return None  # unreachable or slow: not this check's business
+    finally:
+        admin.close()
+
+
+def check_parallelism(settings: TaSettings, topics: list[str], parallelism: int) -> None:
+    """Refuse a parallelism above a raw topic's partition count: a source subtask with no
+    partition never emits a watermark (idleness is off, docs/design.md), so event time would
+    never move and no bar would ever close (Flink's Kafka source docs, "Idleness")."""
+    counts = raw_partition_counts(settings, topics)
+    if counts is None:
+        log.warning("partition counts of %s unknown (Kafka did not answer): not checked", topics)
+        return
+    short = {t: n for t, n in counts.items() if n < parallelism}
+    if short:
+        raise PartitionCountError(
+            f"the TA job's parallelism {parallelism} is above the partition count of "
+            + ", ".join(f"{t} ({n})" for t, n in sorted(short.items()))
+            + ": a source subtask without a partition would hold event time back forever. "
+            "Run at most that parallelism (TORGHUT_TA_PARALLELISM, the FlinkDeployment's "
+            "job.parallelism) or add partitions (torghut k8s render-topics --partitions, "
+            "torghut stack up --partitions)"
+        )
+    log.info("raw partitions %s, parallelism %d: checked", counts, parallelism)
