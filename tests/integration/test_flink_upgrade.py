@@ -44,7 +44,7 @@ from tests.support.savepoint_fixture import (
     load_raw,
     upload_savepoint,
 )
-from tests.support.ta_job import read_raw_log, read_topic
+from tests.support.ta_job import read_finals, read_raw_log
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 FIXTURES = sorted((REPO_ROOT / "tests" / "data").glob("savepoint-*"))
@@ -114,25 +114,13 @@ def test_a_savepoint_of_an_older_build_restores_at_parallelism_2_and_continues_t
         open_at_cut = {k for k in rest if k[1] < cut_us}
         assert {k[0] for k in open_at_cut} == symbols, open_at_cut
 
-        records = read_topic(
-            stack,
-            "ta.bars.1s.v1",
-            symbols,
-            lambda recs: len(final_bar_counts(recs)) >= len(rest),
-            timeout_s=120,
-        )
+        records = read_finals(stack, "ta.bars.1s.v1", symbols, len(rest))
         assert not set(final_bar_counts(records)) & set(old_bars), "a final bar emitted twice"
         assert_final_bars_equal(records, rest)
         for key, bar in old_bars.items():  # the old job's finals were right too
             assert_bar_equals(bar, expected[key], key)
 
-        signals = read_topic(
-            stack,
-            "ta.signals.v1",
-            symbols,
-            lambda recs: len(final_bar_counts(recs)) >= len(rest),
-            timeout_s=60,
-        )
+        signals = read_finals(stack, "ta.signals.v1", symbols, len(rest), timeout_s=60)
         new_signals = {
             (r["symbol"], start_us(r)): {k: r[k] for k in SIGNAL_FIELDS}
             for r in signals

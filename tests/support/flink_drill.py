@@ -20,9 +20,8 @@ from tests.support.oracle import (
     LogRecord,
     assert_final_bars_equal,
     expected_output,
-    final_bar_counts,
 )
-from tests.support.ta_job import EnvelopeProducer, read_raw_log, read_topic
+from tests.support.ta_job import EnvelopeProducer, read_finals, read_raw_log
 from torghut.flink_cluster import FlinkCluster
 from torghut.stack.state import StackState
 
@@ -154,13 +153,7 @@ def assert_final_bars_equal_the_oracle(stack, feed: Feed, min_seconds: int = 10)
     expected = {(sym, start // 1000): b for (sym, start), b in oracle.bars.items()}
     assert len(expected) >= min_seconds * len(symbols)
 
-    records = read_topic(
-        stack,
-        "ta.bars.1s.v1",
-        symbols,
-        lambda recs: len(final_bar_counts(recs)) >= len(expected),
-        timeout_s=120,
-    )
+    records = read_finals(stack, "ta.bars.1s.v1", symbols, len(expected))
     assert_final_bars_equal(records, expected)
     return len(expected)
 

@@ -143,6 +143,18 @@ def read_topic(
     return out
 
 
+def read_finals(
+    stack: StackState, topic: str, symbols: set[str], n: int, timeout_s: float = 120.0
+) -> list[dict]:
+    """`read_topic` (read_committed) until `n` distinct final records of `symbols` arrived
+    (bars or signals: by symbol and window start), or the deadline."""
+    from tests.support.oracle import final_bar_counts
+
+    return read_topic(
+        stack, topic, symbols, lambda recs: len(final_bar_counts(recs)) >= n, timeout_s
+    )
+
+
 def read_raw_log(
     stack: StackState, counts: dict[str, int], timeout_s: float = 60.0, settle_s: float = 1.0
 ) -> list:
