@@ -34,6 +34,7 @@ from torghut.k8s_render import (
     find,
     kustomize_bin,
     kustomize_build,
+    load_yaml_docs,
     served_versions,
     strict_json_schema,
 )
@@ -132,7 +133,7 @@ def _cel_rules(node: object, path: str = "") -> list[tuple[str, str]]:
     return []
 
 
-def test_the_only_cel_rules_are_the_known_kafkauser_ones_and_the_users_meet_them() -> None:
+def test_the_only_cel_rules_are_the_known_kafkauser_and_kafka_ones_and_ours_meet_them() -> None:
     """jsonschema does not run CEL (x-kubernetes-validations): list every rule, check by hand."""
     rules = {
         (release, crd["spec"]["names"]["kind"], v["name"], path.split("/")[-1], rule)
@@ -141,9 +142,17 @@ def test_the_only_cel_rules_are_the_known_kafkauser_ones_and_the_users_meet_them
         for v in crd["spec"]["versions"]
         for path, rule in _cel_rules(v.get("schema", {}))
     }
-    assert {r[:4] for r in rules} == {("strimzi-1.2.0", "KafkaUser", "v1", "authentication")}
-    assert len(rules) == 3
-    assert all("validityDays" in r[4] or "renewalDays" in r[4] for r in rules)
+    user_rules = {r for r in rules if r[1] == "KafkaUser"}
+    assert {r[:4] for r in user_rules} == {("strimzi-1.2.0", "KafkaUser", "v1", "authentication")}
+    assert len(user_rules) == 3
+    assert all("validityDays" in r[4] or "renewalDays" in r[4] for r in user_rules)
+    # the Kafka CRD's rules only constrain metricsConfig and rack, which the listeners file of
+    # k8s/kafka-cluster/ (the one Kafka CR we validate) does not set
+    kafka_rules = rules - user_rules
+    assert {r[1] for r in kafka_rules} == {"Kafka"}
+    assert {r[3] for r in kafka_rules} == {"metricsConfig", "rack"}
+    (kafka,) = load_yaml_docs(K8S_DIR / "kafka-cluster" / "listeners.yaml")
+    assert set(kafka["spec"]) == {"kafka"} and set(kafka["spec"]["kafka"]) == {"listeners"}
     # those rules only constrain validityDays/renewalDays, which belong to `type: tls`
     for doc in find(base_resource_docs(), "KafkaUser"):
         auth = doc["spec"]["authentication"]

@@ -15,7 +15,15 @@ from pydantic import ValidationError
 from flink_job.settings import TaSettings
 from forwarder.settings import ForwarderSettings
 from tests.unit.test_k8s_manifests import NAMESPACE, TA_NAMESPACE, built, one
-from torghut.k8s_render import K8S_DIR, OVERLAYS, find, pod_specs
+from torghut.k8s_render import (
+    K8S_DIR,
+    OVERLAYS,
+    STRIMZI_RELEASES,
+    custom_resource_errors,
+    find,
+    load_yaml_docs,
+    pod_specs,
+)
 
 CA_SECRET = "torghut-kafka-cluster-ca-cert"
 # (workload, its settings ConfigMap, its settings class, its variables' prefix)
@@ -320,3 +328,49 @@ def test_the_flink_operator_watches_only_the_ta_namespace_and_creates_no_job_rol
         assert values["watchNamespaces"] == [TA_NAMESPACE]
         assert values["jobServiceAccount"] == {"create": False}
         assert values["rbac"] == {"jobRole": {"create": False}, "jobRoleBinding": {"create": False}}
+
+
+# --- the broker side: the listener the clients need ------------------------------------------
+
+LISTENERS_FILE = K8S_DIR / "kafka-cluster" / "listeners.yaml"
+
+
+def _kafka_cr() -> dict:
+    (doc,) = load_yaml_docs(LISTENERS_FILE)
+    return doc
+
+
+def test_the_kafka_listeners_validate_against_both_strimzi_kafka_crds():
+    doc = _kafka_cr()
+    assert (doc["kind"], doc["metadata"]["name"], doc["metadata"]["namespace"]) == (
+        "Kafka",
+        "torghut-kafka",
+        "kafka",
+    )
+    for release in STRIMZI_RELEASES:
+        assert custom_resource_errors(doc, release) == []
+    # the strict check would catch a misspelt field of a listener
+    bad = copy.deepcopy(doc)
+    bad["spec"]["kafka"]["listeners"][0]["authentication"]["mechanism"] = "scram-sha-512"
+    assert all(custom_resource_errors(bad, r) for r in STRIMZI_RELEASES)
+
+
+def test_the_clients_port_is_the_tls_scram_listener(overlay):
+    by_port = {x["port"]: x for x in _kafka_cr()["spec"]["kafka"]["listeners"]}
+    docs = built(overlay)
+    ports = {
+        int(one(docs, "ConfigMap", cm)["data"][var].rsplit(":", 1)[1])
+        for cm, var in (
+            ("torghut-forwarder-config", "TORGHUT_FWD_KAFKA_BOOTSTRAP"),
+            ("torghut-ta-config", "TORGHUT_TA_KAFKA_BOOTSTRAP"),
+            ("torghut-clickhouse-kafka", "TORGHUT_CH_KAFKA_BROKER"),
+        )
+    }
+    assert ports == {9093}
+    listener = by_port[9093]
+    assert listener["tls"] is True and listener["type"] == "internal"
+    assert listener["authentication"] == {"type": "scram-sha-512"}
+    # the KafkaUsers are SCRAM users of the same cluster
+    for user in find(docs, "KafkaUser"):
+        assert user["spec"]["authentication"]["type"] == "scram-sha-512"
+        assert user["metadata"]["labels"]["strimzi.io/cluster"] == _kafka_cr()["metadata"]["name"]
