@@ -341,7 +341,11 @@ class Forwarder:
     ) -> None:
         if event == "reconnecting":
             self.metrics.reconnects += 1
-        elif event == "disconnected" and self._gaps.disconnected(time.time_ns()):
+        elif (
+            event == "disconnected"
+            and not (self._stop is not None and self._stop.is_set())  # not a stop: no gap
+            and self._gaps.disconnected(time.time_ns())
+        ):
             self.metrics.gaps += 1
             self._gap_reason = reason
             if self._heartbeats is not None and self.settings.gap_hold_s > 0:
