@@ -167,6 +167,10 @@ def framed_sink(settings: TaSettings):
     return builder.build()
 
 
+class KafkaAuthenticationError(RuntimeError):
+    """The brokers refused the job's credentials or its TLS trust (never worth a retry)."""
+
+
 class PartitionCountError(RuntimeError):
     """The job's parallelism is above the partition count of a raw topic it reads."""
 
@@ -195,6 +199,22 @@ def raw_partition_counts(settings: TaSettings, topics: list[str]) -> dict[str, i
         return {t: int(found.get(t).partitions().size()) for t in topics}
     except Py4JJavaError as exc:
         cause = str(exc.java_exception)
+        if "SaslAuthenticationException" in cause:
+            raise KafkaAuthenticationError(
+                f"Kafka at {settings.kafka_bootstrap} refused user "
+                f"{settings.kafka_sasl_username!r} ({settings.kafka_sasl_mechanism}): "
+                "TORGHUT_TA_KAFKA_SASL_PASSWORD is not that user's password. Check Secret "
+                "torghut-ta (written by the Strimzi User Operator, reflected into torghut-ta; "
+                "docs/runbooks.md, Secret rotation) and restart the job"
+            ) from None
+        if "SslAuthenticationException" in cause:
+            raise KafkaAuthenticationError(
+                f"TLS handshake with Kafka at {settings.kafka_bootstrap} failed: the broker's "
+                "certificate is not signed by the CA in TORGHUT_TA_KAFKA_SSL_CA_LOCATION="
+                f"{settings.kafka_ssl_ca_location!r} or does not name the host it was reached "
+                "by (endpoint identification https). Mount the cluster's CA (docs/deploy.md, "
+                f"Kafka security): {cause[:300]}"
+            ) from None
         if "UnknownTopicOrPartition" in cause:
             raise PartitionCountError(
                 f"a raw topic of {topics} does not exist on {settings.kafka_bootstrap} "

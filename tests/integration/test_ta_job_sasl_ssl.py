@@ -17,10 +17,10 @@ from shared.bars import batch_bars
 from tests.conftest import wait_for
 from tests.support.oracle import assert_final_bars_equal, start_us
 from tests.support.ta_job import EnvelopeProducer, TaJobProcess, read_topic
+from torghut.stack.tls import write_ca_and_broker_cert
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 S = 1_000_000_000
-AUTH_FAILED = "Authentication failed during authentication due to invalid credentials"
 
 
 @pytest.fixture(scope="module")
@@ -132,6 +132,9 @@ def test_ta_job_reads_and_writes_over_sasl_ssl_with_scram_and_host_verification(
 def test_ta_job_with_a_wrong_scram_password_fails_authentication_and_never_logs_it(
     stack, unique, tmp_path
 ):
+    """The start-up check (`flink_job.kafka_io.raw_partition_counts`, the source's own client
+    settings) turns the broker's refusal into a typed error naming the setting and the Secret,
+    and the job exits instead of retrying a password that cannot start working."""
     wrong = "wrong-" + unique("pw")
     job = TaJobProcess(
         stack,
@@ -143,11 +146,45 @@ def test_ta_job_with_a_wrong_scram_password_fails_authentication_and_never_logs_
     )
     job.start()
     try:
-        wait_for(lambda: AUTH_FAILED in _logs(tmp_path), 60, "the broker's SCRAM refusal")
+        wait_for(lambda: len(_argvs(job)) >= 1, 30, "the job's processes")
         argvs = _argvs(job)
+        wait_for(lambda: not job.alive(), 60, "the job to exit")
     finally:
         job.stop()
+    assert job.proc.returncode != 0
     logs = _logs(tmp_path)
-    assert "SaslAuthenticationException" in logs and "SCRAM-SHA-512" in logs
+    assert "KafkaAuthenticationError" in logs
+    assert "TORGHUT_TA_KAFKA_SASL_PASSWORD is not that user's password" in logs
+    assert f"refused user {stack.kafka_scram_user!r} (SCRAM-SHA-512)" in logs
     assert wrong not in logs
     assert argvs and not [a for a in argvs if wrong in a]
+
+
+def test_ta_job_trusting_another_ca_fails_the_tls_handshake_with_a_clear_error(
+    stack, unique, tmp_path
+):
+    """Host verification has a real CA to check against: a CA that did not sign the broker's
+    certificate is refused at the handshake, and the job says which setting to fix."""
+    other_ca, _ = write_ca_and_broker_cert(tmp_path / "other-ca")
+    job = TaJobProcess(
+        stack,
+        tmp_path / "job",
+        unique("cp-badca"),
+        unique("tx-badca"),
+        unique("grp-badca"),
+        settings={
+            **_sasl_ssl(stack, stack.kafka_scram_password),
+            "kafka_ssl_ca_location": str(other_ca),
+        },
+    )
+    job.start()
+    try:
+        wait_for(lambda: not job.alive(), 60, "the job to exit")
+    finally:
+        job.stop()
+    assert job.proc.returncode != 0
+    logs = _logs(tmp_path / "job")
+    assert "KafkaAuthenticationError" in logs
+    assert "TLS handshake with Kafka at" in logs
+    assert f"TORGHUT_TA_KAFKA_SSL_CA_LOCATION={str(other_ca)!r}" in logs
+    assert stack.kafka_scram_password not in logs
