@@ -34,6 +34,9 @@ def flink_config(settings: TaSettings) -> dict[str, str]:
         "execution.checkpointing.min-pause": f"{settings.min_pause_between_checkpoints_ms} ms",
         "execution.checkpointing.externalized-checkpoint-retention": "RETAIN_ON_CANCELLATION",
         "execution.checkpointing.max-concurrent-checkpoints": "1",
+        "execution.checkpointing.tolerable-failed-checkpoints": str(
+            settings.tolerable_failed_checkpoints
+        ),
         "state.checkpoints.dir": settings.checkpoint_dir,
         "state.backend.type": "hashmap",
         # keyed state below this size travels inside the checkpoint's _metadata instead of

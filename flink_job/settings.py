@@ -36,13 +36,22 @@ class TaSettings(StrictEnvSettings, KafkaConnectionFields):
     # ReplacingMergeTree collapses; other readers dedup by (symbol, window, is_final)
     delivery_guarantee: Literal["exactly-once", "at-least-once"] = "exactly-once"
     transactional_id_prefix: str = "torghut-ta-local"
-    # must stay below the broker's transaction.max.timeout.ms (15 min default in Kafka)
-    transaction_timeout_ms: int = 600_000
+    # the broker allows at most its transaction.max.timeout.ms (15 min default in Kafka; a
+    # larger value fails the sink's InitProducerId). A Kafka outage or a restore longer than
+    # this lets the broker abort the last checkpoint's transaction: its records are lost and
+    # the committer counts failedCommittables (alert TorghutTaSinkCommitFailures), so
+    # use all the broker allows (docs/reliability.md)
+    transaction_timeout_ms: int = 900_000
 
     # checkpoints and restarts
     checkpoint_dir: str = "s3a://flink-checkpoints/torghut-ta/checkpoints"
     checkpoint_interval_ms: int = Field(10_000, ge=1_000)
     checkpoint_timeout_ms: int = 120_000
+    # failed (e.g. timed-out) checkpoints in a row before the job fails over and replays from
+    # its last completed checkpoint. Keep (this + 1) x (timeout + min pause + interval) below
+    # the transaction timeout: a later checkpoint commits the transactions of failed ones,
+    # so they must not have timed out by then (checkpoint storage outage, docs/reliability.md)
+    tolerable_failed_checkpoints: int = Field(3, ge=0)
     min_pause_between_checkpoints_ms: int = 500
     # state.storage.fs.memory-threshold (Flink allows <= 1 MB)
     checkpoint_inline_state_kb: int = Field(512, ge=0, le=1024)

@@ -39,19 +39,29 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackState]:
 
 
 def module_stack(
-    tmp_path_factory: pytest.TempPathFactory, partitions: int | None = None
+    tmp_path_factory: pytest.TempPathFactory,
+    partitions: int | None = None,
+    transaction_max_timeout_ms: int | None = None,
 ) -> Iterator[StackState]:
     """A stack of its own (`yield from` it in a module fixture); `partitions` of every
-    symbol-keyed topic (`torghut stack up --partitions`; default the catalog's)."""
+    symbol-keyed topic (`torghut stack up --partitions`; default the catalog's);
+    `transaction_max_timeout_ms` the broker's `transaction.max.timeout.ms` (default the
+    stack's)."""
     if os.environ.get("TORGHUT_TESTCONTAINERS") == "1":
         from torghut.stack.containers import container_stack
 
         assert partitions in (None, 1), "the container stack creates the default catalog"
+        assert transaction_max_timeout_ms is None, "the container stack has its own broker"
         with container_stack() as state:
             yield state
         return
     with procs.tied_to_this_process():
-        state = supervisor.up(tmp_path_factory.mktemp("module-stack"), partitions=partitions)
+        more = {}
+        if transaction_max_timeout_ms is not None:
+            more["transaction_max_timeout_ms"] = transaction_max_timeout_ms
+        state = supervisor.up(
+            tmp_path_factory.mktemp("module-stack"), partitions=partitions, **more
+        )
     try:
         yield state
     finally:

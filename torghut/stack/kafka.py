@@ -57,7 +57,12 @@ def classpath() -> str:
     return f"{KAFKA_LIBS}/*"
 
 
-def server_properties(data_dir: Path, ports: KafkaPorts, broker_pem: Path) -> str:
+def server_properties(
+    data_dir: Path,
+    ports: KafkaPorts,
+    broker_pem: Path,
+    transaction_max_timeout_ms: int = TRANSACTION_MAX_TIMEOUT_MS,
+) -> str:
     return f"""\
 process.roles=broker,controller
 node.id=1
@@ -79,7 +84,7 @@ offsets.topic.num.partitions=4
 transaction.state.log.replication.factor=1
 transaction.state.log.min.isr=1
 transaction.state.log.num.partitions=4
-transaction.max.timeout.ms={TRANSACTION_MAX_TIMEOUT_MS}
+transaction.max.timeout.ms={transaction_max_timeout_ms}
 group.initial.rebalance.delay.ms=0
 auto.create.topics.enable=false
 log.flush.interval.messages=9223372036854775807
@@ -107,8 +112,13 @@ def java_cmd(main: str, *args: str, heap: str = "512m", log4j: Path | None = Non
     return [*cmd, "-cp", classpath(), main, *args]
 
 
-def start(run_dir: Path) -> dict[str, object]:
-    """Format storage (with the SCRAM user), start the broker, return its connection facts."""
+def start(
+    run_dir: Path, transaction_max_timeout_ms: int = TRANSACTION_MAX_TIMEOUT_MS
+) -> dict[str, object]:
+    """Format storage (with the SCRAM user), start the broker, return its connection facts.
+
+    `transaction_max_timeout_ms`: the broker's `transaction.max.timeout.ms` (a drill scales
+    it down together with the job's transaction timeout, as in production)."""
     cp = classpath()  # fail early with a clear message
     del cp
     home = run_dir / "kafka"
@@ -117,7 +127,7 @@ def start(run_dir: Path) -> dict[str, object]:
     ca_file, broker_pem = write_ca_and_broker_cert(home / "tls")
     ports = KafkaPorts(procs.free_port(), procs.free_port(), procs.free_port())
     props = home / "server.properties"
-    props.write_text(server_properties(data, ports, broker_pem))
+    props.write_text(server_properties(data, ports, broker_pem, transaction_max_timeout_ms))
     log4j = home / "log4j2.properties"
     log4j.write_text(LOG4J2)
     log_file = run_dir / "logs" / "kafka.log"

@@ -21,12 +21,16 @@ def _say(msg: str) -> None:
 
 
 def up(
-    run_dir: Path | None = None, with_topics: bool = True, partitions: int | None = None
+    run_dir: Path | None = None,
+    with_topics: bool = True,
+    partitions: int | None = None,
+    transaction_max_timeout_ms: int = kafka.TRANSACTION_MAX_TIMEOUT_MS,
 ) -> StackState:
     """Start Kafka, MinIO and the registry; create the catalog's topics and the bucket.
 
     `partitions`: of every symbol-keyed topic (`shared.topics.catalog`); default
-    `TORGHUT_PARTITIONS` or 1.
+    `TORGHUT_PARTITIONS` or 1. `transaction_max_timeout_ms`: the broker's
+    `transaction.max.timeout.ms` (drills scale it down with the job's transaction timeout).
 
     On any failure everything already started is stopped again, so a failed `up`
     leaves no process behind.
@@ -43,7 +47,7 @@ def up(
     state = StackState(run_dir=str(run_dir))
     t0 = time.monotonic()
     try:
-        k = kafka.start(run_dir)
+        k = kafka.start(run_dir, transaction_max_timeout_ms)
         state.components["kafka"] = Component(
             name="kafka", pid=k["pid"], log_file=str(k["log_file"]), ports=k["ports"]
         )

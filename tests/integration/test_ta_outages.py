@@ -1,0 +1,370 @@
+"""Outage drills of the TA job on the real local engines (issue 13 items 2 and 3): Kafka and
+MinIO (the checkpoint store) stop answering (SIGSTOP: connections hang, as in a network
+partition; the engine's clock keeps running, so on SIGCONT it sees the whole outage) while
+a feeder writes trades and the job (MiniCluster, `torghut ta`) runs; SIGCONT in `finally`.
+
+Scaled (docs/test-harness.md, "Scaled drills"): the broker's `transaction.max.timeout.ms`
+and the job's transaction timeout are 60 s instead of 15 min, so the 12 min Kafka outage is
+48 s (12/15 of the timeout; longer than the old 10 min default scaled the same way, 40 s);
+checkpoints every 1 s; the MinIO outages are 30 s (production's 60 s against its 60 s
+checkpoint timeout, halved with it) and 60 s (longer than a 30 s transaction timeout).
+Every drill checks the `read_committed` final bars against the batch oracle of the raw log
+(none missing, none duplicated) and reads the job's own counters (restarts, failed
+checkpoints, the sink committer's failures) from its Prometheus reporter.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import signal
+import threading
+import time
+import urllib.request
+from collections import Counter
+
+import pytest
+from confluent_kafka import Consumer, KafkaException
+from confluent_kafka.admin import AdminClient
+
+from shared.registry import SchemaRegistryClient
+from shared.serde import AvroDeserializer
+from shared.topics import QUOTES, TRADES
+from tests.conftest import module_stack, wait_for
+from tests.integration.test_metrics_scrape import free_port, scrape_text, series
+from tests.support.flink_drill import Feed
+from tests.support.kafka import QUIET
+from tests.support.oracle import (
+    assert_final_bars_equal,
+    expected_output,
+    final_bar_counts,
+    start_us,
+)
+from tests.support.ta_job import TaJobProcess, read_raw_log, read_topic
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+TX_MAX_MS = 60_000  # the broker's transaction.max.timeout.ms here (15 min in production)
+KAFKA_OUTAGE_S = 48  # 12 min at 60 s per 15 min
+MINIO_SHORT_OUTAGE_S = 30
+MINIO_LONG_OUTAGE_S = 60
+WRITTEN: Counter[str] = Counter()  # raw records the drills of this module wrote, by topic
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    """This module's own stack (its engines are stopped), the broker's transaction limit
+    scaled down with the job's."""
+    yield from module_stack(tmp_path_factory, transaction_max_timeout_ms=TX_MAX_MS)
+
+
+class Metrics:
+    """The job's Flink metrics, from its Prometheus reporter."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+
+    def values(self, name: str) -> list[float]:
+        return [v for _, v in series(scrape_text(self.port)).get(name, [])]
+
+    def total(self, name: str) -> float:
+        return sum(self.values(name))
+
+    def checkpoint(self) -> int:
+        return int(max(self.values("flink_jobmanager_job_lastCompletedCheckpointId"), default=-1))
+
+    def report(self) -> dict[str, float]:
+        names = {
+            "restarts": "flink_jobmanager_job_numRestarts",
+            "failed_checkpoints": "flink_jobmanager_job_numberOfFailedCheckpoints",
+            "completed_checkpoints": "flink_jobmanager_job_numberOfCompletedCheckpoints",
+            "commits_ok": "flink_taskmanager_job_task_operator_successfulCommittables",
+            "commits_failed": "flink_taskmanager_job_task_operator_failedCommittables",
+        }
+        return {k: self.total(v) for k, v in names.items()}
+
+
+class Watch(threading.Thread):
+    """Reads ta.bars.1s.v1 live from the end (`isolation`), stamping each record of
+    `symbols` with its arrival (`_recv_ns`), until `stop` is set."""
+
+    def __init__(self, stack, symbols: set[str], isolation: str) -> None:
+        super().__init__(daemon=True)
+        self.stop = threading.Event()
+        self.ready = threading.Event()
+        self.records: list[dict] = []
+        self.symbols = symbols
+        self.deser = AvroDeserializer(SchemaRegistryClient(stack.registry_url))
+        self.consumer = Consumer(
+            {
+                "bootstrap.servers": stack.kafka_bootstrap,
+                "group.id": f"watch-{time.monotonic_ns()}",
+                "auto.offset.reset": "latest",
+                "enable.auto.commit": False,
+                "isolation.level": isolation,
+                "logger": QUIET,
+            }
+        )
+        self.consumer.subscribe(["ta.bars.1s.v1"], on_assign=lambda c, parts: self.ready.set())
+
+    def run(self) -> None:
+        try:
+            while not self.stop.is_set():
+                msg = self.consumer.poll(0.2)
+                if msg is None or msg.error():
+                    continue
+                rec = self.deser.decode(msg.value(), msg.topic(), msg.partition(), msg.offset())
+                if rec.get("symbol") in self.symbols:
+                    rec["_recv_ns"] = time.time_ns()
+                    self.records.append(rec)
+        finally:
+            self.consumer.close()
+
+    def between(self, start_ns: int, end_ns: int) -> list[dict]:
+        return [r for r in self.records if start_ns <= r["_recv_ns"] < end_ns]
+
+
+class Drill:
+    """A feeder writing trades, quotes and heartbeats at wall-clock event time, and the job
+    reading them (1 s checkpoints, its Prometheus reporter on) with `settings`."""
+
+    def __init__(
+        self, stack, unique, tmp_path, name: str, settings: dict, interval_ms: int = 1000
+    ) -> None:
+        self.stack = stack
+        self.symbols = [unique(f"{name}{c}").upper() for c in "ABC"]
+        self.metrics = Metrics(free_port())
+        self.job = TaJobProcess(
+            stack,
+            tmp_path,
+            unique(f"cp-{name}"),
+            unique(f"tx-{name}"),
+            unique(f"grp-{name}"),
+            checkpoint_interval_ms=interval_ms,
+            settings={"metrics_port": self.metrics.port, **settings},
+        )
+        self.feed = Feed(stack, self.symbols)
+
+    def start(self) -> None:
+        self.feed.start()
+        self.job.start()
+        wait_for(lambda: self.checkpoint() >= 2, 180, "the job's second checkpoint", 0.5)
+
+    def checkpoint(self) -> int:
+        assert self.job.alive(), f"the job exited; logs in {self.job.workdir}"
+        return self.metrics.checkpoint()
+
+    def next_checkpoint_after(self, t0_ns: int, timeout_s: float) -> float:
+        """Seconds from `t0_ns` (wall clock) to the first checkpoint the job completed after
+        it, by the JobManager's own log line (the scrape and the reader lag under load)."""
+        return wait_for(
+            lambda: next((t - t0_ns / 1e9 for t in self.completions() if t >= t0_ns / 1e9), None),
+            timeout_s,
+            "a completed checkpoint",
+            0.5,
+        )
+
+    def completions(self) -> list[float]:
+        """Wall-clock times (epoch s) of the job's "Completed checkpoint" log lines."""
+        assert self.job.alive(), f"the job exited; logs in {self.job.workdir}"
+        out = []
+        for log in (self.job.workdir / "flink-logs").glob("*.log"):
+            for line in log.read_text(errors="replace").splitlines():
+                if "CheckpointCoordinator" in line and "Completed checkpoint" in line:
+                    stamp = datetime.datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f")
+                    out.append(stamp.timestamp())  # local time, as the log writes it
+        return sorted(out)
+
+    def finish(self) -> tuple[dict, dict[str, float]]:
+        """Stop the feeder and check the `read_committed` final bars of the drill's symbols
+        against the oracle of the whole raw log (this module's earlier drills included, as
+        the job reads it): none missing, none extra, none duplicated, values equal. The
+        final bars by key and the job's counters."""
+        self.feed.stop.set()
+        self.feed.join(60)
+        assert self.feed.error is None, self.feed.error
+        WRITTEN[TRADES.name] += self.feed.trades + self.feed.heartbeats
+        WRITTEN[QUOTES.name] += self.feed.quotes + self.feed.heartbeats
+        log = read_raw_log(self.stack, dict(WRITTEN))
+        assert len(log) == sum(WRITTEN.values()), f"read back {len(log)} of {dict(WRITTEN)}"
+        oracle = expected_output(log)
+        assert oracle.rejected == oracle.duplicates == 0
+        expected = {
+            (sym, start // 1000): b
+            for (sym, start), b in oracle.bars.items()
+            if sym in self.symbols
+        }
+        assert len(expected) >= 30 * len(self.symbols)
+        records = read_topic(
+            self.stack,
+            "ta.bars.1s.v1",
+            set(self.symbols),
+            lambda recs: len(final_bar_counts(recs)) >= len(expected),
+            timeout_s=120,
+            job=self.job,
+        )
+        finals = assert_final_bars_equal(records, expected)
+        counters = self.metrics.report()
+        print(f"{len(finals)} final bars equal the oracle; job counters {counters}")
+        return finals, counters
+
+
+def _suspend(pid: int, what: str, probe) -> None:
+    os.kill(pid, signal.SIGSTOP)
+    with pytest.raises(OSError):  # the outage is real: the engine hangs (timeout)
+        probe()
+    print(f"{what} stopped at {time.strftime('%H:%M:%S')}")
+
+
+def _kafka_probe(stack):
+    def probe() -> None:
+        admin = AdminClient({"bootstrap.servers": stack.kafka_bootstrap, "logger": QUIET})
+        try:
+            admin.list_topics(timeout=2)
+        except KafkaException as exc:
+            raise TimeoutError(str(exc)) from exc
+
+    return probe
+
+
+def _minio_probe(stack):
+    def probe() -> None:
+        urllib.request.urlopen(f"{stack.s3_endpoint}/minio/health/live", timeout=2).close()
+
+    return probe
+
+
+def test_kafka_down_longer_than_the_old_transaction_timeout_loses_and_repeats_no_final_bar(
+    stack, unique, tmp_path
+):
+    """The broker hangs for 48 s (12 min at this scale) while the feeder writes and the job
+    runs with the transaction timeout the broker allows (60 s here, 15 min in production;
+    the old 10 min default would be 40 s here, shorter than the outage). The open
+    transaction survives: the sink commits it after the broker is back, the job does not
+    fail over, no commit fails, the feeder's records all arrive, checkpoints resume, and
+    the final bars equal the oracle."""
+    drill = Drill(stack, unique, tmp_path, "KDOWN", {"transaction_timeout_ms": TX_MAX_MS})
+    drill.start()
+    try:
+        pid = stack.components["kafka"].pid
+        _suspend(pid, "kafka", _kafka_probe(stack))
+        try:
+            time.sleep(KAFKA_OUTAGE_S)  # the outage itself: nothing to wait for
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        resumed_ns = time.time_ns()
+        print(f"kafka resumed at {time.strftime('%H:%M:%S')}")
+        back = drill.next_checkpoint_after(resumed_ns, 60)
+        print(f"kafka back -> next completed checkpoint: {back:.1f} s")
+        _, counters = drill.finish()
+        assert counters["restarts"] == 0, f"the job failed over: {counters}"
+        assert counters["commits_failed"] == 0, f"a transaction was lost: {counters}"
+        assert counters["commits_ok"] > 0
+    finally:
+        drill.feed.stop.set()
+        drill.job.stop()
+
+
+def _minio_outage(stack, drill: Drill, outage_s: float) -> float:
+    """MinIO hangs for `outage_s` while two live readers watch the output. Asserts that the
+    bars of seconds which began after MinIO stopped reached the `read_uncommitted` reader
+    before it returned (provisional and final ones) and not the `read_committed` one; the
+    seconds from MinIO's return to the next completed checkpoint."""
+    symbols = set(drill.symbols)
+    uncommitted = Watch(stack, symbols, "read_uncommitted")
+    committed = Watch(stack, symbols, "read_committed")
+    for w in (uncommitted, committed):
+        w.start()
+        assert w.ready.wait(30), "the output topic was not assigned"
+    pid = stack.components["minio"].pid
+    try:
+        wait_for(lambda: uncommitted.records, 30, "output on the live reader", 0.2)
+        _suspend(pid, "minio", _minio_probe(stack))
+        stopped_ns = time.time_ns()
+        try:
+            time.sleep(outage_s)  # the outage itself: nothing to wait for
+            assert drill.job.alive(), "the job process gave up while MinIO was down"
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        resumed_ns = time.time_ns()
+        print(f"minio resumed at {time.strftime('%H:%M:%S')}; {drill.metrics.report()}")
+        back = drill.next_checkpoint_after(resumed_ns, 120)
+        print(f"minio back -> next completed checkpoint: {back:.1f} s")
+    finally:
+        os.kill(pid, signal.SIGCONT)  # idempotent
+        for w in (uncommitted, committed):
+            w.stop.set()
+            w.join(30)
+    # bars of seconds that began after MinIO stopped, received before it returned: written
+    # during the outage (a reader lagging under load may still deliver older ones then)
+    during = lambda w: [  # noqa: E731
+        r for r in w.between(stopped_ns, resumed_ns) if start_us(r) * 1000 >= stopped_ns
+    ]
+    provisional = sum(not r["is_final"] for r in during(uncommitted))
+    final = sum(r["is_final"] for r in during(uncommitted))
+    print(f"during the outage: read_uncommitted {provisional} provisional + {final} final bars")
+    assert provisional > 0 and final > 0, "the job stopped writing while MinIO was down"
+    late = during(committed)
+    assert not late, f"read_committed saw {len(late)} records while no checkpoint completed"
+    return back
+
+
+MINIO_INTERVAL_MS = 2000  # checkpoints of the MinIO drills (10 s in production)
+
+
+def test_minio_down_30s_output_keeps_coming_checkpoints_resume_and_bars_are_exactly_once(
+    stack, unique, tmp_path
+):
+    """MinIO hangs for 30 s (production: 60 s against its 60-120 s checkpoint timeout;
+    here 30 s against 30 s). The job keeps processing and writing provisional and final
+    bars into its open transaction (a read_uncommitted reader sees them, read_committed
+    nothing until a checkpoint completes), does not fail over, completes a checkpoint
+    within two intervals of MinIO's return, and the final bars equal the oracle."""
+    drill = Drill(
+        stack,
+        unique,
+        tmp_path,
+        "MSHORT",
+        {"transaction_timeout_ms": TX_MAX_MS, "checkpoint_timeout_ms": 30_000},
+        interval_ms=MINIO_INTERVAL_MS,
+    )
+    drill.start()
+    try:
+        back = _minio_outage(stack, drill, MINIO_SHORT_OUTAGE_S)
+        assert back <= 2 * MINIO_INTERVAL_MS / 1000, f"first checkpoint {back:.1f} s after"
+        _, counters = drill.finish()
+        assert counters["restarts"] == 0, f"the job failed over: {counters}"
+        assert counters["commits_failed"] == 0, f"a transaction was lost: {counters}"
+    finally:
+        drill.feed.stop.set()
+        drill.job.stop()
+
+
+def test_minio_down_longer_than_the_transaction_timeout_the_job_recovers_by_itself_exactly_once(
+    stack, unique, tmp_path
+):
+    """MinIO hangs for 60 s, twice the transaction timeout (30 s; production: 10 min
+    against 15 min, or longer). The checkpoint in flight times out and the next one's
+    trigger hangs on the store; the broker aborts the job's open transaction at its
+    timeout, the writer's next send fails and the job fails over, replaying from its last
+    completed checkpoint (none of the aborted transactions is ever committed). Once MinIO
+    answers, checkpoints complete again without any operator action, no commit failed, and
+    the final bars equal the oracle."""
+    drill = Drill(
+        stack,
+        unique,
+        tmp_path,
+        "MLONG",
+        {"transaction_timeout_ms": 30_000, "checkpoint_timeout_ms": 4_000},
+        interval_ms=MINIO_INTERVAL_MS,
+    )
+    drill.start()
+    try:
+        back = _minio_outage(stack, drill, MINIO_LONG_OUTAGE_S)
+        assert back <= 60, f"first checkpoint {back:.1f} s after MinIO returned"
+        _, counters = drill.finish()
+        assert counters["restarts"] >= 1, f"no failover: {counters}"
+        assert counters["commits_failed"] == 0, f"a transaction was lost: {counters}"
+    finally:
+        drill.feed.stop.set()
+        drill.job.stop()
