@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import time
 
-from cachetools import TTLCache
 from pyflink.common import Types
 from pyflink.datastream import KeyedProcessFunction, RuntimeContext, TimeDomain
 from pyflink.datastream.state import ListStateDescriptor, ValueStateDescriptor
@@ -14,6 +13,7 @@ from flink_job.decode import REJECTED
 from flink_job.envelope_reader import EventReader
 from flink_job.records import microbar_record, signal_record
 from flink_job.settings import TaFunctionConfig
+from flink_job.symbol_cache import SymbolCache
 from flink_job.symbol_processor import (
     CANCEL,
     CORRECTION,
@@ -100,21 +100,17 @@ def iter_log_entry(item: bytes):
 class _KeyEntry:
     """One symbol's live objects between records (an entry of the per-key cache)."""
 
-    __slots__ = ("logged", "sig", "sym")
+    __slots__ = ("logged", "sig", "sym", "used")
 
     def __init__(self, sym: SymbolState, sig: SignalState, logged: int) -> None:
         self.sym, self.sig, self.logged = sym, sig, logged
+        self.used = 0.0  # SymbolCache: when last used
 
 
-def new_symbol_cache(max_symbols: int, idle_s: float, timer=time.monotonic) -> TTLCache:
+def new_symbol_cache(max_symbols: int, idle_s: float, timer=time.monotonic) -> SymbolCache:
     """The keyed function's per-symbol cache: at most `max_symbols` entries (least recently
     used out first), each dropped `idle_s` after it was last used (`timer`: seconds)."""
-    if max_symbols < 1 or idle_s <= 0:
-        raise ValueError(
-            f"symbol cache: need max_symbols >= 1 and idle_s > 0, got {max_symbols}, {idle_s} "
-            "(TORGHUT_TA_SYMBOL_CACHE_MAX, TORGHUT_TA_SYMBOL_CACHE_IDLE_S)"
-        )
-    return TTLCache(maxsize=max_symbols, ttl=idle_s, timer=timer)
+    return SymbolCache(max_symbols, idle_s, timer)
 
 
 class SymbolTaFunction(KeyedProcessFunction):
@@ -179,9 +175,8 @@ class SymbolTaFunction(KeyedProcessFunction):
 
     def _load(self, key: str) -> _KeyEntry:
         cache = self.cache
-        hit = cache.get(key)
+        hit = cache.get(key)  # a hit's idle time starts again
         if hit is not None:
-            cache[key] = hit  # re-inserted: its idle time starts again
             return hit
         raw_sym, raw_sig = self.symbol_state.value(), self.signal_state.value()
         sym = SymbolState.from_state(raw_sym) if raw_sym is not None else SymbolState()

@@ -165,3 +165,23 @@ def test_a_cache_without_room_or_idle_time_is_refused_naming_the_settings() -> N
         new_symbol_cache(0, 60.0)
     with pytest.raises(ValueError, match="TORGHUT_TA_SYMBOL_CACHE_IDLE_S"):
         new_symbol_cache(10, 0)
+
+
+class _Entry:
+    __slots__ = ("used",)
+
+
+def test_symbol_cache_drops_entries_idle_too_long_and_the_least_recently_used_beyond_its_size():
+    clock = Clock()
+    cache = new_symbol_cache(3, 10.0, timer=clock)
+    for key in ("A", "B", "C"):
+        cache[key] = _Entry()
+        clock.now += 1.0
+    assert cache.get("A") is not None  # A is now the most recently used
+    cache["D"] = _Entry()  # over the size: B, the least recently used, goes
+    assert list(cache) == ["C", "A", "D"]
+    clock.now += 9.5  # C was last used 10.5 s ago, A 9.5 s, D 9.5 s
+    cache.expire()
+    assert list(cache) == ["A", "D"]
+    clock.now += 1.0
+    assert cache.get("A") is None and len(cache) == 0

@@ -63,6 +63,9 @@ class FloodConfig:
     seed: int = 11
     # the job's first run reads from here (`latest`: a shared stack's history is not read)
     starting_offsets: str = "latest"
+    # -Xmx of the job's local JVM, like a TaskManager's fixed heap ("" = the JVM default,
+    # a quarter of RAM, which lets G1 grow the committed heap and the RSS with it)
+    job_max_heap: str = "1g"
 
 
 @dataclass
@@ -254,6 +257,11 @@ class FloodRun:
             symbol_cache_idle_s=cfg.cache_idle_s,
             python_execution_mode=cfg.python_execution_mode,
         )
+        if cfg.job_max_heap:
+            env["TORGHUT_TA_LOCAL_JVM_OPTS"] = (
+                f"{env.get('TORGHUT_TA_LOCAL_JVM_OPTS', '-XX:TieredStopAtLevel=1')} "
+                f"-Xmx{cfg.job_max_heap}"
+            ).strip()
         env["FLINK_LOG_DIR"] = str(self.procs.log_dir / "flink-flood")
         self.job_pid = self.procs.spawn("ta-flood", torghut_cmd("ta", "--no-stack"), env)
         self.status = StatusWatcher(self.state, self.job_name).start()
@@ -542,6 +550,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="PyFlink execution mode of the job (default: %(default)s)",
     )
     parser.add_argument(
+        "--job-max-heap",
+        default=d.job_max_heap,
+        help="-Xmx of the job's JVM, like a TaskManager's fixed heap; '' = the JVM default "
+        "(a quarter of RAM) (default: %(default)s)",
+    )
+    parser.add_argument(
         "--minutes", type=float, default=10.0, help="measured minutes (default: %(default)s)"
     )
     parser.add_argument(
@@ -619,6 +633,7 @@ def run(args: argparse.Namespace) -> int:
         cache_idle_s=args.cache_idle_s,
         checkpoint_interval_ms=args.checkpoint_interval_ms,
         python_execution_mode=args.python_execution_mode,
+        job_max_heap=args.job_max_heap,
     )
     stamp = time.strftime("%Y%m%d-%H%M%S")
     run_id = f"{stamp}-{os.getpid()}"
