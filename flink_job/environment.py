@@ -38,6 +38,11 @@ def flink_config(settings: TaSettings) -> dict[str, str]:
             settings.tolerable_failed_checkpoints
         ),
         "state.checkpoints.dir": settings.checkpoint_dir,
+        # S3A bounds (fs.s3a.*): a hung store fails a checkpoint instead of completing it
+        # after its transaction timed out (settings.py; docs/reliability.md, MinIO down)
+        "s3.connection.timeout": str(settings.s3_socket_timeout_ms),
+        "s3.attempts.maximum": str(settings.s3_attempts),
+        "s3.retry.limit": str(settings.s3_retry_limit),
         "state.backend.type": "hashmap",
         # keyed state below this size travels inside the checkpoint's _metadata instead of
         # a file of its own: one S3 PUT less per checkpoint (65-200 kB for 20 symbols)

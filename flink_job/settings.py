@@ -48,9 +48,10 @@ class TaSettings(StrictEnvSettings, KafkaConnectionFields):
     checkpoint_interval_ms: int = Field(10_000, ge=1_000)
     checkpoint_timeout_ms: int = 120_000
     # failed (e.g. timed-out) checkpoints in a row before the job fails over and replays from
-    # its last completed checkpoint. Keep (this + 1) x (timeout + min pause + interval) below
-    # the transaction timeout: a later checkpoint commits the transactions of failed ones,
-    # so they must not have timed out by then (checkpoint storage outage, docs/reliability.md)
+    # its last completed checkpoint. Keep (this + 1) x (interval + pause + timeout + two S3A
+    # calls) below the transaction timeout: a later checkpoint commits the transactions of
+    # failed ones, so they must not have timed out by then (checkpoint storage outage,
+    # docs/reliability.md; tests/unit/test_transaction_timeout.py)
     tolerable_failed_checkpoints: int = Field(3, ge=0)
     min_pause_between_checkpoints_ms: int = 500
     # state.storage.fs.memory-threshold (Flink allows <= 1 MB)
@@ -59,6 +60,15 @@ class TaSettings(StrictEnvSettings, KafkaConnectionFields):
     s3_access_key: str = ""
     s3_secret_key: SecretStr = SecretStr("")
     s3_path_style_access: bool = True
+    # bounds of every S3A call (checkpoint files, the JobManager's _metadata). Hadoop's
+    # defaults (200 s socket timeout, 20 SDK attempts, 7 S3A retries) let a hung store hold a
+    # checkpoint's finalization for hours, which the checkpoint timeout does not cover; a
+    # checkpoint completing after the broker aborted its transaction loses that
+    # transaction's records. Worst case per call ~ (retry_limit + 1) x attempts x timeout,
+    # kept well below the transaction timeout (tests/unit/test_transaction_timeout.py)
+    s3_socket_timeout_ms: int = Field(5_000, ge=500)
+    s3_attempts: int = Field(2, ge=1)
+    s3_retry_limit: int = Field(2, ge=0)
     restart_initial_backoff_ms: int = 1_000
     restart_max_backoff_ms: int = 60_000
 

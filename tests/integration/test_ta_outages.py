@@ -344,18 +344,25 @@ def test_minio_down_longer_than_the_transaction_timeout_the_job_recovers_by_itse
     stack, unique, tmp_path
 ):
     """MinIO hangs for 60 s, twice the transaction timeout (30 s; production: 10 min
-    against 15 min, or longer). The checkpoint in flight times out and the next one's
-    trigger hangs on the store; the broker aborts the job's open transaction at its
-    timeout, the writer's next send fails and the job fails over, replaying from its last
-    completed checkpoint (none of the aborted transactions is ever committed). Once MinIO
-    answers, checkpoints complete again without any operator action, no commit failed, and
-    the final bars equal the oracle."""
+    against 15 min, or longer). Checkpoints time out (4 s here) and the bounded S3A calls
+    fail instead of hanging; after 4 failures in a row (3 tolerated) the job fails over and
+    replays from its last completed checkpoint, well before its transactions time out (none
+    of them is committed after the broker aborted it). Once MinIO answers, checkpoints
+    complete again without any operator action, no commit failed, and the final bars equal
+    the oracle."""
     drill = Drill(
         stack,
         unique,
         tmp_path,
         "MLONG",
-        {"transaction_timeout_ms": 30_000, "checkpoint_timeout_ms": 4_000},
+        {
+            "transaction_timeout_ms": 30_000,
+            "checkpoint_timeout_ms": 4_000,
+            # production's S3A bounds (5 s x 2 attempts x 3 tries against 15 min) scaled
+            "s3_socket_timeout_ms": 1_000,
+            "s3_attempts": 1,
+            "s3_retry_limit": 1,
+        },
         interval_ms=MINIO_INTERVAL_MS,
     )
     drill.start()

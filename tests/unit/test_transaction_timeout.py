@@ -30,16 +30,35 @@ def test_the_job_uses_all_the_transaction_time_kafkas_default_broker_allows() ->
     assert TaSettings().transaction_timeout_ms <= kafka.TRANSACTION_MAX_TIMEOUT_MS  # local
 
 
+def s3_call_worst_ms(settings: TaSettings) -> int:
+    """The longest one S3A call can take against a store that accepts and never answers:
+    every S3A retry of every SDK attempt waits the socket timeout (backoffs aside)."""
+    return (settings.s3_retry_limit + 1) * settings.s3_attempts * settings.s3_socket_timeout_ms
+
+
 def test_failed_checkpoints_fail_the_job_over_before_their_transactions_time_out() -> None:
     # a completed checkpoint commits the transactions of the failed ones before it; the
     # job fails over (and replays instead) after tolerable + 1 counted failures in a row.
-    # (A hanging checkpoint store stalls the trigger instead, so failures stop counting;
-    # then the broker's abort at the timeout fails the writer: test_ta_outages.py)
+    # One failure lasts at most: interval and pause, the trigger's S3 call (it creates the
+    # checkpoint's location; the checkpoint timeout does not cover it), the checkpoint
+    # timeout, and the JobManager's _metadata write (not covered either)
     for settings in (TaSettings(), k8s_settings()):
         per_failure = (
-            settings.checkpoint_timeout_ms
+            settings.checkpoint_interval_ms
             + settings.min_pause_between_checkpoints_ms
-            + settings.checkpoint_interval_ms
+            + s3_call_worst_ms(settings)
+            + settings.checkpoint_timeout_ms
+            + s3_call_worst_ms(settings)
         )
         worst = (settings.tolerable_failed_checkpoints + 1) * per_failure
         assert worst < settings.transaction_timeout_ms, (worst, settings.transaction_timeout_ms)
+
+
+def test_s3_calls_are_bounded_well_below_the_transaction_timeout() -> None:
+    # Hadoop's defaults (200 s x 20 attempts x 8 tries) would let a checkpoint whose
+    # _metadata write hangs complete hours later, after the broker aborted its transaction:
+    # that loses the transaction's records (drilled with the scaled bounds in
+    # test_ta_outages.py::test_minio_down_longer_than_the_transaction_timeout_...)
+    for settings in (TaSettings(), k8s_settings()):
+        assert 4 * s3_call_worst_ms(settings) < settings.transaction_timeout_ms
+        assert settings.s3_socket_timeout_ms < 200_000
