@@ -364,6 +364,50 @@ def test_signals_latest_returns_one_row_per_symbol_the_newest_bar_final_first(ch
 # ---- `torghut clickhouse apply` ----------------------------------------------------------
 
 
+def test_the_gap_flag_arrives_and_a_bar_of_the_schema_before_it_loads_as_no_gap(ch, stack) -> None:
+    """Issue 13 item 8: MicroBar's `gap` (schema v2, default false) reaches the `gap`
+    column, and a bar written with the schema before it (no `gap` field, registered under
+    a scratch subject) loads too, as gap = false: after an upgrade the topic still holds
+    v1 records (`input_format_avro_allow_missing_fields`)."""
+    import copy
+    import io
+    import json
+
+    import fastavro
+    from confluent_kafka import Producer
+
+    from shared.schemas import schema_json
+
+    sym = f"GP{RUN}"
+    registry = SchemaRegistryClient(stack.registry_url)
+    ser = AvroSerializer(registry, TA_BARS_1S)
+    released = copy.deepcopy(schema_json(TA_BARS_1S.value_schema))  # the cached dict is shared
+    released["fields"] = [f for f in released["fields"] if f["name"] != "gap"]
+    old_id = registry.register(f"gap-v1-{RUN}-value", json.dumps(released))
+    buf = io.BytesIO()
+    old = {k: v for k, v in bar(sym, T0, 1, True).items() if k != "gap"}
+    fastavro.schemaless_writer(buf, fastavro.parse_schema(released), old)
+    p = Producer({"bootstrap.servers": stack.kafka_bootstrap, "logger": QUIET})
+    v1 = b"\x00" + old_id.to_bytes(4, "big") + buf.getvalue()
+    p.produce(TA_BARS_1S.name, v1, key=sym.encode())
+    p.produce(TA_BARS_1S.name, ser.encode(bar(sym, T1, 1, True, gap=True)), key=sym.encode())
+    p.produce(TA_BARS_1S.name, ser.encode(bar(sym, T2, 1, True)), key=sym.encode())
+    assert p.flush(30) == 0
+
+    def rows() -> list[list[Any]]:
+        return ch.rows(
+            "SELECT toString(toUnixTimestamp64Micro(window_start)), gap, toTypeName(gap) "
+            f"FROM torghut.ta_microbars_final WHERE symbol = '{sym}' ORDER BY window_start"
+        )
+
+    wait_for(lambda: len(rows()) == 3, 90, "the three bars, the v1 one included")
+    assert [(int(w), bool(g), t) for w, g, t in rows()] == [
+        (T0, False, "Bool"),
+        (T1, True, "Bool"),
+        (T2, False, "Bool"),
+    ]
+
+
 # ---- dead letters and consumer restarts ---------------------------------------------------
 
 
@@ -492,9 +536,9 @@ def test_clickhouse_apply_cli_is_idempotent_and_keeps_data(tmp_path) -> None:
     assert second.returncode == 0, second.stderr[-3000:]
     # every statement ran again (the ingest database is re-created), nothing failed
     assert second.stdout.split(" statements")[0] == first.stdout.split(" statements")[0]
-    # 16 of schemas/clickhouse plus 3 for the PLAINTEXT named collection (drop the ingest
-    # database that uses it, drop it, create it)
-    assert "applied 19 statements" in second.stdout
+    # 17 of schemas/clickhouse (the ALTER that adds `gap` included) plus 3 for the PLAINTEXT
+    # named collection (drop the ingest database that uses it, drop it, create it)
+    assert "applied 20 statements" in second.stdout
     out = _python(
         "from torghut.clickhouse.client import ChdbClient\n"
         f"c = ChdbClient({str(data_dir)!r})\n"

@@ -225,3 +225,28 @@ def test_an_id_the_registry_never_issued_is_an_unknown_schema_id_naming_the_reco
         AvroDeserializer(registry).decode(frame, "ta.bars.1s.v1", 0, 42)
     assert "topic ta.bars.1s.v1, partition 0, offset 42" in str(err.value)
     assert str(2**31 - 7) in str(err.value)
+
+
+def test_microbar_with_gap_registers_over_the_released_schema_and_reads_its_records_as_no_gap(
+    registry, unique
+) -> None:
+    """Issue 13 item 8 added `gap` (boolean, default false) to MicroBar: under BACKWARD the
+    registry takes it as a new version of a subject holding the schema without it, and a
+    record written with the old schema reads back through the new one with gap=False."""
+    import io
+
+    released = copy.deepcopy(schema_json(V1))  # schema_json's dict is shared: never mutate it
+    released["fields"] = [f for f in released["fields"] if f["name"] != "gap"]
+    assert len(released["fields"]) == len(schema_json(V1)["fields"]) - 1
+    subject = f"{unique('contracts-gap')}-value"
+    old_id = registry.register(subject, json.dumps(released))
+    registry.set_compatibility("BACKWARD", subject)
+    assert registry.is_compatible(subject, schema_text(V1)) is True
+    new_id = registry.register(subject, schema_text(V1))
+    assert new_id != old_id and len(registry.versions(subject)) == 2
+    buf = io.BytesIO()
+    old = {k: v for k, v in microbar().items() if k != "gap"}
+    fastavro.schemaless_writer(buf, fastavro.parse_schema(released), old)
+    data = b"\x00" + old_id.to_bytes(4, "big") + buf.getvalue()
+    rec = AvroDeserializer(registry, V1).decode(data)
+    assert rec["gap"] is False and rec["trace_id"] == old["trace_id"]
