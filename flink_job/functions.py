@@ -326,7 +326,7 @@ class SymbolTaFunction(KeyedProcessFunction):
         self.last_status_ns = now
         # the frame covers the cached symbols: those active within the idle time
         self.cache.expire()
-        symbols, late, ooo, gaps, refused = [], 0, 0, 0, 0
+        symbols, late, ooo, gaps, refused, markers, late_markers = [], 0, 0, 0, 0, 0, 0
         for name, entry in sorted(self.cache.items()):
             sym = entry.sym
             c = sym.counters
@@ -336,6 +336,7 @@ class SymbolTaFunction(KeyedProcessFunction):
                 gaps + c.seq_gaps + c.seq_regressions,
             )
             refused += c.refused_bars
+            markers, late_markers = markers + c.gaps, late_markers + c.late_gaps
             symbols.append(
                 {
                     "symbol": name,
@@ -360,6 +361,8 @@ class SymbolTaFunction(KeyedProcessFunction):
             "seq_gaps": gaps,
             "rejected_records": self.rejected + refused,
             "symbols": symbols,
+            "gap_markers": markers,
+            "late_gap_markers": late_markers,
         }
         self.records_out += 1
         return frame_record(TA_STATUS.name, self.job.encode(), self.status_out.encode(record))

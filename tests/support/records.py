@@ -112,6 +112,8 @@ def ta_status(**over: Any) -> dict[str, Any]:
                 "seq_gaps": 0,
             }
         ],
+        "gap_markers": 3,
+        "late_gap_markers": 1,
     }
     rec.update(over)
     return rec
