@@ -4,13 +4,20 @@ job fail over before the transactions a later checkpoint would commit can time o
 
 from __future__ import annotations
 
+import yaml
 from dotenv import dotenv_values
 
 from flink_job.settings import TaSettings
-from torghut.k8s_render import BASE_DIR
+from torghut.k8s_render import BASE_DIR, K8S_DIR
 from torghut.stack import kafka
 
 KAFKA_DEFAULT_TRANSACTION_MAX_TIMEOUT_MS = 900_000  # Kafka's (and Strimzi's) default
+
+
+def cluster_transaction_max_timeout_ms() -> int:
+    """The broker limit the Kafka CR part in k8s/kafka-cluster/ states."""
+    (cr,) = yaml.safe_load_all((K8S_DIR / "kafka-cluster" / "listeners.yaml").read_text())
+    return int(cr["spec"]["kafka"]["config"]["transaction.max.timeout.ms"])
 
 
 def k8s_settings() -> TaSettings:
@@ -27,6 +34,7 @@ def test_the_job_uses_all_the_transaction_time_kafkas_default_broker_allows() ->
     # start; below it, a Kafka outage between the two loses a checkpoint's records
     assert TaSettings().transaction_timeout_ms == KAFKA_DEFAULT_TRANSACTION_MAX_TIMEOUT_MS
     assert k8s_settings().transaction_timeout_ms == KAFKA_DEFAULT_TRANSACTION_MAX_TIMEOUT_MS
+    assert k8s_settings().transaction_timeout_ms == cluster_transaction_max_timeout_ms()
     assert TaSettings().transaction_timeout_ms <= kafka.TRANSACTION_MAX_TIMEOUT_MS  # local
 
 
