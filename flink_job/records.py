@@ -51,4 +51,5 @@ def signal_record(em: Emission, emit_ns: int, source: str = SOURCE) -> dict[str,
     rec = _common(em, emit_ns, source)
     rec["close"] = em.bar.close
     rec.update(em.signals.as_dict())
+    rec["gap"] = em.gap
     return rec

@@ -66,12 +66,16 @@ CREATE TABLE IF NOT EXISTS {{database}}.ta_signals
     seq          Int64,
     source       LowCardinality(String),
     trace_id     String,
-    loaded_at    DateTime64(3, 'UTC') DEFAULT now64(3)
+    loaded_at    DateTime64(3, 'UTC') DEFAULT now64(3),
+    gap          Bool DEFAULT false
 )
 ENGINE = ReplacingMergeTree(version)
 PARTITION BY toDate(window_start)
 ORDER BY (symbol, window_start, window_size_ms, is_final)
 TTL toDateTime(window_start) + INTERVAL 14 DAY;
+
+-- signal schema v2 (gap flags): a table created before it gains the column
+ALTER TABLE {{database}}.ta_signals ADD COLUMN IF NOT EXISTS gap Bool DEFAULT false;
 
 -- Dead letters: records of the derived topics that the Kafka engine tables could not parse
 -- (kafka_handle_error_mode = 'stream'), kept with where they came from and the parse error

@@ -91,13 +91,16 @@ CREATE TABLE {{ingest_db}}.ta_signals_queue
     emit_ts     Int64,
     seq         Int64,
     source      String,
-    trace_id    String
+    trace_id    String,
+    gap         Bool
 )
 ENGINE = Kafka({{kafka_collection}})
 SETTINGS kafka_topic_list = 'ta.signals.v1',
          kafka_group_name = '{{consumer_group}}-signals',
          kafka_format = 'AvroConfluent',
          format_avro_schema_registry_url = '{{registry_url}}',
+         -- Signal v1 records (before `gap`) read as gap = false
+         input_format_avro_allow_missing_fields = 1,
          kafka_flush_interval_ms = 250,
          kafka_handle_error_mode = 'stream';
 
@@ -115,7 +118,7 @@ SELECT
     fromUnixTimestamp64Nano(event_ts, 'UTC') AS event_ts,
     fromUnixTimestamp64Nano(ingest_ts, 'UTC') AS ingest_ts,
     fromUnixTimestamp64Nano(emit_ts, 'UTC') AS emit_ts,
-    seq, source, trace_id
+    seq, source, trace_id, gap
 FROM {{ingest_db}}.ta_signals_queue
 WHERE length(_error) = 0;
 

@@ -392,6 +392,8 @@ def test_the_gap_flag_arrives_and_a_bar_of_the_schema_before_it_loads_as_no_gap(
     p.produce(TA_BARS_1S.name, v1, key=sym.encode())
     p.produce(TA_BARS_1S.name, ser.encode(bar(sym, T1, 1, True, gap=True)), key=sym.encode())
     p.produce(TA_BARS_1S.name, ser.encode(bar(sym, T2, 1, True)), key=sym.encode())
+    signals = AvroSerializer(registry, TA_SIGNALS)
+    p.produce(TA_SIGNALS.name, signals.encode(sig(sym, T1, 1, True, gap=True)), key=sym.encode())
     assert p.flush(30) == 0
 
     def rows() -> list[list[Any]]:
@@ -406,6 +408,10 @@ def test_the_gap_flag_arrives_and_a_bar_of_the_schema_before_it_loads_as_no_gap(
         (T1, True, "Bool"),
         (T2, False, "Bool"),
     ]
+    # signals carry the flag of their bar too (Signal v2)
+    q = f"SELECT gap FROM torghut.ta_signals_final WHERE symbol = '{sym}'"
+    wait_for(lambda: ch.rows(q), 60, "the signal")
+    assert ch.rows(q) == [[True]]
 
 
 # ---- dead letters and consumer restarts ---------------------------------------------------
@@ -536,9 +542,9 @@ def test_clickhouse_apply_cli_is_idempotent_and_keeps_data(tmp_path) -> None:
     assert second.returncode == 0, second.stderr[-3000:]
     # every statement ran again (the ingest database is re-created), nothing failed
     assert second.stdout.split(" statements")[0] == first.stdout.split(" statements")[0]
-    # 17 of schemas/clickhouse (the ALTER that adds `gap` included) plus 3 for the PLAINTEXT
+    # 18 of schemas/clickhouse (the two ALTERs that add `gap` included) plus 3 for the PLAINTEXT
     # named collection (drop the ingest database that uses it, drop it, create it)
-    assert "applied 20 statements" in second.stdout
+    assert "applied 21 statements" in second.stdout
     out = _python(
         "from torghut.clickhouse.client import ChdbClient\n"
         f"c = ChdbClient({str(data_dir)!r})\n"

@@ -84,6 +84,7 @@ def signal(**over: Any) -> dict[str, Any]:
         "seq": 7,
         "source": "torghut-ta",
         "trace_id": "",
+        "gap": False,
     }
     rec.update(over)
     return rec

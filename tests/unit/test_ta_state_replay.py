@@ -426,6 +426,8 @@ def test_gap_flags_equal_the_oracle_at_any_watermark_timing_and_across_restores(
         finals = [dict(f[1]) for f in _finals(h.out, reg) if _is_final(f)]
         bars = {(r["symbol"], _start_ns(r)): r["gap"] for r in finals if "trade_count" in r}
         runs.append(bars)
+        signals = {(r["symbol"], _start_ns(r)): r["gap"] for r in finals if "rsi14" in r}
+        assert signals == bars  # each bar's signal carries the bar's flag
         in_oracle = {k: v for k, v in bars.items() if k in oracle.bars}
         assert len(in_oracle) == len(oracle.bars)
         assert {k for k, v in in_oracle.items() if v} == flagged_by_oracle
