@@ -54,10 +54,14 @@ def test_bars_overlapping_a_reconnect_gap_carry_gap_and_equal_the_oracle(stack, 
         settings = fwd_settings(stack, sim.url, backoff_base_s=1.0, backoff_cap_s=1.0)
         with ForwarderThread(settings) as fwd:
             sim.wait_until(lambda: sim.source_done, 40, "the bounded source")
+            # a drop near the end may still be reconnecting: wait for its markers too
             wait_for(
-                lambda: fwd.metrics.messages[GAP_IDX] == fwd.metrics.gap_markers,
+                lambda: (
+                    fwd.metrics.gap_markers == fwd.metrics.gaps * len(syms)
+                    and fwd.metrics.messages[GAP_IDX] == fwd.metrics.gap_markers
+                ),
                 20,
-                "the gap markers acked",
+                "every gap's markers written and acked",
             )
         drops = sim.counters.snapshot()["drops_injected_total"]
     m = fwd.metrics
