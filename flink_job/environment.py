@@ -64,8 +64,9 @@ def flink_config(settings: TaSettings) -> dict[str, str]:
         # chained operators hand records over without a serializer copy; safe here: the
         # Python operator emits a new byte[] per record and the sink copies what it keeps
         "pipeline.object-reuse": "true",
-        "parallelism.default": str(settings.parallelism),
     }
+    if settings.parallelism is not None:
+        cfg["parallelism.default"] = str(settings.parallelism)
     if settings.metrics_port:
         # the same reporter the FlinkDeployment configures (k8s/base/flink), on a local port
         cfg["metrics.reporter.prom.factory.class"] = PROMETHEUS_REPORTER
@@ -160,7 +161,8 @@ def create_environment(settings: TaSettings, local: bool = True, restore_from: s
     if local:
         _configure_local_filesystems(conf)
     env = StreamExecutionEnvironment.get_execution_environment(conf)
-    env.set_parallelism(settings.parallelism)
+    if settings.parallelism is not None or local:
+        env.set_parallelism(settings.parallelism or 1)
     env.set_buffer_timeout(settings.buffer_timeout_ms)
     return env
 

@@ -93,7 +93,9 @@ class TaSettings(StrictEnvSettings, KafkaConnectionFields):
     bundle_size: int = Field(1_000, ge=1_000)
     buffer_timeout_ms: int = Field(1, ge=0, le=5)
     watermark_interval_ms: int = 50
-    parallelism: int = 1
+    # unset: the cluster's parallelism.default (the FlinkDeployment's job.parallelism, so a
+    # rescale through the operator spec takes effect); the local MiniCluster runs 1
+    parallelism: int | None = Field(None, ge=1)
     # records of one symbol handed to Python together (SymbolBatchOperator, in Java): a batch
     # goes out at this many buffered records, this long after its first one, and before
     # every watermark and checkpoint barrier; delay 0 = one record per call
