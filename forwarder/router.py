@@ -56,6 +56,7 @@ from forwarder.metrics import CHANNELS, TYPE_INDEX, ForwarderMetrics
 from forwarder.producer import EnvelopeProducer
 from forwarder.sequence import SequenceNumbers
 from forwarder.settings import ForwarderSettings
+from forwarder.wire import decode_spans
 from shared import envelope_layout as L
 from shared.topics import CHANNEL_TOPICS
 
@@ -322,8 +323,7 @@ class EnvelopeRouter:
         """The native path hands over the messages of a frame it does not encode itself
         (other types, anything unusual): decoded one by one from their bytes, they go
         through the same loop as in ``route``, in the frame's order and state."""
-        unpackb = msgpack.unpackb
-        self._route(tuple(unpackb(raw[a:b], timestamp=2, use_list=False) for a, b in spans), f)
+        self._route(decode_spans(raw, spans, self.max_envelope_bytes), f)  # lazily (wire.py)
 
     def _route(self, msgs: Sequence[Any], f: _Frame) -> None:
         """The loop of ``route`` over ``msgs`` (all or part of a frame), state in ``f``. Every

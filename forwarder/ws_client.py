@@ -13,7 +13,7 @@ import contextlib
 import gc
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 import msgpack
@@ -29,6 +29,7 @@ from forwarder.exceptions import (
 )
 from forwarder.reconnect import ReconnectPolicy
 from forwarder.settings import ForwarderSettings
+from forwarder.wire import unpack_frame
 
 log = logging.getLogger("forwarder.ws")
 
@@ -106,7 +107,7 @@ class BaseDataStream:
         """One frame -> a list of messages; raises ValueError for a malformed frame."""
         try:
             if isinstance(raw, bytes) and self.msgpack:
-                return msgpack.unpackb(raw, timestamp=2, use_list=False)
+                return unpack_frame(raw, self.settings.max_envelope_bytes)  # wire.py: bounded
             return orjson.loads(raw)
         except (
             msgpack.ExtraData,
@@ -297,7 +298,7 @@ class BaseDataStream:
                     except ValueError as exc:
                         handler.on_reject("malformed_frame", str(exc), None)
                         continue
-                    if type(msgs) is not tuple and type(msgs) is not list:
+                    if not isinstance(msgs, (tuple, list, Iterator)):
                         handler.on_reject(
                             "malformed_frame",
                             f"frame holds a {type(msgs).__name__}, not an array of messages",
