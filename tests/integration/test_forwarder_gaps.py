@@ -25,6 +25,16 @@ from tests.support.ta_job import EnvelopeProducer, TaJobProcess, read_raw_log, r
 from torghut.sim import FaultConfig, SimConfig, SimServerThread, read_jsonl
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def stack(fresh_stack):
+    """This module's own stack: the job reads the raw topics from the beginning, and other
+    tests' records there (other event times) would move its partitions' marks and make this
+    session's trades late (docs/test-harness.md, "shared raw topics carry event-time marks")."""
+    return fresh_stack
+
+
 S = 1_000_000_000
 GAP_IDX = CHANNEL_INDEX["gap"]
 _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
