@@ -18,10 +18,9 @@ from tests.support.oracle import (
     assert_final_bars_equal,
     assert_gap_flags,
     expected_output,
-    final_bar_counts,
     start_us,
 )
-from tests.support.ta_job import EnvelopeProducer, TaJobProcess, read_raw_log, read_topic
+from tests.support.ta_job import EnvelopeProducer, TaJobProcess, read_finals, read_raw_log
 from torghut.sim import FaultConfig, SimConfig, SimServerThread, read_jsonl
 
 pytestmark = pytest.mark.integration
@@ -111,14 +110,7 @@ def test_bars_overlapping_a_reconnect_gap_carry_gap_and_equal_the_oracle(stack, 
     job = TaJobProcess(stack, tmp_path, unique("cp-gap"), unique("tx-gap"), unique("grp-gap"))
     job.start()
     try:
-        records = read_topic(
-            stack,
-            "ta.bars.1s.v1",
-            set(syms),
-            lambda recs: len(final_bar_counts(recs)) >= len(expected),
-            timeout_s=240,
-            job=job,
-        )
+        records = read_finals(stack, "ta.bars.1s.v1", set(syms), len(expected), 240, job)
         assert job.alive(), f"job died; logs in {tmp_path}"
     finally:
         job.stop()

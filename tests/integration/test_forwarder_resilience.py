@@ -18,8 +18,8 @@ from forwarder.metrics import CHANNEL_INDEX
 from shared.topics import ALL_TOPICS, QUOTES, TRADES
 from tests.conftest import REPO_ROOT, wait_for
 from tests.support.forwarder import envelopes, fwd_settings, market, symbols_for
-from tests.support.oracle import assert_final_bars_equal, expected_output, final_bar_counts
-from tests.support.ta_job import EnvelopeProducer, TaJobProcess, read_raw_log, read_topic
+from tests.support.oracle import assert_final_bars_equal, expected_output
+from tests.support.ta_job import EnvelopeProducer, TaJobProcess, read_finals, read_raw_log
 from torghut.sim import SimConfig, SimServerThread, read_jsonl
 from torghut.stack import kafka as stack_kafka
 from torghut.stack import procs
@@ -166,14 +166,7 @@ def test_re_produced_deliveries_after_a_broker_restart_are_applied_once_by_the_j
     job = TaJobProcess(state, tmp_path, unique("cp-rb"), unique("tx-rb"), unique("grp-rb"))
     job.start()
     try:
-        records = read_topic(
-            state,
-            "ta.bars.1s.v1",
-            set(syms),
-            lambda recs: len(final_bar_counts(recs)) >= len(expected),
-            timeout_s=240,
-            job=job,
-        )
+        records = read_finals(state, "ta.bars.1s.v1", set(syms), len(expected), 240, job)
         assert job.alive(), f"job died; logs in {tmp_path}"
     finally:
         job.stop()

@@ -144,14 +144,19 @@ def read_topic(
 
 
 def read_finals(
-    stack: StackState, topic: str, symbols: set[str], n: int, timeout_s: float = 120.0
+    stack: StackState,
+    topic: str,
+    symbols: set[str],
+    n: int,
+    timeout_s: float = 120.0,
+    job: TaJobProcess | None = None,
 ) -> list[dict]:
     """`read_topic` (read_committed) until `n` distinct final records of `symbols` arrived
-    (bars or signals: by symbol and window start), or the deadline."""
+    (bars or signals: by symbol and window start), or the deadline (or `job` died)."""
     from tests.support.oracle import final_bar_counts
 
     return read_topic(
-        stack, topic, symbols, lambda recs: len(final_bar_counts(recs)) >= n, timeout_s
+        stack, topic, symbols, lambda recs: len(final_bar_counts(recs)) >= n, timeout_s, job=job
     )
 
 
