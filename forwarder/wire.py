@@ -20,10 +20,12 @@ Python then does, for those spans and for whole frames the fast path declined:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import msgpack
+import orjson
 
 from forwarder.exceptions import InvalidMessageError
 
@@ -123,3 +125,115 @@ def _messages(
         yield UndecodedMessage(
             "malformed_message", f"{len(raw) - up.tell()} bytes after the frame's last message"
         )
+
+
+# --- JSON ---------------------------------------------------------------------------
+
+# a flat object whose values are scalars, strings or arrays of those (every Alpaca message):
+# matched in one C-level pass; anything deeper is walked bracket by bracket (_extent)
+_STR = r'"(?:[^"\\]++|\\.)*+"'
+_FLAT_OBJECT = re.compile(
+    r"\{(?:[^{}\[\]\"]++|" + _STR + r"|\[(?:[^{}\[\]\"]++|" + _STR + r")*+\])*+\}", re.S
+)
+_STRING = re.compile(_STR, re.S)
+_STRING_REST = re.compile(r'(?:[^"\\]++|\\.)*+"', re.S)
+_BRACKET_OR_QUOTE = re.compile(r'[\[\]{}"]')
+_SCALAR = re.compile(r"[^,\]\s]++")
+_OPEN = re.compile(r"\s*+\[\s*+")
+_SEPARATOR = re.compile(r"\s*+(?:(,)|\])\s*+")
+_JSON_ERRORS = (ValueError, TypeError, orjson.JSONDecodeError)
+
+
+def unpack_json_frame(raw: str | bytes, max_bytes: int) -> Any:
+    """A JSON frame -> its messages: orjson's list for a frame of at most
+    ``EAGER_FRAME_BYTES``, else a lazy iterator decoding one message at a time (the first
+    checked now: a frame broken from the start raises ValueError, one malformed frame)."""
+    if len(raw) <= EAGER_FRAME_BYTES:
+        return orjson.loads(raw)
+    text = raw.decode() if isinstance(raw, bytes) else raw
+    opened = _OPEN.match(text)
+    if opened is None:
+        raise ValueError(f"a frame of {len(text)} characters that is not an array of messages")
+    pos = opened.end()
+    if text.startswith("]", pos):
+        return iter(())
+    end = _extent(text, pos)
+    if end is None:
+        raise ValueError(
+            f"undecodable frame of {len(text)} characters: its first message is cut off"
+        )
+    first = _decode_json(text, pos, end, max_bytes)
+    if isinstance(first, UndecodedMessage) and first.reason == "malformed_message":
+        raise ValueError(f"undecodable frame of {len(text)} characters ({first.detail})")
+    return _json_messages(text, first, end, max_bytes)
+
+
+def _json_messages(text: str, first: Any, end: int, max_bytes: int) -> Iterator[Any]:
+    yield first
+    while True:
+        sep = _SEPARATOR.match(text, end)
+        if sep is None:
+            yield UndecodedMessage(
+                "malformed_message", f"the frame breaks off at character {end} (no , or ])"
+            )
+            return
+        if sep.group(1) is None:  # ]
+            if sep.end() != len(text):
+                yield UndecodedMessage(
+                    "malformed_message",
+                    f"{len(text) - sep.end()} characters after the frame's last message",
+                )
+            return
+        start = sep.end()
+        end = _extent(text, start)
+        if end is None:
+            yield UndecodedMessage(
+                "malformed_message", f"the frame breaks off at character {start}"
+            )
+            return
+        yield _decode_json(text, start, end, max_bytes)
+
+
+def _extent(text: str, start: int) -> int | None:
+    """End of the JSON value starting at ``text[start]``, found without decoding it; None if
+    it does not end (a string or bracket left open)."""
+    m = _FLAT_OBJECT.match(text, start)
+    if m is not None:
+        return m.end()
+    c = text[start : start + 1]
+    if c == '"':
+        m = _STRING.match(text, start)
+        return None if m is None else m.end()
+    if c not in ("[", "{"):
+        m = _SCALAR.match(text, start)
+        return None if m is None else m.end()
+    depth, pos = 0, start
+    while True:
+        m = _BRACKET_OR_QUOTE.search(text, pos)
+        if m is None:
+            return None
+        c = m.group()
+        if c == '"':
+            rest = _STRING_REST.match(text, m.end())
+            if rest is None:
+                return None
+            pos = rest.end()
+            continue
+        depth += 1 if c in "[{" else -1
+        pos = m.end()
+        if depth == 0:
+            return pos
+
+
+def _decode_json(text: str, start: int, end: int, max_bytes: int) -> Any:
+    if end - start > max_bytes:
+        return UndecodedMessage(
+            "message_too_large",
+            f"a message of {end - start} characters, over TORGHUT_FWD_MAX_ENVELOPE_BYTES="
+            f"{max_bytes}, was not decoded (its envelope could not be produced); the rest of "
+            "its frame was forwarded",
+        )
+    try:
+        return orjson.loads(text[start:end])
+    except _JSON_ERRORS as exc:
+        return UndecodedMessage("malformed_message", f"{type(exc).__name__}: {exc}"[:300])

@@ -29,7 +29,7 @@ from forwarder.exceptions import (
 )
 from forwarder.reconnect import ReconnectPolicy
 from forwarder.settings import ForwarderSettings
-from forwarder.wire import unpack_frame
+from forwarder.wire import unpack_frame, unpack_json_frame
 
 log = logging.getLogger("forwarder.ws")
 
@@ -108,7 +108,7 @@ class BaseDataStream:
         try:
             if isinstance(raw, bytes) and self.msgpack:
                 return unpack_frame(raw, self.settings.max_envelope_bytes)  # wire.py: bounded
-            return orjson.loads(raw)
+            return unpack_json_frame(raw, self.settings.max_envelope_bytes)
         except (
             msgpack.ExtraData,
             msgpack.FormatError,

@@ -423,3 +423,29 @@ def test_a_message_too_large_to_produce_is_not_decoded_and_the_rest_is_forwarded
     assert p2.produced == 2
     assert [r for r, _ in rejects2] == ["message_too_large"]
     assert "TORGHUT_FWD_MAX_ENVELOPE_BYTES=131072" in rejects2[0][1]
+
+
+def test_a_json_frame_over_64_kib_is_walked_its_too_large_message_counted_the_rest_forwarded():
+    """The JSON wire format through the real stream: a 2.4 MB frame whose middle message
+    is over TORGHUT_FWD_MAX_ENVELOPE_BYTES is walked a message at a time
+    (``unpack_json_frame``): that message is not decoded (``message_too_large``), a broken
+    one is ``malformed_message``, and the trades around them are forwarded."""
+    frame = orjson.dumps(
+        [
+            _json_trade("JSW", 1),
+            {"T": "n", "p": [{}] * 800_000},  # 2.4 MB: over the limit, never decoded
+            _json_trade("JSW", 2),
+        ]
+    ).decode()
+    broken = frame[:-1] + ',{"T":"t","S":"JSW",}]'  # one more message, undecodable
+    fwd, _ = serve_sessions(
+        [[frame, broken, orjson.dumps([_json_trade("JSW", 3)]).decode()]],
+        expect_read=4,
+        wire_format="json",
+    )
+    assert fwd.metrics.frames_rejected == {"message_too_large": 2, "malformed_message": 1}
+    assert fwd.metrics.reconnects == 0
+    assert produced(fwd) == 3  # trades 1, 2 (the second frame repeats them: deduplicated), 3
+    details = [e["detail"] for e in fwd.events if e["event"] == "frame_rejected"]
+    assert "TORGHUT_FWD_MAX_ENVELOPE_BYTES=990000" in details[0] and "not decoded" in details[0]
+    assert "JSONDecodeError" in details[-1]
