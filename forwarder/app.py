@@ -116,6 +116,7 @@ class Forwarder:
         policy = ReconnectPolicy(s.backoff_base_s, s.backoff_cap_s, s.conflict_backoff_s)
         self._stream = StockDataStream(s, self, policy)
         self._router = router
+        self.metrics.sizes = router.sizes
         router.on_control = self._stream.on_control
         if s.wire_format == "msgpack" and not NATIVE:
             log.warning(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -52,6 +52,9 @@ class ForwarderMetrics:
         self.heartbeat_ms = 0  # record timestamp of the last heartbeats (event time, ms)
         self.gaps = 0  # reconnects after a connection that had delivered data (forwarder/gaps.py)
         self.gap_markers = 0  # gap markers produced (one per symbol seen and gap)
+        #: what the forwarder's memory is made of, read at scrape time (set by the app once
+        #: its router exists): {"dedup_<family>": keys held, "symbol_slots": slots}
+        self.sizes: Callable[[], dict[str, int]] = dict
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)  # type: ignore[arg-type]
 
@@ -133,6 +136,23 @@ class ForwarderMetrics:
             "gap markers produced into the raw trades topic (one per symbol seen and gap)",
             value=self.gap_markers,
         )
+        sizes = self.sizes()
+        dedup = GaugeMetricFamily(
+            f"{PREFIX}_dedup_entries",
+            "message keys held for dedup per message family (TORGHUT_FWD_DEDUP_MAX_ENTRIES "
+            "and _DEDUP_HORIZON_S bound them): most of the forwarder's memory",
+            labels=["family"],
+        )
+        for name, v in sorted(sizes.items()):
+            if name.startswith("dedup_"):
+                dedup.add_metric([name.removeprefix("dedup_")], v)
+        yield dedup
+        if "symbol_slots" in sizes:
+            yield GaugeMetricFamily(
+                f"{PREFIX}_symbol_slots",
+                "(type, symbol) slots routed (seq, prefix, key; dropped at the key cap)",
+                value=sizes["symbol_slots"],
+            )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -272,6 +272,13 @@ class EnvelopeRouter:
                 seen.update(table)
         return sorted(seen)
 
+    def sizes(self) -> dict[str, int]:
+        """Entries held per dedup family and slot count (the metrics' memory gauges)."""
+        # types of one family share its cache: the same entry, written once per type
+        out = {f"dedup_{_FAMILY[t]}": len(c) for t, c in self.dedup.items()}
+        out["symbol_slots"] = self._nslots
+        return out
+
     def _blocking_produce(self, topic: str, value: bytes, key: bytes, ts_ms: int) -> None:
         self.producer.produce_blocking(topic, value, key, ts_ms)
 

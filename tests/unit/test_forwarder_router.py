@@ -173,6 +173,23 @@ def test_duplicates_are_dropped_across_and_within_frames():
     assert metrics.received[TYPE_INDEX["t"]] == 4 * trades
 
 
+def test_the_memory_gauges_count_the_dedup_keys_per_family_and_the_symbol_slots():
+    """``/metrics`` says what the forwarder's memory is made of: the keys each dedup family
+    holds (distinct messages within the horizon) and the (type, symbol) slots."""
+    router, _prod, metrics, _ = _router()
+    metrics.sizes = router.sizes
+    frame = _frames("msgpack", MSGS, size=len(MSGS))[0]
+    router.route(frame, AFTER)
+    router.route(frame, AFTER + 1)  # duplicates: no new keys
+    text = metrics.render().decode()
+    trades = len({(m["S"], m["i"]) for m in MSGS if m["T"] == "t"})
+    quotes = len({(m["S"], m["t"]) for m in MSGS if m["T"] == "q"})
+    assert f'torghut_forwarder_dedup_entries{{family="trades"}} {float(trades)}' in text
+    assert f'torghut_forwarder_dedup_entries{{family="quotes"}} {float(quotes)}' in text
+    slots = len({(m["T"], m["S"]) for m in MSGS})
+    assert f"torghut_forwarder_symbol_slots {float(slots)}" in text
+
+
 def test_invalid_messages_are_rejected_and_the_rest_forwarded():
     rejects: list[tuple[str, Any]] = []
     router, prod, _, _ = _router(rejects)
