@@ -8,9 +8,6 @@ has none; `torghut stack up`, which every test run uses by default, has it)."""
 from __future__ import annotations
 
 import random
-import socket
-import socketserver
-import threading
 import time
 from pathlib import Path
 
@@ -20,6 +17,7 @@ from shared.bars import batch_bars
 from tests.conftest import wait_for
 from tests.support.oracle import assert_final_bars_equal, start_us
 from tests.support.ta_job import EnvelopeProducer, TaJobProcess, read_topic
+from tests.support.tls_relay import relay_to
 from torghut.stack.tls import write_ca_and_broker_cert
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -193,48 +191,13 @@ def test_ta_job_trusting_another_ca_fails_the_tls_handshake_with_a_clear_error(
     assert stack.kafka_scram_password not in logs
 
 
-class _Relay(socketserver.ThreadingTCPServer):
-    """Bytes both ways between 127.0.0.2:<port> and the broker: the same TLS certificate,
-    reached by a host name (127.0.0.2) that is not among its SANs."""
-
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(self, target: tuple[str, int]) -> None:
-        self.target = target
-        super().__init__(("127.0.0.2", 0), _RelayHandler)
-
-
-class _RelayHandler(socketserver.BaseRequestHandler):
-    def handle(self) -> None:
-        upstream = socket.create_connection(self.server.target, timeout=30)
-
-        def pump(src: socket.socket, dst: socket.socket) -> None:
-            try:
-                while data := src.recv(65536):
-                    dst.sendall(data)
-            except OSError:
-                pass
-            finally:
-                dst.close()
-
-        t = threading.Thread(target=pump, args=(upstream, self.request), daemon=True)
-        t.start()
-        pump(self.request, upstream)
-        t.join(30)
-
-
 def test_ta_job_reaching_the_broker_by_a_name_its_certificate_lacks_is_refused(
     stack, unique, tmp_path
 ):
     """Endpoint identification is on: the broker's own certificate (signed by the trusted CA)
     reached through 127.0.0.2, which it does not name, fails the handshake. With
     verification off the handshake would pass and the metadata would lead on to 127.0.0.1."""
-    host, port = stack.kafka_sasl_ssl_bootstrap.rsplit(":", 1)
-    relay = _Relay((host, int(port)))
-    threading.Thread(target=relay.serve_forever, daemon=True).start()
-    try:
-        bootstrap = f"127.0.0.2:{relay.server_address[1]}"
+    with relay_to(stack.kafka_sasl_ssl_bootstrap) as bootstrap:
         job = TaJobProcess(
             stack,
             tmp_path,
@@ -251,9 +214,6 @@ def test_ta_job_reaching_the_broker_by_a_name_its_certificate_lacks_is_refused(
             wait_for(lambda: not job.alive(), 60, "the job to exit")
         finally:
             job.stop()
-    finally:
-        relay.shutdown()
-        relay.server_close()
     assert job.proc.returncode != 0
     logs = _logs(tmp_path)
     assert f"TLS handshake with Kafka at {bootstrap} failed" in logs

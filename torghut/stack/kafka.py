@@ -2,13 +2,17 @@
 
 Two client listeners: PLAINTEXT for the pipeline and tests, and SASL_SSL with
 SCRAM-SHA-512 (a generated CA, a SCRAM user created at format time) so the security
-settings of every client have a real target.
+settings of every client have a real target. The SASL_SSL listener also takes PLAIN for one
+user of its own (`plain_user`), for the embedded ClickHouse engine only: chdb-core's
+librdkafka has no SCRAM (tests/integration/test_clickhouse_sasl_ssl.py), everything else
+about its connection (TLS, the CA, host verification) is production's.
 """
 
 from __future__ import annotations
 
 import base64
 import logging
+import re
 import secrets
 import subprocess
 import uuid
@@ -38,6 +42,9 @@ _QUIET = logging.getLogger("torghut.stack.rdkafka")
 _QUIET.addHandler(logging.NullHandler())
 _QUIET.propagate = False
 
+# what a PLAIN user name or password may hold inside the listener's JAAS line
+_JAAS_SAFE = re.compile(r"[A-Za-z0-9_-]+")
+
 # A transaction may stay open up to this long; Flink's transaction.timeout.ms must be below it.
 TRANSACTION_MAX_TIMEOUT_MS = 3_600_000
 
@@ -62,7 +69,23 @@ def server_properties(
     ports: KafkaPorts,
     broker_pem: Path,
     transaction_max_timeout_ms: int = TRANSACTION_MAX_TIMEOUT_MS,
+    plain_user: tuple[str, str] = ("", ""),
 ) -> str:
+    """`plain_user`: (name, password) PLAIN accepts on the SASL_SSL listener; none if ""."""
+    name, password = plain_user
+    plain = ""
+    if name:
+        if not _JAAS_SAFE.fullmatch(name) or not _JAAS_SAFE.fullmatch(password):
+            raise ValueError(
+                f"PLAIN user {name!r}: its name and password may hold only letters, digits, "
+                "'_' and '-' (they are quoted into the listener's JAAS line)"
+            )
+        plain = (
+            "listener.name.sasl_ssl.plain.sasl.jaas.config="
+            "org.apache.kafka.common.security.plain.PlainLoginModule required "
+            f'user_{name}="{password}";\n'
+        )
+    mechanisms = "SCRAM-SHA-512,PLAIN" if name else "SCRAM-SHA-512"
     return f"""\
 process.roles=broker,controller
 node.id=1
@@ -72,9 +95,9 @@ listeners=PLAINTEXT://127.0.0.1:{ports.plaintext},SASL_SSL://127.0.0.1:{ports.sa
 advertised.listeners=PLAINTEXT://127.0.0.1:{ports.plaintext},SASL_SSL://127.0.0.1:{ports.sasl_ssl}
 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL,CONTROLLER:PLAINTEXT
 inter.broker.listener.name=PLAINTEXT
-sasl.enabled.mechanisms=SCRAM-SHA-512
+sasl.enabled.mechanisms={mechanisms}
 listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
-ssl.keystore.type=PEM
+{plain}ssl.keystore.type=PEM
 ssl.keystore.location={broker_pem}
 log.dirs={data_dir}
 num.partitions=1
@@ -126,14 +149,22 @@ def start(
     home.mkdir(parents=True, exist_ok=True)
     ca_file, broker_pem = write_ca_and_broker_cert(home / "tls")
     ports = KafkaPorts(procs.free_port(), procs.free_port(), procs.free_port())
+    user, password = "torghut", secrets.token_urlsafe(18)
+    # the ClickHouse KafkaUser's name in k8s/base/kafka/users.yaml
+    plain_user, plain_password = "torghut-clickhouse", secrets.token_urlsafe(18)
     props = home / "server.properties"
-    props.write_text(server_properties(data, ports, broker_pem, transaction_max_timeout_ms))
+    props.touch()
+    props.chmod(0o600)  # it holds the PLAIN password
+    props.write_text(
+        server_properties(
+            data, ports, broker_pem, transaction_max_timeout_ms, (plain_user, plain_password)
+        )
+    )
     log4j = home / "log4j2.properties"
     log4j.write_text(LOG4J2)
     log_file = run_dir / "logs" / "kafka.log"
     log_file.parent.mkdir(parents=True, exist_ok=True)
 
-    user, password = "torghut", secrets.token_urlsafe(18)
     cluster_id = new_cluster_id()
     fmt = subprocess.run(
         java_cmd(
@@ -170,6 +201,8 @@ def start(
         "ca_file": str(ca_file),
         "user": user,
         "password": password,
+        "plain_user": plain_user,
+        "plain_password": plain_password,
     }
 
 

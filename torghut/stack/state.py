@@ -33,6 +33,10 @@ class StackState(BaseModel):
     kafka_ca_file: str = ""
     kafka_scram_user: str = ""
     kafka_scram_password: str = ""
+    # PLAIN on the same SASL_SSL listener, for the embedded ClickHouse engine's drill only
+    # (chdb-core's librdkafka has no SCRAM; torghut/stack/kafka.py)
+    kafka_plain_user: str = ""
+    kafka_plain_password: str = ""
     s3_endpoint: str = ""
     s3_access_key: str = ""
     s3_secret_key: str = ""

@@ -56,6 +56,8 @@ def up(
         state.kafka_ca_file = str(k["ca_file"])
         state.kafka_scram_user = str(k["user"])
         state.kafka_scram_password = str(k["password"])
+        state.kafka_plain_user = str(k["plain_user"])
+        state.kafka_plain_password = str(k["plain_password"])
         state.save()
 
         m = minio.start(run_dir)
