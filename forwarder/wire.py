@@ -47,15 +47,18 @@ class UndecodedMessage:
         raise InvalidMessageError(self.reason, self.detail)
 
 
+def _too_large(size: int, unit: str, max_bytes: int) -> UndecodedMessage:
+    return UndecodedMessage(
+        "message_too_large",
+        f"a message of {size} {unit}, over TORGHUT_FWD_MAX_ENVELOPE_BYTES={max_bytes}, was "
+        "not decoded (its envelope could not be produced); the rest of its frame was forwarded",
+    )
+
+
 def decode_span(raw: bytes, start: int, end: int, max_bytes: int) -> Any:
     """The message ``raw[start:end]``, or an ``UndecodedMessage``."""
     if end - start > max_bytes:
-        return UndecodedMessage(
-            "message_too_large",
-            f"a message of {end - start} bytes, over TORGHUT_FWD_MAX_ENVELOPE_BYTES="
-            f"{max_bytes}, was not decoded (its envelope could not be produced); the rest of "
-            "its frame was forwarded",
-        )
+        return _too_large(end - start, "bytes", max_bytes)
     try:
         return msgpack.unpackb(raw[start:end], timestamp=2, use_list=False)
     except _ERRORS as exc:
@@ -227,12 +230,7 @@ def _extent(text: str, start: int) -> int | None:
 
 def _decode_json(text: str, start: int, end: int, max_bytes: int) -> Any:
     if end - start > max_bytes:
-        return UndecodedMessage(
-            "message_too_large",
-            f"a message of {end - start} characters, over TORGHUT_FWD_MAX_ENVELOPE_BYTES="
-            f"{max_bytes}, was not decoded (its envelope could not be produced); the rest of "
-            "its frame was forwarded",
-        )
+        return _too_large(end - start, "characters", max_bytes)
     try:
         return orjson.loads(text[start:end])
     except _JSON_ERRORS as exc:
