@@ -29,7 +29,7 @@ from forwarder.metrics import CHANNEL_INDEX, ForwarderMetrics
 from forwarder.producer import EnvelopeProducer
 from forwarder.reconnect import ReconnectPolicy
 from forwarder.router import NATIVE, EnvelopeRouter, TraceIds
-from forwarder.sequence import SequenceNumbers, recover_floor, seq_floor
+from forwarder.sequence import SequenceNumbers, TailScan, scan_tail, seq_floor
 from forwarder.settings import ForwarderSettings
 from forwarder.ws_client import StockDataStream
 from shared.envelope_layout import check_schema
@@ -81,6 +81,9 @@ class Forwarder:
         self._trades_ser: AvroSerializer | None = None  # gap markers (forwarder/gaps.py)
         self._gaps = GapTracker()
         self._gap_reason = ""
+        # a restart gap's symbols from the Kafka tail -> their last trade's event time (ns)
+        self._gap_symbols: dict[str, int] = {}
+        self._tail_event_ns = 0  # the event time the Kafka tail had reached (restart gaps)
         self._clock: EventClock | None = None
         self._trace = TraceIds()
         self._seqs: SequenceNumbers | None = None
@@ -212,9 +215,10 @@ class Forwarder:
                 self._trades_ser = ser
         deser = AvroDeserializer(registry)
         self._phase = "recovering the seq floor from Kafka"
-        highest = recover_floor(
+        tail = scan_tail(
             s.kafka_config(), [t.name for t in RAW_TOPICS], deser.decode, s.seq_scan_records
         )
+        highest = tail.highest_seq
         floor = seq_floor(time.time_ns() // 1000, highest)
         log.info("seq floor %d (highest seq in Kafka: %s)", floor, highest)
         self._seqs = SequenceNumbers(floor)
@@ -227,6 +231,7 @@ class Forwarder:
             self._heartbeats = HeartbeatWriter(
                 s, clock, self.metrics, p.kafka, book=p.book_heartbeats
             )
+        self._open_restart_gap(tail)
         router = EnvelopeRouter(
             writer,
             self._seqs,
@@ -243,6 +248,26 @@ class Forwarder:
         )
         router.set_schema_ids(ids)
         return router
+
+    def _open_restart_gap(self, tail: TailScan) -> None:
+        """An earlier process's market data in the Kafka tail: what it read after its last
+        logged frame, and what Alpaca published until this process subscribes, may be lost
+        (forwarder/gaps.py, "Across a process restart")."""
+        self._tail_event_ns = tail.last_event_ns
+        if tail.last_ingest_ns is None or not self._gaps.restarted(tail.last_ingest_ns):
+            return
+        self.metrics.gaps += 1
+        self._gap_reason = "forwarder restart"
+        self._gap_symbols = dict(tail.symbols)
+        if self._heartbeats is not None and self.settings.gap_hold_s > 0:
+            self._heartbeats.hold_until = time.monotonic() + self.settings.gap_hold_s
+        log.warning(
+            "restart gap opened: an earlier process read market data until %d (epoch ns, "
+            "%.1f s ago) for %d symbols in the Kafka tail; marked at the first subscription",
+            tail.last_ingest_ns,
+            (time.time_ns() - tail.last_ingest_ns) / 1e9,
+            len(tail.symbols),
+        )
 
     def stop(self) -> None:
         """Request a clean stop (thread-safe): stop reading, flush, exit 0."""
@@ -389,21 +414,27 @@ class Forwarder:
         if p is None or ser is None or self._seqs is None:
             return
         clock = self._clock.max_event_ns if self._clock is not None else 0
+        clock = max(clock, self._tail_event_ns)  # a restart gap: no frame read yet
         event_ts = min(to_ns, clock) if clock > 0 else from_ns
         symbols = self._router.symbols()
+        tail, self._gap_symbols = self._gap_symbols, {}
+        if tail:  # a restart gap: the symbols of the earlier process too
+            symbols = sorted(tail.keys() | set(symbols))
         for symbol in symbols:
+            # a tail symbol's marker: not after its last trade in the log (its partition)
+            ts = min(event_ts, tail.get(symbol) or event_ts)
             record = gap_envelope(
                 symbol,
                 feed=self.settings.feed,
                 seq=self._seqs.next((GAP_CHANNEL, symbol)),
                 from_ns=from_ns,
                 to_ns=to_ns,
-                event_ts=event_ts,
+                event_ts=ts,
                 trace_id=self._trace.next(),
                 reason=reason,
                 attempt=attempt,
             )
-            p.produce(TRADES.name, ser.encode(record), symbol.encode(), GAP_IDX, event_ts)
+            p.produce(TRADES.name, ser.encode(record), symbol.encode(), GAP_IDX, ts)
         self.metrics.gap_markers += len(symbols)
         if self._heartbeats is not None:
             self._heartbeats.hold_until = -math.inf
@@ -411,8 +442,10 @@ class Forwarder:
             f"messages may have been lost from {from_ns} to {to_ns} (epoch ns, "
             f"{(to_ns - from_ns) / 1e9:.3f} s); gap markers written for {len(symbols)} symbols"
         )
-        log.warning("reconnect gap: %s", detail)
-        self.on_status("gap", attempt=attempt, detail=detail)
+        log.warning(
+            "%s gap: %s", "restart" if reason == "forwarder restart" else "reconnect", detail
+        )
+        self.on_status("gap", reason=reason, attempt=attempt, detail=detail)
 
     def on_reject(self, reason: str, detail: str, msg: Any) -> None:
         """Count every reject; log and report each reason at most once per interval."""

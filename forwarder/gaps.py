@@ -19,6 +19,19 @@ While a gap is open, heartbeats hold (up to ``TORGHUT_FWD_GAP_HOLD_S``): otherwi
 event-time clock would run on with wall time and close the gap's bars before the marker
 reaches them; a marker can only flag bars its partition's mark has not passed.
 
+**Across a process restart** (a crash, ``kill -9``, a deploy, and a clean stop too: Alpaca
+does not replay), the new process does not remember the old one, so it reads it from the log:
+the start-up tail scan of the raw topics (``forwarder.sequence.scan_tail``, the last
+``TORGHUT_FWD_SEQ_SCAN_RECORDS`` records per partition, read_committed) also returns the
+highest ingest time of a market-data envelope (not a heartbeat, status event or gap marker)
+and the symbols of the market data there. When it found market data, the process opens a
+gap at start-up (``GapTracker.restarted``, reason ``forwarder restart``) from that ingest
+time; its first confirmed subscription closes it like a reconnect's, and the markers go to
+the router's symbols (none yet) and the tail's symbols. Limits: a symbol with no envelope in
+the scanned tails gets no marker; what the old process read but Kafka never acked is not in
+the log, and the gap (from the last *logged* ingest time) covers it. A first start on empty
+topics, or with ``TORGHUT_FWD_SEQ_SCAN_RECORDS=0``, opens no gap.
+
 ``GapTracker`` is the pure bookkeeping (unit-tested); ``Forwarder`` calls it from its
 status events and writes the markers.
 """
@@ -42,6 +55,16 @@ class GapTracker:
         """A data frame was read (the forwarder calls this per frame: keep it cheap)."""
         self.last_data_ns = ingest_ns
         self.data_in_connection = True
+
+    def restarted(self, last_data_ns: int) -> bool:
+        """Start-up found data an earlier process read until ``last_data_ns`` (its last
+        market-data ingest time in the log): open the gap from there, closed by the first
+        subscription. True when that opened it (not when a gap is already open)."""
+        if self.open_from_ns is not None:
+            return False
+        self.last_data_ns = last_data_ns
+        self.open_from_ns = last_data_ns
+        return True
 
     def disconnected(self, now_ns: int) -> bool:
         """The connection dropped; True when that opened a gap. A connection that delivered

@@ -1,5 +1,7 @@
 """``SequenceNumbers``: ``seq`` per (channel, symbol), monotonic within a run and across
-restarts, and ``recover_floor``, which reads the tail of the raw topics at start.
+restarts, and ``scan_tail`` (``recover_floor``), which reads the tail of the raw topics at
+start: the highest seq, and what a restart gap needs (forwarder/gaps.py): the last
+market-data ingest time and the symbols of the market data in the tail.
 
 At start the floor is ``max(wall-clock µs, 1 + highest seq in the tail of the raw topics)``.
 Within a run each (channel, symbol) counts up by 1 from where it starts, so a restart
@@ -13,16 +15,24 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from forwarder.exceptions import SequenceRecoveryError
 from shared.heartbeat import is_heartbeat
+from shared.topics import CHANNEL_TOPICS
 
 log = logging.getLogger("forwarder.sequence")
 
 MAX_KEYS = 100_000
+#: channels whose envelopes are keyed by symbol (the symbols a restart gap marks)
+SYMBOL_CHANNELS = frozenset(c for c, t in CHANNEL_TOPICS.items() if t.key == "symbol")
+#: the forwarder's own envelopes: not market data (status events, gap markers)
+OWN_CHANNELS = frozenset(("status", "gap"))
+#: channels the forwarder's event-time clock observes (forwarder/heartbeat.py)
+CLOCK_CHANNELS = frozenset(("trades", "quotes"))
 
 
 def seq_floor(now_us: int, highest_seen: int | None) -> int:
@@ -75,6 +85,46 @@ def _watermarks(consumer: Consumer, tp: TopicPartition, deadline: float) -> tupl
             time.sleep(0.2)
 
 
+@dataclass
+class TailScan:
+    """What the tail of the raw topics holds (``scan_tail``)."""
+
+    #: highest ``seq`` of any envelope; None when the tails held none
+    highest_seq: int | None = None
+    #: highest ``ingest_ts`` (ns) of a market-data envelope (not a status event, gap marker
+    #: or heartbeat): when an earlier process last read data; None when there was none
+    last_ingest_ns: int | None = None
+    #: highest ``event_ts`` (ns) of a trade or quote (what that process's event-time clock
+    #: had reached); 0 when there was none
+    last_event_ns: int = 0
+    #: symbols of the symbol-keyed market-data envelopes (trades, quotes, bars, ...), each
+    #: with the highest ``event_ts`` (ns) of its trades (0 when none): a restart gap marker
+    #: of the symbol is stamped no later, so it never moves its partition's event time
+    symbols: dict[str, int] = field(default_factory=dict)
+    scanned: int = 0
+    undecodable: int = 0
+
+    def add(self, env: dict[str, Any]) -> None:
+        """One decoded envelope (the forwarder's own count for the seq only)."""
+        seq = env["seq"]
+        if self.highest_seq is None or seq > self.highest_seq:
+            self.highest_seq = seq
+        channel = env.get("channel")
+        if channel in OWN_CHANNELS:
+            return
+        ingest = env["ingest_ts"]
+        if self.last_ingest_ns is None or ingest > self.last_ingest_ns:
+            self.last_ingest_ns = ingest
+        if channel in CLOCK_CHANNELS and env["event_ts"] > self.last_event_ns:
+            self.last_event_ns = env["event_ts"]
+        symbol = env.get("symbol")
+        if channel in SYMBOL_CHANNELS and symbol:
+            top = self.symbols.get(symbol, 0)
+            if channel == "trades" and env["event_ts"] > top:
+                top = env["event_ts"]
+            self.symbols[symbol] = top
+
+
 def recover_floor(
     kafka_config: dict[str, Any],
     topics: Iterable[str],
@@ -83,13 +133,27 @@ def recover_floor(
     timeout_s: float = 30.0,
 ) -> int | None:
     """Highest ``seq`` in the last ``max_records_per_partition`` records of each partition
-    of ``topics`` (read_committed), or None when the topics are empty.
+    of ``topics`` (read_committed), or None when the topics are empty (``scan_tail``)."""
+    return scan_tail(kafka_config, topics, decode, max_records_per_partition, timeout_s).highest_seq
+
+
+def scan_tail(
+    kafka_config: dict[str, Any],
+    topics: Iterable[str],
+    decode: Any,
+    max_records_per_partition: int,
+    timeout_s: float = 30.0,
+) -> TailScan:
+    """The last ``max_records_per_partition`` records of each partition of ``topics``
+    (read_committed) as a ``TailScan``: highest seq, last market-data ingest and event
+    time, the symbols of the market data (all empty when the topics are).
 
     ``decode(bytes, topic, partition, offset) -> dict`` decodes one envelope; records that
     fail to decode are skipped (counted in the log line).
     """
+    result = TailScan()
     if max_records_per_partition <= 0:
-        return None
+        return result
     consumer = Consumer(
         {
             **kafka_config,
@@ -101,8 +165,6 @@ def recover_floor(
             "fetch.max.bytes": 16 << 20,
         }
     )
-    highest: int | None = None
-    scanned = undecodable = 0
     deadline = time.monotonic() + timeout_s
     try:
         assignment: list[TopicPartition] = []
@@ -121,7 +183,7 @@ def recover_floor(
                         TopicPartition(name, p, max(low, high - max_records_per_partition))
                     )
         if not assignment:
-            return None
+            return result
         consumer.assign(assignment)
         pending = {(tp.topic, tp.partition) for tp in assignment}
         while pending:
@@ -140,14 +202,13 @@ def recover_floor(
                 # event-time heartbeats carry no seq (consumed headers are a list of pairs)
                 if is_heartbeat(msg.value(), msg.headers()):  # type: ignore[arg-type]
                     continue
-                scanned += 1
+                result.scanned += 1
                 try:
-                    seq = decode(msg.value(), msg.topic(), msg.partition(), msg.offset())["seq"]
+                    env = decode(msg.value(), msg.topic(), msg.partition(), msg.offset())
+                    result.add(env)
                 except Exception:
-                    undecodable += 1
+                    result.undecodable += 1
                     continue
-                if highest is None or seq > highest:
-                    highest = seq
     except SequenceRecoveryError:
         raise
     except Exception as exc:
@@ -155,9 +216,12 @@ def recover_floor(
     finally:
         consumer.close()
     log.info(
-        "seq recovery: scanned %d records (%d undecodable), highest seq %s",
-        scanned,
-        undecodable,
-        highest,
+        "seq recovery: scanned %d records (%d undecodable), highest seq %s, last market-data "
+        "ingest %s ns, %d symbols",
+        result.scanned,
+        result.undecodable,
+        result.highest_seq,
+        result.last_ingest_ns,
+        len(result.symbols),
     )
-    return highest
+    return result

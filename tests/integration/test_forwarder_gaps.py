@@ -1,19 +1,24 @@
-"""Issue 13 item 8 through the real engines: a WebSocket reconnect that lost messages is
-marked in the raw log (forwarder/gaps.py) and every final bar overlapping the gap carries
-`gap` (docs/design.md, "Gaps"): simulator (forced disconnects) -> forwarder -> Kafka -> TA
-job -> read_committed ta.bars.1s.v1, equal to the batch oracle of the raw log."""
+"""Issue 13 item 8 through the real engines: a WebSocket reconnect, or a forwarder process
+restart (kill -9), that lost messages is marked in the raw log (forwarder/gaps.py) and every
+final bar overlapping the gap carries `gap` (docs/design.md, "Gaps"): simulator -> forwarder
+-> Kafka -> TA job -> read_committed ta.bars.1s.v1, equal to the batch oracle of the raw log."""
 
 from __future__ import annotations
 
 import datetime
+import os
+import subprocess
+import sys
+import urllib.error
+import urllib.request
 
 import pytest
 
 from forwarder.app import ForwarderThread
 from forwarder.metrics import CHANNEL_INDEX
 from shared.topics import QUOTES, TRADES
-from tests.conftest import wait_for
-from tests.support.forwarder import envelopes, fwd_settings, market, symbols_for
+from tests.conftest import REPO_ROOT, wait_for
+from tests.support.forwarder import RAW, envelopes, fwd_settings, market, status_events, symbols_for
 from tests.support.oracle import (
     assert_final_bars_equal,
     assert_gap_flags,
@@ -22,6 +27,7 @@ from tests.support.oracle import (
 )
 from tests.support.ta_job import EnvelopeProducer, TaJobProcess, read_finals, read_raw_log
 from torghut.sim import FaultConfig, SimConfig, SimServerThread, read_jsonl
+from torghut.stack import procs
 
 pytestmark = pytest.mark.integration
 
@@ -134,4 +140,137 @@ def test_bars_overlapping_a_reconnect_gap_carry_gap_and_equal_the_oracle(stack, 
     print(
         f"{m.gaps} gaps, {len(lost)} trades lost, windows "
         f"{[(hi - lo) / 1e9 for lo, hi in windows]} s, {flagged} of {len(finals)} final bars flagged"
+    )
+
+
+def _acked_trades(port: int) -> float:
+    """The subprocess forwarder's acked trade envelopes (0 until /metrics answers)."""
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read()
+    except (OSError, urllib.error.URLError):
+        return 0.0
+    line = 'torghut_forwarder_messages_total{channel="trades"} '
+    return sum(float(x[len(line) :]) for x in text.decode().splitlines() if x.startswith(line))
+
+
+def test_bars_overlapping_a_forwarder_restart_gap_carry_gap_and_equal_the_oracle(
+    stack, tmp_path, unique
+):
+    """A forwarder process is killed (SIGKILL) mid-stream and a new one started while the
+    simulator goes on publishing: what was published until the new process subscribed is
+    lost. The new process finds the old one's market data in the tail of the raw topics
+    (its start-up seq scan) and opens a gap from its last ingest time; at its first
+    subscription, before any message, it writes a gap marker for each symbol of the tail.
+    The job flags exactly the final bars overlapping [old process's last ingest, new
+    subscription], and its final bars and flags equal the batch oracle of the raw log."""
+    syms = symbols_for(unique)
+    cfg = SimConfig(
+        synthetic=market(
+            syms,
+            trades_per_sec=200,
+            quotes_per_sec=100,
+            correction_rate=0,
+            cancel_error_rate=0,
+            late_rate=0,
+        ),
+        duration_s=10.0,
+        record_path=tmp_path / "sent.jsonl",
+    )
+    port = procs.free_port()
+    with SimServerThread(cfg) as sim:
+        env = {
+            **os.environ,
+            "TORGHUT_FWD_ALPACA_KEY_ID": "key",
+            "TORGHUT_FWD_ALPACA_SECRET_KEY": "secret",
+            "TORGHUT_FWD_ALPACA_URL": sim.url,
+            "TORGHUT_FWD_KAFKA_BOOTSTRAP": stack.kafka_bootstrap,
+            "TORGHUT_FWD_REGISTRY_URL": stack.registry_url,
+            "TORGHUT_FWD_HTTP_PORT": str(port),
+            "TORGHUT_FWD_LINGER_MS": "5",
+        }
+        with (tmp_path / "forwarder-old.log").open("wb") as out:
+            old = subprocess.Popen(
+                [sys.executable, "-m", "torghut.cli", "forwarder"],
+                env=env,
+                cwd=REPO_ROOT,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+            try:
+                wait_for(lambda: _acked_trades(port) >= 300, 60, "the old process's trades acked")
+            finally:
+                old.kill()  # SIGKILL: no flush, no status event, no goodbye
+                old.wait(10)
+        assert not sim.source_done, "the source ended before the kill; the drill proves nothing"
+        with ForwarderThread(fwd_settings(stack, sim.url)) as fwd:
+            m = fwd.metrics
+            wait_for(
+                lambda: m.gap_markers >= len(syms) and m.messages[GAP_IDX] == m.gap_markers,
+                30,
+                "the restart gap's markers written and acked",
+            )
+            sim.wait_until(lambda: sim.source_done, 40, "the bounded source")
+    assert m.gaps == 1  # the restart's; the 406 of a lingering old session would be none
+    gap_events = [e for e in status_events(stack, fwd) if e["payload"]["event"] == "gap"]
+    assert [e["payload"]["reason"] for e in gap_events] == ["forwarder restart"]
+    sent = [x for x in read_jsonl(tmp_path / "sent.jsonl") if x["T"] == "t"]
+
+    everything = envelopes(stack, RAW)
+    prefix = fwd.forwarder._trace.prefix.decode()
+    all_markers = [
+        e for e in everything if e["channel"] == "gap" and e["trace_id"].startswith(prefix)
+    ]
+    assert len(all_markers) == m.gap_markers  # one per symbol of the tail, ours among them
+    raw = envelopes(stack, (TRADES,), set(syms))
+    markers = [e for e in raw if e["channel"] == "gap"]
+    trades = [e for e in raw if e["channel"] == "trades"]
+    assert sorted(e["symbol"] for e in markers) == sorted(syms)
+    windows = {(_ns(e["window"]["start"]), _ns(e["window"]["end"])) for e in markers}
+    assert len(windows) == 1
+    ((lo, hi),) = windows
+    # the window starts at the old process's last market-data ingest time in the log (µs)
+    before = [
+        e["ingest_ts"]
+        for e in everything
+        if e["channel"] not in ("status", "gap") and e["ingest_ts"] < hi
+    ]
+    last_old = max(before)
+    assert lo == last_old // 1000 * 1000
+    old_trades = [t for t in trades if t["ingest_ts"] <= last_old]
+    new_trades = [t for t in trades if t["ingest_ts"] > hi]
+    assert old_trades and new_trades and len(old_trades) + len(new_trades) == len(trades)
+    lost = {(x["S"], x["i"]) for x in sent} - {(e["symbol"], e["payload"]["id"]) for e in trades}
+    assert lost, "the restart must lose trades"
+    order = {id(e): i for i, e in enumerate(raw)}
+    for mk in markers:
+        assert mk["_key"] == mk["symbol"].encode() and mk["payload"]["event"] == "gap"
+        # stamped no later than its symbol's last trade in the log: never moves event time
+        last = max(t["event_ts"] for t in old_trades if t["symbol"] == mk["symbol"])
+        assert mk["_timestamp_ms"] <= last // 1_000_000
+        mine = [order[id(t)] for t in trades if t["symbol"] == mk["symbol"]]
+        assert all((i < order[id(mk)]) == (raw[i]["ingest_ts"] <= last_old) for i in mine)
+
+    prod = EnvelopeProducer(stack)
+    prod.heartbeat(max(x["t"] for x in sent) + 3 * S)
+    prod.flush()
+    log = read_raw_log(stack, {TRADES.name: len(raw), QUOTES.name: 1}, settle_s=2.0)
+    oracle = expected_output(log)
+    expected = {(sym, start // 1000): b for (sym, start), b in oracle.bars.items() if sym in syms}
+    gap_bars = {(sym, start) for sym, start in oracle.gap_bars if sym in syms}
+    assert len(expected) >= 4 * len(syms)
+    job = TaJobProcess(stack, tmp_path, unique("cp-rgap"), unique("tx-rgap"), unique("grp-rgap"))
+    job.start()
+    try:
+        records = read_finals(stack, "ta.bars.1s.v1", set(syms), len(expected), 240, job)
+        assert job.alive(), f"job died; logs in {tmp_path}"
+    finally:
+        job.stop()
+    finals = assert_final_bars_equal(records, expected)
+    flagged = assert_gap_flags(records, gap_bars)
+    overlap = {key for key in finals if key[1] * 1000 <= hi and lo < key[1] * 1000 + S}
+    assert {k for k, r in finals.items() if r["gap"]} == overlap
+    assert len(syms) <= flagged < len(finals)
+    print(
+        f"restart gap {(hi - lo) / 1e9:.3f} s, {len(lost)} trades lost, {m.gap_markers} "
+        f"markers ({len(syms)} ours), {flagged} of {len(finals)} final bars flagged"
     )

@@ -1,5 +1,6 @@
-"""Gap markers (forwarder/gaps.py): when a WebSocket gap opens and closes, what a marker
-holds, that the job reads it as a gap window, and that heartbeats hold while a gap is open."""
+"""Gap markers (forwarder/gaps.py): when a WebSocket gap opens and closes (also across a
+process restart, from the Kafka tail scan), what a marker holds, that the job reads it as a
+gap window, and that heartbeats hold while a gap is open."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from flink_job.symbol_processor import GAP
 from forwarder.envelope import GAP_CHANNEL, gap_envelope
 from forwarder.gaps import GapTracker
 from forwarder.metrics import CHANNEL_INDEX, CHANNELS, ForwarderMetrics
+from forwarder.sequence import TailScan, recover_floor, scan_tail
 from shared.serde import AvroDeserializer, AvroSerializer
 from shared.topics import TRADES
 from tests.support.registry import InMemoryRegistry
@@ -40,6 +42,63 @@ def test_a_connection_that_delivered_nothing_opens_no_gap_and_keeps_an_open_one_
     g.data(T0 + 7 * S)
     assert g.disconnected(T0 + 8 * S)
     assert g.subscribed(T0 + 9 * S) == (T0 + 7 * S, T0 + 9 * S)
+
+
+def test_a_restart_gap_runs_from_the_tails_last_ingest_to_the_first_subscription():
+    g = GapTracker()
+    assert g.restarted(T0 + 4 * S + 7)  # the earlier process's last market data in Kafka
+    assert not g.restarted(T0 + 5 * S)  # already open: the start stays
+    assert not g.disconnected(T0 + 6 * S)  # the first connection dropped before any data
+    assert g.subscribed(T0 + 8 * S) == (T0 + 4 * S + 7, T0 + 8 * S)
+    assert g.subscribed(T0 + 9 * S) is None
+    g.data(T0 + 10 * S)  # later gaps are reconnect gaps as before
+    assert g.disconnected(T0 + 11 * S)
+    assert g.subscribed(T0 + 12 * S) == (T0 + 10 * S, T0 + 12 * S)
+
+
+def test_a_restart_gap_never_ends_before_it_starts():
+    g = GapTracker()
+    g.restarted(T0 + 5 * S)  # the old pod's clock ran ahead of this one's
+    assert g.subscribed(T0 + 3 * S) == (T0 + 5 * S, T0 + 5 * S)
+
+
+def _env(channel, symbol, seq, ingest, event=None):
+    return {
+        "channel": channel,
+        "symbol": symbol,
+        "seq": seq,
+        "ingest_ts": ingest,
+        "event_ts": ingest - 1000 if event is None else event,
+    }
+
+
+def test_the_tail_scan_keeps_the_last_market_data_ingest_and_its_symbols():
+    t = TailScan()
+    t.add(_env("trades", "AAPL", 10, T0 + S))
+    t.add(_env("quotes", "MSFT", 11, T0 + 2 * S, event=T0 + 2 * S - 5))
+    t.add(_env("updatedBars", "NVDA", 3, T0 + S + 1, event=T0 - 60 * S))
+    t.add(_env("lulds", "TSLA", 4, T0 + 3 * S))  # market data, keyed by feed: no marker
+    # the forwarder's own envelopes are not market data: seq only
+    t.add(_env("status", "", 99, T0 + 9 * S))
+    t.add(_env("gap", "AMD", 98, T0 + 8 * S))
+    assert t.highest_seq == 99
+    assert t.last_ingest_ns == T0 + 3 * S
+    assert t.last_event_ns == T0 + 2 * S - 5  # trades and quotes, like the event clock
+    # symbol-keyed market data only; each with its last trade's event time (its marker's
+    # timestamp at most: a marker never moves its partition's event time)
+    assert t.symbols == {"AAPL": T0 + S - 1000, "MSFT": 0, "NVDA": 0}
+
+
+def test_a_tail_of_status_events_only_opens_no_restart_gap():
+    t = TailScan()
+    t.add(_env("status", "", 5, T0))
+    assert t.highest_seq == 5 and t.last_ingest_ns is None and not t.symbols
+
+
+def test_a_skipped_scan_is_empty_and_recover_floor_still_answers_the_highest_seq():
+    # TORGHUT_FWD_SEQ_SCAN_RECORDS=0: no broker is contacted, nothing is known
+    assert scan_tail({"bootstrap.servers": "127.0.0.1:1"}, ["t"], None, 0) == TailScan()
+    assert recover_floor({"bootstrap.servers": "127.0.0.1:1"}, ["t"], None, 0) is None
 
 
 def test_a_gap_marker_is_an_envelope_the_job_reads_as_the_gap_window_of_its_symbol():
