@@ -5,16 +5,24 @@ one of ``--rotation-groups`` groups sends for ``--rotation-period`` s, the other
 so caches must drop them and rebuild them when they return) -> forwarder -> Kafka -> TA job
 (parallelism 1, its per-symbol cache idle time ``--cache-idle-s``).
 
-Every ``--interval`` s it samples: forwarder RSS; the job's JVM heap used (Flink's Prometheus
-reporter), the RSS of the JVM process (in thread mode the Python of the keyed function runs
-inside it) and of Python workers (process mode); the last checkpoint's size and duration;
+Every ``--interval`` s it samples: forwarder RSS; the job's JVM heap used and committed
+(Flink's Prometheus reporter); the job's live heap, from ``jstat -gc <pid> 1000`` (one row a
+second): the heap the last GC left (survivor + old generation used, which only a GC or a
+humongous allocation changes), lowest in the interval and lowest in the last minute (an
+upper bound of the live data: G1 leaves garbage in old regions until a concurrent cycle and
+its mixed collections), the old generation alone and the share of time in GC pauses; the
+RSS of the JVM process (in thread mode the Python of the keyed function runs inside it) and
+of Python workers (process mode); the last checkpoint's size and duration;
 the forwarder's acked records/s and the job's records_in/s; the symbols holding a batch
 buffer in Java (``symbolBuffers``) and in the keyed function's cache (the symbols listed on
 ``ta.status.v1``). It prints a row per sample, then a table of each series over minutes
 1..end (the first minute is warm-up): mean of the first and of the last minute, their
-ratio, max/min and the least-squares slope in % of the mean per minute; it saves a plot and
-a JSON result. ``FloodRun`` is also what the scaled drill in ``make test`` runs
-(``tests/integration/test_symbol_flood.py``).
+ratio, max/min and the least-squares slope in % of the mean per minute, and a table of the
+means per minute. After the last sample it forces one full GC (``jcmd <pid> GC.run``) and
+reports the heap it leaves, the exact live heap at the end; ``--full-gc-every`` does that
+during the run too (it pauses the job for each collection: a run of its own, not the
+default). It saves a plot and a JSON result (with the jstat rows). ``FloodRun`` is also
+what the scaled drill in ``make test`` runs (``tests/integration/test_symbol_flood.py``).
 """
 
 from __future__ import annotations
@@ -23,6 +31,8 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
+import subprocess
 import threading
 import time
 import urllib.request
@@ -38,6 +48,11 @@ SERIES = (
     ("forwarder_rss_mb", "forwarder RSS (MB)"),
     ("job_heap_mb", "job JVM heap used (MB)"),
     ("job_heap_committed_mb", "job JVM heap committed (MB)"),
+    ("job_live_heap_mb", "job live heap: least after GC in the last min (MB)"),
+    ("job_heap_after_gc_mb", "job heap after GC, least in the interval (MB)"),
+    ("job_old_gen_mb", "job old generation used (MB)"),
+    ("job_live_heap_full_gc_mb", "job live heap after a forced full GC (MB)"),
+    ("job_gc_pct", "job GC pauses (% of time)"),
     ("job_jvm_rss_mb", "job JVM process RSS (MB, thread-mode Python inside)"),
     ("job_python_rss_mb", "job Python workers RSS (MB, process mode)"),
     ("checkpoint_size_mb", "last checkpoint size (MB)"),
@@ -66,6 +81,9 @@ class FloodConfig:
     # -Xmx of the job's local JVM, like a TaskManager's fixed heap ("" = the JVM default,
     # a quarter of RAM, which lets G1 grow the committed heap and the RSS with it)
     job_max_heap: str = "1g"
+    # also -Xms = -Xmx, as Flink starts a TaskManager's JVM (docs/reliability.md): the heap
+    # is committed (reserved) at start; pages become resident as G1 first touches them
+    job_fixed_heap: bool = True
 
 
 @dataclass
@@ -74,6 +92,14 @@ class Sample:
     forwarder_rss_mb: float | None = None
     job_heap_mb: float | None = None
     job_heap_committed_mb: float | None = None
+    job_live_heap_mb: float | None = None
+    job_heap_after_gc_mb: float | None = None
+    job_old_gen_mb: float | None = None
+    job_live_heap_full_gc_mb: float | None = None
+    job_gc_pct: float | None = None
+    job_young_gcs: int | None = None
+    job_concurrent_gc_pauses: int | None = None
+    job_full_gcs: int | None = None
     job_jvm_rss_mb: float | None = None
     job_python_rss_mb: float | None = None
     checkpoint_size_mb: float | None = None
@@ -167,6 +193,109 @@ def metric(scraped: dict, suffix: str, how: str = "max") -> float | None:
     return sum(vals) if how == "sum" else max(vals)
 
 
+# --- jstat ----------------------------------------------------------------------------
+
+JSTAT_KEEP = ("S0U", "S1U", "EU", "OU", "S0C", "S1C", "EC", "OC", "YGC", "CGC", "FGC", "GCT")
+
+
+class JstatWatcher:
+    """``jstat -gc <pid> 1000``: the heap spaces (KB) and GC counts of one JVM every second.
+
+    ``rows`` are (monotonic time, {column: value}) for the columns of ``JSTAT_KEEP``. jstat
+    reads the JVM's hsperfdata file; it does not stop or slow the JVM it watches."""
+
+    def __init__(self, pid: int, jstat: str | None = None, period_ms: int = 1000) -> None:
+        self.pid = pid
+        self.jstat = jstat or shutil.which("jstat")
+        if self.jstat is None:
+            raise FileNotFoundError(
+                "jstat not found on PATH: install a JDK (e.g. openjdk-17-jdk-headless) to "
+                "measure the job's live heap"
+            )
+        self.period_ms = period_ms
+        self.rows: list[tuple[float, dict[str, float]]] = []
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen[str] | None = None
+        self._thread = threading.Thread(target=self._run, name="flood-jstat", daemon=True)
+
+    def start(self) -> JstatWatcher:
+        self._proc = subprocess.Popen(
+            [self.jstat, "-gc", str(self.pid), str(self.period_ms)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        assert self._proc is not None and self._proc.stdout is not None
+        names: list[str] = []
+        for line in self._proc.stdout:
+            cols = line.split()
+            if not cols:
+                continue
+            if cols[0] == "S0C":  # the header
+                names = cols
+                continue
+            if len(cols) != len(names):
+                continue
+            try:
+                vals = dict(zip(names, map(float, cols), strict=True))
+            except ValueError:
+                continue
+            row = {k: vals[k] for k in JSTAT_KEEP if k in vals}
+            with self._lock:
+                self.rows.append((time.monotonic(), row))
+
+    def since(self, t: float) -> list[dict[str, float]]:
+        with self._lock:
+            return [r for at, r in self.rows if at > t]
+
+    def latest(self) -> dict[str, float] | None:
+        with self._lock:
+            return self.rows[-1][1] if self.rows else None
+
+    def stop(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._proc.wait(5)
+        self._thread.join(5)
+
+
+def after_gc_kb(row: dict[str, float]) -> float:
+    """What the last GC left: survivors + old generation (eden is empty after every GC)."""
+    return row["S0U"] + row["S1U"] + row["OU"]
+
+
+def full_gc_live_heap_mb(jvm_pid: int, jstat: JstatWatcher, timeout_s: float = 60.0) -> float:
+    """Force a full GC in the JVM (``jcmd <pid> GC.run``, i.e. System.gc(), a G1 full
+    collection) and return the heap it left (MB): the exact live heap. It stops the JVM for
+    the collection: call it after the measurement."""
+    before = jstat.latest()
+    fgc = before["FGC"] if before else 0.0
+    jcmd = shutil.which("jcmd")
+    if jcmd is None:
+        raise FileNotFoundError("jcmd not found on PATH: install a JDK to force a full GC")
+    subprocess.run(
+        [jcmd, str(jvm_pid), "GC.run"], check=True, capture_output=True, timeout=timeout_s
+    )
+    # jcmd returns when the collection is over; a row taken during it already shows the
+    # full GC counted (the counter goes up when a collection starts) but the spaces as
+    # before it, so only rows sampled after the return count. A full G1 collection leaves
+    # the live objects in the old generation and the survivor spaces empty; eden is what
+    # was allocated since
+    done = time.monotonic()
+    deadline = done + timeout_s
+    while time.monotonic() < deadline:
+        for row in jstat.since(done):
+            if row["FGC"] > fgc:
+                return round(after_gc_kb(row) / 1024, 1)
+        time.sleep(0.2)
+    raise RuntimeError(f"no full GC of JVM {jvm_pid} seen by jstat within {timeout_s:.0f} s")
+
+
 # --- ta.status.v1 ---------------------------------------------------------------------
 
 
@@ -258,10 +387,13 @@ class FloodRun:
             python_execution_mode=cfg.python_execution_mode,
         )
         if cfg.job_max_heap:
+            heap = f"-Xmx{cfg.job_max_heap}"
+            if cfg.job_fixed_heap:
+                heap += f" -Xms{cfg.job_max_heap}"
             env["TORGHUT_TA_LOCAL_JVM_OPTS"] = (
-                f"{env.get('TORGHUT_TA_LOCAL_JVM_OPTS', '-XX:TieredStopAtLevel=1')} "
-                f"-Xmx{cfg.job_max_heap}"
+                f"{env.get('TORGHUT_TA_LOCAL_JVM_OPTS', '-XX:TieredStopAtLevel=1')} {heap}"
             ).strip()
+        self.jvm_opts = env.get("TORGHUT_TA_LOCAL_JVM_OPTS", "")
         env["FLINK_LOG_DIR"] = str(self.procs.log_dir / "flink-flood")
         self.job_pid = self.procs.spawn("ta-flood", torghut_cmd("ta", "--no-stack"), env)
         self.status = StatusWatcher(self.state, self.job_name).start()
@@ -274,6 +406,11 @@ class FloodRun:
             ready_timeout_s,
             "the TA job to report a running job",
         )
+        jvms, _ = job_processes(self.job_pid)
+        if len(jvms) != 1:
+            raise RuntimeError(f"expected one JVM below the TA job {self.job_pid}, found {jvms}")
+        self.jvm_pid = jvms[0]
+        self.jstat = JstatWatcher(self.jvm_pid).start()
         # the source reads from `latest`: let it get its partitions before the feed starts
         time.sleep(3)
         sim_port = free_port()
@@ -303,6 +440,8 @@ class FloodRun:
         )
         self.t0 = time.monotonic()
         self._prev: tuple[float, float | None, int | None] | None = None
+        self._prev_gc: tuple[float, float] | None = None  # (time, jstat GCT)
+        self._after_gc: list[tuple[float, float]] = []  # (time, least after-GC KB)
         rate = (cfg.symbols + cfg.rotating_symbols / cfg.rotation_groups) * (
             cfg.trades_per_sec + cfg.quotes_per_sec
         )
@@ -337,6 +476,7 @@ class FloodRun:
         s.job_heap_mb = heap / MB if heap is not None else None
         committed = metric(flink, "Status_JVM_Memory_Heap_Committed")
         s.job_heap_committed_mb = committed / MB if committed is not None else None
+        self._sample_jstat(s, now)
         s.job_jvm_rss_mb = sum(rss_mb(p) or 0.0 for p in jvms) or None
         s.job_python_rss_mb = sum(rss_mb(p) or 0.0 for p in workers) or None
         size = metric(flink, "job_lastCheckpointSize")
@@ -357,8 +497,36 @@ class FloodRun:
         self.samples.append(s)
         return s
 
+    def _sample_jstat(self, s: Sample, now: float) -> None:
+        t_prev = self._prev[0] if self._prev is not None else self.t0
+        rows = self.jstat.since(t_prev)
+        if not rows:
+            return
+        least = min(after_gc_kb(r) for r in rows)
+        self._after_gc.append((now, least))
+        s.job_heap_after_gc_mb = round(least / 1024, 1)
+        s.job_live_heap_mb = round(
+            min(kb for at, kb in self._after_gc if at > now - 60.0) / 1024, 1
+        )
+        last = rows[-1]
+        s.job_old_gen_mb = round(last["OU"] / 1024, 1)
+        s.job_young_gcs = int(last["YGC"])
+        s.job_concurrent_gc_pauses = int(last.get("CGC", 0))
+        s.job_full_gcs = int(last["FGC"])
+        if self._prev_gc is not None:
+            t_gc, gct = self._prev_gc
+            s.job_gc_pct = round(100 * (last["GCT"] - gct) / (now - t_gc), 2)
+        self._prev_gc = (now, last["GCT"])
+
+    def live_heap_after_full_gc_mb(self) -> float:
+        """The exact live heap now (forces a full GC: after the measurement only)."""
+        return full_gc_live_heap_mb(self.jvm_pid, self.jstat)
+
     def stop(self) -> None:
         self.status.stop()
+        jstat = getattr(self, "jstat", None)
+        if jstat is not None:
+            jstat.stop()
 
 
 # --- flatness -------------------------------------------------------------------------
@@ -391,6 +559,59 @@ def flatness(samples: list[Sample], name: str, warmup_s: float = 60.0) -> dict[s
     }
 
 
+MINUTE_COLS = (
+    ("forwarder_rss_mb", "fwd RSS"),
+    ("job_heap_mb", "heap"),
+    ("job_live_heap_mb", "live"),
+    ("job_old_gen_mb", "old gen"),
+    ("job_live_heap_full_gc_mb", "full GC"),
+    ("job_heap_committed_mb", "commit"),
+    ("job_jvm_rss_mb", "JVM RSS"),
+    ("job_gc_pct", "GC %"),
+    ("checkpoint_size_mb", "ckpt MB"),
+    ("checkpoint_duration_ms", "ckpt ms"),
+    ("job_records_per_s", "job r/s"),
+)
+
+
+def per_minute(samples: list[Sample]) -> list[dict[str, Any]]:
+    """Mean of every series over each minute of the run (minute m: m*60 < t <= (m+1)*60;
+    the live heap of minute m is the least after-GC heap within it)."""
+    out = []
+    for m in range(int(max((s.t_s for s in samples), default=0) // 60) + 1):
+        inside = [s for s in samples if m * 60 < s.t_s <= (m + 1) * 60]
+        if not inside:
+            continue
+        row: dict[str, Any] = {"minute": m + 1, "load": inside[-1].load}
+        for name, _ in SERIES:
+            vals = [v for s in inside if (v := getattr(s, name)) is not None]
+            if name == "job_live_heap_mb":
+                vals = [v for s in inside if (v := s.job_heap_after_gc_mb) is not None]
+                row[name] = round(min(vals), 1) if vals else None
+            else:
+                row[name] = round(sum(vals) / len(vals), 1) if vals else None
+        last = inside[-1]
+        row["gcs"] = (last.job_young_gcs, last.job_concurrent_gc_pauses, last.job_full_gcs)
+        out.append(row)
+    return out
+
+
+def per_minute_table(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "per minute (MB unless noted; live = least after-GC heap in the minute; gcs = young,"
+        " concurrent-cycle pauses, full, cumulative)",
+        f"{'min':>3} " + " ".join(f"{h:>8}" for _, h in MINUTE_COLS) + "  gcs            load",
+    ]
+    for r in rows:
+        gcs = "/".join("-" if g is None else str(g) for g in r.get("gcs") or ())
+        lines.append(
+            f"{r['minute']:>3} "
+            + " ".join(_fmt(r.get(k)) for k, _ in MINUTE_COLS)
+            + f"  {gcs:14} {r.get('load', '')}"
+        )
+    return "\n".join(lines)
+
+
 def _fmt(v: Any, width: int = 8) -> str:
     if v is None:
         return "-".rjust(width)
@@ -403,6 +624,9 @@ ROW = (
     ("t_s", "t s"),
     ("forwarder_rss_mb", "fwd MB"),
     ("job_heap_mb", "heap MB"),
+    ("job_live_heap_mb", "live MB"),
+    ("job_gc_pct", "gc %"),
+    ("job_live_heap_full_gc_mb", "fgc MB"),
     ("job_jvm_rss_mb", "jvm MB"),
     ("checkpoint_size_mb", "ckpt MB"),
     ("checkpoint_duration_ms", "ckpt ms"),
@@ -556,6 +780,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(a quarter of RAM) (default: %(default)s)",
     )
     parser.add_argument(
+        "--job-fixed-heap",
+        action=argparse.BooleanOptionalAction,
+        default=d.job_fixed_heap,
+        help="also -Xms = --job-max-heap, as Flink starts a TaskManager (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--full-gc-every",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="force a full GC of the job's JVM (jcmd GC.run) this often and record the heap "
+        "it leaves, the exact live heap; it pauses the job for the collection (default: "
+        "%(default)s = only once, after the last sample)",
+    )
+    parser.add_argument(
         "--minutes", type=float, default=10.0, help="measured minutes (default: %(default)s)"
     )
     parser.add_argument(
@@ -601,11 +840,18 @@ def report(res: dict[str, Any], args: argparse.Namespace) -> tuple[Path, Path]:
         {n: flatness(samples, n, args.windows_full) for n, _ in SERIES} if long_enough else None
     )
     res["warmup_s"], res["windows_full_s"] = args.warmup, args.windows_full
+    res["per_minute"] = per_minute(samples)
+    print()
+    print(per_minute_table(res["per_minute"]))
     print()
     print(flatness_table(res["flatness"], args.warmup))
     if res["flatness_after_windows"]:
         print()
         print(flatness_table(res["flatness_after_windows"], args.windows_full))
+    if res.get("live_heap_after_full_gc_mb") is not None:
+        print(
+            f"live heap after a forced full GC at the end: {res['live_heap_after_full_gc_mb']} MB"
+        )
     print(f"load {res['load_start']} -> {res['load_end']}")
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -634,6 +880,7 @@ def run(args: argparse.Namespace) -> int:
         checkpoint_interval_ms=args.checkpoint_interval_ms,
         python_execution_mode=args.python_execution_mode,
         job_max_heap=args.job_max_heap,
+        job_fixed_heap=args.job_fixed_heap,
     )
     stamp = time.strftime("%Y%m%d-%H%M%S")
     run_id = f"{stamp}-{os.getpid()}"
@@ -645,12 +892,23 @@ def run(args: argparse.Namespace) -> int:
             print(row_header(), flush=True)
             end = flood.t0 + args.minutes * 60
             next_at = flood.t0
+            gc_at = flood.t0 + args.full_gc_every
             while True:
                 next_at += args.interval
                 time.sleep(max(0.0, next_at - time.monotonic()))
-                print(row(flood.sample()), flush=True)
+                s = flood.sample()
+                if args.full_gc_every > 0 and time.monotonic() >= gc_at:
+                    gc_at += args.full_gc_every
+                    s.job_live_heap_full_gc_mb = flood.live_heap_after_full_gc_mb()
+                print(row(s), flush=True)
                 if time.monotonic() >= end:
                     break
+            # after the last sample: it stops the JVM for a full collection
+            live_end: float | None = None
+            try:
+                live_end = flood.live_heap_after_full_gc_mb()
+            except (OSError, RuntimeError, subprocess.SubprocessError) as e:
+                say(f"flood: no live heap after a full GC at the end: {e}")
         finally:
             flood.stop()
     samples = flood.samples
@@ -659,13 +917,18 @@ def run(args: argparse.Namespace) -> int:
         "config": asdict(cfg),
         "minutes": args.minutes,
         "interval_s": args.interval,
+        "full_gc_every_s": args.full_gc_every,
         "warmup_s": args.warmup,
         "load_start": load_start,
         "load_end": load(),
         "uptime_start": uptime_start,
         "uptime_end": uptime(),
         "status_frames": flood.status.frames,
+        "live_heap_after_full_gc_mb": live_end,
+        "jvm_opts": flood.jvm_opts,
         "samples": [asdict(s) for s in samples],
+        # jstat -gc of the job's JVM, one row a second (KB; t_s from the feed's start)
+        "jstat": [{"t_s": round(at - flood.t0, 1), **row} for at, row in flood.jstat.rows],
     }
     js, png = report(res, args)
     print(f"plot      : {png}\nnumbers   : {js}")
