@@ -13,6 +13,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from forwarder import memtrim
 from forwarder.avro_writer import EnvelopeWriter
 from forwarder.envelope import (
     CHANNEL_BY_TYPE,
@@ -127,11 +128,13 @@ class Forwarder:
                 "pure-Python router (~2x the CPU per message); rebuild with `make setup`"
             )
         house = asyncio.create_task(self._housekeeping(), name="forwarder-housekeeping")
-        beats = (
-            asyncio.create_task(self._heartbeat_loop(self._heartbeats), name="forwarder-heartbeats")
-            if self._heartbeats is not None
-            else None
-        )
+        aux = []  # background loops, cancelled at the stop
+        if self._heartbeats is not None:
+            hb = self._heartbeat_loop(self._heartbeats)
+            aux.append(asyncio.create_task(hb, name="forwarder-heartbeats"))
+        if s.malloc_trim_s > 0 and memtrim.available:
+            trims = self._trim_loop(s.malloc_trim_s)
+            aux.append(asyncio.create_task(trims, name="forwarder-malloc-trim"))
         stream_task = asyncio.create_task(self._stream.run(), name="forwarder-stream")
         stop_task = asyncio.create_task(self._stop.wait())
         self.started.set()
@@ -158,10 +161,10 @@ class Forwarder:
             house.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await house
-            if beats is not None:
-                beats.cancel()
+            for task in aux:
+                task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
-                    await beats
+                    await task
             self.on_status("stopped", reason=f"exit code {code}")
             left = await asyncio.to_thread(self._producer.flush, SHUTDOWN_FLUSH_S)
             self.metrics.queue_depth = left
@@ -291,6 +294,13 @@ class Forwarder:
                 assert self._stop is not None
                 self._stop.set()
             await asyncio.sleep(0.05)
+
+    async def _trim_loop(self, every_s: float) -> None:
+        """Freed heap pages back to the OS every ``every_s`` (forwarder/memtrim.py), in a
+        worker thread: the event loop only waits if it needs the allocator meanwhile."""
+        while True:
+            await asyncio.sleep(every_s)
+            await asyncio.to_thread(memtrim.trim)
 
     async def _heartbeat_loop(self, hb: HeartbeatWriter) -> None:
         """Event-time heartbeats every ``heartbeat_interval_s`` (forwarder/heartbeat.py);

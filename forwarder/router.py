@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import msgpack
@@ -332,7 +332,7 @@ class EnvelopeRouter:
         through the same loop as in ``route``, in the frame's order and state."""
         self._route(decode_spans(raw, spans, self.max_envelope_bytes), f)  # lazily (wire.py)
 
-    def _route(self, msgs: Sequence[Any], f: _Frame) -> None:
+    def _route(self, msgs: Iterable[Any], f: _Frame) -> None:
         """The loop of ``route`` over ``msgs`` (all or part of a frame), state in ``f``. Every
         message type takes the same steps: its payload encoded and validated by the writer
         (``BODIES``), event time, slot, dedup, seq, the envelope (``envelope``), produce."""

@@ -61,6 +61,12 @@ class ForwarderSettings(StrictEnvSettings, KafkaConnectionFields):
 
     dedup_max_entries: int = Field(200_000, ge=1, description="per message family")
     dedup_horizon_s: float = Field(300.0, gt=0)
+    malloc_trim_s: float = Field(
+        60.0,
+        ge=0,
+        description="seconds between returns of freed heap pages to the OS (glibc "
+        "malloc_trim, forwarder/memtrim.py); 0: never",
+    )
     backoff_base_s: float = Field(0.5, gt=0)
     backoff_cap_s: float = Field(30.0, gt=0)
     conflict_backoff_s: float = Field(60.0, gt=0, description="after 406 (account in use)")

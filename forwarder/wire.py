@@ -188,12 +188,13 @@ def _json_messages(text: str, first: Any, end: int, max_bytes: int) -> Iterator[
                 )
             return
         start = sep.end()
-        end = _extent(text, start)
-        if end is None:
+        found = _extent(text, start)
+        if found is None:
             yield UndecodedMessage(
                 "malformed_message", f"the frame breaks off at character {start}"
             )
             return
+        end = found
         yield _decode_json(text, start, end, max_bytes)
 
 
