@@ -46,6 +46,7 @@ from torghut.bench.common import load, say, uptime
 MB = 1 << 20
 SERIES = (
     ("forwarder_rss_mb", "forwarder RSS (MB)"),
+    ("forwarder_dedup_keys", "forwarder dedup keys held (all families)"),
     ("job_heap_mb", "job JVM heap used (MB)"),
     ("job_heap_committed_mb", "job JVM heap committed (MB)"),
     ("job_live_heap_mb", "job live heap: least after GC in the last min (MB)"),
@@ -90,6 +91,7 @@ class FloodConfig:
 class Sample:
     t_s: float
     forwarder_rss_mb: float | None = None
+    forwarder_dedup_keys: float | None = None
     job_heap_mb: float | None = None
     job_heap_committed_mb: float | None = None
     job_live_heap_mb: float | None = None
@@ -472,6 +474,7 @@ class FloodRun:
         records_in = self.status.records_in
         s = Sample(t_s=round(now - self.t0, 1), load=load())
         s.forwarder_rss_mb = rss_mb(self.fwd_pid)
+        s.forwarder_dedup_keys = metric(fwd, "torghut_forwarder_dedup_entries", "sum")
         heap = metric(flink, "Status_JVM_Memory_Heap_Used")
         s.job_heap_mb = heap / MB if heap is not None else None
         committed = metric(flink, "Status_JVM_Memory_Heap_Committed")
@@ -561,6 +564,7 @@ def flatness(samples: list[Sample], name: str, warmup_s: float = 60.0) -> dict[s
 
 MINUTE_COLS = (
     ("forwarder_rss_mb", "fwd RSS"),
+    ("forwarder_dedup_keys", "fwd keys"),
     ("job_heap_mb", "heap"),
     ("job_live_heap_mb", "live"),
     ("job_old_gen_mb", "old gen"),
@@ -623,6 +627,7 @@ def _fmt(v: Any, width: int = 8) -> str:
 ROW = (
     ("t_s", "t s"),
     ("forwarder_rss_mb", "fwd MB"),
+    ("forwarder_dedup_keys", "fwd keys"),
     ("job_heap_mb", "heap MB"),
     ("job_live_heap_mb", "live MB"),
     ("job_gc_pct", "gc %"),
