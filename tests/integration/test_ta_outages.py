@@ -2,6 +2,8 @@
 MinIO (the checkpoint store) stop answering (SIGSTOP: connections hang, as in a network
 partition; the engine's clock keeps running, so on SIGCONT it sees the whole outage) while
 a feeder writes trades and the job (MiniCluster, `torghut ta`) runs; SIGCONT in `finally`.
+One MinIO drill kills it instead (SIGKILL: connections refused) for 35 s and starts it
+again on the same address, data dir and credentials (`supervisor.restart_minio`).
 
 Scaled (docs/test-harness.md, "Scaled drills"): the broker's `transaction.max.timeout.ms`
 and the job's transaction timeout are 60 s instead of 15 min, so the 12 min Kafka outage is
@@ -15,11 +17,15 @@ checkpoints, the sink committer's failures) from its Prometheus reporter.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import datetime
 import os
+import re
 import signal
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections import Counter
 
@@ -41,6 +47,7 @@ from tests.support.oracle import (
     start_us,
 )
 from tests.support.ta_job import TaJobProcess, read_raw_log, read_topic
+from torghut.stack import procs, supervisor
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -48,6 +55,7 @@ TX_MAX_MS = 60_000  # the broker's transaction.max.timeout.ms here (15 min in pr
 KAFKA_OUTAGE_S = 48  # 12 min at 60 s per 15 min
 MINIO_SHORT_OUTAGE_S = 30
 MINIO_LONG_OUTAGE_S = 60
+MINIO_KILLED_S = 35  # killed: connections refused, then started again on the same address
 WRITTEN: Counter[str] = Counter()  # raw records the drills of this module wrote, by topic
 
 
@@ -126,6 +134,25 @@ class Watch(threading.Thread):
         return [r for r in self.records if start_ns <= r["_recv_ns"] < end_ns]
 
 
+_TRIGGERED = re.compile(r"Triggering checkpoint (\d+) ")
+_FAILED = re.compile(r"Failed to trigger or complete checkpoint (\d+) ")
+
+
+@dataclasses.dataclass
+class CheckpointFailures:
+    took_s: dict[int, float]  # failed checkpoint id -> seconds from its trigger to the failure
+    tolerable_exceeded: int  # "Exceeded checkpoint tolerable failure threshold" failovers
+
+
+@dataclasses.dataclass
+class Outage:
+    back_s: float  # from MinIO's return to the next completed checkpoint
+    stopped_ns: int
+    resumed_ns: int
+    at_stop: dict[str, float]  # the job's counters when MinIO stopped answering
+    at_resume: dict[str, float]  # and when it answered again
+
+
 class Drill:
     """A feeder writing trades, quotes and heartbeats at wall-clock event time, and the job
     reading them (1 s checkpoints, its Prometheus reporter on) with `settings`."""
@@ -166,16 +193,47 @@ class Drill:
             0.5,
         )
 
+    def jm_lines(self):
+        """(wall-clock epoch s, line) of the job's Flink log lines, in file order; a stack
+        trace's lines carry the time of the entry they belong to."""
+        assert self.job.alive(), f"the job exited; logs in {self.job.workdir}"
+        for log in sorted((self.job.workdir / "flink-logs").glob("*.log")):
+            t = 0.0
+            for line in log.read_text(errors="replace").splitlines():
+                with contextlib.suppress(ValueError):  # local time, as the log writes it
+                    t = datetime.datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+                yield t, line
+
     def completions(self) -> list[float]:
         """Wall-clock times (epoch s) of the job's "Completed checkpoint" log lines."""
-        assert self.job.alive(), f"the job exited; logs in {self.job.workdir}"
-        out = []
-        for log in (self.job.workdir / "flink-logs").glob("*.log"):
-            for line in log.read_text(errors="replace").splitlines():
-                if "CheckpointCoordinator" in line and "Completed checkpoint" in line:
-                    stamp = datetime.datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f")
-                    out.append(stamp.timestamp())  # local time, as the log writes it
-        return sorted(out)
+        return sorted(
+            t
+            for t, line in self.jm_lines()
+            if "CheckpointCoordinator" in line and "Completed checkpoint" in line
+        )
+
+    def checkpoint_failures(self, start_ns: int, end_ns: int) -> CheckpointFailures:
+        """The checkpoints triggered between `start_ns` and `end_ns` that failed, with the
+        seconds from trigger to failure, and the failovers for exceeding the tolerable
+        failures in that span, from the JobManager's log."""
+        triggered: dict[int, float] = {}
+        failed: dict[int, float] = {}
+        exceeded: set[float] = set()
+        for t, line in self.jm_lines():
+            if not start_ns / 1e9 <= t < end_ns / 1e9 + 60:
+                continue
+            if m := _TRIGGERED.search(line):
+                triggered.setdefault(int(m.group(1)), t)
+            elif m := _FAILED.search(line):
+                failed.setdefault(int(m.group(1)), t)
+            elif "Exceeded checkpoint tolerable failure threshold" in line and t < end_ns / 1e9:
+                exceeded.add(t)  # one log entry (its stack trace) per failover
+        took = {
+            cp: failed[cp] - t0
+            for cp, t0 in triggered.items()
+            if t0 < end_ns / 1e9 and cp in failed
+        }
+        return CheckpointFailures(took, len(exceeded))
 
     def stop_feed(self) -> None:
         """Stop the feeder and count what it wrote into `WRITTEN` (once; also when the
@@ -291,11 +349,29 @@ def test_kafka_down_longer_than_the_old_transaction_timeout_loses_and_repeats_no
         drill.close()
 
 
-def _minio_outage(stack, drill: Drill, outage_s: float) -> float:
-    """MinIO hangs for `outage_s` while two live readers watch the output. Asserts that the
-    bars of seconds which began after MinIO stopped reached the `read_uncommitted` reader
-    before it returned (provisional and final ones) and not the `read_committed` one; the
-    seconds from MinIO's return to the next completed checkpoint."""
+def _kill_minio(stack) -> None:
+    """SIGKILL MinIO; returns once it is gone and its address refuses connections."""
+    pid = stack.components["minio"].pid
+    os.killpg(pid, signal.SIGKILL)  # its own process group (procs.spawn)
+    wait_for(lambda: not procs.alive(pid), 10, f"minio (pid {pid}) to exit")
+
+    def refused() -> bool:
+        try:
+            _minio_probe(stack)()
+        except urllib.error.URLError as exc:
+            return isinstance(exc.reason, ConnectionRefusedError)
+        return False
+
+    wait_for(refused, 10, "minio's address to refuse connections", 0.2)
+    print(f"minio killed at {time.strftime('%H:%M:%S')}: connections refused")
+
+
+def _minio_outage(stack, drill: Drill, outage_s: float, kill: bool = False) -> Outage:
+    """MinIO hangs (SIGSTOP; `kill`: is killed, so connections are refused, and is started
+    again on the same address, data and credentials) for `outage_s` while two live readers
+    watch the output. Asserts that the bars of seconds which began after MinIO stopped
+    reached the `read_uncommitted` reader before it returned (provisional and final ones)
+    and not the `read_committed` one, and that the job process never exited."""
     symbols = set(drill.symbols)
     uncommitted = Watch(stack, symbols, "read_uncommitted")
     committed = Watch(stack, symbols, "read_committed")
@@ -303,21 +379,34 @@ def _minio_outage(stack, drill: Drill, outage_s: float) -> float:
         w.start()
         assert w.ready.wait(30), "the output topic was not assigned"
     pid = stack.components["minio"].pid
+
+    def bring_back() -> None:
+        if not kill:
+            os.kill(pid, signal.SIGCONT)  # idempotent
+        elif not procs.alive(stack.components["minio"].pid):
+            with procs.tied_to_this_process():
+                supervisor.restart_minio(stack)
+
     try:
         wait_for(lambda: uncommitted.records, 30, "output on the live reader", 0.2)
-        _suspend(pid, "minio", _minio_probe(stack))
+        if kill:
+            _kill_minio(stack)
+        else:
+            _suspend(pid, "minio", _minio_probe(stack))
         stopped_ns = time.time_ns()
+        at_stop = drill.metrics.report()
         try:
             time.sleep(outage_s)  # the outage itself: nothing to wait for
             assert drill.job.alive(), "the job process gave up while MinIO was down"
+            at_resume = drill.metrics.report()
         finally:
-            os.kill(pid, signal.SIGCONT)
+            bring_back()
         resumed_ns = time.time_ns()
-        print(f"minio resumed at {time.strftime('%H:%M:%S')}; {drill.metrics.report()}")
+        print(f"minio back at {time.strftime('%H:%M:%S')}; {at_resume}")
         back = drill.next_checkpoint_after(resumed_ns, 120)
         print(f"minio back -> next completed checkpoint: {back:.1f} s")
     finally:
-        os.kill(pid, signal.SIGCONT)  # idempotent
+        bring_back()
         for w in (uncommitted, committed):
             w.stop.set()
             w.join(30)
@@ -332,7 +421,8 @@ def _minio_outage(stack, drill: Drill, outage_s: float) -> float:
     assert provisional > 0 and final > 0, "the job stopped writing while MinIO was down"
     late = during(committed)
     assert not late, f"read_committed saw {len(late)} records while no checkpoint completed"
-    return back
+    assert drill.job.starts == 1, "the job was started again"
+    return Outage(back, stopped_ns, resumed_ns, at_stop, at_resume)
 
 
 MINIO_INTERVAL_MS = 2000  # checkpoints of the MinIO drills (10 s in production)
@@ -356,7 +446,7 @@ def test_minio_down_30s_output_keeps_coming_checkpoints_resume_and_bars_are_exac
     )
     drill.start()
     try:
-        back = _minio_outage(stack, drill, MINIO_SHORT_OUTAGE_S)
+        back = _minio_outage(stack, drill, MINIO_SHORT_OUTAGE_S).back_s
         assert back <= 2 * MINIO_INTERVAL_MS / 1000, f"first checkpoint {back:.1f} s after"
         _, counters = drill.finish()
         assert counters["restarts"] == 0, f"the job failed over: {counters}"
@@ -392,10 +482,66 @@ def test_minio_down_longer_than_the_transaction_timeout_the_job_recovers_by_itse
     )
     drill.start()
     try:
-        back = _minio_outage(stack, drill, MINIO_LONG_OUTAGE_S)
+        back = _minio_outage(stack, drill, MINIO_LONG_OUTAGE_S).back_s
         assert back <= 60, f"first checkpoint {back:.1f} s after MinIO returned"
         _, counters = drill.finish()
         assert counters["restarts"] >= 1, f"no failover: {counters}"
+        assert counters["commits_failed"] == 0, f"a transaction was lost: {counters}"
+    finally:
+        drill.close()
+
+
+TOLERATED = 3  # tolerable-failed-checkpoints (the job's default, as in production)
+
+
+def test_minio_killed_checkpoints_fail_fast_the_job_fails_over_and_recovers_when_it_restarts_exactly_once(
+    stack, unique, tmp_path
+):
+    """MinIO is killed (SIGKILL: connections are refused at once, unlike the SIGSTOP drills'
+    hang) for 35 s and started again on the same address, data dir and credentials
+    (`supervisor.restart_minio`), while the job runs with the short drill's scale: 2 s
+    checkpoints (10 s in production), 30 s checkpoint timeout (120 s), production's S3A
+    bounds (5 s socket timeout, 2 attempts, 2 retries), 60 s transaction timeout.
+    Refused connections fail each checkpoint within seconds of its trigger, not at the
+    checkpoint timeout, so they count every interval: more than the 3 tolerated fail
+    during the outage and the job fails over by the tolerable-failure rule (in production,
+    ~4 intervals = ~40 s into a refusal outage, against up to 4 x 120 s for a hung one). It
+    keeps writing provisional and final bars (read_uncommitted sees them, read_committed
+    nothing), the job process never exits, checkpoints complete again once MinIO answers
+    with no action on the job, no commit fails, and the final bars equal the oracle.
+    What the scale keeps: failures that take seconds (the S3A bounds are production's)
+    against an interval they outlast here (2 s) and not in production (10 s), so here
+    the failover comes after ~4 failure times (~14 s), in production after ~4 intervals;
+    the outage (35 s) covers two failovers and ends inside the 60 s transaction timeout,
+    as production's 60 s outage ends inside its 15 min."""
+    drill = Drill(
+        stack,
+        unique,
+        tmp_path,
+        "MKILL",
+        {"transaction_timeout_ms": TX_MAX_MS, "checkpoint_timeout_ms": 30_000},
+        interval_ms=MINIO_INTERVAL_MS,
+    )
+    drill.start()
+    try:
+        outage = _minio_outage(stack, drill, MINIO_KILLED_S, kill=True)
+        during = {k: outage.at_resume[k] - outage.at_stop[k] for k in outage.at_stop}
+        fails = drill.checkpoint_failures(outage.stopped_ns, outage.resumed_ns)
+        took = sorted(fails.took_s.values())
+        print(
+            f"while MinIO was killed ({MINIO_KILLED_S} s): {during['failed_checkpoints']:.0f}"
+            f" failed checkpoints, {during['restarts']:.0f} failovers"
+            f" ({fails.tolerable_exceeded} for the tolerable-failure threshold);"
+            f" trigger -> failure {took[0] if took else 0:.1f}-{took[-1] if took else 0:.1f} s"
+            f" over {len(took)} checkpoints in the log"
+        )
+        assert during["failed_checkpoints"] > TOLERATED, f"checkpoints did not fail: {during}"
+        assert took and took[-1] < 15, f"failures waited on the 30 s timeout: {fails.took_s}"
+        assert during["restarts"] >= 1 and fails.tolerable_exceeded >= 1, (
+            f"no failover by the tolerable-failure rule: {during}, {fails}"
+        )
+        assert outage.back_s <= 60, f"first checkpoint {outage.back_s:.1f} s after MinIO returned"
+        _, counters = drill.finish()
         assert counters["commits_failed"] == 0, f"a transaction was lost: {counters}"
     finally:
         drill.close()

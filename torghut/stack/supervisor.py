@@ -9,6 +9,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import cast
 
 from torghut.stack import kafka, minio, procs, registry
 from torghut.stack.errors import StackError
@@ -132,6 +133,19 @@ def status(state: StackState) -> dict[str, dict[str, object]]:
             "log_file": comp.log_file,
         }
     return report
+
+
+def restart_minio(state: StackState, timeout_s: float = 60.0) -> int:
+    """Start the stack's MinIO again after it stopped or was killed (outage drills): the
+    same address, data dir and credentials; returns once it is ready. The new pid goes into
+    `state` (and its state.json), so `down` stops the new process. Returns the pid."""
+    m = minio.restart(
+        Path(state.run_dir), state.s3_endpoint, state.s3_access_key, state.s3_secret_key, timeout_s
+    )
+    comp = state.components["minio"]
+    comp.pid = cast(int, m["pid"])
+    state.save()
+    return comp.pid
 
 
 def _stop_components(state: StackState) -> list[str]:
