@@ -309,6 +309,8 @@ class Forwarder:
             try:
                 if hb.refresh_due(time.monotonic()):
                     await asyncio.to_thread(hb.refresh_partitions)
+                if -math.inf < hb.hold_until <= time.monotonic():
+                    self._mark_held_gap()
                 hb.tick(time.monotonic(), time.time_ns())
             except Exception:  # a heartbeat must never stop the forwarder
                 self.metrics.heartbeat_errors += 1
@@ -387,7 +389,8 @@ class Forwarder:
             if self._heartbeats is not None and self.settings.gap_hold_s > 0:
                 self._heartbeats.hold_until = time.monotonic() + self.settings.gap_hold_s
         elif event == "subscribed":
-            gap = self._gaps.subscribed(time.time_ns())
+            hb_ms = self._heartbeats.last_ms if self._heartbeats is not None else None
+            gap = self._gaps.subscribed(time.time_ns(), (hb_ms or 0) * 1_000_000)
             if gap is not None:
                 self._write_gap_markers(*gap, reason=self._gap_reason, attempt=attempt)
         level = logging.WARNING if event in ("disconnected", "error") else logging.INFO
@@ -416,10 +419,22 @@ class Forwarder:
             ts,
         )
 
-    def _write_gap_markers(self, from_ns: int, to_ns: int, *, reason: str, attempt: int) -> None:
+    def _mark_held_gap(self) -> None:
+        """The gap hold ran out: with the gap still open, mark the window so far before the
+        heartbeats resume (forwarder/gaps.py, "A gap longer than the hold")."""
+        window = self._gaps.interim(time.time_ns())
+        if window is not None:
+            self._write_gap_markers(*window, reason=self._gap_reason, attempt=0, interim=True)
+        if self._heartbeats is not None:
+            self._heartbeats.hold_until = -math.inf
+
+    def _write_gap_markers(
+        self, from_ns: int, to_ns: int, *, reason: str, attempt: int, interim: bool = False
+    ) -> None:
         """One gap marker per symbol seen into the raw trades topic, keyed by the symbol, before
         any message of the new connection is routed (forwarder/gaps.py); then heartbeats
-        resume and a ``gap`` status event says what was marked."""
+        resume and a ``gap`` status event says what was marked. ``interim``: the gap is
+        still open (the hold ran out), a later call marks the rest for the same symbols."""
         p, ser = self._producer, self._trades_ser
         if p is None or ser is None or self._seqs is None:
             return
@@ -427,7 +442,9 @@ class Forwarder:
         clock = max(clock, self._tail_event_ns)  # a restart gap: no frame read yet
         event_ts = min(to_ns, clock) if clock > 0 else from_ns
         symbols = self._router.symbols()
-        tail, self._gap_symbols = self._gap_symbols, {}
+        tail = self._gap_symbols
+        if not interim:
+            self._gap_symbols = {}
         if tail:  # a restart gap: the symbols of the earlier process too
             symbols = sorted(tail.keys() | set(symbols))
         for symbol in symbols:
@@ -452,6 +469,12 @@ class Forwarder:
             f"messages may have been lost from {from_ns} to {to_ns} (epoch ns, "
             f"{(to_ns - from_ns) / 1e9:.3f} s); gap markers written for {len(symbols)} symbols"
         )
+        if interim:
+            detail += (
+                f"; still disconnected after the {self.settings.gap_hold_s:g} s hold "
+                "(TORGHUT_FWD_GAP_HOLD_S): heartbeats resume, the rest is marked at the "
+                "next subscription"
+            )
         log.warning(
             "%s gap: %s", "restart" if reason == "forwarder restart" else "reconnect", detail
         )

@@ -19,6 +19,17 @@ While a gap is open, heartbeats hold (up to ``TORGHUT_FWD_GAP_HOLD_S``): otherwi
 event-time clock would run on with wall time and close the gap's bars before the marker
 reaches them; a marker can only flag bars its partition's mark has not passed.
 
+**A gap longer than the hold** (Alpaca unreachable for minutes) is marked in two steps, so
+no bar it may have cut is closed unflagged and the hold never delays final bars for longer
+than itself. When the hold runs out with the gap still open, the forwarder writes
+*interim* markers for the window so far, [start, now] (``GapTracker.interim``), and only
+then lets heartbeats resume: the bars the gap began in are flagged before the clock can
+close them. The subscription that ends the gap writes the rest, from where the interim
+window ended, or from the event time the resumed heartbeats had reached if that is later
+(the bars before it are closed, and the connection was down: none holds a trade), so the
+last marker is never late because of the wait. Each interim and final marker is one per
+symbol; a gap longer than the hold writes two per symbol.
+
 **Across a process restart** (a crash, ``kill -9``, a deploy, and a clean stop too: Alpaca
 does not replay), the new process does not remember the old one, so it reads it from the log:
 the start-up tail scan of the raw topics (``forwarder.sequence.scan_tail``, the last
@@ -50,6 +61,8 @@ class GapTracker:
     data_in_connection: bool = False
     #: the open gap's start (ns), None when no gap is open
     open_from_ns: int | None = None
+    #: where the open gap's interim markers ended (ns), None when none was written
+    marked_to_ns: int | None = None
 
     def data(self, ingest_ns: int) -> None:
         """A data frame was read (the forwarder calls this per frame: keep it cheap)."""
@@ -75,10 +88,25 @@ class GapTracker:
         self.open_from_ns = self.last_data_ns or now_ns
         return True
 
-    def subscribed(self, now_ns: int) -> tuple[int, int] | None:
-        """A subscription was confirmed: the gap it closes, (from ns, to ns), or None."""
-        self.data_in_connection = False
-        start, self.open_from_ns = self.open_from_ns, None
+    def interim(self, now_ns: int) -> tuple[int, int] | None:
+        """The hold ran out with the gap still open: the window to mark now, (from ns,
+        to ns), from the gap's start (or the previous interim window's end) to ``now_ns``;
+        None when no gap is open. The gap stays open."""
+        start = self.open_from_ns if self.marked_to_ns is None else self.marked_to_ns
         if start is None:
             return None
+        self.marked_to_ns = max(start, now_ns)
+        return start, self.marked_to_ns
+
+    def subscribed(self, now_ns: int, floor_ns: int = 0) -> tuple[int, int] | None:
+        """A subscription was confirmed: the gap it closes, (from ns, to ns), or None.
+        After interim markers the window starts where they ended, or at ``floor_ns`` (the
+        event time heartbeats have reached since) if that is later."""
+        self.data_in_connection = False
+        start, self.open_from_ns = self.open_from_ns, None
+        marked, self.marked_to_ns = self.marked_to_ns, None
+        if start is None:
+            return None
+        if marked is not None:
+            start = max(marked, min(floor_ns, now_ns))
         return start, max(start, now_ns)

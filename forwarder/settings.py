@@ -108,7 +108,8 @@ class ForwarderSettings(StrictEnvSettings, KafkaConnectionFields):
         30.0,
         ge=0,
         description="after a data connection drops, heartbeats wait up to this long for the "
-        "reconnect's gap markers (0 = never wait)",
+        "reconnect's gap markers; a gap still open then is marked so far and heartbeats "
+        "resume (0 = never wait)",
     )
 
     @field_validator("symbols", "channels", mode="before")

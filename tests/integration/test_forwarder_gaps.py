@@ -49,6 +49,42 @@ def _ns(t: datetime.datetime) -> int:
     return (t - _EPOCH) // datetime.timedelta(microseconds=1) * 1000
 
 
+def _job_over_the_log(stack, tmp_path, unique, syms, sent, n_raw, min_bars_per_symbol):
+    """Close the session's last bars (heartbeats past its last trade on both raw topics),
+    compute the batch oracle of the raw log, run the TA job over it from the beginning and
+    check its final bars and `gap` flags against the oracle's; returns (oracle, final bars
+    by (symbol, start µs), how many of them are flagged, every bar record read)."""
+    prod = EnvelopeProducer(stack)
+    prod.heartbeat(max(x["t"] for x in sent) + 3 * S)
+    prod.flush()
+    log = read_raw_log(stack, {TRADES.name: n_raw, QUOTES.name: 1}, settle_s=2.0)
+    oracle = expected_output(log)
+    expected = {(sym, start // 1000): b for (sym, start), b in oracle.bars.items() if sym in syms}
+    gap_bars = {(sym, start) for sym, start in oracle.gap_bars if sym in syms}
+    assert len(expected) >= min_bars_per_symbol * len(syms)
+    tag = unique("gap")
+    job = TaJobProcess(stack, tmp_path, f"cp-{tag}", f"tx-{tag}", f"grp-{tag}")
+    job.start()
+    try:
+        records = read_finals(stack, "ta.bars.1s.v1", set(syms), len(expected), 240, job)
+        assert job.alive(), f"job died; logs in {tmp_path}"
+    finally:
+        job.stop()
+    finals = assert_final_bars_equal(records, expected)
+    flagged = assert_gap_flags(records, gap_bars)
+    return oracle, finals, flagged, records
+
+
+def _overlapping(finals, windows) -> set:
+    """The final bars whose [start, end) overlaps one of `windows` ([from, to] ns)."""
+    return {
+        key
+        for key in finals
+        for lo, hi in windows
+        if key[1] * 1000 <= hi and lo < key[1] * 1000 + S
+    }
+
+
 def test_bars_overlapping_a_reconnect_gap_carry_gap_and_equal_the_oracle(stack, tmp_path, unique):
     """The simulator drops every connection 3 s after it authenticated (2 drops in an 8 s
     session) and goes on publishing, so what it sends until the forwarder has subscribed
@@ -104,32 +140,12 @@ def test_bars_overlapping_a_reconnect_gap_carry_gap_and_equal_the_oracle(stack, 
         assert all(order[id(t)] < order[id(mk)] for t in mine if t["ingest_ts"] <= lo)
         assert all(order[id(t)] > order[id(mk)] for t in mine if t["ingest_ts"] > hi)
 
-    # close the session's last bars: heartbeats past its last trade on both raw topics
-    prod = EnvelopeProducer(stack)
-    prod.heartbeat(max(x["t"] for x in sent) + 3 * S)
-    prod.flush()
-    log = read_raw_log(stack, {TRADES.name: len(raw), QUOTES.name: 1}, settle_s=2.0)
-    oracle = expected_output(log)
-    expected = {(sym, start // 1000): b for (sym, start), b in oracle.bars.items() if sym in syms}
-    gap_bars = {(sym, start) for sym, start in oracle.gap_bars if sym in syms}
-    assert len(expected) >= 6 * len(syms)
-    job = TaJobProcess(stack, tmp_path, unique("cp-gap"), unique("tx-gap"), unique("grp-gap"))
-    job.start()
-    try:
-        records = read_finals(stack, "ta.bars.1s.v1", set(syms), len(expected), 240, job)
-        assert job.alive(), f"job died; logs in {tmp_path}"
-    finally:
-        job.stop()
-    finals = assert_final_bars_equal(records, expected)
-    flagged = assert_gap_flags(records, gap_bars)
+    _, finals, flagged, records = _job_over_the_log(
+        stack, tmp_path, unique, syms, sent, len(raw), 6
+    )
     # the property itself, from the markers: flagged exactly when [start, end) overlaps a
     # window (with heartbeats held during the gap no marker comes after its bars closed)
-    overlap = {
-        key
-        for key in finals
-        for lo, hi in windows
-        if key[1] * 1000 <= hi and lo < key[1] * 1000 + S
-    }
+    overlap = _overlapping(finals, windows)
     assert {k for k, r in finals.items() if r["gap"]} == overlap
     assert 2 <= flagged < len(finals)
     assert all(
@@ -140,6 +156,84 @@ def test_bars_overlapping_a_reconnect_gap_carry_gap_and_equal_the_oracle(stack, 
     print(
         f"{m.gaps} gaps, {len(lost)} trades lost, windows "
         f"{[(hi - lo) / 1e9 for lo, hi in windows]} s, {flagged} of {len(finals)} final bars flagged"
+    )
+
+
+def test_a_gap_longer_than_the_hold_is_marked_before_its_bars_close_and_no_marker_is_late(
+    stack, tmp_path, unique
+):
+    """Alpaca unreachable for longer than `TORGHUT_FWD_GAP_HOLD_S` (scaled: a 1 s hold, a
+    4-8 s reconnect backoff, heartbeats that run on with wall time after 0.5 s of quiet).
+    When the hold runs out with the gap open, the forwarder marks the window so far before
+    its heartbeats resume; the subscription marks the rest. The bars the gap began in are
+    flagged (a single marker at the subscription would have come after the resumed
+    heartbeats had closed them: the drill checks that its mark had passed them), no marker
+    is late, and the final bars and flags equal the batch oracle of the raw log."""
+    syms = symbols_for(unique)
+    cfg = SimConfig(
+        synthetic=market(
+            syms, trades_per_sec=200, quotes_per_sec=100, correction_rate=0, cancel_error_rate=0
+        ),
+        duration_s=9.0,
+        record_path=tmp_path / "sent.jsonl",
+        faults=FaultConfig(drop_every_s=3.0, seed=2),
+    )
+    with SimServerThread(cfg) as sim:
+        settings = fwd_settings(
+            stack,
+            sim.url,
+            backoff_base_s=8.0,
+            backoff_cap_s=8.0,
+            gap_hold_s=1.0,
+            heartbeat_quiet_s=0.5,
+            heartbeat_lag_s=0.5,
+            seq_scan_records=0,  # no restart gap for the earlier tests' symbols in the tail
+        )
+        with ForwarderThread(settings) as fwd:
+            m, gaps = fwd.metrics, fwd.forwarder._gaps
+            sim.wait_until(lambda: sim.source_done, 40, "the bounded source")
+            wait_for(
+                lambda: (
+                    gaps.open_from_ns is None
+                    and m.gap_markers == 2 * m.gaps * len(syms)
+                    and m.messages[GAP_IDX] == m.gap_markers
+                ),
+                30,
+                "every gap closed, its interim and final markers written and acked",
+            )
+    assert m.gaps >= 1
+    sent = [x for x in read_jsonl(tmp_path / "sent.jsonl") if x["T"] == "t"]
+    raw = envelopes(stack, (TRADES,), set(syms))
+    markers = [e for e in raw if e["channel"] == "gap"]
+    assert len(markers) == m.gap_markers
+    by_symbol: dict[str, list[tuple[int, int]]] = {}
+    for e in markers:
+        by_symbol.setdefault(e["symbol"], []).append(
+            (_ns(e["window"]["start"]), _ns(e["window"]["end"]))
+        )
+    for pieces in by_symbol.values():  # interim then final, each starting where the last ended
+        assert len(pieces) == 2 * m.gaps
+        for (_, interim_to), (final_from, _) in zip(pieces[::2], pieces[1::2], strict=True):
+            assert final_from >= interim_to
+    windows = sorted({w for pieces in by_symbol.values() for w in pieces})
+
+    oracle, finals, flagged, _ = _job_over_the_log(stack, tmp_path, unique, syms, sent, len(raw), 5)
+    mine = [g for g in oracle.gap_windows if g[0] in by_symbol]
+    assert len(mine) == len(markers)
+    late = [g for g in mine if (g[1] // S + 1) * 1000 - 1 <= g[3]]
+    assert not late, f"late gap markers: {late[:3]}"
+    # what the interim markers were for: by each final marker, the resumed heartbeats had
+    # moved its partition's mark past the first bar of the gap (one marker would be late)
+    starts = {(sym, lo): mark for sym, lo, _, mark in mine}
+    for sym, pieces in by_symbol.items():
+        for (gap_from, _), (final_from, _) in zip(pieces[::2], pieces[1::2], strict=True):
+            assert (gap_from // S + 1) * 1000 - 1 <= starts[(sym, final_from)], (sym, gap_from)
+    overlap = _overlapping(finals, windows)
+    assert {k for k, r in finals.items() if r["gap"]} == overlap
+    assert len(syms) <= flagged < len(finals)
+    print(
+        f"{m.gaps} gaps, windows {[(hi - lo) / 1e9 for lo, hi in windows]} s, "
+        f"{flagged} of {len(finals)} final bars flagged, 0 late markers"
     )
 
 
@@ -250,25 +344,8 @@ def test_bars_overlapping_a_forwarder_restart_gap_carry_gap_and_equal_the_oracle
         mine = [order[id(t)] for t in trades if t["symbol"] == mk["symbol"]]
         assert all((i < order[id(mk)]) == (raw[i]["ingest_ts"] <= last_old) for i in mine)
 
-    prod = EnvelopeProducer(stack)
-    prod.heartbeat(max(x["t"] for x in sent) + 3 * S)
-    prod.flush()
-    log = read_raw_log(stack, {TRADES.name: len(raw), QUOTES.name: 1}, settle_s=2.0)
-    oracle = expected_output(log)
-    expected = {(sym, start // 1000): b for (sym, start), b in oracle.bars.items() if sym in syms}
-    gap_bars = {(sym, start) for sym, start in oracle.gap_bars if sym in syms}
-    assert len(expected) >= 4 * len(syms)
-    job = TaJobProcess(stack, tmp_path, unique("cp-rgap"), unique("tx-rgap"), unique("grp-rgap"))
-    job.start()
-    try:
-        records = read_finals(stack, "ta.bars.1s.v1", set(syms), len(expected), 240, job)
-        assert job.alive(), f"job died; logs in {tmp_path}"
-    finally:
-        job.stop()
-    finals = assert_final_bars_equal(records, expected)
-    flagged = assert_gap_flags(records, gap_bars)
-    overlap = {key for key in finals if key[1] * 1000 <= hi and lo < key[1] * 1000 + S}
-    assert {k for k, r in finals.items() if r["gap"]} == overlap
+    _, finals, flagged, _ = _job_over_the_log(stack, tmp_path, unique, syms, sent, len(raw), 4)
+    assert {k for k, r in finals.items() if r["gap"]} == _overlapping(finals, [(lo, hi)])
     assert len(syms) <= flagged < len(finals)
     print(
         f"restart gap {(hi - lo) / 1e9:.3f} s, {len(lost)} trades lost, {m.gap_markers} "

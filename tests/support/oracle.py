@@ -59,6 +59,8 @@ class OracleResult:
     gap_bars: set[tuple[str, int]] = field(default_factory=set)  # final bars flagged gap
     gap_markers: int = 0
     late_gap_markers: int = 0
+    #: every applied gap marker: (symbol, from ns, to ns, its partition's mark in ms)
+    gap_windows: list[tuple[str, int, int, int]] = field(default_factory=list)
 
 
 def _valid(env: dict, max_future_ns: int) -> bool:
@@ -177,6 +179,7 @@ def expected_output(
         gap_bars,
         len(gaps),
         late_gaps,
+        gaps,
     )
 
 

@@ -44,6 +44,33 @@ def test_a_connection_that_delivered_nothing_opens_no_gap_and_keeps_an_open_one_
     assert g.subscribed(T0 + 9 * S) == (T0 + 7 * S, T0 + 9 * S)
 
 
+def test_a_gap_longer_than_the_hold_is_marked_so_far_then_from_where_that_ended():
+    g = GapTracker()
+    assert g.interim(T0) is None  # no gap open: nothing to mark
+    g.data(T0 + 6 * S + 456)
+    assert g.disconnected(T0 + 7 * S)
+    # the hold ran out at T0 + 37 s: the window so far; the gap stays open
+    assert g.interim(T0 + 37 * S) == (T0 + 6 * S + 456, T0 + 37 * S)
+    assert not g.disconnected(T0 + 40 * S)  # failed reconnects keep it open
+    assert g.interim(T0 + 67 * S) == (T0 + 37 * S, T0 + 67 * S)  # a second hold: the next piece
+    # the subscription marks the rest from where the interim window ended, or from the
+    # event time resumed heartbeats reached if later (their bars are closed, no trade in them)
+    assert g.subscribed(T0 + 90 * S, floor_ns=T0 + 60 * S) == (T0 + 67 * S, T0 + 90 * S)
+    g.data(T0 + 91 * S)
+    assert g.disconnected(T0 + 92 * S)
+    g.interim(T0 + 100 * S)
+    assert g.subscribed(T0 + 130 * S, floor_ns=T0 + 127 * S) == (T0 + 127 * S, T0 + 130 * S)
+    # never past the subscription itself, and without an interim window the floor is unused
+    g.data(T0 + 131 * S)
+    assert g.disconnected(T0 + 132 * S)
+    g.interim(T0 + 140 * S)
+    assert g.subscribed(T0 + 150 * S, floor_ns=T0 + 155 * S) == (T0 + 150 * S, T0 + 150 * S)
+    g.data(T0 + 151 * S)
+    assert g.disconnected(T0 + 152 * S)
+    assert g.subscribed(T0 + 153 * S, floor_ns=T0 + 153 * S) == (T0 + 151 * S, T0 + 153 * S)
+    assert g.interim(T0 + 160 * S) is None and g.marked_to_ns is None
+
+
 def test_a_restart_gap_runs_from_the_tails_last_ingest_to_the_first_subscription():
     g = GapTracker()
     assert g.restarted(T0 + 4 * S + 7)  # the earlier process's last market data in Kafka
