@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import json
 import os
 import re
 import signal
@@ -47,6 +48,7 @@ from tests.support.oracle import (
     start_us,
 )
 from tests.support.ta_job import TaJobProcess, read_raw_log, read_topic
+from tests.unit.test_k8s_alerts import alerts
 from torghut.stack import procs, supervisor
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -545,3 +547,157 @@ def test_minio_killed_checkpoints_fail_fast_the_job_fails_over_and_recovers_when
         assert counters["commits_failed"] == 0, f"a transaction was lost: {counters}"
     finally:
         drill.close()
+
+
+SLOW_METADATA_S = 10  # each checkpoint's _metadata write held this long by the slow store
+SLOW_TX_TIMEOUT_MS = 15_000  # the job's transaction timeout in the commit-failure drill
+RESTART_ALERT = "TorghutTaJobRestarts"
+
+
+def _alert_fires_on(alert: str, name: str, scraped: list[tuple[dict[str, str], float]], tmp_path):
+    """`promtool test rules`: the shipped rule `alert` fires on these real scraped series of
+    `name` (labels as the job's reporter wrote them), zero for two minutes and then at their
+    scraped values."""
+    from tests.unit.test_k8s_alerts import base_rule_groups, run_promtool, write_rule_file
+
+    write_rule_file(base_rule_groups(), tmp_path / "rules.yaml")
+    inputs = [
+        {
+            "series": name + "{" + ", ".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}",
+            "values": f"0 0 {value:g} {value:g} {value:g}",
+        }
+        for labels, value in scraped
+    ]
+    rule = next(a for a in alerts(base_rule_groups()) if a["alert"] == alert)
+    test = {
+        "rule_files": ["rules.yaml"],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": inputs,
+                "alert_rule_test": [
+                    {"eval_time": "1m", "alertname": alert, "exp_alerts": []},
+                    {
+                        "eval_time": "4m",
+                        "alertname": alert,
+                        "exp_alerts": [
+                            {
+                                "exp_labels": rule["labels"],
+                                "exp_annotations": rule["annotations"],
+                            }
+                        ],
+                    },
+                ],
+            }
+        ],
+    }
+    (tmp_path / "real.yaml").write_text(json.dumps(test))  # JSON is YAML
+    run_promtool("test", "rules", "real.yaml", cwd=tmp_path)
+
+
+def test_a_checkpoint_completed_after_the_transaction_timeout_loses_its_records_and_the_job_restarts(
+    stack, unique, tmp_path
+):
+    """The documented exactly-once limit, made to happen: the checkpoint store answers the
+    JobManager's `_metadata` write of every checkpoint (the completion of its multipart
+    upload) 10 s late, through a relay in front of MinIO, against a 15 s transaction
+    timeout (15 min in production; the local broker aborts timed-out transactions within
+    1 s). A transaction is pre-committed ~11 s after it opened (in time), but its
+    checkpoint completes ~21 s after: the broker has aborted it and the commit fails with
+    `Unable to commit transaction` (fenced). With flink-connector-kafka 3.4.0 the fenced
+    producer goes back to the writer's pool and the next transaction on it fails, so the job
+    fails over within a second (FLINK-37356, fixed only in the 4.x connectors for Flink 2)
+    and restores from the checkpoint that lost the records: `failedCommittables`, a
+    per-attempt task metric, is gone with the failed attempt before a 5 s scrape sees it;
+    `numRestarts` (job-level) keeps counting, and the shipped `TorghutTaJobRestarts` fires on
+    the real series (`promtool test rules`). Exactly the final bars of the slow store's
+    seconds are missing from `read_committed`; the rest equal the oracle, none twice. No
+    replay brings the lost ones back: the runbook refills them from the raw log."""
+    from tests.support.slow_store import slow_store
+
+    # the JobManager writes `_metadata` as a multipart upload; its completion is the write
+    with slow_store(stack.s3_endpoint, b"POST ", b"/_metadata?uploadId=") as store:
+        drill = Drill(
+            stack,
+            unique,
+            tmp_path,
+            "LOST",
+            {
+                "transaction_timeout_ms": SLOW_TX_TIMEOUT_MS,
+                "s3_endpoint": store.url,
+                "s3_socket_timeout_ms": 60_000,  # the store is slow, not down
+                "checkpoint_timeout_ms": 60_000,
+            },
+        )
+        drill.start()
+        try:
+            before = drill.metrics.report()
+            slow_ns = time.time_ns()
+            store.delay_s = SLOW_METADATA_S
+
+            def unable() -> list[str]:
+                return [
+                    line for _, line in drill.jm_lines() if "Unable to commit transaction" in line
+                ]
+
+            wait_for(unable, 90, "a failed commit in the job's log", 0.5)
+            store.delay_s = 0
+            fast_ns, held = time.time_ns(), store.held
+            wait_for(
+                lambda: drill.metrics.report()["restarts"] > before["restarts"],
+                60,
+                "the failover",
+                0.5,
+            )
+            # a write held when the store turned fast completes within SLOW_METADATA_S
+            drill.next_checkpoint_after(fast_ns + SLOW_METADATA_S * 1_000_000_000, 90)
+            drill.stop_feed()
+            oracle = expected_output(read_raw_log(stack, dict(WRITTEN)))
+            expected = {
+                (sym, start // 1000): b
+                for (sym, start), b in oracle.bars.items()
+                if sym in drill.symbols
+            }
+            last = max(start for _, start in expected)
+            records = read_topic(  # until the session's last final bar, committed normally
+                stack,
+                "ta.bars.1s.v1",
+                set(drill.symbols),
+                lambda recs: any(r["is_final"] and start_us(r) == last for r in recs),
+                timeout_s=60,
+                job=drill.job,
+            )
+            after = drill.metrics.report()
+            restarts = series(scrape_text(drill.metrics.port)).get(
+                "flink_jobmanager_job_numRestarts", []
+            )
+            failed_commits = unable()
+        finally:
+            drill.close()
+    print(f"slow store {(fast_ns - slow_ns) / 1e9:.1f} s, {held} _metadata writes held; {after}")
+    assert "fenced" in failed_commits[0], failed_commits[0]
+    assert after["restarts"] >= 1, after
+    # pinned: the per-attempt counter went with the failed attempt (when a connector upgrade
+    # keeps the job running, TorghutTaSinkCommitFailures sees it: update runbooks.md)
+    assert after["commits_failed"] == 0, after
+    _alert_fires_on(RESTART_ALERT, "flink_jobmanager_job_numRestarts", restarts, tmp_path)
+
+    counts = final_bar_counts(records)
+    assert max(counts.values()) == 1, "a final bar twice"
+    got = set(counts)
+    missing = set(expected) - got
+    assert got <= set(expected), f"final bars the oracle lacks: {sorted(got - set(expected))[:3]}"
+    assert missing, "the failed commit lost nothing"
+    present = {k: v for k, v in expected.items() if k in got}
+    assert_final_bars_equal([r for r in records if (r["symbol"], start_us(r)) in present], present)
+    # the lost bars are of the slow store's seconds: what the aborted transaction carried
+    lost_s = sorted(start for _, start in missing)
+    assert slow_ns // 1000 - 5_000_000 <= lost_s[0] and lost_s[-1] <= fast_ns // 1000, (
+        f"lost bars outside the slow window: {lost_s[0]}..{lost_s[-1]} vs {slow_ns}..{fast_ns}"
+    )
+    print(
+        f"{len(failed_commits)} failed commit(s), {after['restarts']:.0f} failover(s): lost "
+        f"{len(missing)} of {len(expected)} final bars "
+        f"({(lost_s[-1] - lost_s[0]) / 1e6 + 1:.0f} s of bars); {RESTART_ALERT} fires on the real series"
+    )

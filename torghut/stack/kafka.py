@@ -108,6 +108,8 @@ transaction.state.log.replication.factor=1
 transaction.state.log.min.isr=1
 transaction.state.log.num.partitions=4
 transaction.max.timeout.ms={transaction_max_timeout_ms}
+# a timed-out transaction is aborted within 1 s of its timeout (Kafka's default sweep: 10 s)
+transaction.abort.timed.out.transaction.cleanup.interval.ms=1000
 group.initial.rebalance.delay.ms=0
 auto.create.topics.enable=false
 log.flush.interval.messages=9223372036854775807
