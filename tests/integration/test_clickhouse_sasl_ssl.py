@@ -36,7 +36,7 @@ from shared.topics import TA_BARS_1S, TA_SIGNALS
 from tests.conftest import REPO_ROOT
 from tests.support.kafka import producer
 from tests.support.records import microbar, signal, window
-from tests.support.tls_relay import relay_to
+from tests.support.relay import relay_to
 from torghut.clickhouse.schema import KAFKA_COLLECTION_ENV, KAFKA_COLLECTION_XML
 from torghut.stack.tls import write_ca_and_broker_cert
 

@@ -16,8 +16,8 @@ import pytest
 from shared.bars import batch_bars
 from tests.conftest import wait_for
 from tests.support.oracle import assert_final_bars_equal, start_us
+from tests.support.relay import relay_to
 from tests.support.ta_job import EnvelopeProducer, TaJobProcess, read_topic
-from tests.support.tls_relay import relay_to
 from torghut.stack.tls import write_ca_and_broker_cert
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -614,7 +614,7 @@ def test_a_checkpoint_completed_after_the_transaction_timeout_loses_its_records_
     the real series (`promtool test rules`). Exactly the final bars of the slow store's
     seconds are missing from `read_committed`; the rest equal the oracle, none twice. No
     replay brings the lost ones back: the runbook refills them from the raw log."""
-    from tests.support.slow_store import slow_store
+    from tests.support.relay import slow_store
 
     # the JobManager writes `_metadata` as a multipart upload; its completion is the write
     with slow_store(stack.s3_endpoint, b"POST ", b"/_metadata?uploadId=") as store:
