@@ -17,7 +17,8 @@ PROMTOOL_DEB := prometheus
 # without dependency resolution after the project; PyFlink's DataStream path never uses pyarrow.
 CHDB_PINS := chdb-core==26.9.0 pyarrow==17.0.0
 JVM_SOURCES := $(shell find jvm -name pom.xml -o -name '*.java' 2>/dev/null)
-PYTEST_ARGS ?=
+# the slowest tests at the end of every run: where CI time goes
+PYTEST_ARGS ?= --durations=30
 
 .PHONY: help setup run test test-unit test-sanitizers lint bench clean stack-up stack-down
 
