@@ -25,7 +25,7 @@ from tests.support.oracle import (
     expected_output,
     start_us,
 )
-from tests.support.ta_job import EnvelopeProducer, TaJobProcess, read_finals, read_raw_log
+from tests.support.ta_job import EnvelopeProducer, job_finals, read_raw_log
 from torghut.sim import FaultConfig, SimConfig, SimServerThread, read_jsonl
 from torghut.stack import procs
 
@@ -62,14 +62,7 @@ def _job_over_the_log(stack, tmp_path, unique, syms, sent, n_raw, min_bars_per_s
     expected = {(sym, start // 1000): b for (sym, start), b in oracle.bars.items() if sym in syms}
     gap_bars = {(sym, start) for sym, start in oracle.gap_bars if sym in syms}
     assert len(expected) >= min_bars_per_symbol * len(syms)
-    tag = unique("gap")
-    job = TaJobProcess(stack, tmp_path, f"cp-{tag}", f"tx-{tag}", f"grp-{tag}")
-    job.start()
-    try:
-        records = read_finals(stack, "ta.bars.1s.v1", set(syms), len(expected), 240, job)
-        assert job.alive(), f"job died; logs in {tmp_path}"
-    finally:
-        job.stop()
+    records = job_finals(stack, tmp_path, unique("gap"), set(syms), len(expected))
     finals = assert_final_bars_equal(records, expected)
     flagged = assert_gap_flags(records, gap_bars)
     return oracle, finals, flagged, records

@@ -19,7 +19,7 @@ from shared.topics import ALL_TOPICS, QUOTES, TRADES
 from tests.conftest import REPO_ROOT, wait_for
 from tests.support.forwarder import envelopes, fwd_settings, market, symbols_for
 from tests.support.oracle import assert_final_bars_equal, expected_output
-from tests.support.ta_job import EnvelopeProducer, TaJobProcess, read_finals, read_raw_log
+from tests.support.ta_job import EnvelopeProducer, job_finals, read_raw_log
 from torghut.sim import SimConfig, SimServerThread, read_jsonl
 from torghut.stack import kafka as stack_kafka
 from torghut.stack import procs
@@ -163,13 +163,7 @@ def test_re_produced_deliveries_after_a_broker_restart_are_applied_once_by_the_j
     assert len(expected) >= 3 * len(syms), (
         f"only {len(expected)} final bars to check ({oracle.late_trades} late trades)"
     )
-    job = TaJobProcess(state, tmp_path, unique("cp-rb"), unique("tx-rb"), unique("grp-rb"))
-    job.start()
-    try:
-        records = read_finals(state, "ta.bars.1s.v1", set(syms), len(expected), 240, job)
-        assert job.alive(), f"job died; logs in {tmp_path}"
-    finally:
-        job.stop()
+    records = job_finals(state, tmp_path, unique("rb"), set(syms), len(expected))
     assert_final_bars_equal(records, expected)
     print(f"raw log: {oracle.duplicates} re-produced copies, {oracle.late_trades} late trades")
 

@@ -160,6 +160,22 @@ def read_finals(
     )
 
 
+def job_finals(
+    stack: StackState, workdir: Path, tag: str, symbols: set[str], n: int, timeout_s: float = 240
+) -> list[dict]:
+    """Run the TA job over the raw log from the beginning (checkpoints, transactional ids and
+    consumer group of its own, named after `tag`) until `n` distinct final bars of
+    `symbols` are read back (read_committed); stop it and return the bar records read."""
+    job = TaJobProcess(stack, workdir, f"cp-{tag}", f"tx-{tag}", f"grp-{tag}")
+    job.start()
+    try:
+        records = read_finals(stack, "ta.bars.1s.v1", symbols, n, timeout_s, job)
+        assert job.alive(), f"job died; logs in {workdir}"
+    finally:
+        job.stop()
+    return records
+
+
 def read_raw_log(
     stack: StackState, counts: dict[str, int], timeout_s: float = 60.0, settle_s: float = 1.0
 ) -> list:
