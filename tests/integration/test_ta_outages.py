@@ -47,8 +47,9 @@ from tests.support.oracle import (
     final_bar_counts,
     start_us,
 )
+from tests.support.relay import slow_store
 from tests.support.ta_job import TaJobProcess, read_raw_log, read_topic
-from tests.unit.test_k8s_alerts import alerts
+from tests.unit.test_k8s_alerts import alerts, base_rule_groups, run_promtool, write_rule_file
 from torghut.stack import procs, supervisor
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -558,8 +559,6 @@ def _alert_fires_on(alert: str, name: str, scraped: list[tuple[dict[str, str], f
     """`promtool test rules`: the shipped rule `alert` fires on these real scraped series of
     `name` (labels as the job's reporter wrote them), zero for two minutes and then at their
     scraped values."""
-    from tests.unit.test_k8s_alerts import base_rule_groups, run_promtool, write_rule_file
-
     write_rule_file(base_rule_groups(), tmp_path / "rules.yaml")
     inputs = [
         {
@@ -614,8 +613,6 @@ def test_a_checkpoint_completed_after_the_transaction_timeout_loses_its_records_
     the real series (`promtool test rules`). Exactly the final bars of the slow store's
     seconds are missing from `read_committed`; the rest equal the oracle, none twice. No
     replay brings the lost ones back: the runbook refills them from the raw log."""
-    from tests.support.relay import slow_store
-
     # the JobManager writes `_metadata` as a multipart upload; its completion is the write
     with slow_store(stack.s3_endpoint, b"POST ", b"/_metadata?uploadId=") as store:
         drill = Drill(
