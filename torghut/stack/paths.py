@@ -13,3 +13,9 @@ FLINK_PLUGINS = ARTIFACTS / "flink" / "plugins"
 REGISTRY_JAR = ARTIFACTS / "registry" / "quarkus-app" / "quarkus-run.jar"
 MINIO_BIN = ARTIFACTS / "bin" / "minio"
 STACK_HOME = Path(os.environ.get("TORGHUT_STACK_HOME", REPO_ROOT / ".stack"))
+# What the local pipeline keeps between runs (the stack's Kafka/MinIO run dirs are per run):
+# the embedded ClickHouse tables, the forwarder's recordings, backfill positions and seeds.
+DATA_HOME = Path(os.environ.get("TORGHUT_DATA_HOME", REPO_ROOT / ".data"))
+CLICKHOUSE_DIR = DATA_HOME / "clickhouse"
+RECORDINGS_DIR = DATA_HOME / "recordings"
+BACKFILL_DIR = DATA_HOME / "backfill"
