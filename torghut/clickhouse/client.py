@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -15,7 +16,15 @@ import orjson
 
 
 class ClickHouseError(RuntimeError):
-    """A statement failed; the message names the statement."""
+    """A statement failed; the message names the statement.
+
+    `server_message`: ClickHouse's own message ("Code: 62. DB::Exception: Syntax error ..."),
+    without the statement, for a user who typed the query.
+    """
+
+    def __init__(self, message: str, server_message: str = "") -> None:
+        super().__init__(message)
+        self.server_message = server_message or message
 
 
 class ClickHouseClient(Protocol):
@@ -25,7 +34,23 @@ class ClickHouseClient(Protocol):
 
     def rows(self, sql: str) -> list[list[Any]]: ...
 
+    def query(self, sql: str, fmt: str) -> bytes:
+        """The result of `sql` in ClickHouse output format `fmt` (CSVWithNames, JSONEachRow,
+        Parquet, PrettyCompactMonoBlock, ...), as ClickHouse writes it."""
+        ...
+
+    def insert_rows(self, table: str, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Insert `rows` (column -> value, JSON-serialisable; DateTime64 as
+        'YYYY-MM-DD hh:mm:ss.ffffff' strings) into `table` (database.table)."""
+        ...
+
     def close(self) -> None: ...
+
+
+def json_each_row(table: str, rows: Sequence[Mapping[str, Any]]) -> str:
+    """An `INSERT ... FORMAT JSONEachRow` statement with its rows inline."""
+    body = b"\n".join(orjson.dumps(dict(r)) for r in rows).decode()
+    return f"INSERT INTO {table} FORMAT JSONEachRow\n{body}"
 
 
 # chdb raises this after a Kafka-engine CREATE TABLE that did succeed (docs/design.md, "Engines for development and tests").
@@ -59,18 +84,27 @@ class ChdbClient:
             except Exception as exc:
                 if _CHDB_KAFKA_SHUTDOWN_QUIRK in str(exc) and "ENGINE = Kafka" in _norm(sql):
                     return
-                raise ClickHouseError(f"{exc}\n-- statement:\n{sql.strip()}") from exc
+                raise ClickHouseError(
+                    f"{exc}\n-- statement:\n{sql.strip()}", str(exc)
+                ) from exc
 
     def rows(self, sql: str) -> list[list[Any]]:
-        with self._lock:
-            try:
-                res = self._session.query(sql, "JSONCompact")
-            except Exception as exc:
-                raise ClickHouseError(f"{exc}\n-- query:\n{sql.strip()}") from exc
-        raw = res.bytes() if hasattr(res, "bytes") else bytes(res)
+        raw = self.query(sql, "JSONCompact")
         if not raw.strip():
             return []
         return list(orjson.loads(raw)["data"])
+
+    def query(self, sql: str, fmt: str) -> bytes:
+        with self._lock:
+            try:
+                res = self._session.query(sql, fmt)
+            except Exception as exc:
+                raise ClickHouseError(f"{exc}\n-- query:\n{sql.strip()}", str(exc)) from exc
+        return res.bytes() if hasattr(res, "bytes") else bytes(res)
+
+    def insert_rows(self, table: str, rows: Sequence[Mapping[str, Any]]) -> None:
+        if rows:
+            self.query(json_each_row(table, rows), "CSV")
 
     def close(self) -> None:
         with self._lock, contextlib.suppress(Exception):
@@ -95,13 +129,25 @@ class ServerClient:
         try:
             self._client.execute(sql)
         except Exception as exc:
-            raise ClickHouseError(f"{exc}\n-- statement:\n{sql.strip()}") from exc
+            raise ClickHouseError(f"{exc}\n-- statement:\n{sql.strip()}", str(exc)) from exc
 
     def rows(self, sql: str) -> list[list[Any]]:
         try:
             return [list(r) for r in self._client.execute(sql)]
         except Exception as exc:
-            raise ClickHouseError(f"{exc}\n-- query:\n{sql.strip()}") from exc
+            raise ClickHouseError(f"{exc}\n-- query:\n{sql.strip()}", str(exc)) from exc
+
+    def query(self, sql: str, fmt: str) -> bytes:
+        """The native protocol (clickhouse-driver) carries rows, not output formats."""
+        raise ClickHouseError(
+            f"formatted output ({fmt}) needs the embedded engine or ClickHouse's HTTP "
+            "interface; use clickhouse-client against a server",
+        )
+
+    def insert_rows(self, table: str, rows: Sequence[Mapping[str, Any]]) -> None:
+        if rows:
+            # the server parses the inline JSONEachRow data after FORMAT
+            self.execute(json_each_row(table, rows))
 
     def close(self) -> None:
         self._client.disconnect()
