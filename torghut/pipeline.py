@@ -1,14 +1,16 @@
 """`torghut run`: the whole pipeline on this machine, with a live terminal view.
 
-stack (Kafka, MinIO, registry) -> ClickHouse DDL (embedded engine, owned by this process)
--> simulator -> forwarder -> TA job -> ClickHouse via Kafka engine tables. Ctrl-C (or
---duration) stops everything in reverse order and leaves no process behind.
+stack (Kafka, MinIO, registry; fresh per run) -> ClickHouse (the embedded engine, owned by
+this process, on a data dir kept between runs) -> the source (simulator, Alpaca, or a
+recording replayed by the simulator) -> forwarder -> TA job -> ClickHouse via Kafka engine
+tables. While it runs, `torghut sql` queries the tables through this process's loopback
+query server. Ctrl-C (or --duration) stops everything in reverse order and leaves no
+process behind; a replay ends by itself once its last bars are final in ClickHouse.
 """
 
 from __future__ import annotations
 
 import argparse
-import collections
 import contextlib
 import os
 import signal
@@ -16,22 +18,109 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
-from torghut.stack import apps, procs, supervisor
+from torghut.live_view import LiveView
+from torghut.sources import (
+    TEST_FEED_SYMBOL,
+    KeyProblem,
+    Source,
+    SourceError,
+    alpaca_keys_from_env,
+    check_alpaca_keys,
+    stream_url,
+)
+from torghut.stack import apps, paths, procs, supervisor
 from torghut.stack.state import StackState
 
 DEFAULT_SYMBOLS = "AAPL,MSFT,NVDA,TSLA,SPY"
+RECORD_AUTO = "auto"
+EXIT_KEYS = 2  # Alpaca refused the key, or none is set (the forwarder's exit code too)
+
+EXAMPLES = """\
+examples:
+  torghut run                                        # the simulator, 5 symbols
+  APCA_API_KEY_ID=... APCA_API_SECRET_KEY=... \\
+    torghut run --source alpaca --feed iex --symbols AAPL,MSFT --record
+  torghut run --source alpaca --feed test            # Alpaca's test stream (FAKEPACA), any hour
+  torghut run --source replay .data/recordings/<run> --speed max
+  torghut run --source alpaca --symbols AAPL --seed .data/backfill/<name>/seed.json
+
+while it runs, and after:  torghut sql "SELECT * FROM torghut.ta_signals_latest"
+"""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = EXAMPLES
     parser.add_argument(
-        "--symbols", default=DEFAULT_SYMBOLS, help="simulated symbols (default: %(default)s)"
+        "--source",
+        nargs="+",
+        default=["sim"],
+        metavar="SOURCE",
+        help="sim (default: the Alpaca-compatible simulator), alpaca (your account's "
+        "stream; keys from APCA_API_KEY_ID / APCA_API_SECRET_KEY), or replay PATH (a "
+        "recording made with --record: a directory, one of its files or a glob)",
     )
     parser.add_argument(
+        "--symbols",
+        help=f"comma-separated symbols (default: sim/alpaca {DEFAULT_SYMBOLS}; the test "
+        f"feed {TEST_FEED_SYMBOL}; replay: every symbol in the recording)",
+    )
+    alpaca = parser.add_argument_group("--source alpaca")
+    alpaca.add_argument(
+        "--feed",
+        default="iex",
+        choices=("iex", "sip", "delayed_sip", "test"),
+        help="iex (free plan), sip (paid), delayed_sip (15 min late) or test "
+        "(FAKEPACA around the clock) (default: %(default)s)",
+    )
+    alpaca.add_argument(
+        "--alpaca-url",
+        help="stream URL instead of wss://stream.data.alpaca.markets/v2/FEED (a proxy, "
+        "or the simulator: ws://127.0.0.1:PORT/v2/iex)",
+    )
+    replay = parser.add_argument_group("--source replay")
+    replay.add_argument(
+        "--speed",
+        default="1",
+        help="the recording's original pace times this factor, or 'max' for as fast as the "
+        "forwarder reads (default: %(default)s)",
+    )
+    replay.add_argument(
+        "--keep-running",
+        action="store_true",
+        help="stay up after the replay's last bars are final (default: stop then)",
+    )
+    sim = parser.add_argument_group("--source sim")
+    sim.add_argument(
         "--trades-per-sec", type=float, default=20.0, help="per symbol (default: %(default)s)"
     )
-    parser.add_argument(
+    sim.add_argument(
         "--quotes-per-sec", type=float, default=20.0, help="per symbol (default: %(default)s)"
+    )
+    out = parser.add_argument_group("data")
+    out.add_argument(
+        "--record",
+        nargs="?",
+        const=RECORD_AUTO,
+        metavar="DIR",
+        help="the forwarder records every frame the stream sent, as received, into DIR "
+        f"(default with no DIR: {paths.RECORDINGS_DIR}/run-<time>); replay it with "
+        "--source replay DIR",
+    )
+    out.add_argument(
+        "--data-dir",
+        type=Path,
+        default=paths.CLICKHOUSE_DIR,
+        help="the embedded ClickHouse's data, kept between runs (default: %(default)s)",
+    )
+    out.add_argument(
+        "--seed",
+        type=Path,
+        metavar="FILE",
+        help="indicator state to continue from, per symbol: the seed file `torghut backfill` "
+        "writes (its symbols' first live bars continue the backfilled history)",
     )
     parser.add_argument(
         "--duration",
@@ -39,14 +128,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=0.0,
         help="stop after this many seconds (default: run until Ctrl-C)",
     )
-    parser.add_argument("--checkpoint-interval-ms", type=int, default=10_000)
+    parser.add_argument(
+        "--checkpoint-interval-ms",
+        type=int,
+        help="the TA job's checkpoint interval: final records are readable (and in "
+        "ClickHouse) at each checkpoint (default: 10000; a replay 2000)",
+    )
     parser.add_argument(
         "--no-view", action="store_true", help="print one status line per interval instead"
     )
 
 
-# the live view's latency window: recent behaviour, not the start-up (JIT warm-up, backlog)
-LATENCY_WINDOW_S = 30.0
+def _speed(text: str) -> tuple[str, float]:
+    """('fast', 1.0) for 'max', else ('original', factor)."""
+    if text.strip().lower() in ("max", "fast"):
+        return "fast", 1.0
+    try:
+        factor = float(text)
+    except ValueError:
+        factor = 0.0
+    if not factor > 0:
+        raise SourceError(f"--speed {text!r}: a factor > 0 (1 = original pace) or 'max'")
+    return "original", factor
 
 
 class Pipeline:
@@ -54,21 +157,62 @@ class Pipeline:
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
-        self.procs: list[tuple[str, int, Path]] = []
+        self.source = Source.parse(list(args.source))
+        self.procs: list[tuple[str, Any, Path]] = []  # (name, Popen, log)
         self.state: StackState | None = None
         self.run_dir = Path(".")
-        self.ch = None
-        # (receive time ns, latency ms) of recent signals; the view shows the last LATENCY_WINDOW_S
-        self.latencies: collections.deque[tuple[int, float]] = collections.deque(maxlen=50_000)
-        self.signals_seen = 0
+        self.ch: Any = None
+        self.query_server: Any = None
+        self.view = LiveView()
+        self.record_dir: Path | None = None
+        self.forwarder_metrics_url = ""
+        self.replay_exited_at: float | None = None
         self._stop = threading.Event()
+        self._keys_env: dict[str, str] = {}
+        self.url = ""
+        self.symbols = ""
+        self.checkpoint_ms = args.checkpoint_interval_ms or (
+            2_000 if self.source.kind == "replay" else 10_000
+        )
+        self.pace = _speed(args.speed) if self.source.kind == "replay" else ("original", 1.0)
+
+    # --- before anything starts: what could only fail later, fails now -----------------
+
+    def check(self) -> None:
+        a, src = self.args, self.source
+        if a.seed is not None and not a.seed.is_file():
+            raise SourceError(f"--seed {a.seed}: no such file (`torghut backfill` prints it)")
+        if src.kind == "replay":
+            assert src.path is not None
+            if not (src.path.exists() or any(src.path.parent.glob(src.path.name))):
+                raise SourceError(
+                    f"--source replay {src.path}: no such recording (record one with "
+                    "`torghut run --record`)"
+                )
+            self.symbols = a.symbols or "*"
+        elif src.kind == "alpaca":
+            keys = alpaca_keys_from_env()
+            self.url = stream_url(a.feed, a.alpaca_url)
+            self.symbols = a.symbols or (TEST_FEED_SYMBOL if a.feed == "test" else DEFAULT_SYMBOLS)
+            print(f"[run] checking the Alpaca key at {self.url}", file=sys.stderr)
+            check_alpaca_keys(self.url, keys)
+            # the forwarder's own names; handed over in its environment, never in argv
+            self._keys_env = {
+                "TORGHUT_FWD_ALPACA_KEY_ID": keys.key_id.get_secret_value(),
+                "TORGHUT_FWD_ALPACA_SECRET_KEY": keys.secret.get_secret_value(),
+            }
+        else:
+            self.symbols = a.symbols or DEFAULT_SYMBOLS
+        _refuse_data_dir_in_use(a.data_dir)
+
+    # --- start -------------------------------------------------------------------------
 
     def _spawn(self, name: str, cmd: list[str], env: dict[str, str]) -> None:
         log = self.run_dir / "logs" / f"{name}.log"
         # the launcher: settings-checked environment; the child dies with this process
-        pid = apps.launch(cmd, env, log).pid
-        self.procs.append((name, pid, log))
-        print(f"[run] {name} started (pid {pid}, log {log})", file=sys.stderr)
+        proc = apps.launch(cmd, env, log)
+        self.procs.append((name, proc, log))
+        print(f"[run] {name} started (pid {proc.pid}, log {log})", file=sys.stderr)
 
     def start(self) -> None:
         from torghut.clickhouse.client import ChdbClient
@@ -79,7 +223,7 @@ class Pipeline:
             self.state = supervisor.up()
         self.run_dir = Path(self.state.run_dir)
         st = self.state
-        self.ch = ChdbClient(self.run_dir / "clickhouse")
+        self.ch = ChdbClient(self.args.data_dir)
         n = apply(
             self.ch,
             SchemaParams(
@@ -88,47 +232,80 @@ class Pipeline:
                 ingest_db_engine="Memory",
             ),
         )
-        print(f"[run] ClickHouse schema applied ({n} statements)", file=sys.stderr)
-        sim_port = procs.free_port()
-        self._spawn(
-            "sim",
-            [
-                *apps.SIM,
-                "--port",
-                str(sim_port),
-                "--symbols",
-                self.args.symbols,
-                "--trades-per-sec",
-                str(self.args.trades_per_sec),
-                "--quotes-per-sec",
-                str(self.args.quotes_per_sec),
-                "--key",
-                "local:local-secret",
-            ],
-            {},
+        print(
+            f"[run] ClickHouse schema applied ({n} statements) on {self.args.data_dir}",
+            file=sys.stderr,
         )
-        fwd_env = apps.forwarder_env(
-            st,
-            f"ws://127.0.0.1:{sim_port}/v2/iex",
-            symbols=self.args.symbols,
-            http_port=procs.free_port(),
-            linger_ms=5,
-        )
+        self._start_query_server()
+        fwd_values: dict[str, Any] = {"http_port": procs.free_port(), "linger_ms": 5}
+        url = self._start_source(fwd_values)
+        if self.args.record:
+            self.record_dir = (
+                paths.RECORDINGS_DIR / f"run-{time.strftime('%Y%m%dT%H%M%S')}"
+                if self.args.record == RECORD_AUTO
+                else Path(self.args.record)
+            ).resolve()
+            fwd_values["record_dir"] = str(self.record_dir)
+            print(f"[run] recording the stream into {self.record_dir}", file=sys.stderr)
+        fwd_env = apps.forwarder_env(st, url, symbols=self.symbols, **fwd_values)
+        fwd_env.update(self._keys_env)
+        self.forwarder_metrics_url = f"http://127.0.0.1:{fwd_values['http_port']}/metrics"
         self._spawn("forwarder", list(apps.FORWARDER), fwd_env)
+        ta_values: dict[str, Any] = {
+            "transactional_id_prefix": f"torghut-ta-local-{os.getpid()}",
+            "checkpoint_interval_ms": self.checkpoint_ms,
+            # the stack is new with this run: everything in its topics is this run's
+            "starting_offsets": "earliest",
+        }
+        if self.args.seed is not None:
+            ta_values["seed_file"] = str(self.args.seed.resolve())
         ta_env = {
-            **apps.ta_job_env(
-                st,
-                transactional_id_prefix=f"torghut-ta-local-{os.getpid()}",
-                checkpoint_interval_ms=self.args.checkpoint_interval_ms,
-                starting_offsets="latest",
-            ),
+            **apps.ta_job_env(st, **ta_values),
             "FLINK_LOG_DIR": str(self.run_dir / "logs" / "flink"),
         }
         self._spawn("ta", list(apps.TA_JOB), ta_env)
-        threading.Thread(target=self._watch_latency, daemon=True).start()
+        threading.Thread(target=self._watch_signals, daemon=True).start()
+        threading.Thread(target=self._watch_forwarder, daemon=True).start()
 
-    def _watch_latency(self) -> None:
-        """Event-to-signal latency as a consumer sees it (read_uncommitted: provisional too)."""
+    def _start_query_server(self) -> None:
+        try:
+            from torghut.clickhouse.local import QueryServer
+        except ImportError:  # pragma: no cover - the module ships with the project
+            return
+        self.query_server = QueryServer(self.ch, self.args.data_dir)
+        url = self.query_server.start()
+        print(f"[run] ClickHouse queries: torghut sql (served at {url})", file=sys.stderr)
+
+    def _start_source(self, fwd_values: dict[str, Any]) -> str:
+        """Start the simulator when the source needs one; the forwarder's stream URL."""
+        a, src = self.args, self.source
+        if src.kind == "alpaca":
+            return self.url
+        port = procs.free_port()
+        cmd = [*apps.SIM, "--port", str(port), "--key", "local:local-secret"]
+        if src.kind == "sim":
+            cmd += [
+                "--symbols",
+                self.symbols,
+                "--trades-per-sec",
+                str(a.trades_per_sec),
+                "--quotes-per-sec",
+                str(a.quotes_per_sec),
+            ]
+        else:
+            pace, factor = self.pace
+            cmd += ["--replay", str(src.path), "--pace", pace, "--speed", str(factor)]
+            cmd += ["--exit-when-done"]
+            wire = _recording_wire_format(src.path)
+            if wire is not None:
+                fwd_values["wire_format"] = wire  # the recorded frames go out byte for byte
+        self._spawn("sim" if src.kind == "sim" else "replay", cmd, {})
+        return f"ws://127.0.0.1:{port}/v2/iex"
+
+    # --- watchers ----------------------------------------------------------------------
+
+    def _watch_signals(self) -> None:
+        """Every signal record as a consumer sees it (read_uncommitted: provisional too)."""
         from confluent_kafka import Consumer
 
         from shared.registry import SchemaRegistryClient
@@ -140,85 +317,143 @@ class Pipeline:
             {
                 **self.state.kafka_client_config(),
                 "group.id": f"torghut-run-{os.getpid()}",
-                "auto.offset.reset": "latest",
+                "auto.offset.reset": "earliest",
                 "isolation.level": "read_uncommitted",
                 "enable.auto.commit": False,
             }
         )
         c.subscribe(["ta.signals.v1"])
-        while not self._stop.is_set():
-            msg = c.poll(0.2)
-            if msg is None or msg.error():
+        try:
+            while not self._stop.is_set():
+                msg = c.poll(0.2)
+                if msg is None or msg.error():
+                    continue
+                rec = deser.decode(msg.value(), msg.topic(), msg.partition(), msg.offset())
+                self.view.on_signal(rec)
+        finally:
+            c.close()
+
+    def _watch_forwarder(self) -> None:
+        """The forwarder's acked market-data messages, once a second (throughput)."""
+        import requests
+        from prometheus_client.parser import text_string_to_metric_families
+
+        while not self._stop.wait(1.0):
+            try:
+                text = requests.get(self.forwarder_metrics_url, timeout=1.0).text
+            except requests.RequestException:
                 continue
-            rec = deser.decode(msg.value(), msg.topic(), msg.partition(), msg.offset())
-            self.signals_seen += 1
-            if rec["is_final"]:
-                # a final record waits for the watermark (out-of-orderness) by design: the
-                # event -> signal line is about the provisional updates
-                continue
-            now = time.time_ns()
-            self.latencies.append((now, (now - rec["ingest_ts"]) / 1e6))
-        c.close()
+            total = 0
+            for fam in text_string_to_metric_families(text):
+                if fam.name == "torghut_forwarder_messages":
+                    total += int(
+                        sum(
+                            s.value
+                            for s in fam.samples
+                            if s.name.endswith("_total") and s.labels.get("channel") != "status"
+                        )
+                    )
+            self.view.on_forwarded(total)
+
+    # --- the loop ----------------------------------------------------------------------
 
     def check_alive(self) -> None:
-        for name, pid, log in self.procs:
-            if not procs.alive(pid):
-                raise RuntimeError(f"{name} exited; see {log}")
+        for name, proc, log in self.procs:
+            code = proc.poll()
+            if code is None:
+                continue
+            if name == "replay" and code == 0:
+                if self.replay_exited_at is None:
+                    self.replay_exited_at = time.monotonic()
+                    print("[run] the recording has been replayed", file=sys.stderr)
+                continue
+            if name == "forwarder" and code == EXIT_KEYS:
+                raise KeyProblem(_last_error_line(log) or "Alpaca refused the key", EXIT_KEYS)
+            raise RuntimeError(f"{name} exited with code {code}; see {log}")
 
-    def latency_summary(self, now_ns: int) -> tuple[float, float, int]:
-        """p50, p99 (ms) and count of the signals received in the last LATENCY_WINDOW_S."""
-        since = now_ns - int(LATENCY_WINDOW_S * 1e9)
-        lat = sorted(ms for t, ms in list(self.latencies) if t >= since)
-        if not lat:
-            return float("nan"), float("nan"), 0
-        return lat[len(lat) // 2], lat[int(len(lat) * 0.99)], len(lat)
-
-    def view(self) -> str:
+    def clickhouse_finals(self) -> tuple[dict[str, int], dict[str, int]]:
+        """symbol -> newest final window_start (ns) and -> final bars in ClickHouse, for the
+        symbols this run has seen."""
         assert self.ch is not None
+        symbols = sorted(self.view.latest)
+        if not symbols:
+            return {}, {}
+        listed = ", ".join("'" + s.replace("\\", "\\\\").replace("'", "\\'") + "'" for s in symbols)
         rows = self.ch.rows(
-            "SELECT symbol, toString(window_start), close, ema12, rsi14, macd, vwap_session, spread, is_final "
-            "FROM torghut.ta_signals_latest ORDER BY symbol"
+            "SELECT symbol, toString(toUnixTimestamp64Nano(max(window_start))), "
+            f"uniqExact(window_start) FROM torghut.ta_signals WHERE is_final AND symbol IN ({listed}) "
+            "GROUP BY symbol"
         )
-        counts = self.ch.rows(
-            "SELECT (SELECT count() FROM torghut.ta_microbars FINAL WHERE is_final), "
-            "(SELECT count() FROM torghut.ta_signals FINAL WHERE is_final)"
+        return {r[0]: int(r[1]) for r in rows}, {r[0]: int(r[2]) for r in rows}
+
+    def replay_finished(self, quiet_since: float | None) -> bool:
+        """The replay ended, the forwarder's heartbeats closed its last bars (about 5 s of
+        event-time slack) and ClickHouse took no final record for two checkpoints."""
+        if self.replay_exited_at is None or quiet_since is None:
+            return False
+        settle = 2 * self.checkpoint_ms / 1000
+        now = time.monotonic()
+        return now - self.replay_exited_at >= 6 + settle and now - quiet_since >= settle
+
+    def title(self) -> str:
+        src = self.source
+        what = {
+            "sim": "simulator",
+            "alpaca": f"Alpaca {self.args.feed} feed",
+            "replay": f"replay of {src.path} ({self._pace_text()})",
+        }[src.kind]
+        return f"torghut-ta local pipeline: {what}"
+
+    def _pace_text(self) -> str:
+        pace, factor = self.pace
+        return "as fast as possible" if pace == "fast" else f"{factor:g}x original pace"
+
+    def screen(self) -> str:
+        through, counts = self.clickhouse_finals()
+        total = self.ch.rows(
+            "SELECT (SELECT count() FROM torghut.ta_microbars WHERE is_final), "
+            "(SELECT count() FROM torghut.ta_signals WHERE is_final)"
         )[0]
-        p50, p99, n = self.latency_summary(time.time_ns())
-        fmt = lambda v: f"{v:10.4f}" if isinstance(v, float) else f"{'-':>10}"  # noqa: E731
-        lines = [
-            f"torghut-ta local pipeline — {time.strftime('%H:%M:%S')}   (Ctrl-C stops everything)",
-            "",
-            f"{'symbol':<7}{'bar (UTC)':<28}{'close':>10}{'ema12':>10}{'rsi14':>10}{'macd':>10}"
-            f"{'vwap_sess':>10}{'spread':>10} final",
+        footer = [
+            f"ClickHouse ({self.args.data_dir}): {total[0]} final bars, {total[1]} final "
+            f"signals in all; {sum(counts.values())} final bars of the symbols shown",
+            f"signals read from the stream: {self.view.signals_seen}",
         ]
-        for sym, start, close, ema, rsi, macd, vwap, spread, final in rows:
-            lines.append(
-                f"{sym:<7}{start:<28}{fmt(close)}{fmt(ema)}{fmt(rsi)}{fmt(macd)}{fmt(vwap)}"
-                f"{fmt(spread)} {'yes' if final else 'no'}"
-            )
-        lines += [
-            "",
-            f"ClickHouse: {counts[0]} final bars, {counts[1]} final signals",
-            f"event->signal (forwarder ingest -> provisional signal readable, read_uncommitted): "
-            f"p50 {p50:.1f} ms  p99 {p99:.1f} ms  over {n} signals in the last "
-            f"{LATENCY_WINDOW_S:.0f} s",
-        ]
-        return "\n".join(lines)
+        return self.view.render(self.title(), through, counts, footer)
 
     def stop(self) -> None:
         self._stop.set()
-        for name, pid, _log in reversed(self.procs):
-            procs.stop(pid)
+        for name, proc, _log in reversed(self.procs):
+            procs.stop(proc.pid)
             _say(f"[run] {name} stopped")
+        if self.query_server is not None:
+            with contextlib.suppress(Exception):
+                self.query_server.stop()
         if self.ch is not None:
             self.ch.close()
         if self.state is not None:
             supervisor.down(self.state)
             _say("[run] stack stopped")
+        if self.state is not None:
+            with contextlib.suppress(Exception):
+                png = self.view.save_png(self.run_dir / "run.png", self.title())
+                if png is not None:
+                    _say(f"[run] latency and throughput of this run: {png}")
+        _say(f"[run] ClickHouse data kept in {self.args.data_dir}: torghut sql")
+        if self.record_dir is not None:
+            _say(
+                f"[run] recording: {self.record_dir} (replay: torghut run --source replay "
+                f"{self.record_dir})"
+            )
 
 
 def run(args: argparse.Namespace) -> int:
-    pipeline = Pipeline(args)
+    try:
+        pipeline = Pipeline(args)
+        pipeline.check()
+    except SourceError as exc:
+        print(f"torghut run: {exc}", file=sys.stderr)
+        return EXIT_KEYS if isinstance(exc, KeyProblem) else 2
     interrupted = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: interrupted.set())
     code = 0
@@ -226,22 +461,33 @@ def run(args: argparse.Namespace) -> int:
         pipeline.start()
         deadline = time.monotonic() + args.duration if args.duration else None
         tty = sys.stdout.isatty() and not args.no_view
+        last_count, quiet_since = -1, None
         while not interrupted.is_set() and (deadline is None or time.monotonic() < deadline):
             pipeline.check_alive()
-            screen = pipeline.view()
+            screen = pipeline.screen()
             if tty:
                 sys.stdout.write("\x1b[H\x1b[2J" + screen + "\n")
             else:
                 print(screen.splitlines()[-1], flush=True)
             sys.stdout.flush()
+            if pipeline.source.kind == "replay" and not args.keep_running:
+                count = sum(pipeline.clickhouse_finals()[1].values())
+                if count != last_count:
+                    last_count, quiet_since = count, time.monotonic()
+                if pipeline.replay_finished(quiet_since):
+                    print(f"[run] replay done: {count} final bars in ClickHouse", file=sys.stderr)
+                    break
             interrupted.wait(1.0 if tty else 5.0)
         if not tty:
-            print(pipeline.view(), flush=True)
+            print(pipeline.screen(), flush=True)
     except KeyboardInterrupt:
         pass
     except BrokenPipeError:
         # stdout's reader is gone (`| head`, `| tee` ended by Ctrl-C): stop like on Ctrl-C
         print("[run] stdout closed; stopping", file=sys.stderr)
+    except KeyProblem as exc:
+        print(f"torghut run: {exc}", file=sys.stderr)
+        code = EXIT_KEYS
     except Exception as exc:
         print(f"torghut run: {exc}", file=sys.stderr)
         code = 1
@@ -253,6 +499,38 @@ def run(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         pipeline.stop()
     return code
+
+
+def _refuse_data_dir_in_use(data_dir: Path) -> None:
+    """One process owns an embedded ClickHouse data dir: say who, before starting anything."""
+    try:
+        from torghut.clickhouse.local import running_server
+    except ImportError:  # pragma: no cover
+        return
+    found = running_server(data_dir)
+    if found is not None:
+        raise SourceError(
+            f"{data_dir} is in use by another torghut run (pid {found.pid}): stop it, or give "
+            "this run its own --data-dir"
+        )
+
+
+def _recording_wire_format(path: Path | None) -> str | None:
+    """msgpack or json: what the recorded stream spoke (None if it does not say)."""
+    try:
+        from shared.recording import recording_wire_format
+    except ImportError:  # pragma: no cover
+        return None
+    return recording_wire_format(path) if path is not None else None
+
+
+def _last_error_line(log: Path) -> str:
+    """The forwarder's last ERROR line (e.g. Alpaca's 402 and what to do)."""
+    with contextlib.suppress(OSError):
+        for line in reversed(log.read_text(errors="replace").splitlines()):
+            if "ERROR" in line or "Alpaca error" in line:
+                return line.split(": ", 1)[-1] if "stopping:" in line else line
+    return ""
 
 
 def _say(line: str) -> None:
