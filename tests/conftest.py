@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+# what the local pipeline keeps between runs (.data/: ClickHouse tables, recordings, backfill
+# positions) goes to a directory of this test session's, never into the checkout's own;
+# set before torghut.stack.paths is imported, and inherited by every child process
+if "TORGHUT_DATA_HOME" not in os.environ:
+    os.environ["TORGHUT_DATA_HOME"] = tempfile.mkdtemp(prefix="torghut-test-data-")
+    atexit.register(shutil.rmtree, os.environ["TORGHUT_DATA_HOME"], True)
 
 from torghut.stack import procs, supervisor
 from torghut.stack.state import StackState
