@@ -70,8 +70,8 @@ $(ART)/bin/promtool:
 	rm -rf $(ART)/tmp/promtool
 	$@ --version | head -1
 
-run: setup ## the whole local pipeline with a live terminal view (Ctrl-C stops everything)
-	$(VENV)/bin/torghut run
+run: setup ## the whole local pipeline with a live terminal view (Ctrl-C stops everything); ARGS="--source alpaca ..." passes options
+	$(VENV)/bin/torghut run $(ARGS)
 
 test: setup ## the whole suite: unit + integration against real local engines
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
