@@ -20,6 +20,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "the TA job on a local standalone Flink cluster (JobManager + TaskManager JVMs)",
     ),
     "run": ("torghut.pipeline", "run the whole local pipeline with a live terminal view"),
+    "sql": ("torghut.sql_cli", "query the local ClickHouse tables (while `torghut run` runs, or after)"),
     "bench": ("torghut.bench.cli", "benchmarks that print numbers and save plots"),
     "k8s": ("torghut.k8s_cli", "render Kubernetes objects generated from the contracts"),
 }
