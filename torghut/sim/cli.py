@@ -6,6 +6,8 @@ Examples:
   torghut sim --fast --max-messages 5000000     # benchmark: as fast as the client reads
   torghut sim --replay /tmp/run.jsonl --pace original
   torghut sim --drop-every 30 --resend-last 50 --duplicate-rate 0.01
+  torghut sim --symbols AAPL,MSFT --history-start 2026-12-04 --history-end 2026-12-05
+                                                # + Alpaca's historical trades/quotes (REST)
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import logging
 import signal
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -24,6 +27,7 @@ from pydantic import ValidationError
 from torghut.sim.config import (
     ApiKey,
     FaultConfig,
+    HistoryConfig,
     ReplayConfig,
     SimConfig,
     SyntheticConfig,
@@ -31,6 +35,7 @@ from torghut.sim.config import (
 from torghut.sim.errors import SimError
 from torghut.sim.protocol import FEEDS
 from torghut.sim.server import AlpacaSimServer
+from torghut.timearg import TimeArgError, parse_instant
 
 log = logging.getLogger("torghut.sim")
 
@@ -249,6 +254,42 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="seconds between progress lines on stderr, 0 = off (default: %(default)s)",
     )
 
+    his = parser.add_argument_group(
+        "historical REST endpoints (GET /v2/stocks/trades|quotes on the same port; history.py)"
+    )
+    his.add_argument(
+        "--history-start",
+        metavar="TIME",
+        help="start of the history (a date is midnight New York, or RFC 3339); with "
+        "--history-end, serves the --symbols' trades and quotes in that range",
+    )
+    his.add_argument("--history-end", metavar="TIME", help="end of the history (exclusive)")
+    his.add_argument(
+        "--history-trades-per-sec",
+        type=float,
+        default=1.0,
+        help="history trades per second per symbol (default: %(default)s)",
+    )
+    his.add_argument(
+        "--history-quotes-per-sec",
+        type=float,
+        default=1.0,
+        help="history quotes per second per symbol (default: %(default)s)",
+    )
+    his.add_argument(
+        "--history-rate-limit",
+        type=int,
+        default=_DEFAULTS_SIM.history_rate_limit,
+        help="history requests per key per window before 429 (default: %(default)s, "
+        "Alpaca's basic plan)",
+    )
+    his.add_argument(
+        "--history-rate-window",
+        type=float,
+        default=_DEFAULTS_SIM.history_rate_window_s,
+        help="seconds of the rate limit's window (default: %(default)s)",
+    )
+
     flt = parser.add_argument_group("fault injection")
     flt.add_argument(
         "--drop-every",
@@ -270,6 +311,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="probability a data frame is sent twice (default: %(default)s)",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
+
+def _history(args: argparse.Namespace) -> HistoryConfig | None:
+    if not (args.history_start or args.history_end):
+        return None
+    if not (args.history_start and args.history_end):
+        raise SimError("give both --history-start and --history-end")
+    try:
+        start, end = parse_instant(args.history_start), parse_instant(args.history_end)
+    except TimeArgError as exc:
+        raise SimError(str(exc)) from None
+    return HistoryConfig(
+        start=datetime.fromtimestamp(start / 1e9, UTC),
+        end=datetime.fromtimestamp(end / 1e9, UTC),
+        symbols=args.symbols,
+        trades_per_sec=args.history_trades_per_sec,
+        quotes_per_sec=args.history_quotes_per_sec,
+        seed=args.seed if args.seed is not None else 1,
+    )
 
 
 def build_config(args: argparse.Namespace) -> SimConfig:
@@ -321,6 +381,9 @@ def build_config(args: argparse.Namespace) -> SimConfig:
         send_queue_frames=args.send_queue,
         compression=args.compression,
         record_path=args.record,
+        history=_history(args),
+        history_rate_limit=args.history_rate_limit,
+        history_rate_window_s=args.history_rate_window,
     )
 
 
@@ -353,6 +416,14 @@ async def _serve(config: SimConfig, progress_every: float, exit_when_done: bool)
             loop.add_signal_handler(sig, stop.set)
     await server.start()
     print(f"torghut sim: serving {server.url}", file=sys.stderr, flush=True)
+    if config.history is not None:
+        h = config.history
+        print(
+            f"torghut sim: historical trades/quotes of {','.join(h.symbols)} from {h.start} to "
+            f"{h.end} at {server.http_url}/v2/stocks (APCA_API_DATA_URL={server.http_url})",
+            file=sys.stderr,
+            flush=True,
+        )
     if config.wait_for_subscriber:
         print("torghut sim: the source starts at the first subscription", file=sys.stderr)
     progress = asyncio.create_task(_progress(server, progress_every)) if progress_every else None

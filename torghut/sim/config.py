@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
@@ -10,6 +11,10 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torghut.sim.protocol import FEEDS
 
 Feed = Literal["iex", "sip", "delayed_sip", "test"]
+# feeds of Alpaca's historical REST endpoints (`feed=`), served by torghut/sim/history.py
+HistoryFeed = Literal["iex", "sip", "delayed_sip", "otc", "boats"]
+HISTORY_FEEDS: tuple[HistoryFeed, ...] = ("iex", "sip", "delayed_sip", "otc", "boats")
+_ONE_US = timedelta(microseconds=1)
 
 
 class _Model(BaseModel):
@@ -22,6 +27,15 @@ class ApiKey(_Model):
     key: str
     secret: str
     feeds: tuple[Feed, ...] = FEEDS  # type: ignore[assignment]
+    # feeds the key may query on the historical endpoints; None: its stream feeds (test
+    # aside), plus otc and boats when they include sip
+    history_feeds: tuple[HistoryFeed, ...] | None = None
+
+    def allowed_history_feeds(self) -> tuple[str, ...]:
+        if self.history_feeds is not None:
+            return self.history_feeds
+        out = [f for f in self.feeds if f != "test"]
+        return (*out, "otc", "boats") if "sip" in out else tuple(out)
 
 
 class SyntheticConfig(_Model):
@@ -70,6 +84,55 @@ class ReplayConfig(_Model):
     speed: float = Field(1.0, gt=0, description="original pacing sped up by this factor")
 
 
+class HistoryConfig(_Model):
+    """Alpaca's historical trades and quotes over [start, end) (torghut/sim/history.py).
+
+    Generated once per feed with `SyntheticMarket` advanced over the range, so any split of
+    the range into requests and pages gives the same records. Like REST history it is
+    sorted by time and holds no late, out-of-order or corrected records. Naive datetimes
+    are UTC.
+    """
+
+    start: datetime
+    end: datetime
+    symbols: tuple[str, ...] = ("AAPL", "MSFT", "NVDA", "TSLA", "SPY")
+    trades_per_sec: float = Field(1.0, ge=0)
+    quotes_per_sec: float = Field(1.0, ge=0)
+    seed: int = 1
+    volatility: float = Field(0.0002, ge=0)
+    fractional_sizes: bool = False
+    max_records: int = Field(5_000_000, ge=1, description="refuse a history larger than this")
+
+    @model_validator(mode="after")
+    def _check(self) -> HistoryConfig:
+        if not self.symbols:
+            raise ValueError("history symbols must not be empty, e.g. ('AAPL', 'MSFT')")
+        if self.start_ns >= self.end_ns:
+            raise ValueError(f"history start {self.start} must be before its end {self.end}")
+        seconds = (self.end_ns - self.start_ns) / 1e9
+        expected = len(self.symbols) * (self.trades_per_sec + self.quotes_per_sec) * seconds
+        if expected > self.max_records:
+            raise ValueError(
+                f"a history of about {expected:,.0f} records exceeds max_records="
+                f"{self.max_records:,}; lower the rates, the symbols or the range"
+            )
+        return self
+
+    @staticmethod
+    def _ns(t: datetime) -> int:
+        if t.tzinfo is None:
+            t = t.replace(tzinfo=UTC)
+        return (t - datetime(1970, 1, 1, tzinfo=UTC)) // _ONE_US * 1000
+
+    @property
+    def start_ns(self) -> int:
+        return self._ns(self.start)
+
+    @property
+    def end_ns(self) -> int:
+        return self._ns(self.end)
+
+
 class FaultConfig(_Model):
     """Faults injected into every client connection."""
 
@@ -114,6 +177,11 @@ class SimConfig(_Model):
     )
     compression: bool = Field(False, description="offer permessage-deflate like Alpaca (slower)")
     record_path: Path | None = None
+    # Alpaca's historical REST endpoints on the same port (torghut/sim/history.py); None:
+    # they answer 404 saying how to configure a history
+    history: HistoryConfig | None = None
+    history_rate_limit: int = Field(200, ge=1, description="history requests per key per window")
+    history_rate_window_s: float = Field(60.0, gt=0, description="the rate limit's window")
 
     @model_validator(mode="after")
     def _check(self) -> SimConfig:

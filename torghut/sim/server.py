@@ -26,6 +26,7 @@ from websockets.protocol import State
 
 from torghut.sim.config import SimConfig
 from torghut.sim.errors import ReplayFileError, SimNotRunningError
+from torghut.sim.history import HistoryApi, is_history_path
 from torghut.sim.protocol import (
     Subscription,
     SubscriptionRequestError,
@@ -64,6 +65,13 @@ class SimCounters:
     duplicated_frames_total: int = 0
     duplicated_messages_total: int = 0
     slow_client_disconnects_total: int = 0
+    # historical REST endpoints (history.py): 200 answers by endpoint, 429s, other errors by
+    # status, and the first pages served ("endpoint symbols start end": a range fetched twice
+    # counts 2)
+    history_requests: Counter[str] = field(default_factory=Counter)
+    history_rate_limited_total: int = 0
+    history_errors: Counter[int] = field(default_factory=Counter)
+    history_first_pages: Counter[str] = field(default_factory=Counter)
 
     @property
     def market_messages_sent(self) -> int:
@@ -147,6 +155,7 @@ class AlpacaSimServer:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._recorder: JsonlRecorder | None = None
         self._fault_rng = random.Random(self.config.faults.seed)
+        self.history_api = HistoryApi(self.config, self.counters)
 
     # --- lifecycle ---------------------------------------------------------------
 
@@ -163,7 +172,7 @@ class AlpacaSimServer:
             self._handle,
             cfg.host,
             cfg.port,
-            process_request=self._check_path,
+            process_request=self._process_request,
             compression="deflate" if cfg.compression else None,
             max_size=1 << 20,
             close_timeout=5,
@@ -210,6 +219,11 @@ class AlpacaSimServer:
 
     def url_for(self, feed: str) -> str:
         return f"ws://{self.config.host}:{self.port}/v2/{feed}"
+
+    @property
+    def http_url(self) -> str:
+        """Base URL of the historical REST endpoints (``{http_url}/v2/stocks/trades``)."""
+        return f"http://{self.config.host}:{self.port}"
 
     @property
     def clients_drained(self) -> bool:
@@ -364,6 +378,13 @@ class AlpacaSimServer:
         task.add_done_callback(self._tasks.discard)
 
     # --- connections -------------------------------------------------------------
+
+    async def _process_request(
+        self, connection: ServerConnection, request: Request
+    ) -> Response | None:
+        if is_history_path(request.path):  # plain HTTP GETs of the historical endpoints
+            return await self.history_api.respond(request)
+        return self._check_path(connection, request)
 
     def _check_path(self, connection: ServerConnection, request: Request) -> Response | None:
         if _PATH.match(request.path.split("?", 1)[0]) is None:

@@ -76,6 +76,11 @@ class SimServerThread:
         return self.server.url_for(feed)
 
     @property
+    def http_url(self) -> str:
+        """Base URL of the historical REST endpoints (history.py)."""
+        return self.server.http_url
+
+    @property
     def counters(self) -> SimCounters:
         return self.server.counters
 
