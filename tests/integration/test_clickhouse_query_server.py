@@ -17,6 +17,7 @@ import socket
 import stat
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -313,6 +314,40 @@ def test_rows_inserted_through_open_local_reach_the_servers_engine(served: Serve
         client.close()
 
 
+def test_concurrent_clients_each_get_their_own_answer_while_the_owner_queries_too(
+    served: Served,
+) -> None:
+    key = token(served)
+    queries = {
+        sym: f"SELECT symbol, count(), max(close) FROM torghut.ta_microbars_final "
+        f"WHERE symbol = '{sym}' GROUP BY symbol"
+        for sym in SYMBOLS
+    }
+    expected = {sym: served.client.query(q, "TabSeparated") for sym, q in queries.items()}
+    errors: list[str] = []
+
+    def remote(sym: str) -> None:
+        client = HttpClient(served.url, key)
+        try:
+            for _ in range(15):
+                got = client.query(queries[sym], "TabSeparated")
+                if got != expected[sym]:
+                    errors.append(f"{sym}: {got!r}")
+        finally:
+            client.close()
+
+    threads = [threading.Thread(target=remote, args=(sym,)) for sym in SYMBOLS * 3]
+    for t in threads:
+        t.start()
+    for _ in range(15):  # the pipeline's own queries meanwhile (its live view)
+        assert served.client.rows("SELECT count() FROM torghut.ta_signals_latest") == [
+            [len(SYMBOLS)]
+        ]
+    for t in threads:
+        t.join(timeout=60)
+    assert errors == []
+
+
 def test_the_help_shows_examples_and_each_one_runs(served: Served) -> None:
     helped = sql(served, "--help")
     assert helped.returncode == 0
@@ -425,13 +460,50 @@ def test_after_the_pipeline_stops_sql_opens_the_dir_directly_with_the_same_answe
     assert before.returncode == 0 and b"AAPL" in before.stdout
     reg_path = served.data_dir / REGISTRATION
 
-    served.server.stop()
-    assert not reg_path.exists()
-    held = sql(served, LATEST)  # the dir still held (the client is open), no server
-    assert held.returncode == 2
-    assert f"process {os.getpid()} holds the ClickHouse data dir" in held.stderr.decode()
+    # a prompt open across the stop: it says so and goes on with the dir once it is free
+    count = b"SELECT count() FROM torghut.ta_signals_final;\n"
+    prompt = subprocess.Popen(
+        [sys.executable, "-m", "torghut.cli", "sql", "--data-dir", str(served.data_dir),
+         "--format", "csv"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO_ROOT,
+        env={**os.environ, "TORGHUT_DATA_HOME": str(served.home)},
+    )
+    assert prompt.stdin is not None and prompt.stdout is not None and prompt.stderr is not None
+    out, err = bytearray(), bytearray()
+    try:
+        prompt.stdin.write(count)
+        prompt.stdin.flush()
+        _read_until(prompt.stdout.fileno(), str(len(SYMBOLS) * SECONDS).encode(), out)
 
-    served.client.close()
+        served.server.stop()
+        assert not reg_path.exists()
+        held = sql(served, LATEST)  # the dir still held (the client is open), no server
+        assert held.returncode == 2
+        assert f"process {os.getpid()} holds the ClickHouse data dir" in held.stderr.decode()
+        prompt.stdin.write(count)
+        prompt.stdin.flush()
+        _read_until(prompt.stderr.fileno(), b"holds the ClickHouse data dir", err)
+        assert b"did not answer" in err or b"is stopping" in err
+
+        served.client.close()
+        prompt.stdin.write(count)
+        prompt.stdin.flush()
+        _read_until(prompt.stderr.fileno(), b"now opened the data dir", err)
+        del out[:]
+        prompt.stdin.write(count)
+        prompt.stdin.flush()
+        _read_until(prompt.stdout.fileno(), str(len(SYMBOLS) * SECONDS).encode(), out)
+        prompt.stdin.write(b"\\q\n")
+        prompt.stdin.flush()
+        assert prompt.wait(timeout=20) == 1  # two statements failed
+    finally:
+        if prompt.poll() is None:
+            prompt.kill()
+            prompt.wait()
+        for f in (prompt.stdin, prompt.stdout, prompt.stderr):
+            f.close()
+    assert b"Traceback" not in err
+
     after = sql(served, LATEST)
     assert after.returncode == 0, after.stderr
     assert after.stdout == before.stdout

@@ -246,6 +246,14 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         self._handle(post=True)
 
+    def setup(self) -> None:
+        super().setup()
+        self.server.app._connections.add(self.connection)
+
+    def finish(self) -> None:
+        self.server.app._connections.discard(self.connection)
+        super().finish()
+
     def _handle(self, post: bool) -> None:
         app = self.server.app
         with app._request():
@@ -283,6 +291,7 @@ class _Handler(BaseHTTPRequestHandler):
                 ),
             )
         if app.stopping:
+            self.close_connection = True
             raise _BadRequest(
                 503, 0, "torghut's query server is stopping (the pipeline is shutting down)"
             )
@@ -401,6 +410,7 @@ class QueryServer:
         self._thread: threading.Thread | None = None
         self._registration: Registration | None = None
         self._active = 0
+        self._connections: set[socket.socket] = set()  # open client connections (keep-alive)
         self._idle = threading.Condition()
 
     def start(self) -> str:
@@ -449,6 +459,9 @@ class QueryServer:
         with self._idle:
             while self._active and time.monotonic() < deadline:
                 self._idle.wait(max(0.0, deadline - time.monotonic()))
+        for conn in list(self._connections):  # idle keep-alive connections: hang up
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
         if self._thread is not None:
             self._thread.join(timeout=drain_s)
         self._httpd = None
@@ -547,6 +560,9 @@ class HttpClient:
         except requests.RequestException as exc:
             message = f"torghut's query server at {self.url} did not answer: {exc}"
             raise ServerUnreachable(f"{message}\n-- query:\n{sql.strip()}", message) from exc
+        if r.status_code == 503 and "X-ClickHouse-Exception-Code" not in r.headers:
+            message = f"torghut's query server at {self.url} is stopping"
+            raise ServerUnreachable(f"{message}\n-- query:\n{sql.strip()}", message)
         if r.status_code != 200:
             message = r.content.decode("utf-8", "replace").strip() or f"HTTP {r.status_code}"
             raise ClickHouseError(f"{message}\n-- query:\n{sql.strip()}", message)
