@@ -226,6 +226,11 @@ def test_the_http_interface_answers_as_clickhouse_does(served: Served) -> None:
     assert missing.status_code == 404 and missing.headers["X-ClickHouse-Exception-Code"] == "60"
     unsupported = get(served, key, query="SELECT 1", database="torghut")
     assert unsupported.status_code == 400 and "database" in unsupported.text
+    # the session is the pipeline's: what would change it for good is refused
+    for stmt in ("SET max_threads = 1", "-- mine\nUSE torghut"):
+        refused = get(served, key, query=stmt)
+        assert refused.status_code == 400 and "SETTINGS clause" in refused.text
+    assert served.client.rows("SELECT currentDatabase()") == [["default"]]
 
 
 @pytest.mark.parametrize("fmt", ["table", "csv", "json"])

@@ -72,6 +72,8 @@ _NAMES_BY_STATUS: dict[int, str] = {
 _STATUS_BY_NAME = {n: status for status, names in _NAMES_BY_STATUS.items() for n in names.split()}
 _CODE = re.compile(r"Code: (\d+)\.")
 _NAME = re.compile(r"\(([A-Z][A-Z0-9_]+)\)")
+_SESSION_STATEMENT = re.compile(r"\s*(SET|USE)\s", re.IGNORECASE)
+_COMMENT_LINES = re.compile(r"^\s*--[^\n]*\n?", re.MULTILINE)
 _INSERT = re.compile(r"\s*INSERT\b", re.IGNORECASE)
 _FORMAT_CLAUSE = re.compile(r"\bFORMAT\s+(\w+)\s*;?\s*\Z", re.IGNORECASE)
 _STD_EXCEPTION = 1001  # ClickHouse's code for an error that is not one of its own
@@ -312,6 +314,20 @@ class _Handler(BaseHTTPRequestHandler):
         sql = f"{query}\n{text}" if query and text else query or text
         if not sql.strip():
             raise _BadRequest(400, 62, clickhouse_message(62, "SYNTAX_ERROR", "Empty query"))
+        if _SESSION_STATEMENT.match(_COMMENT_LINES.sub("", sql)):
+            # over HTTP a real server forgets them after the query; here the session is the
+            # pipeline's own, which they would change for good
+            raise _BadRequest(
+                400,
+                36,
+                clickhouse_message(
+                    36,
+                    "BAD_ARGUMENTS",
+                    "SET and USE would change the pipeline's own session; torghut's query "
+                    "server refuses them (put settings in the query's SETTINGS clause, qualify "
+                    "tables with their database)",
+                ),
+            )
         fmt = params.get("default_format") or DEFAULT_FORMAT
         try:
             out = app.client.query(sql, fmt)
