@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import select
 import socket
 import stat
@@ -125,6 +126,11 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     bars, signals = _rows()
     client.insert_rows("torghut.ta_microbars", bars)
     client.insert_rows("torghut.ta_signals", signals)
+    client.insert_rows(
+        "torghut.ta_dead_letters",
+        [{"topic": "ta.bars.1s.v1", "partition": 0, "offset": 7, "key": "AAPL",
+          "raw_message": "not avro", "error": "Cannot parse"}],
+    )
     server = QueryServer(client, data_dir)
     url = server.start()
     try:
@@ -363,6 +369,17 @@ def test_the_help_shows_examples_and_each_one_runs(served: Served) -> None:
         for what, q in EXAMPLES:
             assert q in text, what
             assert client.query(q, "TabSeparated").strip(), what  # every example answers rows
+    finally:
+        client.close()
+
+
+def test_the_queries_in_docs_querying_md_run(served: Served) -> None:
+    blocks = re.findall(r"```sql\n(.*?)```", (REPO_ROOT / "docs" / "querying.md").read_text(), re.S)
+    assert len(blocks) >= 5
+    client = open_local(served.data_dir)
+    try:
+        for block in blocks:
+            assert client.query(block.strip().rstrip(";"), "TabSeparated").strip(), block
     finally:
         client.close()
 
