@@ -100,11 +100,13 @@ def iter_log_entry(item: bytes):
 class _KeyEntry:
     """One symbol's live objects between records (an entry of the per-key cache)."""
 
-    __slots__ = ("logged", "sig", "sym", "used")
+    __slots__ = ("logged", "seed_end", "sig", "sym", "used")
 
     def __init__(self, sym: SymbolState, sig: SignalState, logged: int) -> None:
         self.sym, self.sig, self.logged = sym, sig, logged
         self.used = 0.0  # SymbolCache: when last used
+        # while `sig` is a seed no bar has closed on yet: the seed's end (else 0)
+        self.seed_end = 0
 
 
 def new_symbol_cache(max_symbols: int, idle_s: float, timer=time.monotonic) -> SymbolCache:
@@ -172,6 +174,10 @@ class SymbolTaFunction(KeyedProcessFunction):
         # the heartbeat: a processing-time timer chain, so status flows while input is idle
         self.heartbeat_due_ms = 0
         self.watermark_ms: int | None = None
+        # indicator state to continue from per symbol (a backfill's seed file): used by a
+        # key without keyed signal state (keyed state always wins once it exists)
+        self.seeds = {sym: (end_ns, state) for sym, end_ns, state in o.seed}
+        self.seeds_ignored = 0
 
     def _load(self, key: str) -> _KeyEntry:
         cache = self.cache
@@ -180,12 +186,16 @@ class SymbolTaFunction(KeyedProcessFunction):
             return hit
         raw_sym, raw_sig = self.symbol_state.value(), self.signal_state.value()
         sym = SymbolState.from_state(raw_sym) if raw_sym is not None else SymbolState()
-        sig = (
-            SignalState.from_state(raw_sig, self.signal_config)
-            if raw_sig is not None
-            else SignalState(self.signal_config)
-        )
+        seed = self.seeds.get(key) if raw_sig is None else None
+        if raw_sig is not None:
+            sig = SignalState.from_state(raw_sig, self.signal_config)
+        elif seed is not None:
+            sig = SignalState.from_state(seed[1], self.signal_config)
+        else:
+            sig = SignalState(self.signal_config)
         entry = cache[key] = _KeyEntry(sym, sig, 0)
+        if seed is not None:
+            entry.seed_end = seed[0]
         # the replay takes every decision the live path took, from the same marks
         for item in self.log_state.get() or ():
             for mark, wm, data in iter_log_entry(item):
@@ -207,6 +217,8 @@ class SymbolTaFunction(KeyedProcessFunction):
         checks in `invalid_reason` come first, so that is a bug, never a restart loop).
         """
         kind = ev[0]
+        if entry.seed_end and kind == TRADE:
+            self._check_seed(entry, ev, limit)
         try:
             if kind == TRADE:
                 result = self.proc.on_trade(entry.sym, entry.sig, ev, limit, wall_ns)
@@ -224,6 +236,29 @@ class SymbolTaFunction(KeyedProcessFunction):
         if ev[2] > self.max_event_ns:
             self.max_event_ns = ev[2]
         return result
+
+    def _check_seed(self, entry: _KeyEntry, ev: tuple, limit: int) -> None:
+        """A seeded key whose trade opens (or joins) a bar that starts before the seed's
+        end: the backfill already holds that second, and the indicators take bars in order
+        once each, so the seed cannot continue. The bar is kept and the key starts from an
+        empty SignalState, as without a seed (docs/design.md, "Backfill"). Decided before
+        the trade is applied and before any bar closed, from the record's lateness limit
+        like every decision here, so a replay after a restore decides the same."""
+        size = self.proc.size
+        start = ev[2] - ev[2] % size
+        if start >= entry.seed_end or self.proc.timer_for(start + size) <= limit:
+            return  # after the seed, or late (never a bar)
+        log.warning(
+            "%s: a live bar starts at %d ns, before the seed's end %d ns (the backfill and the "
+            "live job overlap): the seed is ignored and the indicators start fresh; end the "
+            "backfill before the live job's first bar to continue them",
+            ev[1],
+            start,
+            entry.seed_end,
+        )
+        entry.sig = SignalState(self.signal_config)
+        entry.seed_end = 0
+        self.seeds_ignored += 1
 
     def _compact(self, entry: _KeyEntry, signals_changed: bool) -> None:
         self.symbol_state.update(entry.sym.to_state())
@@ -315,6 +350,8 @@ class SymbolTaFunction(KeyedProcessFunction):
         self.watermark_ms = wm
         open_bars = len(entry.sym.bars)
         emissions = self.proc.on_watermark(entry.sym, entry.sig, wm)
+        if len(entry.sym.bars) != open_bars:
+            entry.seed_end = 0  # a bar closed: the seed (if any) is in keyed state from now
         if emissions or len(entry.sym.bars) != open_bars:
             # a closed bar is in keyed state before anything else can drop the entry (a bar
             # the indicators refused closes without an emission and is written too)

@@ -112,6 +112,10 @@ class TaSettings(StrictEnvSettings, KafkaConnectionFields):
     # a symbol idle this long is dropped, and at most this many are kept (LRU beyond)
     symbol_cache_idle_s: float = Field(300.0, gt=0)
     symbol_cache_max: int = Field(100_000, ge=1)
+    # indicator state to continue from (`torghut backfill` writes it; flink_job/seed.py): a
+    # symbol without keyed signal state starts from its seed; "" = none (docs/design.md,
+    # "Backfill")
+    seed_file: str = ""
 
     def kafka_properties(self) -> dict[str, str]:
         """Client security properties for the Java Kafka clients of source and sink."""
@@ -131,6 +135,18 @@ class TaSettings(StrictEnvSettings, KafkaConnectionFields):
             max_future_ms=self.max_future_ms,
             symbol_cache_idle_s=self.symbol_cache_idle_s,
             symbol_cache_max=self.symbol_cache_max,
+            seed=self._seed(),
+        )
+
+    def _seed(self) -> tuple[tuple[str, int, tuple], ...]:
+        """The seed file's states as plain values (read here, in the driver: the function
+        is pickled with them, so no task reads the file)."""
+        if not self.seed_file:
+            return ()
+        from flink_job.seed import seed_states
+
+        return seed_states(
+            self.seed_file, self.bar_size_ms, self.session_start_local, self.quote_max_age_ms
         )
 
 
@@ -152,3 +168,5 @@ class TaFunctionConfig:
     state_log_max: int = 512
     symbol_cache_idle_s: float = 300.0
     symbol_cache_max: int = 100_000
+    # (symbol, seed end ns, SignalState.to_state()) per seeded symbol (flink_job/seed.py)
+    seed: tuple[tuple[str, int, tuple], ...] = ()
