@@ -169,6 +169,9 @@ def run(args: argparse.Namespace) -> int:
         if args.query is not None:
             return _one(client, args.query, fmt, args.output)
         return Prompt(client, data_dir, fmt).loop()
+    except KeyboardInterrupt:
+        _err("torghut sql: interrupted")
+        return 130
     finally:
         client.close()
 
@@ -180,7 +183,11 @@ def _one(client: ClickHouseClient, sql: str, fmt: str, output: Path | None) -> i
         _err(exc.server_message)
         return 1
     if output is not None:
-        output.write_bytes(data)
+        try:
+            output.write_bytes(data)
+        except OSError as exc:
+            _err(f"torghut sql: cannot write {output}: {exc.strerror or exc}")
+            return 1
         return 0
     _write(sys.stdout.buffer, data)
     return 0
@@ -197,6 +204,8 @@ class Prompt:
         self.data_dir = data_dir
         self.fmt = fmt
         self.tty = sys.stdin.isatty()
+        # readline draws the prompt on stdout: when stdout is a file or a pipe, on stderr
+        self.prompt_on_stderr = self.tty and not sys.stdout.isatty()
         self.history = _history_path()
         self.failures = 0
         self._readline = _setup_readline(self.history)
@@ -208,7 +217,7 @@ class Prompt:
         buf: list[str] = []
         while True:
             try:
-                line = input((CONTINUATION if buf else PROMPT) if self.tty else "")
+                line = self._input(CONTINUATION if buf else PROMPT)
             except EOFError:
                 if self.tty:
                     print(file=sys.stderr)
@@ -234,11 +243,24 @@ class Prompt:
             _err("torghut sql: the last statement had no ';' and was not run")
         return 1 if self.failures and not self.tty else 0
 
+    def _input(self, prompt: str) -> str:
+        if not self.tty:
+            return input()
+        if self.prompt_on_stderr:
+            print(prompt, end="", file=sys.stderr, flush=True)
+            return input()
+        return input(prompt)
+
     def run_statement(self, statement: str) -> bool:
         """Run one statement; False when the output went away."""
         started = time.monotonic()
         try:
             data = self.client.query(statement, self.fmt)
+        except KeyboardInterrupt:
+            self.failures += 1
+            where = " (it may still run in the pipeline)" if self.client.kind == "http" else ""
+            _err(f"interrupted{where}")
+            return True
         except ServerUnreachable as exc:
             self.failures += 1
             _err(exc.server_message)

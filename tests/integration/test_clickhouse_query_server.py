@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pyarrow.parquet as pq
 import pytest
@@ -199,7 +200,9 @@ def test_a_request_without_the_token_or_with_a_wrong_one_is_refused(served: Serv
     assert basic.status_code == 200 and basic.text == "1\n"
 
 
-def test_the_http_interface_answers_as_clickhouse_does(served: Served) -> None:
+def test_the_http_interface_answers_as_clickhouse_does(
+    served: Served, capfd: pytest.CaptureFixture[str]
+) -> None:
     key = token(served)
     q = "SELECT symbol, count() FROM torghut.ta_microbars_final GROUP BY symbol ORDER BY symbol"
     r = get(served, key, query=q)
@@ -232,11 +235,30 @@ def test_the_http_interface_answers_as_clickhouse_does(served: Served) -> None:
     assert missing.status_code == 404 and missing.headers["X-ClickHouse-Exception-Code"] == "60"
     unsupported = get(served, key, query="SELECT 1", database="torghut")
     assert unsupported.status_code == 400 and "database" in unsupported.text
+    # a chunked body (requests sends a generator so), as a ClickHouse server takes it
+    chunked = requests.post(
+        served.url,
+        data=(part.encode() for part in ("SELECT symbol, count() FROM torghut.", q[q.index("ta_"):])),
+        headers={"X-ClickHouse-Key": key},
+        timeout=5,
+    )
+    assert chunked.content == r.content
+    # a request the server cannot parse: an error answer, never a traceback on the terminal
+    with socket.create_connection(("127.0.0.1", urlsplit(served.url).port), timeout=5) as raw:
+        raw.sendall(
+            f"POST / HTTP/1.1\r\nHost: x\r\nX-ClickHouse-Key: {key}\r\n"
+            "Content-Length: lots\r\n\r\n".encode()
+        )
+        answer = b""
+        while chunk := raw.recv(65536):  # the server closes after such an answer
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 400") and b"ValueError" in answer
     # the session is the pipeline's: what would change it for good is refused
     for stmt in ("SET max_threads = 1", "-- mine\nUSE torghut"):
         refused = get(served, key, query=stmt)
         assert refused.status_code == 400 and "SETTINGS clause" in refused.text
     assert served.client.rows("SELECT currentDatabase()") == [["default"]]
+    assert "Traceback" not in capfd.readouterr().err
 
 
 @pytest.mark.parametrize("fmt", ["table", "csv", "json"])

@@ -222,6 +222,9 @@ class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     app: QueryServer
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # a client that hung up mid-answer; the pipeline's terminal is its live view
+
 
 class _HTTPServer6(_HTTPServer):
     address_family = socket.AF_INET6
@@ -258,17 +261,28 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _handle(self, post: bool) -> None:
         app = self.server.app
+        self._body_read = not post
         with app._request():
             try:
                 self._serve(app, post)
             except _BadRequest as exc:
+                if not self._body_read:
+                    self.close_connection = True  # refused unread: no keep-alive after it
                 self._send_error(exc.status, exc.code, str(exc))
+            except Exception as exc:  # never a traceback on the owner's terminal
+                self.close_connection = True
+                self._send_error(
+                    400 if isinstance(exc, ValueError) else 500,
+                    _STD_EXCEPTION,
+                    f"torghut's query server: {type(exc).__name__}: {exc}",
+                )
 
     def _serve(self, app: QueryServer, post: bool) -> None:
         url = urlsplit(self.path)
         params = dict(parse_qsl(url.query, keep_blank_values=True))
-        body = self._read_body() if post else b""
         if url.path == "/ping" or (url.path == "/" and not post and "query" not in params):
+            if post:
+                self._read_body()
             self._send(200, b"Ok.\n", "text/plain; charset=UTF-8")
             return
         if url.path != "/":
@@ -278,7 +292,8 @@ class _Handler(BaseHTTPRequestHandler):
                 f"There is no handle {url.path}\n\nUse / or /ping for health checks.\n"
                 "Send queries to / (torghut's query server: docs/querying.md).",
             )
-        app.check_token(self.headers)
+        app.check_token(self.headers)  # before reading a body
+        body = self._read_body() if post else b""
         unknown = sorted(set(params) - set(PARAMETERS))
         if unknown:
             raise _BadRequest(
@@ -356,18 +371,19 @@ class _Handler(BaseHTTPRequestHandler):
                 if size == 0:
                     while self.rfile.readline() not in (b"\r\n", b"\n", b""):
                         pass  # trailers
+                    self._body_read = True
                     return b"".join(parts)
                 total += size
                 if total > MAX_BODY:
-                    self.close_connection = True
-                    raise _BadRequest(413, 202, "request body too large")
+                    raise _too_large()
                 parts.append(self.rfile.read(size))
                 self.rfile.readline()
         length = int(self.headers.get("Content-Length") or 0)
         if length > MAX_BODY:
-            self.close_connection = True
-            raise _BadRequest(413, 202, "request body too large")
-        return self.rfile.read(length) if length else b""
+            raise _too_large()
+        body = self.rfile.read(length) if length else b""
+        self._body_read = True
+        return body
 
     def _send(
         self, status: int, body: bytes, ctype: str, headers: Mapping[str, str] | None = None
@@ -375,6 +391,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
+        if self.close_connection:
+            self.send_header("Connection", "close")
         for k, v in (headers or {}).items():
             if v:
                 self.send_header(k, v)
@@ -386,6 +404,16 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(
             status, (message.rstrip("\n") + "\n").encode(), "text/plain; charset=UTF-8", headers
         )
+
+
+def _too_large() -> _BadRequest:
+    return _BadRequest(
+        413,
+        229,
+        clickhouse_message(
+            229, "QUERY_IS_TOO_LARGE", f"the request body is over {MAX_BODY >> 20} MiB"
+        ),
+    )
 
 
 class QueryServer:
