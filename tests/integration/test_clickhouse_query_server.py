@@ -485,6 +485,45 @@ def test_no_pipeline_and_no_data_exits_2_with_a_clear_line(
     assert not (tmp_path / "never-made").exists() and not (tmp_path / "metadata").exists()
 
 
+OWNER = """
+import sys, time
+from pathlib import Path
+from torghut.clickhouse.client import ChdbClient
+from torghut.clickhouse.local import QueryServer
+data_dir = Path(sys.argv[1])
+ch = ChdbClient(data_dir)
+ch.execute("CREATE DATABASE IF NOT EXISTS torghut")
+ch.execute("CREATE TABLE torghut.t (n UInt32) ENGINE = MergeTree ORDER BY n")
+ch.insert_rows("torghut.t", [{"n": n} for n in range(10)])
+print(QueryServer(ch, data_dir).start(), flush=True)
+time.sleep(120)
+"""
+
+
+def test_a_pipeline_killed_with_sigkill_leaves_a_registration_that_is_ignored(
+    served: Served, tmp_path: Path
+) -> None:
+    data_dir = tmp_path / "clickhouse"
+    owner = subprocess.Popen(
+        [sys.executable, "-c", OWNER, str(data_dir)], stdout=subprocess.PIPE, cwd=REPO_ROOT
+    )
+    try:
+        assert owner.stdout is not None
+        url = owner.stdout.readline().decode().strip()
+        assert url.startswith("http://127.0.0.1:")
+        q = "SELECT sum(n) FROM torghut.t"
+        live = sql(served, q, "-f", "csv", data_dir=data_dir)
+        assert live.returncode == 0 and live.stdout == b'"sum(n)"\n45\n'
+    finally:
+        owner.kill()  # SIGKILL: no stop(), the registration stays
+        owner.wait()
+    assert (data_dir / REGISTRATION).exists()
+    after = sql(served, q, "-f", "csv", data_dir=data_dir)
+    assert after.returncode == 0, after.stderr
+    assert after.stdout == live.stdout
+    assert not (data_dir / REGISTRATION).exists()
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
