@@ -268,10 +268,8 @@ class Pipeline:
         threading.Thread(target=self._watch_forwarder, daemon=True).start()
 
     def _start_query_server(self) -> None:
-        try:
-            from torghut.clickhouse.local import QueryServer
-        except ImportError:  # pragma: no cover - the module ships with the project
-            return
+        from torghut.clickhouse.local import QueryServer
+
         self.query_server = QueryServer(self.ch, self.args.data_dir)
         url = self.query_server.start()
         print(f"[run] ClickHouse queries: torghut sql (served at {url})", file=sys.stderr)
@@ -503,15 +501,14 @@ def run(args: argparse.Namespace) -> int:
 
 def _refuse_data_dir_in_use(data_dir: Path) -> None:
     """One process owns an embedded ClickHouse data dir: say who, before starting anything."""
-    try:
-        from torghut.clickhouse.local import running_server
-    except ImportError:  # pragma: no cover
-        return
-    found = running_server(data_dir)
-    if found is not None:
+    from torghut.clickhouse.local import data_dir_holder
+
+    holder = data_dir_holder(data_dir)
+    if holder is not None:
+        who = f"pid {holder}" if holder else "another process"
         raise SourceError(
-            f"{data_dir} is in use by another torghut run (pid {found.pid}): stop it, or give "
-            "this run its own --data-dir"
+            f"{data_dir} is in use by {who} (another torghut run, torghut sql or backfill): "
+            "stop it, or give this run its own --data-dir"
         )
 
 
