@@ -29,6 +29,7 @@ from forwarder.http import HealthServer
 from forwarder.metrics import CHANNEL_INDEX, ForwarderMetrics
 from forwarder.producer import EnvelopeProducer
 from forwarder.reconnect import ReconnectPolicy
+from forwarder.recorder import FrameRecorder
 from forwarder.router import NATIVE, EnvelopeRouter, TraceIds
 from forwarder.sequence import SequenceNumbers, TailScan, scan_tail, seq_floor
 from forwarder.settings import ForwarderSettings
@@ -93,12 +94,15 @@ class Forwarder:
         self._phase = "starting"  # what start-up is doing (readiness says it)
         self._setup_cancelled = threading.Event()
         self._rejects: dict[str, tuple[float, int]] = {}  # reason -> (last report, suppressed)
+        self._recorder: FrameRecorder | None = None  # TORGHUT_FWD_RECORD_DIR
+        self._started_ns = time.time_ns()
 
     # --- lifecycle ---------------------------------------------------------------
 
     async def run(self) -> int:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
+        self._started_ns = time.time_ns()
         s = self.settings
         # the probes answer from the start: alive, and not ready while start-up waits (for an
         # unreachable schema registry up to TORGHUT_FWD_REGISTRY_WAIT_S)
@@ -118,7 +122,7 @@ class Forwarder:
             return EXIT_STARTUP
         assert self._producer is not None
         policy = ReconnectPolicy(s.backoff_base_s, s.backoff_cap_s, s.conflict_backoff_s)
-        self._stream = StockDataStream(s, self, policy)
+        self._stream = StockDataStream(s, self, policy, recorder=self._recorder)
         self._router = router
         self.metrics.sizes = router.sizes
         router.on_control = self._stream.on_control
@@ -165,6 +169,8 @@ class Forwarder:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            if self._recorder is not None:  # the stream is done: write the rest, close
+                await asyncio.to_thread(self._recorder.close)
             self.on_status("stopped", reason=f"exit code {code}")
             left = await asyncio.to_thread(self._producer.flush, SHUTDOWN_FLUSH_S)
             self.metrics.queue_depth = left
@@ -250,6 +256,10 @@ class Forwarder:
             clock=clock,
         )
         router.set_schema_ids(ids)
+        if s.record_dir:  # last: nothing after it can fail and leave the writer running
+            self._phase = "opening the recording"
+            recorder = FrameRecorder.from_settings(s, self.metrics, self._started_ns)
+            self._recorder = recorder.start()
         return router
 
     def _open_restart_gap(self, tail: TailScan) -> None:

@@ -40,6 +40,12 @@ FLAGS: dict[str, tuple[str, str]] = {
     "--linger-ms": ("linger_ms", "producer linger (default 20; low-latency profile: 5)"),
     "--queue-limit": ("queue_limit", "unacked envelopes before reading stops (backpressure)"),
     "--http-port": ("http_port", "port of /metrics /healthz /readyz (0 = any free port)"),
+    "--record-dir": (
+        "record_dir",
+        "record every WebSocket frame exactly as received into zstd segments in this "
+        "directory (TORGHUT_FWD_RECORD_DIR; read with `torghut recording info`, replay with "
+        "`torghut sim --replay DIR`)",
+    ),
 }
 PROFILES = {"default": {}, "low-latency": {"linger_ms": 5}}
 

@@ -52,6 +52,14 @@ class ForwarderMetrics:
         self.heartbeat_ms = 0  # record timestamp of the last heartbeats (event time, ms)
         self.gaps = 0  # reconnects after a connection that had delivered data (forwarder/gaps.py)
         self.gap_markers = 0  # gap markers produced (one per symbol seen and gap)
+        # the frame recording (forwarder/recorder.py; TORGHUT_FWD_RECORD_DIR): counters of
+        # the writer thread, except queue_full drops (the event loop's)
+        self.recorded_frames = 0  # frames in flushed zstd frames of the recording
+        self.record_bytes = 0  # compressed bytes written to segments
+        self.record_dropped_queue_full = 0  # frames left out: the writer's queue was full
+        self.record_dropped_write_error = 0  # frames lost by failed writes (disk full)
+        self.record_segments = 0  # segment files in the recording directory
+        self.record_queue_bytes = 0  # frame bytes waiting for the writer
         #: what the forwarder's memory is made of, read at scrape time (set by the app once
         #: its router exists): {"dedup_<family>": keys held, "symbol_slots": slots}
         self.sizes: Callable[[], dict[str, int]] = dict
@@ -136,6 +144,7 @@ class ForwarderMetrics:
             "gap markers produced into the raw trades topic (one per symbol seen and gap)",
             value=self.gap_markers,
         )
+        yield from self._recording()
         sizes = self.sizes()
         dedup = GaugeMetricFamily(
             f"{PREFIX}_dedup_entries",
@@ -153,6 +162,39 @@ class ForwarderMetrics:
                 "(type, symbol) slots routed (seq, prefix, key; dropped at the key cap)",
                 value=sizes["symbol_slots"],
             )
+
+    def _recording(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(
+            f"{PREFIX}_recorded_frames",
+            "WebSocket frames written to the recording (TORGHUT_FWD_RECORD_DIR), exactly as "
+            "received",
+            value=self.recorded_frames,
+        )
+        yield CounterMetricFamily(
+            f"{PREFIX}_record_bytes",
+            "compressed bytes written to the recording's segments",
+            value=self.record_bytes,
+        )
+        dropped = CounterMetricFamily(
+            f"{PREFIX}_record_dropped_frames",
+            "frames missing from the recording (a loss marker stands in their place): "
+            "queue_full = the writer fell behind, write_error = a segment write failed",
+            labels=["reason"],
+        )
+        dropped.add_metric(["queue_full"], self.record_dropped_queue_full)
+        dropped.add_metric(["write_error"], self.record_dropped_write_error)
+        yield dropped
+        yield GaugeMetricFamily(
+            f"{PREFIX}_record_segments",
+            "segment files in the recording directory (after retention)",
+            value=self.record_segments,
+        )
+        yield GaugeMetricFamily(
+            f"{PREFIX}_record_queue_bytes",
+            "frame bytes waiting for the recording's writer thread "
+            "(TORGHUT_FWD_RECORD_QUEUE_BYTES bounds it)",
+            value=self.record_queue_bytes,
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -111,6 +111,29 @@ class ForwarderSettings(StrictEnvSettings, KafkaConnectionFields):
         "reconnect's gap markers; a gap still open then is marked so far and heartbeats "
         "resume (0 = never wait)",
     )
+    record_dir: str = Field(
+        "",
+        description="directory of the frame recording: every WebSocket frame exactly as "
+        "received, with its receive time (forwarder/recorder.py); empty: no recording",
+    )
+    record_rotate_bytes: int = Field(
+        256 << 20, ge=1 << 16, description="a recording segment this large is closed"
+    )
+    record_rotate_s: float = Field(
+        3600.0, ge=1, description="a recording segment this old (seconds) is closed"
+    )
+    record_max_bytes: int = Field(
+        0,
+        ge=0,
+        description="retention: the oldest segments are deleted while the recording "
+        "directory holds more (0: keep everything)",
+    )
+    record_queue_bytes: int = Field(
+        64 << 20,
+        ge=1 << 16,
+        description="frame bytes waiting for the recording's writer thread; frames beyond "
+        "are left out of the recording (counted, a loss marker in their place)",
+    )
 
     @field_validator("symbols", "channels", mode="before")
     @classmethod
@@ -150,6 +173,12 @@ class ForwarderSettings(StrictEnvSettings, KafkaConnectionFields):
                     f"set TORGHUT_FWD_FEED to one of {', '.join(FEEDS)}"
                 )
             object.__setattr__(self, "feed", feed)
+        if self.record_max_bytes and self.record_max_bytes < self.record_rotate_bytes:
+            raise ValueError(
+                f"TORGHUT_FWD_RECORD_MAX_BYTES={self.record_max_bytes} is below "
+                f"TORGHUT_FWD_RECORD_ROTATE_BYTES={self.record_rotate_bytes}: retention keeps "
+                "at least the open segment; raise the maximum or lower the rotation size"
+            )
         if self.kafka_security_protocol.startswith("SASL") and not self.kafka_sasl_username:
             raise ValueError(
                 f"kafka_security_protocol={self.kafka_security_protocol} needs "

@@ -74,16 +74,31 @@ class StreamHandler(Protocol):
     def on_connected(self, connected: bool) -> None: ...
 
 
+class FrameSink(Protocol):
+    """Where frames are recorded exactly as received (forwarder/recorder.py); never blocks."""
+
+    def frame(self, raw: str | bytes, receive_ns: int) -> None: ...
+
+    def marker(self, info: Mapping[str, Any], receive_ns: int | None = None) -> None: ...
+
+
 class BaseDataStream:
     """Connect/auth/subscribe/dispatch with reconnects; ``run`` returns when ``stop`` is set
-    and raises ``FatalStreamError`` for errors a retry cannot fix (402, 409)."""
+    and raises ``FatalStreamError`` for errors a retry cannot fix (402, 409). With a
+    ``recorder`` every data frame is recorded as received, before it is decoded, with the
+    ingest time the router stamps, and each subscription and disconnect as a marker."""
 
     def __init__(
-        self, settings: ForwarderSettings, handler: StreamHandler, policy: ReconnectPolicy
+        self,
+        settings: ForwarderSettings,
+        handler: StreamHandler,
+        policy: ReconnectPolicy,
+        recorder: FrameSink | None = None,
     ) -> None:
         self.settings = settings
         self.handler = handler
         self.policy = policy
+        self.recorder = recorder
         self.msgpack = settings.wire_format == "msgpack"
         self.attempt = 0
         self.connected_at: float | None = None
@@ -172,6 +187,10 @@ class BaseDataStream:
         if sub.get("T") != "subscription":
             raise StreamProtocolError(f"expected a subscription answer, got {sub.get('T')!r}")
         channels = {k: len(v) for k, v in sub.items() if k != "T" and isinstance(v, list | tuple)}
+        if self.recorder is not None:
+            self.recorder.marker(
+                {"event": "subscribed", "attempt": self.attempt, "channels": channels}
+            )
         self.handler.on_status(
             "subscribed", attempt=self.attempt, detail=orjson.dumps(channels).decode()
         )
@@ -231,6 +250,15 @@ class BaseDataStream:
                 self.handler.on_status(
                     "disconnected", reason=reason, attempt=self.attempt, code=code
                 )
+                if self.recorder is not None:
+                    self.recorder.marker(
+                        {
+                            "event": "disconnected",
+                            "attempt": self.attempt,
+                            "code": code,
+                            "reason": reason[:300],
+                        }
+                    )
             if self._stop.is_set():
                 return
             self.attempt += 1
@@ -273,10 +301,13 @@ class BaseDataStream:
         data_seen = False
         # msgpack: each binary frame is first offered undecoded to the native fast path
         on_frame = handler.on_frame if self.msgpack else None
+        record = self.recorder.frame if self.recorder is not None else None
         # after stop() closes the socket, recv() still yields the frames already received
         while True:
             raw = await ws.recv()
             ingest_ns = time.time_ns()
+            if record is not None:  # exactly as received, before any decoding
+                record(raw, ingest_ns)
             self.frames_read += 1
             if self.first_data_at is None:
                 self.first_data_at = time.monotonic()

@@ -23,6 +23,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "sql": ("torghut.sql_cli", "query the local ClickHouse tables (while `torghut run` runs, or after)"),
     "bench": ("torghut.bench.cli", "benchmarks that print numbers and save plots"),
     "k8s": ("torghut.k8s_cli", "render Kubernetes objects generated from the contracts"),
+    "recording": ("torghut.recording_cli", "inspect forwarder recordings"),
 }
 
 

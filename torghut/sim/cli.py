@@ -5,6 +5,7 @@ Examples:
   torghut sim --port 8765 --record /tmp/run.jsonl --max-trades 10000
   torghut sim --fast --max-messages 5000000     # benchmark: as fast as the client reads
   torghut sim --replay /tmp/run.jsonl --pace original
+  torghut sim --replay .data/recordings --pace original --speed 10   # a forwarder recording
   torghut sim --drop-every 30 --resend-last 50 --duplicate-rate 0.01
   torghut sim --symbols AAPL,MSFT --history-start 2026-12-04 --history-end 2026-12-05
                                                 # + Alpaca's historical trades/quotes (REST)
@@ -211,14 +212,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     rep.add_argument(
         "--replay",
         type=Path,
-        metavar="JSONL",
-        help="replay recorded messages instead of the synthetic market",
+        metavar="PATH",
+        help="replay instead of the synthetic market: a JSONL file of messages (--record), "
+        "or a forwarder's frame recording (TORGHUT_FWD_RECORD_DIR: its directory, one "
+        ".tfr.zst segment, or a quoted glob), replayed frame by frame, each frame byte-exact "
+        "to a client of the recorded encoding whose subscription selects all of it",
     )
     rep.add_argument(
         "--pace",
         choices=("original", "fast"),
         default="original",
-        help="replay pacing by the recorded 't' or as fast as possible (default: %(default)s)",
+        help="original: paced like the recording (JSONL: by 't'; frame recordings: by each "
+        "frame's receive time); fast: as fast as the client reads, with backpressure "
+        "(default: %(default)s)",
     )
     rep.add_argument(
         "--speed",

@@ -77,7 +77,9 @@ class SyntheticConfig(_Model):
 
 
 class ReplayConfig(_Model):
-    """Replay of recorded messages from JSONL (one Alpaca message or list per line)."""
+    """Replay of recorded messages: a JSONL file (one Alpaca message or list per line), or
+    a forwarder's frame recording (a directory of ``rec-*.tfr.zst`` segments, one segment,
+    or a glob; told apart by content), replayed frame by frame (sources.py)."""
 
     path: Path
     pace: Literal["original", "fast"] = "original"

@@ -25,7 +25,7 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State
 
 from torghut.sim.config import SimConfig
-from torghut.sim.errors import ReplayFileError, SimNotRunningError
+from torghut.sim.errors import SimNotRunningError
 from torghut.sim.history import HistoryApi, is_history_path
 from torghut.sim.protocol import (
     Subscription,
@@ -37,7 +37,14 @@ from torghut.sim.protocol import (
     success,
 )
 from torghut.sim.recording import JsonlRecorder
-from torghut.sim.sources import generate_synthetic, pregenerates, run_replay, run_synthetic
+from torghut.sim.sources import (
+    RecordedFrame,
+    check_replay,
+    generate_synthetic,
+    pregenerates,
+    run_replay,
+    run_synthetic,
+)
 
 log = logging.getLogger("torghut.sim")
 
@@ -72,6 +79,7 @@ class SimCounters:
     history_rate_limited_total: int = 0
     history_errors: Counter[int] = field(default_factory=Counter)
     history_first_pages: Counter[str] = field(default_factory=Counter)
+    replay_exact_frames_total: int = 0  # recorded frames sent to a client byte-exact
 
     @property
     def market_messages_sent(self) -> int:
@@ -162,10 +170,8 @@ class AlpacaSimServer:
     async def start(self) -> int:
         """Listen, start the source, return the port (a free one when ``port=0``)."""
         cfg = self.config
-        if cfg.source == "replay" and cfg.replay is not None and not cfg.replay.path.is_file():
-            raise ReplayFileError(
-                f"replay file {cfg.replay.path} does not exist; record one with --record"
-            )
+        if cfg.source == "replay" and cfg.replay is not None:
+            check_replay(cfg.replay)  # a JSONL file or a frame recording, readable
         if cfg.record_path is not None:
             self._recorder = JsonlRecorder(cfg.record_path)
         self._server = await serve(
@@ -283,16 +289,24 @@ class AlpacaSimServer:
         ]
 
     def _encode_for(
-        self, session: _Session, batch: list[dict[str, Any]], encoded: _Encoded
+        self,
+        session: _Session,
+        batch: list[dict[str, Any]],
+        encoded: _Encoded,
+        raw: RecordedFrame | None = None,
     ) -> tuple[list[dict[str, Any]], list[_Frame]]:
         group = (session.msgpack, session.subscription.signature())
         found = encoded.get(group)
         if found is None:
             step = self.config.frame_max_messages
             selected = session.subscription.filter(batch)
-            frames = [
-                session.encode(selected[i : i + step], True) for i in range(0, len(selected), step)
-            ]
+            if raw is not None and raw.fits(session.msgpack, len(selected)):
+                frames = [_Frame(raw.payload, raw.text, raw.counts, True)]  # as recorded
+            else:
+                frames = [
+                    session.encode(selected[i : i + step], True)
+                    for i in range(0, len(selected), step)
+                ]
             found = encoded[group] = (selected, frames)
         return found
 
@@ -301,10 +315,13 @@ class AlpacaSimServer:
         batch: list[dict[str, Any]],
         backpressure: bool,
         encoded: _Encoded | None = None,
+        *,
+        raw: RecordedFrame | None = None,
     ) -> None:
         """Deliver one batch to every subscribed client (one encoding per equal subscription;
-        ``encoded`` may hold encodings made in advance)."""
-        if not batch:
+        ``encoded`` may hold encodings made in advance; ``raw``: the recorded frame the batch
+        came from, sent as recorded where it fits, sources.py)."""
+        if not batch and raw is None:
             return
         self.counters.source_messages.update(m["T"] for m in batch)
         if self._recorder is not None:
@@ -312,9 +329,11 @@ class AlpacaSimServer:
         if encoded is None:
             encoded = {}
         for session in self._targets():
-            selected, frames = self._encode_for(session, batch, encoded)
+            selected, frames = self._encode_for(session, batch, encoded, raw)
             if not frames:
                 continue
+            if raw is not None and frames[0].payload is raw.payload:
+                self.counters.replay_exact_frames_total += 1
             self._remember(session, selected)
             for frame in frames:
                 if backpressure:

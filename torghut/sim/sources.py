@@ -1,6 +1,17 @@
 """Where market data comes from: the synthetic market (paced or as fast as possible) or a
-JSONL replay (original pacing or as fast as possible). Each source is an async loop that
-hands batches to ``publish`` and stops at the configured bound.
+replay (original pacing or as fast as possible) of a JSONL file or of a forwarder's frame
+recording (shared/recording.py). Each source is an async loop that hands batches to
+``publish`` and stops at the configured bound.
+
+A recording is replayed frame by frame: each recorded frame is one publish carrying the
+frame itself (``RecordedFrame``), which the server sends byte-exact to a client whose
+encoding matches and whose subscription selects every message in it, and re-encodes
+(only the selected messages) for the others. A frame that cannot be filtered (not an
+array of Alpaca messages, or holding a message of a type no channel carries) is sent as
+recorded to every client: the forwarder rejects it the way it rejected the original.
+Control messages read inside the data stream (``success``, ``error``, ``subscription``)
+are left out (the simulator speaks its own control protocol), and so are markers (session,
+loss).
 """
 
 from __future__ import annotations
@@ -10,19 +21,68 @@ import contextlib
 import logging
 import random
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
-from torghut.sim.config import SimConfig
+import msgpack
+import orjson
+
+from shared.recording import (
+    Record,
+    RecordingError,
+    RecordKind,
+    decode_frame,
+    is_recording,
+    iter_recording,
+    read_header,
+)
+from torghut.sim.config import ReplayConfig, SimConfig
+from torghut.sim.errors import ReplayFileError
+from torghut.sim.protocol import MARKET_DATA_TYPES, to_json_message
 from torghut.sim.recording import iter_jsonl
 from torghut.sim.synthetic import SyntheticMarket
-from torghut.sim.timestamps import NS_PER_S
+from torghut.sim.timestamps import NS_PER_S, TimestampFormatError, parse_rfc3339_ns
 
 log = logging.getLogger("torghut.sim")
 
 # publish(batch, backpressure): backpressure=True waits for slow clients instead of dropping them
 Publish = Callable[[list[dict[str, Any]], bool], Awaitable[None]]
 _BAR_TYPES = frozenset("bud")
+CONTROL_TYPES = frozenset(("success", "error", "subscription"))
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedFrame:
+    """A recorded frame as it goes back on the wire (``payload``; ``text``: a JSON text
+    frame, else msgpack binary), its ``messages`` (control messages included) and their
+    count by type, and whether it is ``malformed`` (not an array of filterable Alpaca
+    messages: sent as recorded to all)."""
+
+    payload: bytes
+    text: bool
+    messages: int
+    counts: dict[str, int]
+    malformed: bool
+
+    def fits(self, msgpack_client: bool, selected: int) -> bool:
+        """Send it byte-exact: malformed, or same encoding and every message selected (a
+        subscription never selects a control message: a frame holding one is re-encoded
+        without it)."""
+        return self.malformed or (msgpack_client != self.text and selected == self.messages)
+
+
+class PublishFrame(Protocol):
+    """``publish`` of a replay: a batch, backpressure, and the recorded frame it came from."""
+
+    def __call__(
+        self,
+        batch: list[dict[str, Any]],
+        backpressure: bool,
+        *,
+        raw: RecordedFrame | None = None,
+    ) -> Awaitable[None]: ...
 
 
 class _Bound:
@@ -129,9 +189,30 @@ async def run_synthetic(config: SimConfig, publish: Publish, stop: asyncio.Event
             await publish(tail, config.fast)
 
 
-async def run_replay(config: SimConfig, publish: Publish, stop: asyncio.Event) -> None:
+def check_replay(replay: ReplayConfig) -> None:
+    """Fail before serving when the replay input is missing or unreadable: a JSONL file, or
+    a frame recording (a directory of segments, one ``.tfr.zst`` segment, or a glob)."""
+    path = replay.path
+    if is_recording(path):
+        try:
+            read_header(path)
+        except RecordingError as exc:
+            raise ReplayFileError(f"cannot replay {path}: {exc}") from exc
+        return
+    if not path.is_file():
+        raise ReplayFileError(
+            f"replay input {path} does not exist; give a JSONL file (torghut sim --record) or "
+            "a forwarder recording (TORGHUT_FWD_RECORD_DIR: its directory, a .tfr.zst "
+            "segment, or a quoted glob)"
+        )
+
+
+async def run_replay(config: SimConfig, publish: PublishFrame, stop: asyncio.Event) -> None:
     assert config.replay is not None
     replay = config.replay
+    if is_recording(replay.path):
+        await run_recording(config, publish, stop)
+        return
     bound = _Bound(config)
     frame = config.frame_max_messages
     log.info("replaying %s (pace=%s, speed=%s)", replay.path, replay.pace, replay.speed)
@@ -161,6 +242,97 @@ async def run_replay(config: SimConfig, publish: Publish, stop: asyncio.Event) -
             await asyncio.sleep(0)
     if pending and not stop.is_set():
         await publish(bound.clip(pending), replay.pace == "fast")
+
+
+def recorded_frame(rec: Record) -> tuple[list[dict[str, Any]], RecordedFrame]:
+    """The market-data messages of a recorded frame (``t`` as int ns where it parses) and
+    the frame."""
+    text = rec.kind == RecordKind.TEXT
+    malformed = RecordedFrame(rec.data, text, 0, {}, True)
+    try:
+        items = decode_frame(rec)
+    except ValueError:
+        return [], malformed
+    msgs: list[dict[str, Any]] = []
+    for m in items:
+        t = m.get("T") if isinstance(m, dict) else None
+        if type(t) is str and t in CONTROL_TYPES:
+            continue  # the simulator speaks its own control protocol: never replayed
+        # filterable: a market-data type a channel carries, S (when present) a string
+        if type(t) is not str or t not in MARKET_DATA_TYPES or not isinstance(m.get("S", ""), str):
+            return [], malformed
+        msgs.append(_normalize(m))
+    if not text:  # msgpack values JSON cannot hold (bytes, ext types): not re-encodable
+        try:
+            orjson.dumps([to_json_message(m) for m in msgs])
+        except (TypeError, ValueError, OverflowError):
+            return [], malformed
+    counts = dict(Counter(m["T"] for m in msgs))
+    return msgs, RecordedFrame(rec.data, text, len(items), counts, False)
+
+
+def _normalize(msg: dict[str, Any]) -> dict[str, Any]:
+    """``t`` as int epoch ns when it is a msgpack Timestamp or an RFC 3339 string; anything
+    else is kept (such a message is only ever sent as recorded or re-encoded as it is)."""
+    t = msg.get("t")
+    if isinstance(t, msgpack.Timestamp):
+        return {**msg, "t": t.to_unix_nano()}
+    if isinstance(t, str):
+        try:
+            return {**msg, "t": parse_rfc3339_ns(t)}
+        except TimestampFormatError:
+            return msg
+    return msg
+
+
+async def run_recording(config: SimConfig, publish: PublishFrame, stop: asyncio.Event) -> None:
+    """Replay a frame recording frame by frame, paced by the frames' receive times
+    (``pace="original"``, sped up by ``speed``) or as fast as the clients read."""
+    assert config.replay is not None
+    replay = config.replay
+    bound = _Bound(config)
+    fast = replay.pace == "fast"
+    header = read_header(replay.path)
+    log.info(
+        "replaying the frame recording %s (pace=%s, speed=%s; recorded from %s, %s)",
+        replay.path,
+        replay.pace,
+        replay.speed,
+        header.metadata.get("url", "?"),
+        header.metadata.get("wire_format", "?"),
+    )
+    wall0 = time.monotonic()
+    first_ns: int | None = None
+    frames = malformed = 0
+    for rec in iter_recording(replay.path):
+        if stop.is_set() or bound.done:
+            break
+        if not rec.is_frame:
+            if rec.kind == RecordKind.LOSS:
+                log.warning("the recording lost frames here: %s", rec.data.decode()[:300])
+            continue
+        if not fast:
+            if first_ns is None:
+                first_ns = rec.receive_ns
+            due = wall0 + (rec.receive_ns - first_ns) / NS_PER_S / replay.speed
+            delay = due - time.monotonic()
+            if delay > 0.001:
+                await _sleep_or_stop(stop, delay)
+                if stop.is_set():
+                    break
+        msgs, frame = recorded_frame(rec)
+        clipped = bound.clip(msgs)
+        raw: RecordedFrame | None = frame
+        if len(clipped) != len(msgs):  # cut at max_messages: what is left, re-encoded
+            raw = None
+            if not clipped:
+                break
+        frames += 1
+        malformed += frame.malformed
+        await publish(clipped, fast, raw=raw)
+        if fast:
+            await asyncio.sleep(0)
+    log.info("recording replayed: %d frames (%d malformed, sent as recorded)", frames, malformed)
 
 
 async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
