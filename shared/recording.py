@@ -26,6 +26,7 @@ Pure: no forwarder imports (the forwarder writes, the simulator and tools read).
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import glob
 import logging
 import os
@@ -340,6 +341,10 @@ class RecordingWriter:
         header = self._cctx.compress(encode_header(meta))
         fh = path.open("xb")
         try:
+            # held while the segment is open: replays skip a segment still being written
+            # (segment_in_use), e.g. by a forwarder recording the replay into the same dir
+            with contextlib.suppress(OSError):
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
             fh.write(header)
             fh.flush()
         except OSError:
@@ -426,6 +431,22 @@ def segment_paths(path: str | Path) -> list[Path]:
         f"{path} does not exist; expected a directory of rec-*{SUFFIX} segments, one segment "
         "file, or a glob pattern"
     )
+
+
+def segment_in_use(path: Path) -> bool:
+    """True while a ``RecordingWriter`` (in any process) still writes this segment."""
+    try:
+        with path.open("rb") as fh:
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            except OSError:
+                return False
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+    except OSError:
+        return False
+    return False
 
 
 def is_recording(path: str | Path) -> bool:

@@ -140,6 +140,24 @@ def test_a_json_client_with_a_subset_gets_the_selected_messages_and_fitting_fram
     assert exact == 2  # the AAPL text frame and the malformed frame
 
 
+def test_a_segment_a_forwarder_still_writes_into_the_replayed_directory_is_not_replayed(
+    tmp_path,
+):
+    _, order = write_recording(tmp_path / "rec")
+    # a forwarder recording the replay into the same directory: its open segment is skipped
+    writer = RecordingWriter(tmp_path / "rec", {"url": "ws://x/v2/iex"})
+    writer.write(T0, RecordKind.BINARY, encode_msgpack(order[:3]))
+    writer.flush()
+    cfg = SimConfig(source="replay", replay=ReplayConfig(path=tmp_path / "rec", pace="fast"))
+    try:
+        with SimServerThread(cfg) as sim, client(sim.url, ALL, msgpack_wire=True) as ws:
+            got = frames_until(ws, sim)
+    finally:
+        writer.close()
+    decoded = [normalize_message(m) for f in got if f != MALFORMED for m in msgpack.unpackb(f)]
+    assert decoded == order
+
+
 def test_original_pace_follows_the_receive_times_sped_up(tmp_path):
     records, _ = write_recording(tmp_path / "rec", span_s=2.0)
     frames = [ns for ns, k, _ in records if k <= RecordKind.BINARY]

@@ -25,6 +25,7 @@ from shared.recording import (
     iter_recording,
     read_header,
     redact_url,
+    segment_in_use,
     segment_paths,
     summarize,
 )
@@ -293,3 +294,15 @@ def test_urls_lose_credentials_and_queries_in_the_header():
         "wss://stream.example:443/v2/iex"
     )
     assert redact_url("ws://127.0.0.1:8765/v2/test") == "ws://127.0.0.1:8765/v2/test"
+
+
+def test_an_open_segment_is_in_use_until_its_writer_closes_it(tmp_path):
+    w = RecordingWriter(tmp_path, META)
+    first = w.path
+    assert first is not None and segment_in_use(first)
+    w.write(*frames(1)[0])
+    w.flush()
+    assert segment_in_use(first)  # readers may still read it (info, export)
+    assert len(list(iter_recording(first))) == 1
+    w.close()
+    assert not segment_in_use(first)

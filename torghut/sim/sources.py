@@ -37,6 +37,8 @@ from shared.recording import (
     is_recording,
     iter_recording,
     read_header,
+    segment_in_use,
+    segment_paths,
 )
 from torghut.sim.config import ReplayConfig, SimConfig
 from torghut.sim.errors import ReplayFileError
@@ -301,10 +303,19 @@ async def run_recording(config: SimConfig, publish: PublishFrame, stop: asyncio.
         header.metadata.get("url", "?"),
         header.metadata.get("wire_format", "?"),
     )
+    # the segments there now, without one a forwarder still writes (e.g. one recording this
+    # replay into the same directory: replaying it would replay the replay)
+    segments = []
+    for segment in segment_paths(replay.path):
+        if segment_in_use(segment):
+            log.warning("not replaying %s: a recording writer still has it open", segment)
+        else:
+            segments.append(segment)
     wall0 = time.monotonic()
     first_ns: int | None = None
     frames = malformed = 0
-    for rec in iter_recording(replay.path):
+    records = (rec for segment in segments for rec in iter_recording(segment))
+    for rec in records:
         if stop.is_set() or bound.done:
             break
         if not rec.is_frame:
