@@ -589,6 +589,25 @@ def read_header(path: str | Path) -> SegmentHeader:
     return found[0]
 
 
+def recording_wire_format(path: str | Path) -> str | None:
+    """``msgpack`` or ``json``: what the recorded stream spoke (the header's ``wire_format``,
+    else the kind of the first frame), so a replay's client can ask for the same encoding
+    and get the frames byte for byte. None when ``path`` is no readable recording or holds
+    no frame to tell."""
+    try:
+        if not is_recording(path):
+            return None
+        wire = read_header(path).metadata.get("wire_format")
+        if wire in ("msgpack", "json"):
+            return str(wire)
+        for rec in iter_recording(path, on_warning=lambda _text: None):
+            if rec.is_frame:
+                return "msgpack" if rec.binary else "json"
+    except (RecordingError, OSError):
+        return None
+    return None
+
+
 # --- frames and summaries -------------------------------------------------------------
 
 

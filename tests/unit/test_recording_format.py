@@ -24,6 +24,7 @@ from shared.recording import (
     is_recording,
     iter_recording,
     read_header,
+    recording_wire_format,
     redact_url,
     segment_in_use,
     segment_paths,
@@ -306,3 +307,16 @@ def test_an_open_segment_is_in_use_until_its_writer_closes_it(tmp_path):
     assert len(list(iter_recording(first))) == 1
     w.close()
     assert not segment_in_use(first)
+
+
+def test_the_wire_format_comes_from_the_header_or_the_first_frame(tmp_path):
+    write_all(tmp_path / "a", frames(2))
+    assert recording_wire_format(tmp_path / "a") == "msgpack"
+    w = RecordingWriter(tmp_path / "b", {"url": "ws://x/v2/iex"})  # a header that does not say
+    w.write(1, RecordKind.SESSION, b"{}")
+    w.write(2, RecordKind.TEXT, b"[]")
+    w.close()
+    assert recording_wire_format(tmp_path / "b") == "json"
+    (tmp_path / "c.jsonl").write_text("{}\n")
+    assert recording_wire_format(tmp_path / "c.jsonl") is None
+    assert recording_wire_format(tmp_path / "missing") is None
