@@ -20,6 +20,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "the TA job on a local standalone Flink cluster (JobManager + TaskManager JVMs)",
     ),
     "run": ("torghut.pipeline", "run the whole local pipeline with a live terminal view"),
+    "backfill": (
+        "torghut.backfill.cli",
+        "a past range from Alpaca's historical API into the ClickHouse tables (resumable)",
+    ),
     "sql": ("torghut.sql_cli", "query the local ClickHouse tables (while `torghut run` runs, or after)"),
     "bench": ("torghut.bench.cli", "benchmarks that print numbers and save plots"),
     "k8s": ("torghut.k8s_cli", "render Kubernetes objects generated from the contracts"),

@@ -155,7 +155,7 @@ def test_beyond_the_rate_limit_answers_429_with_the_headers_until_the_window_res
     assert body == {"code": 42910000, "message": "rate limit exceeded"}
     reset = int(h["X-RateLimit-Reset"])
     assert h["X-RateLimit-Limit"] == "3" and reset == math.ceil(clock.now + 60)
-    assert api.counters.history_rate_limited_total == 2
+    assert api.counters.history_rate_limited == {"symbol_trades": 2}
     assert api.counters.history_requests == {"symbol_trades": 3}
     clock.now = reset
     assert _get(api, "/v2/stocks/AAPL/trades", start=START)[0] == 200

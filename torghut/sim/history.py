@@ -362,9 +362,10 @@ class HistoryApi:
             allowed, remaining, reset = self.limiter.take(key_id)
             rate = self._rate_headers(remaining, reset)
             if not allowed:
-                self.counters.history_rate_limited_total += 1
-                body = {"code": 42910000, "message": "rate limit exceeded"}
-                return HttpAnswer(429, orjson.dumps(body), rate)
+                endpoint = f"symbol_{m['kind']}" if m["symbol"] else m["kind"]
+                self.counters.history_rate_limited[endpoint] += 1
+                limited = {"code": 42910000, "message": "rate limit exceeded"}
+                return HttpAnswer(429, orjson.dumps(limited), rate)
             try:
                 query = self._parse(m["kind"], m["symbol"], split.query, key)
             except _Refused as exc:
@@ -372,12 +373,12 @@ class HistoryApi:
                 return HttpAnswer(exc.status, orjson.dumps(exc.body), rate)
             if self.history is None:
                 self.counters.history_errors[404] += 1
-                body = {
+                missing = {
                     "code": 40410000,
                     "message": "this simulator has no history: start it with --history-start "
                     "and --history-end (SimConfig.history)",
                 }
-                return HttpAnswer(404, orjson.dumps(body), rate)
+                return HttpAnswer(404, orjson.dumps(missing), rate)
         # generating a feed's history takes a while the first time: outside the lock
         tape = self.history.tape(query.feed)
         try:

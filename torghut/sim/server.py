@@ -72,11 +72,11 @@ class SimCounters:
     duplicated_frames_total: int = 0
     duplicated_messages_total: int = 0
     slow_client_disconnects_total: int = 0
-    # historical REST endpoints (history.py): 200 answers by endpoint, 429s, other errors by
-    # status, and the first pages served ("endpoint symbols start end": a range fetched twice
-    # counts 2)
+    # historical REST endpoints (history.py): 200 answers and 429s by endpoint, other errors
+    # by status, and the first pages served ("endpoint symbols start end": a range fetched
+    # twice counts 2)
     history_requests: Counter[str] = field(default_factory=Counter)
-    history_rate_limited_total: int = 0
+    history_rate_limited: Counter[str] = field(default_factory=Counter)
     history_errors: Counter[int] = field(default_factory=Counter)
     history_first_pages: Counter[str] = field(default_factory=Counter)
     replay_exact_frames_total: int = 0  # recorded frames sent to a client byte-exact
