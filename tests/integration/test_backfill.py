@@ -264,3 +264,57 @@ def _assert_signals(client, hist, sym: str, oracle, start: int, end: int) -> Non
         spread = None if q is None else q["ap"] - q["bp"]
         imbalance = None if q is None else (q["bs"] - q["as"]) / (q["bs"] + q["as"])
         assert row[6] == spread and row[7] == imbalance, (sym, i, row[6:], q)
+
+
+def test_a_backfill_while_a_pipeline_owns_the_data_dir_goes_through_its_query_server(
+    tmp_path: Path,
+) -> None:
+    """`torghut run` owns the embedded engine's data dir (chdb allows one process) and serves
+    it on loopback (torghut/clickhouse/local.py): the backfill writes through that server;
+    run again, a finished range is not fetched again and names its seed file."""
+    from torghut.clickhouse.local import QueryServer
+
+    start, _ = _last_trading_day()
+    end = start + 20 * 60 * S
+    cfg = SimConfig(
+        history=HistoryConfig(
+            start=datetime.fromtimestamp(start // S, UTC),
+            end=datetime.fromtimestamp(end // S, UTC),
+            symbols=("AAPL",),
+        ),
+        keys=(ApiKey(key=KEY, secret=SECRET),),
+    )
+    ch, state = tmp_path / "clickhouse", tmp_path / "state"
+    owner = ChdbClient(ch)  # the pipeline's engine
+    server = QueryServer(owner, ch)
+    server.start()
+    argv = (*BACKFILL, "--symbols", "AAPL", "--start", format_rfc3339_ns(start))
+    argv += ("--end", format_rfc3339_ns(end), "--data-dir", str(ch), "--state-dir", str(state))
+    try:
+        with SimServerThread(cfg) as sim:
+            env = {
+                "APCA_API_KEY_ID": KEY,
+                "APCA_API_SECRET_KEY": SECRET,
+                "APCA_API_DATA_URL": sim.http_url,
+                "TORGHUT_DATA_HOME": str(tmp_path / "data-home"),
+            }
+            for n in (1, 2):
+                proc = launch((*argv, "--quiet"), env, tmp_path / f"run{n}.log")
+                assert proc.wait(120) == 0, (tmp_path / f"run{n}.log").read_text()
+            fetched = dict(sim.counters.history_first_pages)
+            trades = sim.server.history_api.history.records("iex", "trades", "AAPL")  # type: ignore[union-attr]
+        first, second = ((tmp_path / f"run{n}.log").read_text() for n in (1, 2))
+        assert "attached to the running pipeline's query server" in first
+        assert "this range is already done" in second and f"seed file: {state}/seed.json" in second
+        assert sorted((k.split()[0], n) for k, n in fetched.items()) == [
+            ("quotes", 1),
+            ("symbol_trades", 2),  # each run's key check (one trade)
+            ("trades", 1),
+        ]
+        (rows,) = owner.rows(
+            "SELECT toString(count()) FROM torghut.ta_microbars_final WHERE source = 'backfill'"
+        )
+        assert int(rows[0]) == len({parse_rfc3339_ns(t["t"]) // S for t in trades}) > 600
+    finally:
+        server.stop()
+        owner.close()

@@ -10,7 +10,9 @@ Examples:
 
 The key comes from the environment only (APCA_API_KEY_ID, APCA_API_SECRET_KEY). A date is
 midnight in New York; times without an offset are New York time. Killed or interrupted, the
-same command continues after the last chunk it saved. At the end it prints the seed file:
+same command continues after the last chunk it saved (the state dir is named after the
+symbols, range and feed: give fixed times, not 'now', to resume). At the end it prints the seed
+file:
 `torghut run --seed PATH` (or TORGHUT_TA_SEED_FILE=PATH for the job) continues the indicators.
 """
 
@@ -212,7 +214,8 @@ def _alpaca_failure(exc: Exception) -> int:
     assert isinstance(exc, AlpacaError)
     if isinstance(exc, AlpacaAuthError):
         hint = (
-            "use --feed iex or a plan whose data includes this feed"
+            "use --feed iex, end the range more than 15 minutes ago (recent SIP data needs a "
+            "paid plan), or a plan whose data includes this feed"
             if "subscription" in exc.message
             else "check APCA_API_KEY_ID and APCA_API_SECRET_KEY (and --data-url)"
         )
