@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 from urllib.parse import urlparse
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
 from shared.settings import KafkaConnectionFields, StrictEnvSettings
@@ -32,10 +32,19 @@ class ForwarderSettings(StrictEnvSettings, KafkaConnectionFields):
     The Kafka connection fields (`kafka_*`) are the shared `KafkaConnectionFields`.
     """
 
-    model_config = SettingsConfigDict(env_prefix="TORGHUT_FWD_", extra="forbid", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="TORGHUT_FWD_", extra="forbid", frozen=True, populate_by_name=True
+    )
 
-    alpaca_key_id: SecretStr = SecretStr("")
-    alpaca_secret_key: SecretStr = SecretStr("")
+    # the forwarder's own names first, then the ones alpaca-py users already have set
+    alpaca_key_id: SecretStr = Field(
+        SecretStr(""),
+        validation_alias=AliasChoices("TORGHUT_FWD_ALPACA_KEY_ID", "APCA_API_KEY_ID"),
+    )
+    alpaca_secret_key: SecretStr = Field(
+        SecretStr(""),
+        validation_alias=AliasChoices("TORGHUT_FWD_ALPACA_SECRET_KEY", "APCA_API_SECRET_KEY"),
+    )
     alpaca_url: str = "wss://stream.data.alpaca.markets/v2/iex"
     feed: str = ""  # derived from the url path when empty
     symbols: Annotated[tuple[str, ...], NoDecode] = ("*",)

@@ -34,7 +34,8 @@ from forwarder.wire import unpack_frame, unpack_json_frame
 log = logging.getLogger("forwarder.ws")
 
 FATAL_CODES = {
-    402: "auth failed: check TORGHUT_FWD_ALPACA_KEY_ID / TORGHUT_FWD_ALPACA_SECRET_KEY",
+    402: "auth failed: check the key id and secret (TORGHUT_FWD_ALPACA_KEY_ID / "
+    "TORGHUT_FWD_ALPACA_SECRET_KEY, or APCA_API_KEY_ID / APCA_API_SECRET_KEY)",
     409: "insufficient subscription: the account's plan does not include this feed "
     "(use the iex feed or upgrade the market-data subscription)",
     405: "symbol limit exceeded: subscribe fewer symbols (TORGHUT_FWD_SYMBOLS)",
