@@ -48,6 +48,14 @@ class LiveView:
         # forwarded before its first signal is a start-up backlog, not event -> signal latency
         self.first_signal_ns: int | None = None
         self.backlog = 0
+        # symbol -> newest final bar start read from the stream (the job emitted it)
+        self.final_in_stream: dict[str, int] = {}
+        self.last_final_wall_ns = 0
+        # the job's status (ta.status.v1): its event-time watermark (ns) as of its newest
+        # closed bar, each symbol's newest trade (ns), and when the status was emitted
+        self.job_watermark_ns: int | None = None
+        self.job_last_trade_ns: dict[str, int] = {}
+        self.job_status_emit_ns = 0
 
     def _second(self, now_ns: int) -> _Second:
         sec = max(0, (now_ns - self.started_ns) // 1_000_000_000)
@@ -70,6 +78,9 @@ class LiveView:
             if rec["is_final"]:
                 s.finals += 1
                 self.finals_seen[sym] += 1
+                self.last_final_wall_ns = now
+                if start > self.final_in_stream.get(sym, -1):
+                    self.final_in_stream[sym] = start
                 return
             if self.first_signal_ns is None:
                 self.first_signal_ns = now
@@ -80,6 +91,29 @@ class LiveView:
             ms = (now - rec["ingest_ts"]) / 1e6
             self.latencies.append((now, ms))
             s.latencies_ms.append(ms)
+
+    def on_status(self, rec: dict[str, Any]) -> None:
+        """A status record of the job (ta.status.v1)."""
+        with self._lock:
+            if rec["emit_ts"] < self.job_status_emit_ns:
+                return
+            self.job_status_emit_ns = rec["emit_ts"]
+            self.job_watermark_ns = rec.get("watermark_ts")
+            for sym in rec.get("symbols") or ():
+                t = sym.get("last_event_ts") or 0
+                if t > self.job_last_trade_ns.get(sym["symbol"], 0):
+                    self.job_last_trade_ns[sym["symbol"]] = t
+
+    def every_bar_closed(self, since_ns: int, bar_ns: int = 1_000_000_000) -> bool:
+        """The job said (in a status emitted after `since_ns`) that its watermark has passed
+        the bar of every symbol's newest trade: every final bar has been emitted."""
+        with self._lock:
+            if self.job_status_emit_ns < since_ns or self.job_watermark_ns is None:
+                return False
+            if not self.job_last_trade_ns:
+                return False
+            last_end = max(t // bar_ns * bar_ns + bar_ns for t in self.job_last_trade_ns.values())
+            return self.job_watermark_ns >= last_end - 1_000_000
 
     def on_forwarded(self, total: int, now_ns: int | None = None) -> None:
         with self._lock:

@@ -167,6 +167,7 @@ class Pipeline:
         self.record_dir: Path | None = None
         self.forwarder_metrics_url = ""
         self.replay_exited_at: float | None = None
+        self.replay_exited_wall_ns = 0
         self._stop = threading.Event()
         self._keys_env: dict[str, str] = {}
         self.url = ""
@@ -257,6 +258,8 @@ class Pipeline:
             # the stack is new with this run: everything in its topics is this run's
             "starting_offsets": "earliest",
         }
+        if self.source.kind == "replay":
+            ta_values["status_interval_ms"] = 1000  # tells when the replay's last bar closed
         if self.args.seed is not None:
             ta_values["seed_file"] = str(self.args.seed.resolve())
         ta_env = {
@@ -320,14 +323,17 @@ class Pipeline:
                 "enable.auto.commit": False,
             }
         )
-        c.subscribe(["ta.signals.v1"])
+        c.subscribe(["ta.signals.v1", "ta.status.v1"])
         try:
             while not self._stop.is_set():
                 msg = c.poll(0.2)
                 if msg is None or msg.error():
                     continue
                 rec = deser.decode(msg.value(), msg.topic(), msg.partition(), msg.offset())
-                self.view.on_signal(rec)
+                if msg.topic() == "ta.status.v1":
+                    self.view.on_status(rec)
+                else:
+                    self.view.on_signal(rec)
         finally:
             c.close()
 
@@ -363,6 +369,7 @@ class Pipeline:
             if name == "replay" and code == 0:
                 if self.replay_exited_at is None:
                     self.replay_exited_at = time.monotonic()
+                    self.replay_exited_wall_ns = time.time_ns()
                     print("[run] the recording has been replayed", file=sys.stderr)
                 continue
             if name == "forwarder" and code == EXIT_KEYS:
@@ -384,14 +391,17 @@ class Pipeline:
         )
         return {r[0]: int(r[1]) for r in rows}, {r[0]: int(r[2]) for r in rows}
 
-    def replay_finished(self, quiet_since: float | None) -> bool:
-        """The replay ended, the forwarder's heartbeats closed its last bars (about 5 s of
-        event-time slack) and ClickHouse took no final record for two checkpoints."""
-        if self.replay_exited_at is None or quiet_since is None:
+    def replay_finished(self) -> bool:
+        """The simulator has sent the whole recording, the job says (in a status emitted
+        after that) that its watermark passed the bar of every symbol's newest trade, so
+        every final bar has been emitted, and ClickHouse holds each symbol's newest final
+        bar the job emitted (bars commit and load in order)."""
+        if self.replay_exited_at is None:
             return False
-        settle = 2 * self.checkpoint_ms / 1000
-        now = time.monotonic()
-        return now - self.replay_exited_at >= 6 + settle and now - quiet_since >= settle
+        if not self.view.every_bar_closed(self.replay_exited_wall_ns):
+            return False
+        through, _ = self.clickhouse_finals()
+        return all(through.get(sym, -1) >= start for sym, start in self.view.final_in_stream.items())
 
     def title(self) -> str:
         src = self.source
@@ -459,7 +469,6 @@ def run(args: argparse.Namespace) -> int:
         pipeline.start()
         deadline = time.monotonic() + args.duration if args.duration else None
         tty = sys.stdout.isatty() and not args.no_view
-        last_count, quiet_since = -1, None
         while not interrupted.is_set() and (deadline is None or time.monotonic() < deadline):
             pipeline.check_alive()
             screen = pipeline.screen()
@@ -468,14 +477,15 @@ def run(args: argparse.Namespace) -> int:
             else:
                 print(screen.splitlines()[-1], flush=True)
             sys.stdout.flush()
-            if pipeline.source.kind == "replay" and not args.keep_running:
+            if (
+                pipeline.source.kind == "replay"
+                and not args.keep_running
+                and pipeline.replay_finished()
+            ):
                 count = sum(pipeline.clickhouse_finals()[1].values())
-                if count != last_count:
-                    last_count, quiet_since = count, time.monotonic()
-                if pipeline.replay_finished(quiet_since):
-                    print(f"[run] replay done: {count} final bars in ClickHouse", file=sys.stderr)
-                    break
-            interrupted.wait(1.0 if tty else 5.0)
+                print(f"[run] replay done: {count} final bars in ClickHouse", file=sys.stderr)
+                break
+            interrupted.wait(1.0 if tty or pipeline.replay_exited_at else 5.0)
         if not tty:
             print(pipeline.screen(), flush=True)
     except KeyboardInterrupt:
