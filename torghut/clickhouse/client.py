@@ -47,6 +47,13 @@ class ClickHouseClient(Protocol):
     def close(self) -> None: ...
 
 
+def json_compact_rows(raw: bytes) -> list[list[Any]]:
+    """The rows of a JSONCompact answer (none for an empty one)."""
+    if not raw.strip():
+        return []
+    return list(orjson.loads(raw)["data"])
+
+
 def json_each_row(table: str, rows: Sequence[Mapping[str, Any]]) -> str:
     """An `INSERT ... FORMAT JSONEachRow` statement with its rows inline."""
     body = b"\n".join(orjson.dumps(dict(r)) for r in rows).decode()
@@ -89,10 +96,7 @@ class ChdbClient:
                 ) from exc
 
     def rows(self, sql: str) -> list[list[Any]]:
-        raw = self.query(sql, "JSONCompact")
-        if not raw.strip():
-            return []
-        return list(orjson.loads(raw)["data"])
+        return json_compact_rows(self.query(sql, "JSONCompact"))
 
     def query(self, sql: str, fmt: str) -> bytes:
         with self._lock:

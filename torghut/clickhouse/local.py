@@ -36,6 +36,7 @@ from torghut.clickhouse.client import (
     ChdbClient,
     ClickHouseClient,
     ClickHouseError,
+    json_compact_rows,
 )
 
 REGISTRATION = "query-server.json"
@@ -296,16 +297,10 @@ class _Handler(BaseHTTPRequestHandler):
         body = self._read_body() if post else b""
         unknown = sorted(set(params) - set(PARAMETERS))
         if unknown:
-            raise _BadRequest(
-                400,
-                36,
-                clickhouse_message(
-                    36,
-                    "BAD_ARGUMENTS",
-                    f"URL parameter(s) {', '.join(unknown)} not supported by torghut's query "
-                    f"server (it takes {', '.join(PARAMETERS)}; put settings in the query's "
-                    "SETTINGS clause, qualify tables with their database)",
-                ),
+            raise _bad_arguments(
+                f"URL parameter(s) {', '.join(unknown)} not supported by torghut's query "
+                f"server (it takes {', '.join(PARAMETERS)}; put settings in the query's "
+                "SETTINGS clause, qualify tables with their database)"
             )
         if app.stopping:
             self.close_connection = True
@@ -315,15 +310,9 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             text = body.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise _BadRequest(
-                400,
-                36,
-                clickhouse_message(
-                    36,
-                    "BAD_ARGUMENTS",
-                    "the request body must be UTF-8 text (binary input formats are not "
-                    "supported by torghut's query server)",
-                ),
+            raise _bad_arguments(
+                "the request body must be UTF-8 text (binary input formats are not "
+                "supported by torghut's query server)"
             ) from exc
         query = params.get("query", "")
         sql = f"{query}\n{text}" if query and text else query or text
@@ -404,6 +393,10 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(
             status, (message.rstrip("\n") + "\n").encode(), "text/plain; charset=UTF-8", headers
         )
+
+
+def _bad_arguments(text: str) -> _BadRequest:
+    return _BadRequest(400, 36, clickhouse_message(36, "BAD_ARGUMENTS", text))
 
 
 def _too_large() -> _BadRequest:
@@ -616,10 +609,7 @@ class HttpClient:
         self._post(sql, {}, sql.encode())
 
     def rows(self, sql: str) -> list[list[Any]]:
-        raw = self.query(sql, "JSONCompact")
-        if not raw.strip():
-            return []
-        return list(orjson.loads(raw)["data"])
+        return json_compact_rows(self.query(sql, "JSONCompact"))
 
     def query(self, sql: str, fmt: str) -> bytes:
         return self._post(sql, {"default_format": fmt}, sql.encode())
