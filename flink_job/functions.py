@@ -147,10 +147,13 @@ class SymbolTaFunction(KeyedProcessFunction):
         )
         self.log_max = o.state_log_max
         self.signal_config = SignalConfig.parse(o.session_start_local, o.quote_max_age_ms)
+        self.limits = o.limits()
         self.proc = SymbolProcessor(
             bar_size_ns=o.bar_size_ms * 1_000_000,
             provisional_interval_ns=o.provisional_interval_ms * 1_000_000,
             quote_max_age_ns=o.quote_max_age_ms * 1_000_000,
+            limits=self.limits,
+            on_refuse=self._refused,
         )
         registry = SchemaRegistryClient(o.registry_url, wait_s=o.registry_wait_s)
         self.events = EventReader(AvroDeserializer(registry, "torghut.Envelope"))
@@ -168,6 +171,11 @@ class SymbolTaFunction(KeyedProcessFunction):
         self.status_interval_ns = o.status_interval_ms * 1_000_000
         self.records_in = self.records_out = self.rejected = 0
         self.reject_log_due_ns = 0
+        # the emit guard (docs/design.md, "Bad input"): provisional bars it held back and
+        # non-finite indicator values it emitted as null, since start (final bars it held
+        # back are `refused_bars` in keyed state); logged at most once per status interval
+        self.refused_provisional = self.nulled_values = 0
+        self.refuse_log_due_ns = 0
         self.max_future_ns = o.max_future_ms * 1_000_000
         self.max_event_ns = 0
         self.last_status_ns = 0
@@ -200,7 +208,11 @@ class SymbolTaFunction(KeyedProcessFunction):
         for item in self.log_state.get() or ():
             for mark, wm, data in iter_log_entry(item):
                 ev = self.events.read(data, key)
-                if ev is None or ev[0] == REJECTED or invalid_reason(ev, self.max_future_ns):
+                if (
+                    ev is None
+                    or ev[0] == REJECTED
+                    or invalid_reason(ev, self.max_future_ns, self.limits)
+                ):
                     continue
                 self._apply(entry, ev, mark if mark > wm else wm, wm, 0)
                 entry.logged += 1
@@ -297,6 +309,7 @@ class SymbolTaFunction(KeyedProcessFunction):
         applied = 0
         read = self.events.read
         max_future_ns = self.max_future_ns
+        limits = self.limits
         for mark, data in iter_batch(batch):
             self.records_in += 1
             ev = read(data, key)
@@ -305,7 +318,7 @@ class SymbolTaFunction(KeyedProcessFunction):
             if ev[0] == REJECTED:
                 self._reject(key, ev[6], now)
                 continue
-            reason = invalid_reason(ev, max_future_ns)
+            reason = invalid_reason(ev, max_future_ns, limits)
             if reason is not None:
                 self._reject(key, reason, now)
                 continue
@@ -336,6 +349,35 @@ class SymbolTaFunction(KeyedProcessFunction):
             log.warning(
                 "rejected raw record (key %r; %d rejected so far): %s", key, self.rejected, reason
             )
+
+    def _refused(self, symbol: str, start_ns: int, is_final: bool, what: str, detail: str) -> None:
+        """The emit guard held back a bar (`what` "bar") or nulled non-finite indicator values
+        ("values", `detail` names them): count it, log it at most once per status interval."""
+        if what == "bar":
+            if not is_final:
+                self.refused_provisional += 1
+        else:
+            self.nulled_values += detail.count(",") + 1
+        now = time.time_ns()
+        if now >= self.refuse_log_due_ns:
+            self.refuse_log_due_ns = now + self.status_interval_ns
+            kind = "final" if is_final else "provisional"
+            if what == "bar":
+                log.warning(
+                    "%s: held back the %s bar starting %d ns (not emitted): %s",
+                    symbol,
+                    kind,
+                    start_ns,
+                    detail,
+                )
+            else:
+                log.warning(
+                    "%s: the %s bar starting %d ns had non-finite %s: emitted as null",
+                    symbol,
+                    kind,
+                    start_ns,
+                    detail,
+                )
 
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext):
         if ctx.time_domain() == TimeDomain.PROCESSING_TIME:
@@ -400,6 +442,8 @@ class SymbolTaFunction(KeyedProcessFunction):
             "symbols": symbols,
             "gap_markers": markers,
             "late_gap_markers": late_markers,
+            "refused_outputs": refused + self.refused_provisional,
+            "nulled_values": self.nulled_values,
         }
         self.records_out += 1
         return frame_record(TA_STATUS.name, self.job.encode(), self.status_out.encode(record))

@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from shared.limits import PRICE_MAX, PRICE_MIN, SIZE_MAX, PlausibleLimits
 from shared.settings import KafkaConnectionFields, StrictEnvSettings
 
 
@@ -80,6 +81,13 @@ class TaSettings(StrictEnvSettings, KafkaConnectionFields):
     # an event time this far past the envelope's ingest time is rejected and cannot move
     # event time (the forwarder rejects beyond its own TORGHUT_FWD_MAX_FUTURE_S first)
     max_future_ms: int = Field(2_000, ge=0, le=3_600_000)
+    # plausibility limits (shared/limits.py, docs/design.md "Bad input"): a trade or quote
+    # outside them is refused like a non-finite one; the emit guard holds back a bar whose
+    # prices leave them. The forwarder has the same three (TORGHUT_FWD_*), same defaults.
+    # Bounded by the indicators' own domain (shared/indicators/signals.py: 1e-100 .. 1e100)
+    price_min: float = Field(PRICE_MIN, ge=1e-100, le=1e100)
+    price_max: float = Field(PRICE_MAX, ge=1e-100, le=1e100)
+    size_max: float = Field(SIZE_MAX, gt=0, le=1e100)
     bar_size_ms: int = 1_000
     provisional_interval_ms: int = Field(200, ge=0, description="0 disables provisional output")
     quote_max_age_ms: int = 5_000
@@ -117,6 +125,14 @@ class TaSettings(StrictEnvSettings, KafkaConnectionFields):
     # "Backfill")
     seed_file: str = ""
 
+    @model_validator(mode="after")
+    def _limits_are_a_range(self) -> TaSettings:
+        self.limits()  # price_min < price_max, or a ValueError naming both
+        return self
+
+    def limits(self) -> PlausibleLimits:
+        return PlausibleLimits(self.price_min, self.price_max, self.size_max)
+
     def kafka_properties(self) -> dict[str, str]:
         """Client security properties for the Java Kafka clients of source and sink."""
         return self.kafka.as_java_properties()
@@ -133,6 +149,9 @@ class TaSettings(StrictEnvSettings, KafkaConnectionFields):
             status_interval_ms=self.status_interval_ms,
             job_name=self.job_name,
             max_future_ms=self.max_future_ms,
+            price_min=self.price_min,
+            price_max=self.price_max,
+            size_max=self.size_max,
             symbol_cache_idle_s=self.symbol_cache_idle_s,
             symbol_cache_max=self.symbol_cache_max,
             seed=self._seed(),
@@ -156,6 +175,13 @@ class TaFunctionConfig:
 
     registry_url: str
     registry_wait_s: float = 60.0
+    # plausibility limits (shared/limits.py, docs/design.md "Bad input"): a trade or quote
+    # outside them is refused like a non-finite one; the emit guard holds back a bar whose
+    # prices leave them. The forwarder has the same three (TORGHUT_FWD_*), same defaults.
+    # Bounded by the indicators' own domain (shared/indicators/signals.py: 1e-100 .. 1e100)
+    price_min: float = Field(PRICE_MIN, ge=1e-100, le=1e100)
+    price_max: float = Field(PRICE_MAX, ge=1e-100, le=1e100)
+    size_max: float = Field(SIZE_MAX, gt=0, le=1e100)
     bar_size_ms: int = 1_000
     provisional_interval_ms: int = 200
     quote_max_age_ms: int = 5_000
@@ -163,6 +189,10 @@ class TaFunctionConfig:
     status_interval_ms: int = 5_000
     job_name: str = "torghut-ta"
     max_future_ms: int = 2_000
+    # plausibility limits (TaSettings.price_min ...; shared/limits.py)
+    price_min: float = PRICE_MIN
+    price_max: float = PRICE_MAX
+    size_max: float = SIZE_MAX
     # a key's log is compacted into its snapshot at the latest after this many records (a bar
     # close compacts too); bounds the checkpointed log and the replay after a restore
     state_log_max: int = 512
@@ -170,3 +200,6 @@ class TaFunctionConfig:
     symbol_cache_max: int = 100_000
     # (symbol, seed end ns, SignalState.to_state()) per seeded symbol (flink_job/seed.py)
     seed: tuple[tuple[str, int, tuple], ...] = ()
+
+    def limits(self) -> PlausibleLimits:
+        return PlausibleLimits(self.price_min, self.price_max, self.size_max)

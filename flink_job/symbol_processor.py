@@ -13,8 +13,13 @@ Rules (docs/design.md, "Event time" and "Bad input"):
 - while a bucket is open a provisional bar + signals (is_final=false) is emitted at most
   every `provisional_interval_ns` of wall time;
 - a trade with price <= 0 or non-finite, size < 0 or non-finite, a quote with a negative or
-  non-finite price or size, and any event time more than `max_future_ns` past its ingest
-  time is refused (`invalid_reason`): the job counts and skips it;
+  non-finite price or size, any price or size outside the plausibility limits
+  (shared/limits.py) and any event time more than `max_future_ns` past its ingest time is
+  refused (`invalid_reason`): the job counts and skips it;
+- the emit guard: a bar (final or provisional) with a non-finite or implausible field is
+  never emitted, nor its signals (`bar_problem`; a final one is counted in `refused_bars`
+  and never reaches the indicators), and a non-finite indicator value is emitted as null
+  (`null_non_finite`);
 - a record whose (symbol, kind, seq) was already applied is a duplicate (a delivery the
   forwarder re-produced that reached the log twice): counted, never applied again;
 - corrections and cancelErrors are counted and reported; bars are not rewritten (Alpaca
@@ -32,11 +37,13 @@ from __future__ import annotations
 import logging
 import math
 from bisect import bisect_right
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from shared.bars import MicroBar, bucket_start_ns
 from shared.indicators import IndicatorError, Quote, SignalState, SignalValues
+from shared.limits import DEFAULT_LIMITS, PlausibleLimits
 
 log = logging.getLogger("torghut.ta")
 
@@ -181,30 +188,106 @@ class StepResult:
 _INF = math.inf
 
 
-def invalid_reason(ev: tuple, max_future_ns: int) -> str | None:
+def invalid_reason(
+    ev: tuple, max_future_ns: int, limits: PlausibleLimits = DEFAULT_LIMITS
+) -> str | None:
     """Why the event cannot be applied to a bar or a quote, or None if it can.
 
-    Trades: price > 0 and finite, size >= 0 and finite. Quotes: prices and sizes >= 0 and
-    finite (a 0 price is a one-sided quote). Any kind: event time at most `max_future_ns`
-    after the envelope's ingest time (the forwarder refuses these first; this guards the job
-    against any other writer).
+    Trades: price in [price_min, price_max], size in [0, size_max] (`limits`; NaN and the
+    infinities are outside every range). Quotes: prices 0 (an empty side) or in the price
+    range, sizes in the size range. Any kind: event time at most `max_future_ns` after the
+    envelope's ingest time (the forwarder refuses these first; this guards the job against
+    any other writer).
     """
     kind = ev[0]
     if ev[2] - ev[4] > max_future_ns:
         return f"event_ts {ev[2]} is {(ev[2] - ev[4]) // NS_PER_MS} ms past ingest_ts {ev[4]}"
     if kind == TRADE:
         price, size = ev[6], ev[7]
+        lim = limits
+        if lim.price_min <= price <= lim.price_max and 0.0 <= size <= lim.size_max:
+            return None  # the common case: two chained comparisons
         if not 0.0 < price < _INF:
             return f"trade price {price!r} is not a positive finite number"
+        if not lim.price_min <= price <= lim.price_max:
+            return f"trade price {price!r} is {lim.price_problem(price)}"
         if not 0.0 <= size < _INF:
             return f"trade size {size!r} is not a finite number >= 0"
-    elif kind == QUOTE:
+        return f"trade size {size!r} is {lim.size_problem(size)}"
+    if kind == QUOTE:
         for name, v in zip(
             ("bid_price", "bid_size", "ask_price", "ask_size"), ev[6:10], strict=True
         ):
             if not 0.0 <= v < _INF:
                 return f"quote {name} {v!r} is not a finite number >= 0"
+            problem = (
+                limits.size_problem(v)
+                if name.endswith("size")
+                else limits.price_problem(v, zero_ok=True)
+            )
+            if problem is not None:
+                return f"quote {name} {v!r} is {problem}"
     return None
+
+
+# the emit guard's slack for a VWAP at the edge of its bar's range (it is a mean of the
+# bar's prices, computed in floating point: a few ulps outside [low, high] are rounding)
+VWAP_SLACK = 1e-9
+
+# on_refuse(symbol, bar start ns, is_final, what, detail): what the emit guard held back,
+# `what` = "bar" (the bar and its signals were not emitted) or "values" (indicator values
+# that were not finite, emitted as null; `detail` names them)
+RefuseHook = Callable[[str, int, bool, str, str], None]
+
+
+def bar_problem(bar: MicroBar, limits: PlausibleLimits = DEFAULT_LIMITS) -> str | None:
+    """Why the emit guard holds this bar back (None if it may be emitted): open, high, low
+    and close must be plausible prices (`limits`), the volume a finite number >= 0 and the
+    VWAP within [low, high] (give or take `VWAP_SLACK`, relative). NaN fails every test."""
+    lo, hi = limits.price_min, limits.price_max
+    if not (
+        lo <= bar.low <= hi
+        and lo <= bar.high <= hi
+        and lo <= bar.open <= hi
+        and lo <= bar.close <= hi
+    ):
+        for name in ("open", "high", "low", "close"):
+            v = getattr(bar, name)
+            if not lo <= v <= hi:
+                return f"{name} {v!r} is outside the plausible range [{lo:g}, {hi:g}]"
+    if not 0.0 <= bar.volume < _INF:
+        return f"volume {bar.volume!r} is not a finite number >= 0"
+    if not bar.low * (1.0 - VWAP_SLACK) <= bar.vwap <= bar.high * (1.0 + VWAP_SLACK):
+        return f"vwap {bar.vwap!r} is outside the bar's [low {bar.low!r}, high {bar.high!r}]"
+    return None
+
+
+_VALUE_NAMES = tuple(SignalValues().as_dict())
+
+
+def null_non_finite(values: SignalValues) -> list[str]:
+    """Set every indicator value that is not a finite number to None; the names set."""
+    bad = []
+    for name in _VALUE_NAMES:
+        v = getattr(values, name)
+        if v is not None and not -_INF < v < _INF:
+            setattr(values, name, None)
+            bad.append(name)
+    return bad
+
+
+def _log_refusal(symbol: str, start_ns: int, is_final: bool, what: str, detail: str) -> None:
+    kind = "final" if is_final else "provisional"
+    if what == "bar":
+        log.warning("%s: held back the %s bar starting %d: %s", symbol, kind, start_ns, detail)
+    else:
+        log.warning(
+            "%s: the %s bar starting %d: non-finite %s emitted as null",
+            symbol,
+            kind,
+            start_ns,
+            detail,
+        )
 
 
 class SymbolProcessor:
@@ -215,10 +298,16 @@ class SymbolProcessor:
         bar_size_ns: int = 1_000_000_000,
         provisional_interval_ns: int = 200_000_000,
         quote_max_age_ns: int = 5_000_000_000,
+        limits: PlausibleLimits = DEFAULT_LIMITS,
+        on_refuse: RefuseHook | None = None,
     ) -> None:
         self.size = bar_size_ns
         self.provisional_interval_ns = provisional_interval_ns
         self.quote_max_age_ns = quote_max_age_ns
+        # the emit guard's ranges (bar_problem) and where its refusals are reported (the
+        # keyed function counts and rate-limits them; default: a warning each)
+        self.limits = limits
+        self.on_refuse = on_refuse if on_refuse is not None else _log_refusal
 
     @staticmethod
     def timer_for(bar_end_ns: int) -> int:
@@ -295,12 +384,26 @@ class SymbolProcessor:
             and wall_ns - st.last_provisional_wall_ns >= self.provisional_interval_ns
         ):
             st.last_provisional_wall_ns = wall_ns
+            problem = bar_problem(bar, self.limits)
+            if problem is not None:  # the emit guard: never emitted (the final bar is refused)
+                self.on_refuse(symbol, start, False, "bar", problem)
+                return result
             # the provisional view of the bar this trade went into, as if it closed now
-            values = (
-                signals.peek(bar, self._quote_before(st, bar.end_ns))
-                if self._peekable(signals, bar)
-                else SignalValues()
-            )
+            try:
+                values = (
+                    signals.peek(bar, self._quote_before(st, bar.end_ns))
+                    if self._peekable(signals, bar)
+                    else SignalValues()
+                )
+            except (
+                IndicatorError,
+                ArithmeticError,
+            ) as exc:  # limits wider than the kernels' domain
+                self.on_refuse(symbol, start, False, "bar", str(exc))
+                return result
+            nulled = null_non_finite(values)
+            if nulled:
+                self.on_refuse(symbol, start, False, "values", ", ".join(nulled))
             gap = self._in_gap(st, bar.start_ns, bar.end_ns)
             result.emissions.append(
                 Emission(bar, values, False, event_ns, ingest_ns, seq, trace_id, gap)
@@ -413,14 +516,24 @@ class SymbolProcessor:
                 break
             event_ns, ingest_ns, seq, trace_id = st.latest.pop(start)
             del st.bars[start]
+            problem = bar_problem(bar, self.limits)
+            if problem is not None:
+                # the emit guard (docs/design.md, "Bad input"): a bar with a non-finite or
+                # implausible field is not emitted and never reaches the indicators
+                st.counters.refused_bars += 1
+                self.on_refuse(bar.symbol, start, True, "bar", problem)
+                continue
             try:
                 values = signals.update(bar, self._quote_before(st, bar.end_ns))
-            except IndicatorError:
+            except (IndicatorError, ArithmeticError):
                 # a bar the indicators refuse (a bug upstream: the checks in invalid_reason
                 # keep bad values out) is dropped and counted, never a restart loop
                 log.exception("%s: dropped the bar starting %d", bar.symbol, start)
                 st.counters.refused_bars += 1
                 continue
+            nulled = null_non_finite(values)
+            if nulled:
+                self.on_refuse(bar.symbol, start, True, "values", ", ".join(nulled))
             gap = self._in_gap(st, bar.start_ns, bar.end_ns)
             out.append(Emission(bar, values, True, event_ns, ingest_ns, seq, trace_id, gap))
         if st.gaps:

@@ -7,8 +7,9 @@
  *   phase 1  parses and validates the WHOLE frame without touching any state. Each element
  *            is either a well-formed trade ("T":"t") or quote ("T":"q") that the Python
  *            router would forward without a reject or a coercion (encoded here; prices
- *            and sizes in range: trade price > 0, quote prices >= 0, sizes >= 0, all
- *            finite, event time at most max_future_ns past ingest_ns), or any
+ *            and sizes in range: trade price in [price_min, price_max], quote prices 0 or
+ *            in that range, sizes in [0, size_max] (set_limits(); NaN is in no range),
+ *            event time at most max_future_ns past ingest_ns), or any
  *            other object msgpack certainly decodes (another type, a control message, a
  *            wrong field...: left to Python). Malformed or truncated msgpack anywhere,
  *            trailing bytes, or no trade/quote at all: False, nothing was done, and the
@@ -51,6 +52,9 @@ static Py_ssize_t cfg_tail_len;
 static PyObject *cfg_producer_type = NULL;
 static PyObject *minus_one = NULL;
 static Py_ssize_t cfg_trailer_len;
+/* plausibility limits (shared/limits.py), set_limits(): forwarder.router.set_limits keeps
+   them equal to the Python encoder's (forwarder/avro_writer.py) */
+static double lim_pmin = 1e-6, lim_pmax = 1e7, lim_smax = 1e10;
 
 /* interned names: every Python attribute, method, dict key and keyword name this file
    uses, in NAMES below (tests/unit/test_forwarder_fastroute_names.py checks each against
@@ -561,9 +565,9 @@ static int parse_msg(reader *r, msg_t *m, int64_t limit, const uint8_t **sym_p, 
         if (!have[F_p] || !as_double(&f[F_p], &m->d[0]) || !have[F_s] ||
             !as_double(&f[F_s], &m->d[1]))
             return 0;
-        /* price > 0 and size >= 0, both finite (NaN fails every comparison): anything else
-           is Python's to reject (invalid_price / invalid_size) */
-        if (!(m->d[0] > 0.0 && m->d[0] < Py_HUGE_VAL) || !(m->d[1] >= 0.0 && m->d[1] < Py_HUGE_VAL))
+        /* price in [pmin, pmax] and size in [0, smax] (NaN fails every comparison): anything
+           else is Python's to reject (invalid_price / invalid_size) */
+        if (!(m->d[0] >= lim_pmin && m->d[0] <= lim_pmax) || !(m->d[1] >= 0.0 && m->d[1] <= lim_smax))
             return 0;
     } else {
         if (!have[F_bx] || f[F_bx].type != MP_STR || !have[F_ax] || f[F_ax].type != MP_STR)
@@ -576,9 +580,11 @@ static int parse_msg(reader *r, msg_t *m, int64_t limit, const uint8_t **sym_p, 
             !as_double(&f[F_bs], &m->d[1]) || !have[F_ap] || !as_double(&f[F_ap], &m->d[2]) ||
             !have[F_as] || !as_double(&f[F_as], &m->d[3]))
             return 0;
-        /* prices and sizes >= 0 (0: a one-sided quote) and finite, else Python rejects it */
-        for (int j = 0; j < 4; j++)
-            if (!(m->d[j] >= 0.0 && m->d[j] < Py_HUGE_VAL))
+        /* prices 0 (a one-sided quote) or in [pmin, pmax], sizes in [0, smax] (d: bp, bs, ap,
+           as), else Python rejects it */
+        for (int j = 0; j < 4; j += 2)
+            if (!(m->d[j] == 0.0 || (m->d[j] >= lim_pmin && m->d[j] <= lim_pmax)) ||
+                !(m->d[j + 1] >= 0.0 && m->d[j + 1] <= lim_smax))
                 return 0;
     }
     return 1;
@@ -1428,7 +1434,26 @@ static PyObject *configure(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+static PyObject *set_limits(PyObject *self, PyObject *args)
+{
+    (void)self;
+    double pmin, pmax, smax;
+    if (!PyArg_ParseTuple(args, "ddd", &pmin, &pmax, &smax))
+        return NULL;
+    if (!(pmin > 0.0 && pmin < pmax && pmax < Py_HUGE_VAL && smax > 0.0 && smax < Py_HUGE_VAL)) {
+        PyErr_SetString(PyExc_ValueError, "limits must satisfy 0 < price_min < price_max < inf, "
+                                          "0 < size_max < inf");
+        return NULL;
+    }
+    lim_pmin = pmin;
+    lim_pmax = pmax;
+    lim_smax = smax;
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
+    {"set_limits", set_limits, METH_VARARGS,
+     "set_limits(price_min, price_max, size_max): the trade/quote ranges taken natively"},
     {"configure", configure, METH_VARARGS,
      "configure(n_channels, trade_index, quote_index, trade_branch, quote_branch, trailer, tail, "
      "producer_type=None)"},

@@ -94,6 +94,10 @@ def configure(
     """Union indexes of Trade and Quote, the trailer before the trace id and the tail after
     it come from ``shared.envelope_layout`` (``forwarder.router`` passes them)."""
 
+def set_limits(price_min: float, price_max: float, size_max: float, /) -> None:
+    """The plausibility limits (``shared.limits``) the native path takes a trade or quote
+    within; ``forwarder.router.set_limits`` keeps them equal to the Python encoder's."""
+
 def route(
     router: Router[F], raw: bytes, ingest_ns: int, now: float, max_future_ns: int, /
 ) -> bool: ...

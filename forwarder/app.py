@@ -30,7 +30,7 @@ from forwarder.metrics import CHANNEL_INDEX, ForwarderMetrics
 from forwarder.producer import EnvelopeProducer
 from forwarder.reconnect import ReconnectPolicy
 from forwarder.recorder import FrameRecorder
-from forwarder.router import NATIVE, EnvelopeRouter, TraceIds
+from forwarder.router import NATIVE, EnvelopeRouter, TraceIds, set_limits
 from forwarder.sequence import SequenceNumbers, TailScan, scan_tail, seq_floor
 from forwarder.settings import ForwarderSettings
 from forwarder.ws_client import StockDataStream
@@ -241,6 +241,7 @@ class Forwarder:
                 s, clock, self.metrics, p.kafka, book=p.book_heartbeats
             )
         self._open_restart_gap(tail)
+        set_limits(s.limits())  # both encoders: trades and quotes outside are rejected
         router = EnvelopeRouter(
             writer,
             self._seqs,

@@ -22,6 +22,7 @@ from typing import Any
 from forwarder.envelope import CHANNEL_BY_TYPE, DAY_MS, MINUTE_MS, SOURCE, event_ts_ns
 from forwarder.exceptions import InvalidMessageError
 from shared import envelope_layout as L
+from shared.limits import DEFAULT_LIMITS, PlausibleLimits
 
 _TRADE = L.branch_tag("Trade")
 _QUOTE = L.branch_tag("Quote")
@@ -109,21 +110,45 @@ def write_string_array(items: Any) -> bytes:
 
 _INF = float("inf")
 
+# plausibility limits (shared/limits.py): module state, like the native path's copy of them;
+# ``set_limits`` changes both (forwarder.router.set_limits), the app at start from its settings
+LIMITS = DEFAULT_LIMITS
+_PMIN, _PMAX, _SMAX = LIMITS.price_min, LIMITS.price_max, LIMITS.size_max
+
+
+def set_limits(limits: PlausibleLimits) -> None:
+    """The ranges ``check_price``/``check_size`` and the trade and quote encoders enforce."""
+    global LIMITS, _PMIN, _PMAX, _SMAX
+    LIMITS = limits
+    _PMIN, _PMAX, _SMAX = limits.price_min, limits.price_max, limits.size_max
+
 
 def check_price(m: Mapping[str, Any], field: str, *, zero_ok: bool = False) -> None:
     """``invalid_price`` unless ``m[field]`` is a finite number > 0 (>= 0 with ``zero_ok``:
-    one side of a quote may be empty). Call after the value was packed (its type is fine)."""
+    one side of a quote may be empty) within the plausible range (``LIMITS``; 0 with
+    ``zero_ok``). Call after the value was packed (its type is fine)."""
     v = m[field]
     if not (0.0 <= v < _INF if zero_ok else 0.0 < v < _INF):
         bound = ">= 0" if zero_ok else "> 0"
         raise InvalidMessageError("invalid_price", f"{field}={v!r} (must be {bound}, finite)")
+    if not (_PMIN <= v <= _PMAX or (zero_ok and v == 0.0)):
+        raise InvalidMessageError(
+            "invalid_price",
+            f"{field}={v!r} (outside the plausible range [{_PMIN:g}, {_PMAX:g}], "
+            "TORGHUT_FWD_PRICE_MIN/MAX)",
+        )
 
 
 def check_size(m: Mapping[str, Any], field: str) -> None:
-    """``invalid_size`` unless ``m[field]`` is a finite number >= 0."""
+    """``invalid_size`` unless ``m[field]`` is a finite number in [0, size_max]."""
     v = m[field]
     if not 0.0 <= v < _INF:
         raise InvalidMessageError("invalid_size", f"{field}={v!r} (must be >= 0, finite)")
+    if not v <= _SMAX:
+        raise InvalidMessageError(
+            "invalid_size",
+            f"{field}={v!r} (outside the plausible range [0, {_SMAX:g}], TORGHUT_FWD_SIZE_MAX)",
+        )
 
 
 # Trades and quotes, nearly all the traffic, check their ranges at once and look their
@@ -147,7 +172,7 @@ def _trade(m: Mapping[str, Any]) -> bytes:
     p = m["p"]
     s = m["s"]
     ps = _DD(p, s)
-    if not (0.0 < p < _INF and 0.0 <= s < _INF):
+    if not (_PMIN <= p <= _PMAX and 0.0 <= s <= _SMAX):
         check_price(m, "p")
         check_size(m, "s")
     return b"".join((_TRADE, wi, wx, ps, _conditions_and_tape(m)))
@@ -164,7 +189,12 @@ def _quote(m: Mapping[str, Any]) -> bytes:
     ap = m["ap"]
     as_ = m["as"]
     ask = _DD(ap, as_)
-    if not (0.0 <= bp < _INF and 0.0 <= ap < _INF and 0.0 <= bs < _INF and 0.0 <= as_ < _INF):
+    if not (
+        (_PMIN <= bp <= _PMAX or bp == 0.0)
+        and (_PMIN <= ap <= _PMAX or ap == 0.0)
+        and 0.0 <= bs <= _SMAX
+        and 0.0 <= as_ <= _SMAX
+    ):
         check_price(m, "bp", zero_ok=True)  # 0 is allowed: a one-sided quote
         check_price(m, "ap", zero_ok=True)
         check_size(m, "bs")

@@ -42,6 +42,7 @@ from forwarder.avro_writer import (
     trailer,
     write_long,
 )
+from forwarder.avro_writer import set_limits as avro_set_limits
 from forwarder.dedup import DedupCache
 from forwarder.envelope import (
     BAR_WINDOW_MS,
@@ -58,6 +59,7 @@ from forwarder.sequence import SequenceNumbers
 from forwarder.settings import ForwarderSettings
 from forwarder.wire import decode_spans
 from shared import envelope_layout as L
+from shared.limits import DEFAULT_LIMITS, PlausibleLimits
 from shared.topics import CHANNEL_TOPICS
 
 #: event times more than this ahead of the frame's ingest time are refused
@@ -109,7 +111,17 @@ def configure_native(tail: bytes = TAIL) -> None:
         )
 
 
+def set_limits(limits: PlausibleLimits) -> None:
+    """The plausibility limits of trades and quotes (``shared.limits``), on both paths: the
+    Python encoder's (``avro_writer.set_limits``) and the native path's copy, which hands
+    anything outside them to Python to reject (``invalid_price`` / ``invalid_size``)."""
+    avro_set_limits(limits)
+    if _fastroute is not None:
+        _fastroute.set_limits(limits.price_min, limits.price_max, limits.size_max)
+
+
 configure_native()
+set_limits(DEFAULT_LIMITS)
 
 _HEX3 = [b"%03x" % i for i in range(4096)]
 _REST: dict[int, bytes] = {}

@@ -12,6 +12,7 @@ from urllib.parse import urlparse
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
+from shared.limits import PRICE_MAX, PRICE_MIN, SIZE_MAX, PlausibleLimits
 from shared.settings import KafkaConnectionFields, StrictEnvSettings
 
 FEEDS = ("iex", "sip", "delayed_sip", "test", "otc", "boats", "overnight")
@@ -96,6 +97,21 @@ class ForwarderSettings(StrictEnvSettings, KafkaConnectionFields):
         description="a message whose envelope would be larger is rejected "
         "(envelope_too_large); librdkafka's message.max.bytes is set to this + 10000 "
         "(at least its default 1000000); topics and broker must accept it too",
+    )
+    # plausibility limits (shared/limits.py; docs/design.md "Bad input"): the TA job has the
+    # same three (TORGHUT_TA_PRICE_MIN ...) with the same defaults
+    price_min: float = Field(
+        PRICE_MIN,
+        ge=1e-100,
+        le=1e100,
+        description="trade prices below (quote prices other than 0 below) are rejected "
+        "(invalid_price)",
+    )
+    price_max: float = Field(
+        PRICE_MAX, ge=1e-100, le=1e100, description="trade and quote prices above are rejected"
+    )
+    size_max: float = Field(
+        SIZE_MAX, gt=0, le=1e100, description="trade and quote sizes above are rejected"
     )
     max_future_s: float = Field(
         2.0,
@@ -193,7 +209,12 @@ class ForwarderSettings(StrictEnvSettings, KafkaConnectionFields):
                 f"kafka_security_protocol={self.kafka_security_protocol} needs "
                 "TORGHUT_FWD_KAFKA_SASL_USERNAME and TORGHUT_FWD_KAFKA_SASL_PASSWORD"
             )
+        self.limits()  # TORGHUT_FWD_PRICE_MIN < TORGHUT_FWD_PRICE_MAX, else a ValueError
         return self
+
+    def limits(self) -> PlausibleLimits:
+        """The plausibility limits of trades and quotes (shared/limits.py)."""
+        return PlausibleLimits(self.price_min, self.price_max, self.size_max)
 
     def kafka_config(self) -> dict[str, Any]:
         """confluent-kafka connection and security settings (no producer tuning)."""

@@ -8,8 +8,34 @@ the out-of-orderness bound still becomes the open or the close it really was.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
+from fractions import Fraction
+
+_INF = float("inf")
+# pv / volume is the VWAP while pv is a normal finite number; below this pv has lost
+# precision (subnormal) or underflowed to 0, at inf it overflowed (`_blend` takes over)
+_TINY = sys.float_info.min
+
+
+def _blend(vwap: float, v_old: float, price: float, size: float, volume: float) -> float:
+    """The weighted mean of the VWAP so far (weight `v_old`) and one trade (weight `size`),
+    `volume` = v_old + size > 0: the VWAP when pv = sum(price * size) is not usable (it
+    overflowed or underflowed; finite positive prices and sizes can do either). A sum of
+    two non-negative terms, clamped between the two prices: it cannot overflow or cancel.
+    A volume that overflowed itself is halved with both weights (exact), so the ratios stay right;
+    once the volume so far is infinite the VWAP no longer moves (such a bar is refused)."""
+    if v_old == _INF:
+        return vwap
+    if volume == _INF:
+        v_old, size = v_old * 0.5, size * 0.5
+        volume = v_old + size
+    r = vwap * (v_old / volume) + price * (size / volume)
+    # a mean lies between its terms; the rounded weights may sum to 1 + ulp (at the largest
+    # double that would overflow), so the result is clamped to them
+    lo, hi = (vwap, price) if vwap <= price else (price, vwap)
+    return hi if r > hi else lo if r < lo else r
 
 
 class TradeOutsideBarError(ValueError):
@@ -31,6 +57,12 @@ class MicroBar:
     to arrive); volume and pv (sum of price*size) accumulate in arrival order; sizes
     stay floats, so fractional crypto sizes are never truncated.
     `first_event_ns`, `last_event_ns` and `pv` are kept by `open_with`/`add_trade`.
+
+    vwap = pv / volume, exactly as the batch oracle computes it, whenever pv is a normal
+    finite number; for prices and sizes whose products overflow (1e308 x 10) or underflow
+    (subnormals) it is kept as a running weighted mean instead (`_blend`), so it is always
+    finite for finite input. Only `volume` itself can overflow (sizes summing past 1.8e308):
+    the job's emit guard refuses such a bar (flink_job.symbol_processor.bar_problem).
     """
 
     symbol: str
@@ -65,6 +97,11 @@ class MicroBar:
                 f"[{start_ns}, {end_ns}); open the bar at bucket_start_ns(event_ts, size)"
             )
         pv = price * size
+        vwap = price
+        if size > 0.0 and _TINY <= pv < _INF:
+            vwap = pv / size
+            if not vwap < _INF:  # a price within rounding of the largest double
+                vwap = price
         return cls(
             symbol=symbol,
             start_ns=start_ns,
@@ -74,7 +111,7 @@ class MicroBar:
             low=price,
             close=price,
             volume=size,
-            vwap=pv / size if size > 0.0 else price,
+            vwap=vwap,
             trade_count=1,
             first_event_ns=event_ts_ns,
             last_event_ns=event_ts_ns,
@@ -98,10 +135,19 @@ class MicroBar:
             self.high = price
         if price < self.low:
             self.low = price
-        self.volume += size
-        self.pv += price * size
+        v_old = self.volume
+        volume = self.volume = v_old + size
+        pv = self.pv = self.pv + price * size
         self.trade_count += 1
-        self.vwap = self.pv / self.volume if self.volume > 0.0 else self.close
+        if volume > 0.0:
+            if _TINY <= pv < _INF:
+                vwap = pv / volume
+                if vwap < _INF:
+                    self.vwap = vwap
+                    return
+            self.vwap = _blend(self.vwap if v_old > 0.0 else price, v_old, price, size, volume)
+        else:
+            self.vwap = self.close
 
     def to_state(self) -> tuple:
         """Plain tuple for Flink keyed state (small when pickled)."""
@@ -153,6 +199,12 @@ def batch_bars(trades: Iterable[tuple[str, int, float, float]], size_ns: int) ->
         for _, _, price, size in group:
             volume += size
             pv += price * size
+        if volume > 0.0 and not (_TINY <= pv < _INF and pv / volume < _INF):
+            # extreme prices or sizes (the stream blends, `_blend`): the exact VWAP, rounded
+            exact = sum(Fraction(p) * Fraction(s) for _, _, p, s in group)
+            vwap = float(exact / sum(Fraction(s) for _, _, _, s in group))
+        else:
+            vwap = pv / volume if volume > 0.0 else last[2]
         bars.append(
             MicroBar(
                 symbol=symbol,
@@ -163,7 +215,7 @@ def batch_bars(trades: Iterable[tuple[str, int, float, float]], size_ns: int) ->
                 low=min(t[2] for t in group),
                 close=last[2],
                 volume=volume,
-                vwap=pv / volume if volume > 0.0 else last[2],
+                vwap=vwap,
                 trade_count=len(group),
                 first_event_ns=first[0],
                 last_event_ns=last[0],

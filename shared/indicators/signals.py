@@ -23,6 +23,17 @@ from the same first bar, None exactly where TA-Lib returns NaN):
   then (13/14) * atr + (1/14) * tr.
 Not TA-Lib: session VWAP, rolling 5 min VWAP, 60 s realized volatility, spread and
 imbalance (see `SignalValues`).
+
+Finite by construction: a bar is refused (`InvalidBarError`) unless its close, high, low
+and vwap lie in [PRICE_FLOOR, PRICE_CEIL] and its volume in [0, VOLUME_CEIL]. Inside that
+domain nothing the kernels form can overflow or become NaN, however long the history: EMA
+and SMA sums of at most 26 prices stay below 3e101, squares of deviations (Bollinger's
+`math.dist` scales them anyway) below 1e201, RSI and ATR terms below 1e101, a price
+ratio lies in [1e-200, 1e200] so a log return within +-461, and a bar's pv = vwap * volume
+is at most 1e200, so a session's sum stays finite for more than 1e100 bars. The quote
+fields: ask - bid of two finite non-negative numbers is finite; a depth that overflows is
+halved first (exact). The job's plausibility limits are far inside this domain
+(shared/limits.py), so for its input the checks never refuse a bar.
 """
 
 from __future__ import annotations
@@ -49,6 +60,10 @@ _ATR_ALPHA = 1.0 - _ATR_BETA
 _SQRT20 = math.sqrt(20.0)
 _INF = math.inf
 _NO_BAR = -(1 << 63)
+# the kernels' domain (module doc): 1e100 squared is still 1e200 below overflow
+PRICE_FLOOR = 1e-100
+PRICE_CEIL = 1e100
+VOLUME_CEIL = 1e100
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,10 +213,14 @@ class SignalState:
                 f"ending {self._last_end}; commit bars once each, in event-time order"
             )
         x = bar.close
-        if not 0.0 < x < _INF:
-            raise InvalidBarError(
-                f"{bar.symbol}: bar ending {end} has close {x!r}; prices must be finite and > 0"
-            )
+        if not (
+            PRICE_FLOOR <= x <= PRICE_CEIL
+            and PRICE_FLOOR <= bar.low <= PRICE_CEIL
+            and PRICE_FLOOR <= bar.high <= PRICE_CEIL
+            and PRICE_FLOOR <= bar.vwap <= PRICE_CEIL
+            and 0.0 <= bar.volume <= VOLUME_CEIL
+        ):
+            raise InvalidBarError(self._domain_problem(bar))
         k = self._n
         prev = self._last_close
 
@@ -305,9 +324,13 @@ class SignalState:
         spread = imbalance = None
         if quote is not None and 0 < end - quote.event_ns <= self.config.quote_max_age_ns:
             spread = quote.ask - quote.bid
-            depth = quote.bid_size + quote.ask_size
+            bs, as_ = quote.bid_size, quote.ask_size
+            depth = bs + as_
+            if depth == _INF:  # two finite sizes whose sum overflows: halve both (exact)
+                bs, as_ = bs * 0.5, as_ * 0.5
+                depth = bs + as_
             if depth > 0.0:
-                imbalance = (quote.bid_size - quote.ask_size) / depth
+                imbalance = (bs - as_) / depth
 
         if commit:
             self._n = k + 1
@@ -342,6 +365,20 @@ class SignalState:
             vol,
             spread,
             imbalance,
+        )
+
+    @staticmethod
+    def _domain_problem(bar: MicroBar) -> str:
+        for name in ("close", "high", "low", "vwap"):
+            v = getattr(bar, name)
+            if not PRICE_FLOOR <= v <= PRICE_CEIL:
+                return (
+                    f"{bar.symbol}: bar ending {bar.end_ns} has {name} {v!r}; prices must be "
+                    f"finite and in [{PRICE_FLOOR:g}, {PRICE_CEIL:g}]"
+                )
+        return (
+            f"{bar.symbol}: bar ending {bar.end_ns} has volume {bar.volume!r}; volumes must "
+            f"be finite and in [0, {VOLUME_CEIL:g}]"
         )
 
     def to_state(self) -> tuple:

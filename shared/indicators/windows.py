@@ -23,6 +23,21 @@ def _add(s: float, c: float, x: float) -> tuple[float, float]:
     return t, c
 
 
+def _ratio(pv: float, v: float) -> float | None:
+    """pv / v, or None when that is no finite number: volumes more than ~2^100 apart in one
+    window (1e-300 next to 1e15) exceed what the compensated sums resolve, and the sum left
+    after evictions can cancel to 0 or below. The answer is then inexact, never a division
+    by zero or an infinity (shared/indicators/signals.py, "Finite by construction")."""
+    if v > 0.0:
+        r = pv / v
+        if -_INF < r < _INF:
+            return r
+    return None
+
+
+_INF = math.inf
+
+
 class RollingVwap:
     """sum(pv) / sum(v) over the items keyed in (now - length, now].
 
@@ -80,7 +95,7 @@ class RollingVwap:
             if v > 0.0:
                 npos += 1
         self._spv, self._cpv, self._sv, self._cv, self._npos = spv, cpv, sv, cv, npos
-        return (spv + cpv) / (sv + cv) if npos else None
+        return _ratio(spv + cpv, sv + cv) if npos else None
 
     def peek(self, cutoff: int, key: int, pv: float, v: float) -> float | None:
         """What `commit` would return, without changing the window."""
@@ -108,7 +123,7 @@ class RollingVwap:
             sv, cv = _add(sv, cv, v)
             if v > 0.0:
                 npos += 1
-        return (spv + cpv) / (sv + cv) if npos else None
+        return _ratio(spv + cpv, sv + cv) if npos else None
 
     def to_state(self) -> tuple:
         return (

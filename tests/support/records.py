@@ -115,6 +115,8 @@ def ta_status(**over: Any) -> dict[str, Any]:
         ],
         "gap_markers": 3,
         "late_gap_markers": 1,
+        "refused_outputs": 2,
+        "nulled_values": 0,
     }
     rec.update(over)
     return rec

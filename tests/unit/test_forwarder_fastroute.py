@@ -30,6 +30,7 @@ from forwarder.envelope import CHANNEL_BY_TYPE
 from forwarder.metrics import ForwarderMetrics
 from forwarder.router import NATIVE, EnvelopeRouter, TraceIds
 from forwarder.sequence import SequenceNumbers
+from shared.limits import DEFAULT_LIMITS
 from shared.topics import CHANNEL_TOPICS
 from torghut.sim import SyntheticConfig, SyntheticMarket
 from torghut.sim.protocol import encode_msgpack
@@ -283,12 +284,18 @@ ts_forms = st.sampled_from(["auto", "auto", "64", "96", "int"])
 trade_ids = st.sampled_from([*BOUNDARY_INTS, 0, -1, -(1 << 63), 7, 8]) | st.integers(
     -(1 << 63), (1 << 63) - 1
 )
-# prices and sizes: mostly in range (encoded natively), else what the router rejects
+# prices and sizes: mostly non-negative finite numbers (encoded natively when within the
+# plausibility limits, else rejected like the rest), else what the router rejects
 # (invalid_price / invalid_size) and the native path must hand to it
 in_range = (
-    st.floats(min_value=0.0, allow_nan=False, allow_infinity=False)
+    st.floats(min_value=1e-6, max_value=1e7)
+    | st.floats(min_value=0.0, allow_nan=False, allow_infinity=False)
     | st.integers(0, 1 << 53)
     | st.sampled_from([0.0, -0.0, 5e-324, 1.5, 100.01, 1.7976931348623157e308])
+    # the plausibility limits (shared/limits.py: prices 1e-6..1e7, sizes 0..1e10) and their
+    # neighbours just outside
+    | st.sampled_from([1e-6, 1e7, 1e10, math.nextafter(1e-6, 0), math.nextafter(1e7, math.inf)])
+    | st.sampled_from([math.nextafter(1e10, math.inf), 1e308, 1e-308])
 )
 out_of_range = (
     st.floats(max_value=-5e-324, allow_nan=False)
@@ -311,11 +318,22 @@ def price_or_size(draw: Any, positive: bool = False) -> Any:
     return draw(out_of_range)
 
 
+def _price_ok(v: Any, zero_ok: bool = False) -> bool:
+    """Within the plausibility limits (shared/limits.py); 0 for a quote's empty side."""
+    return DEFAULT_LIMITS.price_problem(v, zero_ok=zero_ok) is None
+
+
+def _size_ok(v: Any) -> bool:
+    return DEFAULT_LIMITS.size_problem(v) is None
+
+
 def in_range_values(m: Any) -> bool:
     """A trade/quote whose prices and sizes the router accepts (the rest is rejected)."""
     if m.get("T") == "t":
-        return 0 < m["p"] < math.inf and 0 <= m["s"] < math.inf
-    return all(0 <= m[k] < math.inf for k in ("bp", "bs", "ap", "as"))
+        return _price_ok(m["p"]) and _size_ok(m["s"])
+    return all(_price_ok(m[k], True) for k in ("bp", "ap")) and all(
+        _size_ok(m[k]) for k in ("bs", "as")
+    )
 
 
 exchanges = st.sampled_from(["V", "N", "Q", "", "ÿ"]) | st.text(max_size=3)
@@ -466,12 +484,10 @@ def test_out_of_range_prices_and_sizes_are_rejected_alike_and_consume_nothing(ms
     expect = []
     for m in bad:
         if m["T"] == "t":
-            field = "p" if not 0 < m["p"] < math.inf else "s"
+            field = "p" if not _price_ok(m["p"]) else "s"
         else:
-            prices = [k for k in ("bp", "ap") if not 0 <= m[k] < math.inf]
-            field = (
-                prices[0] if prices else next(k for k in ("bs", "as") if not 0 <= m[k] < math.inf)
-            )
+            prices = [k for k in ("bp", "ap") if not _price_ok(m[k], True)]
+            field = prices[0] if prices else next(k for k in ("bs", "as") if not _size_ok(m[k]))
         reason = "invalid_price" if field in ("p", "bp", "ap") else "invalid_size"
         expect.append((reason, f"{field}={m[field]!r}"))
     got = [(reason, detail.split(" ")[0]) for reason, detail, _ in native.rejects]

@@ -1,0 +1,163 @@
+"""End to end on the real stack: trades at 1e308, 1e-308, 5e-324 and of huge sizes among a
+seeded session, simulator replay -> forwarder -> Kafka -> TA job. The forwarder refuses each
+implausible trade by reason (docs/design.md, "Bad input": plausibility limits); every final
+bar and signal the job commits is finite and equals the batch oracle of the plausible
+trades, and the ATR equals TA-Lib's (the reported defect: a final bar with vwap = inf and an
+ATR of 7e306 decaying over the next signals).
+
+Not yet run by its author (written with the unit-tested change; the lead runs it).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import pytest
+import talib  # type: ignore[import-untyped]
+
+from forwarder.app import ForwarderThread
+from forwarder.settings import ForwarderSettings
+from shared.bars import batch_bars
+from shared.limits import DEFAULT_LIMITS
+from tests.conftest import wait_for
+from tests.support.oracle import assert_bar_equals, start_us
+from tests.support.ta_job import TaJobProcess, read_topic
+from torghut.sim import (
+    JsonlRecorder,
+    ReplayConfig,
+    SimConfig,
+    SimServerThread,
+    SyntheticConfig,
+    SyntheticMarket,
+    read_jsonl,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+S = 1_000_000_000
+# (price, size) of the injected trades: each outside the default limits, finite
+POISON = [
+    (1e308, 100.0),
+    (1.7976931348623157e308, 1.0),
+    (1e-308, 100.0),
+    (5e-324, 100.0),
+    (100.0, 1e308),
+    (100.0, 1e11),
+    (1e8, 1.0),
+]
+
+
+@pytest.fixture(scope="module")
+def stack(fresh_stack):
+    """This module's own stack: its raw topics hold only the event times its tests write."""
+    return fresh_stack
+
+
+def _plausible(m: dict) -> bool:
+    return (
+        DEFAULT_LIMITS.price_problem(m["p"]) is None
+        and DEFAULT_LIMITS.size_problem(float(m["s"])) is None
+    )
+
+
+def test_1e308_and_subnormal_trades_are_refused_and_every_committed_record_is_finite(
+    stack, unique, tmp_path
+):
+    tag = unique("f")[-6:].upper()
+    symbols = (f"F{tag}A", f"F{tag}B")
+    t0 = (time.time_ns() // S - 90) * S
+    market = SyntheticMarket(
+        SyntheticConfig(symbols=symbols, seed=7, trades_per_sec=10, quotes_per_sec=3),
+        t0,
+        7,
+    )
+    msgs = market.advance(t0 + 50 * S) + market.finish()
+    # every 40th trade is followed by an implausible copy (a new trade id, same second)
+    out, k = [], 0
+    for m in msgs:
+        out.append(m)
+        if m["T"] == "t":
+            k += 1
+            if k % 40 == 0:
+                p, s = POISON[(k // 40) % len(POISON)]
+                out.append({**m, "i": m["i"] + 10**12, "p": p, "s": s})
+    rec = JsonlRecorder(tmp_path / "replay.jsonl")
+    rec.write(out)
+    rec.close()
+    job = TaJobProcess(stack, tmp_path, unique("cp-fin"), unique("tx-fin"), unique("grp-fin"))
+    job.start()
+    cfg = SimConfig(
+        source="replay",
+        replay=ReplayConfig(path=tmp_path / "replay.jsonl", pace="fast"),
+        record_path=tmp_path / "sent.jsonl",
+    )
+    settings = ForwarderSettings(
+        alpaca_key_id="key",
+        alpaca_secret_key="secret",
+        kafka_bootstrap=stack.kafka_bootstrap,
+        registry_url=stack.registry_url,
+        http_port=0,
+        linger_ms=5,
+    )
+    try:
+        with SimServerThread(cfg) as sim:  # noqa: SIM117 - the forwarder needs sim.url
+            with ForwarderThread(settings.model_copy(update={"alpaca_url": sim.url})) as fwd:
+                sim.wait_until(lambda: sim.source_done, 60, "the replay")
+                sent = read_jsonl(tmp_path / "sent.jsonl")
+                trades = [m for m in sent if m["T"] == "t"]
+                poison = [m for m in trades if not _plausible(m)]
+                assert len(poison) >= 5
+                wait_for(
+                    lambda: (
+                        sum(fwd.metrics.messages[:-1]) + sum(fwd.metrics.frames_rejected.values())
+                        >= len(sent)
+                    ),
+                    60,
+                    "every message acked or rejected",
+                )
+                rejected = fwd.metrics.frames_rejected
+                assert rejected["invalid_price"] + rejected["invalid_size"] == len(poison)
+
+                good = [(m["S"], m["t"], m["p"], float(m["s"])) for m in trades if _plausible(m)]
+                oracle = {(b.symbol, b.start_ns): b for b in batch_bars(good, S)}
+
+                def finals(topic: str) -> list[dict]:
+                    return [
+                        r
+                        for r in read_topic(
+                            stack,
+                            topic,
+                            set(symbols),
+                            lambda recs: sum(r["is_final"] for r in recs) >= len(oracle),
+                            300,
+                            job=job,
+                        )
+                        if r["is_final"]
+                    ]
+
+                bars, signals = finals("ta.bars.1s.v1"), finals("ta.signals.v1")
+                assert job.alive(), f"job died; logs in {tmp_path}"
+                for r in bars + signals:
+                    bad = {
+                        k: v for k, v in r.items() if isinstance(v, float) and not math.isfinite(v)
+                    }
+                    assert not bad, (r["symbol"], r["window"], bad)
+                got = {(r["symbol"], start_us(r) * 1000): r for r in bars}
+                assert set(got) == set(oracle)
+                for key, b in oracle.items():
+                    assert_bar_equals(got[key], b, key, rel=1e-12)
+                for sym in symbols:
+                    sig = sorted((r for r in signals if r["symbol"] == sym), key=start_us)
+                    ob = [b for (s, _), b in sorted(oracle.items()) if s == sym]
+                    assert len(sig) == len(ob)
+                    close = np.array([b.close for b in ob])
+                    high, low = np.array([b.high for b in ob]), np.array([b.low for b in ob])
+                    atr = talib.ATR(high, low, close, 14)
+                    for i, r in enumerate(sig):
+                        if np.isnan(atr[i]):
+                            assert r["atr14"] is None
+                        else:
+                            assert r["atr14"] == pytest.approx(atr[i], rel=1e-9, abs=1e-9)
+    finally:
+        job.stop()
