@@ -4,8 +4,6 @@ implausible trade by reason (docs/design.md, "Bad input": plausibility limits); 
 bar and signal the job commits is finite and equals the batch oracle of the plausible
 trades, and the ATR equals TA-Lib's (the reported defect: a final bar with vwap = inf and an
 ATR of 7e306 decaying over the next signals).
-
-Not yet run by its author (written with the unit-tested change; the lead runs it).
 """
 
 from __future__ import annotations
