@@ -45,7 +45,7 @@ def _one_line(stderr: str) -> str:
 
 
 def test_no_key_in_the_environment_is_one_line_naming_both_variables(tmp_path):
-    code, out, err, took = _run(["--source", "alpaca"], {}, tmp_path)
+    code, out, err, _ = _run(["--source", "alpaca"], {}, tmp_path)
     line = _one_line(err)
     assert code == 2
     assert "APCA_API_KEY_ID and APCA_API_SECRET_KEY not set" in line
