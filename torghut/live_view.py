@@ -135,6 +135,7 @@ class LiveView:
         final_counts: dict[str, int],
         footer: list[str],
         now_ns: int | None = None,
+        waiting_hint: str = "",
     ) -> str:
         """The screen. `final_through`: symbol -> newest final window_start (epoch ns) in
         ClickHouse; `final_counts`: symbol -> final bars there."""
@@ -169,7 +170,7 @@ class LiveView:
                 + f"  {state}"
             )
         if not latest:
-            lines.append("(waiting for the first signal)")
+            lines.append("(waiting for the first signal)" + (f" {waiting_hint}" if waiting_hint else ""))
         p50, p99, n = self.latency_summary(now)
         lines += [
             "",

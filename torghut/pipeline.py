@@ -427,7 +427,13 @@ class Pipeline:
             f"signals in all; {sum(counts.values())} final bars of the symbols shown",
             f"signals read from the stream: {self.view.signals_seen}",
         ]
-        return self.view.render(self.title(), through, counts, footer)
+        hint = ""
+        if self.source.kind == "alpaca" and time.time_ns() - self.view.started_ns > 60 * 10**9:
+            hint = (
+                "- Alpaca's stream is quiet outside market hours (regular session 09:30-16:00 "
+                "New York); --feed test streams FAKEPACA at any hour"
+            )
+        return self.view.render(self.title(), through, counts, footer, waiting_hint=hint)
 
     def stop(self) -> None:
         self._stop.set()

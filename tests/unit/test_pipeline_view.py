@@ -102,3 +102,8 @@ def test_sources_and_speeds_parse_as_documented() -> None:
         except SourceError:
             continue
         raise AssertionError(f"--speed {bad} accepted")
+
+
+def test_an_empty_view_says_it_waits_and_shows_the_hint() -> None:
+    screen = LiveView(started_ns=0).render("t", {}, {}, [], now_ns=S, waiting_hint="- quiet")
+    assert "(waiting for the first signal) - quiet" in screen
