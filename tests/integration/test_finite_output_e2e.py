@@ -15,18 +15,14 @@ import numpy as np
 import pytest
 import talib  # type: ignore[import-untyped]
 
-from forwarder.app import ForwarderThread
-from forwarder.settings import ForwarderSettings
 from shared.bars import batch_bars
 from shared.limits import DEFAULT_LIMITS
 from tests.conftest import wait_for
+from tests.support.forwarder import replayed_through_forwarder
 from tests.support.oracle import assert_bar_equals, start_us
 from tests.support.ta_job import TaJobProcess, read_topic
 from torghut.sim import (
     JsonlRecorder,
-    ReplayConfig,
-    SimConfig,
-    SimServerThread,
     SyntheticConfig,
     SyntheticMarket,
     read_jsonl,
@@ -85,77 +81,64 @@ def test_1e308_and_subnormal_trades_are_refused_and_every_committed_record_is_fi
     rec.close()
     job = TaJobProcess(stack, tmp_path, unique("cp-fin"), unique("tx-fin"), unique("grp-fin"))
     job.start()
-    cfg = SimConfig(
-        source="replay",
-        replay=ReplayConfig(path=tmp_path / "replay.jsonl", pace="fast"),
-        record_path=tmp_path / "sent.jsonl",
-    )
-    settings = ForwarderSettings(
-        alpaca_key_id="key",
-        alpaca_secret_key="secret",
-        kafka_bootstrap=stack.kafka_bootstrap,
-        registry_url=stack.registry_url,
-        http_port=0,
-        linger_ms=5,
-    )
     try:
-        with SimServerThread(cfg) as sim:  # noqa: SIM117 - the forwarder needs sim.url
-            with ForwarderThread(settings.model_copy(update={"alpaca_url": sim.url})) as fwd:
-                sim.wait_until(lambda: sim.source_done, 60, "the replay")
-                sent = read_jsonl(tmp_path / "sent.jsonl")
-                trades = [m for m in sent if m["T"] == "t"]
-                poison = [m for m in trades if not _plausible(m)]
-                assert len(poison) >= 5
-                wait_for(
-                    lambda: (
-                        sum(fwd.metrics.messages[:-1]) + sum(fwd.metrics.frames_rejected.values())
-                        >= len(sent)
-                    ),
-                    60,
-                    "every message acked or rejected",
-                )
-                rejected = fwd.metrics.frames_rejected
-                assert rejected["invalid_price"] + rejected["invalid_size"] == len(poison)
+        with replayed_through_forwarder(
+            stack, tmp_path / "replay.jsonl", tmp_path / "sent.jsonl"
+        ) as (_sim, fwd):
+            sent = read_jsonl(tmp_path / "sent.jsonl")
+            trades = [m for m in sent if m["T"] == "t"]
+            poison = [m for m in trades if not _plausible(m)]
+            assert len(poison) >= 5
+            wait_for(
+                lambda: (
+                    sum(fwd.metrics.messages[:-1]) + sum(fwd.metrics.frames_rejected.values())
+                    >= len(sent)
+                ),
+                60,
+                "every message acked or rejected",
+            )
+            rejected = fwd.metrics.frames_rejected
+            assert rejected["invalid_price"] + rejected["invalid_size"] == len(poison)
 
-                good = [(m["S"], m["t"], m["p"], float(m["s"])) for m in trades if _plausible(m)]
-                oracle = {(b.symbol, b.start_ns): b for b in batch_bars(good, S)}
+            good = [(m["S"], m["t"], m["p"], float(m["s"])) for m in trades if _plausible(m)]
+            oracle = {(b.symbol, b.start_ns): b for b in batch_bars(good, S)}
 
-                def finals(topic: str) -> list[dict]:
-                    return [
-                        r
-                        for r in read_topic(
-                            stack,
-                            topic,
-                            set(symbols),
-                            lambda recs: sum(r["is_final"] for r in recs) >= len(oracle),
-                            300,
-                            job=job,
-                        )
-                        if r["is_final"]
-                    ]
+            def finals(topic: str) -> list[dict]:
+                return [
+                    r
+                    for r in read_topic(
+                        stack,
+                        topic,
+                        set(symbols),
+                        lambda recs: sum(r["is_final"] for r in recs) >= len(oracle),
+                        300,
+                        job=job,
+                    )
+                    if r["is_final"]
+                ]
 
-                bars, signals = finals("ta.bars.1s.v1"), finals("ta.signals.v1")
-                assert job.alive(), f"job died; logs in {tmp_path}"
-                for r in bars + signals:
-                    bad = {
-                        k: v for k, v in r.items() if isinstance(v, float) and not math.isfinite(v)
-                    }
-                    assert not bad, (r["symbol"], r["window"], bad)
-                got = {(r["symbol"], start_us(r) * 1000): r for r in bars}
-                assert set(got) == set(oracle)
-                for key, b in oracle.items():
-                    assert_bar_equals(got[key], b, key, rel=1e-12)
-                for sym in symbols:
-                    sig = sorted((r for r in signals if r["symbol"] == sym), key=start_us)
-                    ob = [b for (s, _), b in sorted(oracle.items()) if s == sym]
-                    assert len(sig) == len(ob)
-                    close = np.array([b.close for b in ob])
-                    high, low = np.array([b.high for b in ob]), np.array([b.low for b in ob])
-                    atr = talib.ATR(high, low, close, 14)
-                    for i, r in enumerate(sig):
-                        if np.isnan(atr[i]):
-                            assert r["atr14"] is None
-                        else:
-                            assert r["atr14"] == pytest.approx(atr[i], rel=1e-9, abs=1e-9)
+            bars, signals = finals("ta.bars.1s.v1"), finals("ta.signals.v1")
+            assert job.alive(), f"job died; logs in {tmp_path}"
+            for r in bars + signals:
+                bad = {
+                    k: v for k, v in r.items() if isinstance(v, float) and not math.isfinite(v)
+                }
+                assert not bad, (r["symbol"], r["window"], bad)
+            got = {(r["symbol"], start_us(r) * 1000): r for r in bars}
+            assert set(got) == set(oracle)
+            for key, b in oracle.items():
+                assert_bar_equals(got[key], b, key, rel=1e-12)
+            for sym in symbols:
+                sig = sorted((r for r in signals if r["symbol"] == sym), key=start_us)
+                ob = [b for (s, _), b in sorted(oracle.items()) if s == sym]
+                assert len(sig) == len(ob)
+                close = np.array([b.close for b in ob])
+                high, low = np.array([b.high for b in ob]), np.array([b.low for b in ob])
+                atr = talib.ATR(high, low, close, 14)
+                for i, r in enumerate(sig):
+                    if np.isnan(atr[i]):
+                        assert r["atr14"] is None
+                    else:
+                        assert r["atr14"] == pytest.approx(atr[i], rel=1e-9, abs=1e-9)
     finally:
         job.stop()

@@ -12,19 +12,15 @@ import numpy as np
 import pytest
 import talib  # type: ignore[import-untyped]
 
-from forwarder.app import ForwarderThread
-from forwarder.settings import ForwarderSettings
 from shared.bars import batch_bars
 from tests.conftest import wait_for
+from tests.support.forwarder import replayed_through_forwarder
 from tests.support.oracle import assert_bar_equals
 from tests.support.ta_job import EnvelopeProducer, TaJobProcess, read_topic
 from torghut.clickhouse.client import ChdbClient
 from torghut.clickhouse.schema import SchemaParams, apply
 from torghut.sim import (
     JsonlRecorder,
-    ReplayConfig,
-    SimConfig,
-    SimServerThread,
     SyntheticConfig,
     SyntheticMarket,
     read_jsonl,
@@ -82,98 +78,85 @@ def test_seeded_replay_through_forwarder_and_job_lands_in_clickhouse_equal_to_or
     rec.close()
     job = TaJobProcess(stack, tmp_path, unique("cp-pipe"), unique("tx-pipe"), unique("grp-pipe"))
     job.start()
-    cfg = SimConfig(
-        source="replay",
-        replay=ReplayConfig(path=tmp_path / "replay.jsonl", pace="fast"),
-        record_path=tmp_path / "sent.jsonl",
-    )
-    settings = ForwarderSettings(
-        alpaca_key_id="key",
-        alpaca_secret_key="secret",
-        kafka_bootstrap=stack.kafka_bootstrap,
-        registry_url=stack.registry_url,
-        http_port=0,
-        linger_ms=5,
-    )
     try:
-        with SimServerThread(cfg) as sim:  # noqa: SIM117 - the forwarder needs sim.url
-            with ForwarderThread(settings.model_copy(update={"alpaca_url": sim.url})) as fwd:
-                sim.wait_until(lambda: sim.source_done, 60, "the replay")
-                sent = read_jsonl(tmp_path / "sent.jsonl")
-                wait_for(
-                    lambda: sum(fwd.metrics.messages[:-1]) >= len(sent), 60, "every message acked"
+        with replayed_through_forwarder(
+            stack, tmp_path / "replay.jsonl", tmp_path / "sent.jsonl"
+        ) as (_sim, fwd):
+            sent = read_jsonl(tmp_path / "sent.jsonl")
+            wait_for(
+                lambda: sum(fwd.metrics.messages[:-1]) >= len(sent), 60, "every message acked"
+            )
+
+            trades = [(m["S"], m["t"], m["p"], float(m["s"])) for m in sent if m["T"] == "t"]
+            last = max(t for _, t, _, _ in trades)
+            # the feed is quiet now: only the forwarder's heartbeats move event time past the
+            # replay's last bars (nothing else is written), so every bar below becomes final
+            assert last < time.time_ns()
+            oracle = {(b.symbol, b.start_ns): b for b in batch_bars(trades, S)}
+
+            def clickhouse_bars() -> dict:
+                rows = clickhouse.rows(
+                    "SELECT symbol, toString(toUnixTimestamp64Nano(window_start)), open, high, low, close, volume, "
+                    "vwap, toString(trade_count) FROM torghut.ta_microbars_final "
+                    f"WHERE symbol IN ('{symbols[0]}', '{symbols[1]}') ORDER BY symbol, window_start"
                 )
+                return {(r[0], int(r[1])): r[2:] for r in rows}
 
-                trades = [(m["S"], m["t"], m["p"], float(m["s"])) for m in sent if m["T"] == "t"]
-                last = max(t for _, t, _, _ in trades)
-                # the feed is quiet now: only the forwarder's heartbeats move event time past the
-                # replay's last bars (nothing else is written), so every bar below becomes final
-                assert last < time.time_ns()
-                oracle = {(b.symbol, b.start_ns): b for b in batch_bars(trades, S)}
-
-                def clickhouse_bars() -> dict:
-                    rows = clickhouse.rows(
-                        "SELECT symbol, toString(toUnixTimestamp64Nano(window_start)), open, high, low, close, volume, "
-                        "vwap, toString(trade_count) FROM torghut.ta_microbars_final "
-                        f"WHERE symbol IN ('{symbols[0]}', '{symbols[1]}') ORDER BY symbol, window_start"
-                    )
-                    return {(r[0], int(r[1])): r[2:] for r in rows}
-
-                def clickhouse_signals() -> int:
-                    (row,) = clickhouse.rows(
-                        "SELECT toString(count()) FROM torghut.ta_signals_final "
-                        f"WHERE symbol IN ('{symbols[0]}', '{symbols[1]}')"
-                    )
-                    return int(row[0])
-
-                # the two Kafka engine tables consume independently: wait for both
-                wait_for(
-                    lambda: (
-                        (
-                            len(clickhouse_bars()) >= len(oracle)
-                            and clickhouse_signals() >= len(oracle)
-                        )
-                        or not job.alive()
-                    ),
-                    300,
-                    "every final bar and signal in ClickHouse",
-                    interval_s=1,
+            def clickhouse_signals() -> int:
+                (row,) = clickhouse.rows(
+                    "SELECT toString(count()) FROM torghut.ta_signals_final "
+                    f"WHERE symbol IN ('{symbols[0]}', '{symbols[1]}')"
                 )
-                got = clickhouse_bars()
-                assert job.alive(), f"job died; logs in {tmp_path}"
-                assert set(got) == set(oracle)
-                for key, b in oracle.items():
-                    o, h, lo, c, v, vw, n = got[key]
-                    row = {"open": o, "high": h, "low": lo, "close": c, "volume": v, "vwap": vw}
-                    assert_bar_equals({**row, "trade_count": int(n)}, b, key, rel=1e-12)
+                return int(row[0])
 
-                for sym in symbols:
-                    rows = clickhouse.rows(
-                        "SELECT close, ema12, ema26, rsi14, macd, boll_mid, atr14 FROM torghut.ta_signals_final "
-                        f"WHERE symbol = '{sym}' ORDER BY window_start"
+            # the two Kafka engine tables consume independently: wait for both
+            wait_for(
+                lambda: (
+                    (
+                        len(clickhouse_bars()) >= len(oracle)
+                        and clickhouse_signals() >= len(oracle)
                     )
-                    bars = [b for (s, _), b in sorted(oracle.items()) if s == sym]
-                    assert len(rows) == len(bars)
-                    close = np.array([b.close for b in bars])
-                    high, low = np.array([b.high for b in bars]), np.array([b.low for b in bars])
-                    ref = {
-                        1: talib.EMA(close, 12),
-                        2: talib.EMA(close, 26),
-                        3: talib.RSI(close, 14),
-                        4: talib.MACD(close, 12, 26, 9)[0],
-                        5: talib.SMA(close, 20),
-                        6: talib.ATR(high, low, close, 14),
-                    }
-                    for col, series in ref.items():
-                        for i, row in enumerate(rows):
-                            if np.isnan(series[i]):
-                                assert row[col] is None, (sym, col, i)
-                            else:
-                                assert row[col] == pytest.approx(series[i], rel=1e-9, abs=1e-9), (
-                                    sym,
-                                    col,
-                                    i,
-                                )
+                    or not job.alive()
+                ),
+                300,
+                "every final bar and signal in ClickHouse",
+                interval_s=1,
+            )
+            got = clickhouse_bars()
+            assert job.alive(), f"job died; logs in {tmp_path}"
+            assert set(got) == set(oracle)
+            for key, b in oracle.items():
+                o, h, lo, c, v, vw, n = got[key]
+                row = {"open": o, "high": h, "low": lo, "close": c, "volume": v, "vwap": vw}
+                assert_bar_equals({**row, "trade_count": int(n)}, b, key, rel=1e-12)
+
+            for sym in symbols:
+                rows = clickhouse.rows(
+                    "SELECT close, ema12, ema26, rsi14, macd, boll_mid, atr14 FROM torghut.ta_signals_final "
+                    f"WHERE symbol = '{sym}' ORDER BY window_start"
+                )
+                bars = [b for (s, _), b in sorted(oracle.items()) if s == sym]
+                assert len(rows) == len(bars)
+                close = np.array([b.close for b in bars])
+                high, low = np.array([b.high for b in bars]), np.array([b.low for b in bars])
+                ref = {
+                    1: talib.EMA(close, 12),
+                    2: talib.EMA(close, 26),
+                    3: talib.RSI(close, 14),
+                    4: talib.MACD(close, 12, 26, 9)[0],
+                    5: talib.SMA(close, 20),
+                    6: talib.ATR(high, low, close, 14),
+                }
+                for col, series in ref.items():
+                    for i, row in enumerate(rows):
+                        if np.isnan(series[i]):
+                            assert row[col] is None, (sym, col, i)
+                        else:
+                            assert row[col] == pytest.approx(series[i], rel=1e-9, abs=1e-9), (
+                                sym,
+                                col,
+                                i,
+                            )
     finally:
         job.stop()
 

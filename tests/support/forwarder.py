@@ -3,13 +3,17 @@ wrote, test symbols and markets."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
 from forwarder.app import ForwarderThread
 from forwarder.settings import ForwarderSettings
 from shared.registry import SchemaRegistryClient
 from shared.serde import AvroDeserializer
 from shared.topics import BARS_1M, QUOTES, STATUS, TRADES
 from tests.support.kafka import consume
-from torghut.sim import SyntheticConfig
+from torghut.sim import ReplayConfig, SimConfig, SimServerThread, SyntheticConfig
 
 RAW = (TRADES, QUOTES, BARS_1M, STATUS)
 
@@ -76,3 +80,28 @@ def market(symbols, **kw) -> SyntheticConfig:
     )
     args.update(kw)
     return SyntheticConfig(**args)
+
+
+@contextlib.contextmanager
+def replayed_through_forwarder(
+    stack, replay_jsonl: Path, sent_jsonl: Path
+) -> Iterator[tuple[SimServerThread, ForwarderThread]]:
+    """The simulator replays `replay_jsonl` as fast as a forwarder against `stack` reads it
+    (writing what it sent to `sent_jsonl`); yields (sim, forwarder) once all is sent."""
+    cfg = SimConfig(
+        source="replay",
+        replay=ReplayConfig(path=replay_jsonl, pace="fast"),
+        record_path=sent_jsonl,
+    )
+    settings = ForwarderSettings(
+        alpaca_key_id="key",
+        alpaca_secret_key="secret",
+        kafka_bootstrap=stack.kafka_bootstrap,
+        registry_url=stack.registry_url,
+        http_port=0,
+        linger_ms=5,
+    )
+    with SimServerThread(cfg) as sim:  # noqa: SIM117 - the forwarder needs sim.url
+        with ForwarderThread(settings.model_copy(update={"alpaca_url": sim.url})) as fwd:
+            sim.wait_until(lambda: sim.source_done, 60, "the replay")
+            yield sim, fwd
