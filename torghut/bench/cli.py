@@ -23,6 +23,10 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
         "N symbols (some rotating idle) for M minutes: forwarder RSS, job heap, checkpoint "
         "size/duration stay flat?",
     ),
+    "kernels": (
+        "torghut.bench.kernels",
+        "µs per indicator update: SignalState and its window kernels vs TA-Lib's streaming API",
+    ),
 }
 
 
