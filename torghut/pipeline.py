@@ -495,7 +495,10 @@ def run(args: argparse.Namespace) -> int:
         if not tty:
             print(pipeline.screen(), flush=True)
     except KeyboardInterrupt:
-        pass
+        if not (sys.stdout.isatty() and not args.no_view):
+            # a log of the run ends with what the view showed at Ctrl-C
+            with contextlib.suppress(Exception):
+                print(pipeline.screen(), flush=True)
     except BrokenPipeError:
         # stdout's reader is gone (`| head`, `| tee` ended by Ctrl-C): stop like on Ctrl-C
         print("[run] stdout closed; stopping", file=sys.stderr)
