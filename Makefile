@@ -113,6 +113,7 @@ lint: $(VENV)/.installed ## ruff + mypy
 bench: setup ## benchmarks (print numbers, save plots under bench-results/)
 	$(VENV)/bin/torghut bench forwarder
 	$(VENV)/bin/torghut bench pipeline
+	$(VENV)/bin/torghut bench kernels
 
 stack-up: setup ## start the local stack in the background
 	$(VENV)/bin/torghut stack up
