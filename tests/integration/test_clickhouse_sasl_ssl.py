@@ -1,5 +1,5 @@
 """ClickHouse's Kafka engine consuming over SASL_SSL through the named collection as
-production defines it (issue 13 item 11): the config.d snippet k8s/base/clickhouse/
+production defines it: the config.d snippet k8s/base/clickhouse/
 torghut-kafka.xml, loaded into the embedded engine from a config.d directory next to its main
 config, its `from_env` values (broker, user, password, CA) in the engine process's environment
 only, `ssl_ca_location` and `ssl_endpoint_identification_algorithm=https` as written. The one

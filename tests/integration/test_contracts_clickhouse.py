@@ -365,7 +365,7 @@ def test_signals_latest_returns_one_row_per_symbol_the_newest_bar_final_first(ch
 
 
 def test_the_gap_flag_arrives_and_a_bar_of_the_schema_before_it_loads_as_no_gap(ch, stack) -> None:
-    """Issue 13 item 8: MicroBar's `gap` (schema v2, default false) reaches the `gap`
+    """Gap marking: MicroBar's `gap` (schema v2, default false) reaches the `gap`
     column, and a bar written with the schema before it (no `gap` field, registered under
     a scratch subject) loads too, as gap = false: after an upgrade the topic still holds
     v1 records (`input_format_avro_allow_missing_fields`)."""

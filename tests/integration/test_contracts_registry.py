@@ -230,7 +230,7 @@ def test_an_id_the_registry_never_issued_is_an_unknown_schema_id_naming_the_reco
 def test_microbar_with_gap_registers_over_the_released_schema_and_reads_its_records_as_no_gap(
     registry, unique
 ) -> None:
-    """Issue 13 item 8 added `gap` (boolean, default false) to MicroBar: under BACKWARD the
+    """Gap marking added `gap` (boolean, default false) to MicroBar: under BACKWARD the
     registry takes it as a new version of a subject holding the schema without it, and a
     record written with the old schema reads back through the new one with gap=False."""
     import io

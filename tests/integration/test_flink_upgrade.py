@@ -1,4 +1,4 @@
-"""Upgrade through a savepoint written by an older build (issue 14, "upgrade"): the fixture in
+"""Upgrade through a savepoint written by an older build: the fixture in
 `tests/data/savepoint-*` (`tests/support/savepoint_fixture.py` says what it holds and how to
 regenerate it) is restored into the job of this tree on a standalone cluster
 (`torghut.flink_cluster`), at parallelism 2 where the old job ran at 1.

@@ -1,4 +1,4 @@
-"""Issue 13 item 8 through the real engines: a WebSocket reconnect, or a forwarder process
+"""Gap marking through the real engines: a WebSocket reconnect, or a forwarder process
 restart (kill -9), that lost messages is marked in the raw log (forwarder/gaps.py) and every
 final bar overlapping the gap carries `gap` (docs/design.md, "Gaps"): simulator -> forwarder
 -> Kafka -> TA job -> read_committed ta.bars.1s.v1, equal to the batch oracle of the raw log."""

@@ -137,7 +137,7 @@ def test_a_broker_restart_while_forwarding_loses_no_trade(
 def test_re_produced_deliveries_after_a_broker_restart_are_applied_once_by_the_job(
     stack, own_broker, tmp_path, unique
 ):
-    """Issue 13 item 7 through the job: the forwarder (1 s `message.timeout.ms`) rides a
+    """Re-produced deliveries through the job: the forwarder (1 s `message.timeout.ms`) rides a
     broker restart, so the raw log may hold re-produced copies of a trade (same seq); the TA
     job reading that log must apply each trade once: its final bars (volumes included) equal
     the batch oracle of the log, which drops a `(symbol, channel, seq)` it has seen.

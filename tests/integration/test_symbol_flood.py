@@ -1,4 +1,4 @@
-"""Symbol flood, scaled (issue 13 item 9; the full run is `torghut bench flood`, 10k symbols
+"""Symbol flood, scaled (bounded per-symbol memory; the full run is `torghut bench flood`, 10k symbols
 for 10 minutes, docs/benchmarks.md).
 
 2000 always-active symbols plus 800 rotating ones (4 groups of 200, each sending 10 s in

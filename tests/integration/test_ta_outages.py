@@ -1,4 +1,4 @@
-"""Outage drills of the TA job on the real local engines (issue 13 items 2 and 3): Kafka and
+"""Outage drills of the TA job on the real local engines: Kafka and
 MinIO (the checkpoint store) stop answering (SIGSTOP: connections hang, as in a network
 partition; the engine's clock keeps running, so on SIGCONT it sees the whole outage) while
 a feeder writes trades and the job (MiniCluster, `torghut ta`) runs; SIGCONT in `finally`.

@@ -26,7 +26,7 @@ from torghut.flink_cluster import FlinkCluster
 from torghut.stack.state import StackState
 
 S = 1_000_000_000
-PARTITIONS = 4  # issue 14: the drills run 4-partition raw topics at parallelism 2
+PARTITIONS = 4  # the drills run 4-partition raw topics at parallelism 2
 
 
 def assert_raw_partitions(stack, partitions: int = PARTITIONS) -> None:

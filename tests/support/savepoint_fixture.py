@@ -1,4 +1,4 @@
-"""The upgrade fixture (issue 14): a savepoint written by an older build of the TA job, kept
+"""The upgrade fixture: a savepoint written by an older build of the TA job, kept
 in `tests/data/savepoint-<name>/` with what it needs to be restored on a fresh stack.
 
 A savepoint holds the Kafka source's offsets and the job's keyed state; it does not hold the

@@ -1,5 +1,5 @@
 """The ClickHouse Kafka engine's credentials live in a named collection, never in DDL text,
-CLI errors, output or argv (issue 13, item 11).
+CLI errors, output or argv.
 
 `torghut clickhouse apply` runs here against a recording fake client: every statement it
 would send is checked for the SASL password.

@@ -1,5 +1,4 @@
-"""Oversized and hostile frames through the forwarder's real read path (GitHub issue 13,
-item 1): a WebSocket server on localhost, the real ``StockDataStream`` (websockets client,
+"""Oversized and hostile frames through the forwarder's real read path: a WebSocket server on localhost, the real ``StockDataStream`` (websockets client,
 ``max_size``, msgpack/orjson decoding, the native fast path), the real ``Forwarder`` as its
 handler (rejects counted in ``frames_rejected{reason}``, the rate-limited status events),
 a real ``EnvelopeRouter`` and a real ``EnvelopeProducer`` whose librdkafka has no broker

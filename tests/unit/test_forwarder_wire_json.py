@@ -1,6 +1,6 @@
-"""The JSON wire format's bounded decoding (``forwarder/wire.py``, ``unpack_json_frame``;
-issue 13 item 1): a frame over 64 KiB is walked message by message without building
-objects, and each message is decoded on its own. Pure logic: no engine."""
+"""The JSON wire format's bounded decoding (``forwarder/wire.py``, ``unpack_json_frame``): a
+frame over 64 KiB is walked message by message without building objects, and each message
+is decoded on its own. Pure logic: no engine."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""k8s/ security contracts (issue 13 item 11): every Kafka client of every overlay speaks
+"""k8s/ security contracts: every Kafka client of every overlay speaks
 SASL_SSL with SCRAM, a mounted cluster CA and host-name verification; the TA job's Roles are
 exactly what Flink's native Kubernetes mode with Kubernetes HA calls; the TA job's namespace
 holds no pod that can name the Alpaca key or a MinIO admin credential."""

@@ -1,5 +1,5 @@
-"""The TA job's Kafka transaction timeout against the broker and the checkpoint settings
-(issue 13 item 2): all the broker allows, and long enough that failed checkpoints make the
+"""The TA job's Kafka transaction timeout against the broker and the checkpoint settings:
+all the broker allows, and long enough that failed checkpoints make the
 job fail over before the transactions a later checkpoint would commit can time out."""
 
 from __future__ import annotations
