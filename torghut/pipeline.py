@@ -430,7 +430,7 @@ class Pipeline:
         hint = ""
         if self.source.kind == "alpaca" and time.time_ns() - self.view.started_ns > 60 * 10**9:
             hint = (
-                "- Alpaca's stream is quiet outside market hours (regular session 09:30-16:00 "
+                "- Alpaca's stream is quiet outside market hours (regular trading hours 09:30-16:00 "
                 "New York); --feed test streams FAKEPACA at any hour"
             )
         return self.view.render(self.title(), through, counts, footer, waiting_hint=hint)

@@ -377,3 +377,8 @@ def test_tracker_numbers_are_reported_but_clock_times_are_not() -> None:
         f"X.md:3: '{session} 8' refers to an issue tracker or session log a reader of the "
         "repository does not have; say what is meant",
     ]
+
+
+def test_the_runbooks_mark_drilled_steps() -> None:
+    text = (REPO_ROOT / "docs" / "runbooks.md").read_text(encoding="utf-8")
+    assert len(TEST_REFERENCE.findall(text)) >= 5, "runbooks.md lost its (drilled: ...) marks"
