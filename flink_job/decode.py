@@ -6,6 +6,7 @@ import datetime
 from typing import Any
 
 from flink_job.symbol_processor import CANCEL, CORRECTION, GAP, QUOTE, TRADE
+from shared.sale_conditions import trade_updates
 from shared.serde import AvroDeserializer, SerdeError
 
 REJECTED = "!"
@@ -29,7 +30,8 @@ def envelope_event(env: dict[str, Any]) -> tuple | None:
     ch, p = env["channel"], env["payload"]
     head = (env["symbol"], env["event_ts"], env["seq"], env["ingest_ts"], env["trace_id"])
     if ch == "trades":
-        return (TRADE, *head, p["price"], p["size"], p["id"])
+        flags = trade_updates(p.get("tape") or "", tuple(p.get("conditions") or ()))
+        return (TRADE, *head, p["price"], p["size"], p["id"], flags)
     if ch == "quotes":
         return (QUOTE, *head, p["bid_price"], p["bid_size"], p["ask_price"], p["ask_size"])
     if ch == "corrections":

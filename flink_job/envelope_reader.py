@@ -26,6 +26,7 @@ from shared.avro_binary import AvroBinaryError
 from shared.avro_binary import read_long as _long
 from shared.avro_binary import read_string as _str
 from shared.envelope_layout import check_schema
+from shared.sale_conditions import trade_updates
 from shared.serde import AvroDeserializer
 
 _TRADE_BRANCH, _QUOTE_BRANCH = L.TRADE_BRANCH, L.QUOTE_BRANCH
@@ -51,6 +52,34 @@ def _str_array(b: bytes, i: int) -> int:
             _, i = _long(b, i)
         for _ in range(n):
             _, i = _str(b, i)
+
+
+#: the encoded (conditions, tape) of a trade -> its sale-condition flags: a few dozen
+#: distinct values in a day's tape, so a dict lookup of the raw bytes is the common case
+_FLAGS: dict[bytes, int] = {}
+_FLAGS_MAX = 4096
+
+
+def _flags_of(b: bytes, j: int) -> int:
+    """The flags of the trade whose conditions array starts at `j` (cached by raw bytes)."""
+    conditions: list[str] = []
+    i = j
+    while True:
+        n, i = _long(b, i)
+        if n == 0:
+            break
+        if n < 0:
+            n = -n
+            _, i = _long(b, i)
+        for _ in range(n):
+            c, i = _str(b, i)
+            conditions.append(c)
+    tape, end = _str(b, i)
+    flags = trade_updates(tape, tuple(conditions))
+    if len(_FLAGS) >= _FLAGS_MAX:
+        _FLAGS.clear()
+    _FLAGS[b[j:end]] = flags
+    return flags
 
 
 class EventReader:
@@ -103,9 +132,13 @@ def _read_fast(b: bytes) -> tuple | None:
         trade_id, i = _long(b, i)
         _exchange, i = _str(b, i)
         price, size = _DD(b, i)
-        i = _str_array(b, i + 16)
+        j = i + 16
+        i = _str_array(b, j)
         _tape, i = _str(b, i)
-        fields = (price, size, trade_id)
+        flags = _FLAGS.get(b[j:i])
+        if flags is None:
+            flags = _flags_of(b, j)
+        fields = (price, size, trade_id, flags)
         kind = TRADE
     elif branch == _QUOTE_BRANCH and channel == "quotes":
         _bid_exchange, i = _str(b, i)

@@ -43,6 +43,7 @@ def microbar_record(em: Emission, emit_ns: int, source: str = SOURCE) -> dict[st
         vwap=b.vwap,
         trade_count=b.trade_count,
         gap=em.gap,
+        price_basis=b.price_basis,
     )
     return rec
 

@@ -2,7 +2,10 @@
 directly and the KeyedProcessFunction stays a thin adapter.
 
 Rules (docs/design.md, "Event time" and "Bad input"):
-- a trade goes to its own 1 s bucket; several buckets may be open at once;
+- a trade goes to its own 1 s bucket; several buckets may be open at once; its sale
+  conditions say what it may set there (docs/design.md, "Condition-aware bars"): a trade
+  that may update nothing is in no bar, a bar with no price-eligible trade carries the
+  symbol's previous close (and is not emitted while the symbol has none);
 - a trade or quote is late when its bucket's timer is at or below its *limit*: the event-time
   mark of its partition as the source stamped it (the watermark that partition alone would
   have had just before the record), or Flink's current watermark if that is higher (only
@@ -42,6 +45,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shared.bars import MicroBar, bucket_start_ns
+from shared.sale_conditions import ALL
 from shared.indicators import IndicatorError, Quote, SignalState, SignalValues
 from shared.limits import DEFAULT_LIMITS, PlausibleLimits
 
@@ -49,7 +53,9 @@ log = logging.getLogger("torghut.ta")
 
 NS_PER_MS = 1_000_000
 
-# Decoded raw events (flink_job.decode): (kind, symbol, event_ns, seq, ingest_ns, trace_id, *fields)
+# Decoded raw events (flink_job.decode): (kind, symbol, event_ns, seq, ingest_ns, trace_id, *fields);
+# a trade's fields are (price, size, trade_id, flags): flags = what its sale conditions let it
+# update (shared.sale_conditions; a tuple without them is a regular sale)
 TRADE, QUOTE, CORRECTION, CANCEL = "t", "q", "c", "x"
 # a gap marker: (GAP, symbol, event_ns, seq, ingest_ns, trace_id, from_ns, to_ns)
 GAP = "g"
@@ -230,9 +236,10 @@ def invalid_reason(
     return None
 
 
-# the emit guard's slack for a VWAP at the edge of its bar's range (it is a mean of the
-# bar's prices, computed in floating point: a few ulps outside [low, high] are rounding)
+# the emit guard's slack for a VWAP at the edge of the plausible range (it is a mean of
+# plausible prices, computed in floating point: a few ulps outside are rounding)
 VWAP_SLACK = 1e-9
+NO_PRICE = "no trade in it may set a price and the symbol has no earlier close to carry"
 
 # on_refuse(symbol, bar start ns, is_final, what, detail): what the emit guard held back,
 # `what` = "bar" (the bar and its signals were not emitted) or "values" (indicator values
@@ -243,7 +250,9 @@ RefuseHook = Callable[[str, int, bool, str, str], None]
 def bar_problem(bar: MicroBar, limits: PlausibleLimits = DEFAULT_LIMITS) -> str | None:
     """Why the emit guard holds this bar back (None if it may be emitted): open, high, low
     and close must be plausible prices (`limits`), the volume a finite number >= 0 and the
-    VWAP within [low, high] (give or take `VWAP_SLACK`, relative). NaN fails every test."""
+    VWAP a plausible price too (give or take `VWAP_SLACK`, relative: a mean of the volume
+    trades, which odd lots and average-price prints can put outside [low, high]). NaN
+    fails every test."""
     lo, hi = limits.price_min, limits.price_max
     if not (
         lo <= bar.low <= hi
@@ -257,8 +266,8 @@ def bar_problem(bar: MicroBar, limits: PlausibleLimits = DEFAULT_LIMITS) -> str 
                 return f"{name} {v!r} is outside the plausible range [{lo:g}, {hi:g}]"
     if not 0.0 <= bar.volume < _INF:
         return f"volume {bar.volume!r} is not a finite number >= 0"
-    if not bar.low * (1.0 - VWAP_SLACK) <= bar.vwap <= bar.high * (1.0 + VWAP_SLACK):
-        return f"vwap {bar.vwap!r} is outside the bar's [low {bar.low!r}, high {bar.high!r}]"
+    if not lo * (1.0 - VWAP_SLACK) <= bar.vwap <= hi * (1.0 + VWAP_SLACK):
+        return f"vwap {bar.vwap!r} is outside the plausible range [{lo:g}, {hi:g}]"
     return None
 
 
@@ -353,7 +362,8 @@ class SymbolProcessor:
         self, st: SymbolState, signals: SignalState, ev: tuple, limit_ms: int, wall_ns: int
     ) -> StepResult:
         """`limit_ms`: the record's lateness limit (module doc), a watermark in ms."""
-        _, symbol, event_ns, seq, ingest_ns, trace_id, price, size, _trade_id = ev
+        symbol, event_ns, seq, ingest_ns, trace_id, price, size = ev[1:8]
+        flags = ev[9] if len(ev) > 9 else ALL
         result = StepResult()
         if self._is_duplicate(st, TRADE, seq):
             result.duplicate = True
@@ -368,14 +378,16 @@ class SymbolProcessor:
             st.counters.out_of_order += 1
         else:
             st.last_trade_ns = event_ns
+        if not flags:  # a market center's official open or close: in no bar
+            return result
         bar = st.bars.get(start)
         if bar is None:
             bar = st.bars[start] = MicroBar.open_with(
-                symbol, start, self.size, price, size, event_ns
+                symbol, start, self.size, price, size, event_ns, flags
             )
             result.new_timer_ms = self.timer_for(end)
         else:
-            bar.add_trade(price, size, event_ns)
+            bar.add_trade(price, size, event_ns, flags)
         prev = st.latest.get(start)
         if prev is None or event_ns >= prev[0]:
             st.latest[start] = (event_ns, ingest_ns, seq, trace_id)
@@ -384,6 +396,11 @@ class SymbolProcessor:
             and wall_ns - st.last_provisional_wall_ns >= self.provisional_interval_ns
         ):
             st.last_provisional_wall_ns = wall_ns
+            if not bar.price_basis:  # its view as if it closed now: carrying the latest close
+                bar = MicroBar.from_state(bar.to_state())
+                if not self._carry(bar, signals):
+                    self.on_refuse(symbol, start, False, "bar", NO_PRICE)
+                    return result
             problem = bar_problem(bar, self.limits)
             if problem is not None:  # the emit guard: never emitted (the final bar is refused)
                 self.on_refuse(symbol, start, False, "bar", problem)
@@ -409,6 +426,16 @@ class SymbolProcessor:
                 Emission(bar, values, False, event_ns, ingest_ns, seq, trace_id, gap)
             )
         return result
+
+    @staticmethod
+    def _carry(bar: MicroBar, signals: SignalState) -> bool:
+        """Give a bar without a price of its own the symbol's previous close; False if
+        there is none yet."""
+        previous = signals.last_close
+        if previous is None:
+            return False
+        bar.carry(previous)
+        return True
 
     @staticmethod
     def _peekable(signals: SignalState, bar: MicroBar) -> bool:
@@ -516,6 +543,10 @@ class SymbolProcessor:
                 break
             event_ns, ingest_ns, seq, trace_id = st.latest.pop(start)
             del st.bars[start]
+            if not bar.price_basis and not self._carry(bar, signals):
+                st.counters.refused_bars += 1
+                self.on_refuse(bar.symbol, start, True, "bar", NO_PRICE)
+                continue
             problem = bar_problem(bar, self.limits)
             if problem is not None:
                 # the emit guard (docs/design.md, "Bad input"): a bar with a non-finite or

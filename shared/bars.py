@@ -13,7 +13,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from fractions import Fraction
 
+from shared.sale_conditions import ALL, HIGH_LOW, LAST, VOLUME
+
 _INF = float("inf")
+_NAN = float("nan")
 # pv / volume is the VWAP while pv is a normal finite number; below this pv has lost
 # precision (subnormal) or underflowed to 0, at inf it overflowed (`_blend` takes over)
 _TINY = sys.float_info.min
@@ -51,18 +54,23 @@ def bucket_start_ns(event_ts_ns: int, size_ns: int) -> int:
 
 @dataclass(slots=True)
 class MicroBar:
-    """One symbol's trades in [start_ns, end_ns).
+    """One symbol's trades in [start_ns, end_ns), by the tape's sale-condition rules.
 
-    open/close are the trades with the earliest/latest event time (ties: first/last
-    to arrive); volume and pv (sum of price*size) accumulate in arrival order; sizes
-    stay floats, so fractional crypto sizes are never truncated.
-    `first_event_ns`, `last_event_ns` and `pv` are kept by `open_with`/`add_trade`.
+    Each trade comes with its flags (`shared.sale_conditions.trade_updates`: what it may
+    update) and docs/design.md ("Condition-aware bars") says how they build the bar:
+    `price_basis` is the highest rank of the bar's trades (2: may set the last sale,
+    1: only high/low, 0: neither); open/close are the trades of that rank with the earliest
+    /latest event time (ties: first/last to arrive); high/low span the trades of rank >= 1;
+    volume, trade_count and pv (sum of price*size) accumulate the volume trades in arrival
+    order; sizes stay floats, so fractional crypto sizes are never truncated.
+    A bar of basis 0 has no price of its own: its open/high/low/close (and a vwap without
+    volume) are NaN until `carry` gives them the symbol's previous close.
 
-    vwap = pv / volume, exactly as the batch oracle computes it, whenever pv is a normal
-    finite number; for prices and sizes whose products overflow (1e308 x 10) or underflow
-    (subnormals) it is kept as a running weighted mean instead (`_blend`), so it is always
-    finite for finite input. Only `volume` itself can overflow (sizes summing past 1.8e308):
-    the job's emit guard refuses such a bar (flink_job.symbol_processor.bar_problem).
+    vwap = pv / volume whenever pv is a normal finite number; for prices and sizes whose
+    products overflow (1e308 x 10) or underflow (subnormals) it is kept as a running
+    weighted mean instead (`_blend`), so it is always finite for finite input. Only
+    `volume` itself can overflow (sizes summing past 1.8e308): the job's emit guard refuses
+    such a bar (flink_job.symbol_processor.bar_problem).
     """
 
     symbol: str
@@ -78,6 +86,7 @@ class MicroBar:
     first_event_ns: int = 0
     last_event_ns: int = 0
     pv: float = 0.0
+    price_basis: int = 2
 
     @classmethod
     def open_with(
@@ -88,6 +97,7 @@ class MicroBar:
         price: float,
         size: float,
         event_ts_ns: int,
+        flags: int = ALL,
     ) -> MicroBar:
         """A new bar for the bucket [start_ns, start_ns + size_ns) holding one trade."""
         end_ns = start_ns + size_ns
@@ -96,45 +106,41 @@ class MicroBar:
                 f"{symbol}: trade at event_ts {event_ts_ns} is outside the bucket "
                 f"[{start_ns}, {end_ns}); open the bar at bucket_start_ns(event_ts, size)"
             )
-        pv = price * size
-        vwap = price
-        if size > 0.0 and _TINY <= pv < _INF:
-            vwap = pv / size
-            if not vwap < _INF:  # a price within rounding of the largest double
-                vwap = price
-        return cls(
-            symbol=symbol,
-            start_ns=start_ns,
-            end_ns=end_ns,
-            open=price,
-            high=price,
-            low=price,
-            close=price,
-            volume=size,
-            vwap=vwap,
-            trade_count=1,
-            first_event_ns=event_ts_ns,
-            last_event_ns=event_ts_ns,
-            pv=pv,
-        )
+        bar = cls(symbol, start_ns, end_ns, _NAN, _NAN, _NAN, _NAN, 0.0, _NAN, 0, 0, 0, 0.0, 0)
+        bar.add_trade(price, size, event_ts_ns, flags)
+        return bar
 
-    def add_trade(self, price: float, size: float, event_ts_ns: int) -> None:
+    def add_trade(self, price: float, size: float, event_ts_ns: int, flags: int = ALL) -> None:
         """Fold one more trade in, by event time (it may arrive out of order)."""
         if not self.start_ns <= event_ts_ns < self.end_ns:
             raise TradeOutsideBarError(
                 f"{self.symbol}: trade at event_ts {event_ts_ns} is outside the bar "
                 f"[{self.start_ns}, {self.end_ns}); route it to its own bucket"
             )
-        if event_ts_ns < self.first_event_ns:  # strictly earlier: an equal time arrived later
-            self.open = price
-            self.first_event_ns = event_ts_ns
-        if event_ts_ns >= self.last_event_ns:  # equal time: the later arrival is the close
-            self.close = price
-            self.last_event_ns = event_ts_ns
-        if price > self.high:
-            self.high = price
-        if price < self.low:
-            self.low = price
+        rank = 2 if flags & LAST else 1 if flags & HIGH_LOW else 0
+        if rank:
+            basis = self.price_basis
+            if rank > basis:  # the first trade of a higher rank opens and closes the bar
+                if not basis:
+                    self.high = self.low = price
+                self.price_basis = rank
+                self.open = self.close = price
+                self.first_event_ns = self.last_event_ns = event_ts_ns
+            elif rank == basis:
+                if event_ts_ns < self.first_event_ns:  # strictly: an equal time came later
+                    self.open = price
+                    self.first_event_ns = event_ts_ns
+                if event_ts_ns >= self.last_event_ns:  # equal time: the later arrival closes
+                    self.close = price
+                    self.last_event_ns = event_ts_ns
+            if price > self.high:
+                self.high = price
+            if price < self.low:
+                self.low = price
+        if not flags & VOLUME:
+            if self.volume <= 0.0:
+                self.vwap = self.close
+            return
         v_old = self.volume
         volume = self.volume = v_old + size
         pv = self.pv = self.pv + price * size
@@ -148,6 +154,16 @@ class MicroBar:
             self.vwap = _blend(self.vwap if v_old > 0.0 else price, v_old, price, size, volume)
         else:
             self.vwap = self.close
+
+    def carry(self, previous_close: float) -> None:
+        """A bar of basis 0 takes the symbol's previous close as its flat price."""
+        if self.price_basis:
+            raise ValueError(
+                f"{self.symbol}: a bar with its own price (basis {self.price_basis}) is not carried"
+            )
+        self.open = self.high = self.low = self.close = previous_close
+        if not self.volume > 0.0:
+            self.vwap = previous_close
 
     def to_state(self) -> tuple:
         """Plain tuple for Flink keyed state (small when pickled)."""
@@ -165,14 +181,16 @@ class MicroBar:
             self.first_event_ns,
             self.last_event_ns,
             self.pv,
+            self.price_basis,
         )
 
     @classmethod
     def from_state(cls, state: tuple) -> MicroBar:
-        """Inverse of `to_state`."""
-        if len(state) != 13:
+        """Inverse of `to_state`; a 13-field state (written before sale conditions) is a bar
+        of regular sales (basis 2)."""
+        if len(state) not in (13, 14):
             raise ValueError(
-                f"MicroBar state must have 13 fields, got {len(state)}; "
+                f"MicroBar state must have 13 or 14 fields, got {len(state)}; "
                 "it was not written by MicroBar.to_state"
             )
         return cls(*state)

@@ -25,7 +25,8 @@ CREATE TABLE IF NOT EXISTS {{database}}.ta_microbars
     source       LowCardinality(String),
     trace_id     String,
     loaded_at    DateTime64(3, 'UTC') DEFAULT now64(3),
-    gap          Bool DEFAULT false
+    gap          Bool DEFAULT false,
+    price_basis  UInt8 DEFAULT 2
 )
 ENGINE = ReplacingMergeTree(version)
 PARTITION BY toDate(window_start)
@@ -35,6 +36,9 @@ TTL toDateTime(window_start) + INTERVAL 30 DAY;
 -- microbar schema v2 (gap flags, docs/topics-and-schemas.md): a table created before it gains
 -- the column; rows loaded before read false
 ALTER TABLE {{database}}.ta_microbars ADD COLUMN IF NOT EXISTS gap Bool DEFAULT false;
+-- microbar schema v3 (sale-condition price basis, docs/design.md "Condition-aware bars"):
+-- rows loaded before read 2 (every trade was taken as a regular sale)
+ALTER TABLE {{database}}.ta_microbars ADD COLUMN IF NOT EXISTS price_basis UInt8 DEFAULT 2;
 
 CREATE TABLE IF NOT EXISTS {{database}}.ta_signals
 (

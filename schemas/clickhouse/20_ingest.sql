@@ -28,7 +28,10 @@ CREATE TABLE {{ingest_db}}.ta_microbars_queue
     seq         Int64,
     source      String,
     trace_id    String,
-    gap         Bool
+    gap         Bool,
+    -- Nullable: a v1/v2 record lacks the field and reads NULL (a Kafka table has no
+    -- DEFAULT expressions), which the view maps to 2
+    price_basis Nullable(Int32)
 )
 ENGINE = Kafka({{kafka_collection}})
 SETTINGS kafka_topic_list = 'ta.bars.1s.v1',
@@ -54,7 +57,8 @@ SELECT
     fromUnixTimestamp64Nano(event_ts, 'UTC') AS event_ts,
     fromUnixTimestamp64Nano(ingest_ts, 'UTC') AS ingest_ts,
     fromUnixTimestamp64Nano(emit_ts, 'UTC') AS emit_ts,
-    seq, source, trace_id, gap
+    seq, source, trace_id, gap,
+    toUInt8(ifNull(price_basis, 2)) AS price_basis
 FROM {{ingest_db}}.ta_microbars_queue
 WHERE length(_error) = 0;
 

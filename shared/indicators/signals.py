@@ -205,6 +205,12 @@ class SignalState:
     def bars_committed(self) -> int:
         return self._n
 
+    @property
+    def last_close(self) -> float | None:
+        """Close of the last committed bar (None before the first): the price a bar with
+        no price-eligible trade carries (docs/design.md, "Condition-aware bars")."""
+        return None if self._n == 0 else self._last_close
+
     def _step(self, bar: MicroBar, quote: Quote | None, commit: bool) -> SignalValues:
         end = bar.end_ns
         if end <= self._last_end:

@@ -65,6 +65,7 @@ def microbar(**over: Any) -> dict[str, Any]:
         "source": "torghut-ta",
         "trace_id": "t-1",
         "gap": False,
+        "price_basis": 2,
     }
     rec.update(over)
     return rec

@@ -203,6 +203,7 @@ def windows(draw: st.DrawFn) -> dict[str, int]:
     is_final=st.booleans(),
     trace_id=symbols,
     gap=st.booleans(),
+    price_basis=st.sampled_from([0, 1, 2]),
 )
 def test_generated_microbars_round_trip_exactly(
     symbol,
@@ -218,6 +219,7 @@ def test_generated_microbars_round_trip_exactly(
     is_final,
     trace_id,
     gap,
+    price_basis,
 ) -> None:
     o, h, lo, c, vwap = prices
     rec = microbar(
@@ -238,6 +240,7 @@ def test_generated_microbars_round_trip_exactly(
         is_final=is_final,
         trace_id=trace_id,
         gap=gap,
+        price_basis=price_basis,
     )
     assert roundtrip("torghut.ta.MicroBar", rec) == {**rec, "window": decoded_window(w)}
 

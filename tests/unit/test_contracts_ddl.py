@@ -173,6 +173,14 @@ def compatible(avro: Any, ch: str) -> bool:
     ch = norm_type(ch)
     if isinstance(avro, str):
         return ch in PRIMITIVES.get(avro, set())
+    if (
+        isinstance(avro, dict)
+        and avro.get("default") is not None
+        and (inner := re.fullmatch(r"Nullable\((.*)\)", ch))
+    ):
+        # a field added with a default: older records lack it and read NULL (a Kafka table
+        # has no DEFAULT expressions), which the view maps to the Avro default
+        return compatible(avro["type"], inner.group(1))
     if isinstance(avro, list):
         branches = [b for b in avro if b != "null"]
         if len(branches) != 1:
@@ -228,7 +236,10 @@ def test_queue_reads_avro_confluent_from_the_registry_with_a_per_table_group(top
 @pytest.mark.parametrize("topic", [TA_BARS_1S, TA_SIGNALS], ids=lambda t: t.name)
 def test_every_avro_field_maps_to_a_queue_column_of_a_compatible_type_and_back(topic) -> None:
     queue, _, _ = storage_for(topic.name)
-    fields = {f["name"]: f["type"] for f in schema_json(topic.value_schema)["fields"]}
+    fields = {
+        f["name"]: ({"type": f["type"], "default": f["default"]} if "default" in f else f["type"])
+        for f in schema_json(topic.value_schema)["fields"]
+    }
     assert set(fields) == set(queue.columns), "queue columns and Avro fields differ"
     bad = {
         n: (fields[n], queue.columns[n].type)
@@ -261,8 +272,13 @@ def test_every_queue_column_reaches_storage(topic) -> None:
 @pytest.mark.parametrize("topic", [TA_BARS_1S, TA_SIGNALS], ids=lambda t: t.name)
 def test_nullable_indicators_stay_nullable_in_storage(topic) -> None:
     queue, _, table = storage_for(topic.name)
+    nullable = {
+        f["name"]
+        for f in schema_json(topic.value_schema)["fields"]
+        if isinstance(f["type"], list) and "null" in f["type"]
+    }
     for name, col in queue.columns.items():
-        if col.type.startswith("Nullable(") and name in table.columns:
+        if col.type.startswith("Nullable(") and name in table.columns and name in nullable:
             assert table.columns[name].type == col.type, name
 
 

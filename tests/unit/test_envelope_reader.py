@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from flink_job.decode import REJECTED, REJECTED_KEY, decode_event
 from flink_job.envelope_reader import EventReader
+from shared.sale_conditions import trade_updates
 from shared.schemas import schema_text
 from shared.serde import AvroDeserializer, AvroSerializer
 from shared.topics import QUOTES, TRADES
@@ -172,5 +173,10 @@ def test_records_of_another_writer_schema_are_resolved_by_the_general_path() -> 
     ev = reader.read(data, "AAPL")
     assert ev == decode_event(deser, data, "AAPL")
     p = PAYLOADS[0][2]
-    assert ev is not None and ev[0] == "t" and ev[6:] == (p["price"], p["size"], p["id"])
+    assert ev is not None and ev[0] == "t" and ev[6:] == (
+        p["price"],
+        p["size"],
+        p["id"],
+        trade_updates(p["tape"], tuple(p["conditions"])),
+    )
     assert reader._fast == {data[:5]: False}

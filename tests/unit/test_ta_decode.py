@@ -7,6 +7,7 @@ from __future__ import annotations
 from flink_job.decode import REJECTED, REJECTED_KEY, decode_event
 from shared.serde import AvroDeserializer, AvroSerializer
 from shared.topics import TRADES
+from shared.sale_conditions import VOLUME, trade_updates
 from tests.support.records import PAYLOADS, envelope
 from tests.support.registry import InMemoryRegistry
 
@@ -29,7 +30,10 @@ def test_trade_and_quote_become_event_tuples() -> None:
         p["price"],
         p["size"],
         p["id"],
+        trade_updates(p["tape"], tuple(p["conditions"])),
     )
+    # the sample is an odd lot on tape C ("@", "I"): it may update volume only
+    assert trade[-1] == VOLUME
     quote = decode_event(DESER, OUT.encode(envelope("quotes", BRANCHES["quotes"])), "AAPL")
     q = BRANCHES["quotes"][1]
     assert quote is not None and quote[0] == "q"
