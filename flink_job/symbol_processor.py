@@ -45,9 +45,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shared.bars import MicroBar, bucket_start_ns
-from shared.sale_conditions import ALL
 from shared.indicators import IndicatorError, Quote, SignalState, SignalValues
 from shared.limits import DEFAULT_LIMITS, PlausibleLimits
+from shared.sale_conditions import ALL
 
 log = logging.getLogger("torghut.ta")
 

@@ -173,10 +173,15 @@ def test_records_of_another_writer_schema_are_resolved_by_the_general_path() -> 
     ev = reader.read(data, "AAPL")
     assert ev == decode_event(deser, data, "AAPL")
     p = PAYLOADS[0][2]
-    assert ev is not None and ev[0] == "t" and ev[6:] == (
-        p["price"],
-        p["size"],
-        p["id"],
-        trade_updates(p["tape"], tuple(p["conditions"])),
+    assert (
+        ev is not None
+        and ev[0] == "t"
+        and ev[6:]
+        == (
+            p["price"],
+            p["size"],
+            p["id"],
+            trade_updates(p["tape"], tuple(p["conditions"])),
+        )
     )
     assert reader._fast == {data[:5]: False}

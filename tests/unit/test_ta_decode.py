@@ -5,9 +5,9 @@ or a payload that does not belong to the channel."""
 from __future__ import annotations
 
 from flink_job.decode import REJECTED, REJECTED_KEY, decode_event
+from shared.sale_conditions import VOLUME, trade_updates
 from shared.serde import AvroDeserializer, AvroSerializer
 from shared.topics import TRADES
-from shared.sale_conditions import VOLUME, trade_updates
 from tests.support.records import PAYLOADS, envelope
 from tests.support.registry import InMemoryRegistry
 
