@@ -47,7 +47,7 @@ from typing import Any
 from shared.bars import MicroBar, bucket_start_ns
 from shared.indicators import IndicatorError, Quote, SignalState, SignalValues
 from shared.limits import DEFAULT_LIMITS, PlausibleLimits
-from shared.sale_conditions import ALL
+from shared.sale_conditions import ALL, FORM_T, resolve
 
 log = logging.getLogger("torghut.ta")
 
@@ -364,6 +364,8 @@ class SymbolProcessor:
         """`limit_ms`: the record's lateness limit (module doc), a watermark in ms."""
         symbol, event_ns, seq, ingest_ns, trace_id, price, size = ev[1:8]
         flags = ev[9] if len(ev) > 9 else ALL
+        if flags & FORM_T:  # an extended-hours trade: priced outside the regular session
+            flags = resolve(flags, event_ns)
         result = StepResult()
         if self._is_duplicate(st, TRADE, seq):
             result.duplicate = True

@@ -36,6 +36,10 @@ LAST = 2
 VOLUME = 4
 ALL = HIGH_LOW | LAST | VOLUME
 NONE = 0
+#: the trade carries Form T (``T``, an extended-hours trade): `trade_updates` then also
+#: packs, in bits 4-6, what it may update outside the regular session (`resolve`)
+FORM_T = 8
+_EXTENDED_SHIFT = 4
 
 _HLV = HIGH_LOW | LAST | VOLUME
 _H_V = HIGH_LOW | VOLUME
@@ -119,18 +123,43 @@ def table_for(tape: str) -> dict[str, tuple[str, int]]:
 @lru_cache(maxsize=4096)
 def _updates(tape: str, conditions: tuple[str, ...]) -> int:
     table = table_for(tape)
-    flags = ALL
+    flags = extended = ALL
+    form_t = 0
     for code in conditions:
-        rule = table.get(code.strip() or "@")
+        code = code.strip() or "@"
+        rule = table.get(code)
         if rule is None:
             unknown_codes.add((tape, code))
             continue
         flags &= rule[1]
-    return flags
+        if code == "T":
+            form_t = FORM_T
+        else:
+            extended &= rule[1]
+    return flags | form_t | (extended << _EXTENDED_SHIFT if form_t else 0)
+
+
+def resolve(flags: int, event_ns: int) -> int:
+    """The HIGH_LOW | LAST | VOLUME bits of a trade at `event_ns`.
+
+    Outside the NYSE regular session (`shared.market_calendar`: holidays and early closes
+    included) Form T is the session's ordinary trade, and vendors' extended-hours bars are
+    priced by it: there the ``T`` condition restricts nothing (the trade's other
+    conditions still apply). Inside, it is a late report of an extended-hours trade and
+    updates volume only, as the table says.
+    """
+    if flags & FORM_T:
+        from shared.market_calendar import is_regular_hours
+
+        if not is_regular_hours(event_ns):
+            return flags >> _EXTENDED_SHIFT & ALL
+    return flags & ALL
 
 
 def trade_updates(tape: str, conditions: Sequence[str] | Iterable[str]) -> int:
-    """What a trade with `conditions` on `tape` may update: HIGH_LOW | LAST | VOLUME bits.
+    """What a trade with `conditions` on `tape` may update: HIGH_LOW | LAST | VOLUME bits,
+    plus FORM_T and the extended-hours bits for a Form T trade (`resolve` turns them into
+    the bits at the trade's time).
 
     No conditions at all is a regular sale (every update).
     """
@@ -139,5 +168,7 @@ def trade_updates(tape: str, conditions: Sequence[str] | Iterable[str]) -> int:
 
 def describe(flags: int) -> str:
     """``high/low, last, volume`` (or ``nothing``) for messages and docs."""
-    parts = [n for bit, n in ((HIGH_LOW, "high/low"), (LAST, "last"), (VOLUME, "volume")) if flags & bit]
+    parts = [
+        n for bit, n in ((HIGH_LOW, "high/low"), (LAST, "last"), (VOLUME, "volume")) if flags & bit
+    ]
     return ", ".join(parts) or "nothing"

@@ -24,7 +24,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "torghut.backfill.cli",
         "a past range from Alpaca's historical API into the ClickHouse tables (resumable)",
     ),
-    "sql": ("torghut.sql_cli", "query the local ClickHouse tables (while `torghut run` runs, or after)"),
+    "sql": (
+        "torghut.sql_cli",
+        "query the local ClickHouse tables (while `torghut run` runs, or after)",
+    ),
     "bench": ("torghut.bench.cli", "benchmarks that print numbers and save plots"),
     "k8s": ("torghut.k8s_cli", "render Kubernetes objects generated from the contracts"),
     "recording": ("torghut.recording_cli", "inspect forwarder recordings"),

@@ -146,7 +146,9 @@ class LiveView:
             f"{title} — {time.strftime('%H:%M:%S')}   (Ctrl-C stops everything)",
             "",
             f"{'symbol':<9}{'bar (UTC)':<14}{'age ms':>8}"
-            + "".join(f"{c:>11}" for c in ("close", "ema12", "rsi14", "macd", "vwap_sess", "spread"))
+            + "".join(
+                f"{c:>11}" for c in ("close", "ema12", "rsi14", "macd", "vwap_sess", "spread")
+            )
             + "  state",
         ]
         for sym in sorted(latest):
@@ -170,7 +172,9 @@ class LiveView:
                 + f"  {state}"
             )
         if not latest:
-            lines.append("(waiting for the first signal)" + (f" {waiting_hint}" if waiting_hint else ""))
+            lines.append(
+                "(waiting for the first signal)" + (f" {waiting_hint}" if waiting_hint else "")
+            )
         p50, p99, n = self.latency_summary(now)
         lines += [
             "",
@@ -246,6 +250,8 @@ def _ns(v: Any) -> int:
         return v * 1000 if v < 10**17 else v
     import datetime
 
-    return (v - datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)) // datetime.timedelta(
-        microseconds=1
-    ) * 1000
+    return (
+        (v - datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC))
+        // datetime.timedelta(microseconds=1)
+        * 1000
+    )

@@ -401,7 +401,9 @@ class Pipeline:
         if not self.view.every_bar_closed(self.replay_exited_wall_ns):
             return False
         through, _ = self.clickhouse_finals()
-        return all(through.get(sym, -1) >= start for sym, start in self.view.final_in_stream.items())
+        return all(
+            through.get(sym, -1) >= start for sym, start in self.view.final_in_stream.items()
+        )
 
     def title(self) -> str:
         src = self.source

@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+import math
 import pickle
+from datetime import datetime
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shared.bars import MicroBar, TradeOutsideBarError, batch_bars, bucket_start_ns
+from shared.sale_conditions import (
+    ALL,
+    CTA,
+    FORM_T,
+    HIGH_LOW,
+    LAST,
+    UTP,
+    VOLUME,
+    resolve,
+    trade_updates,
+    unknown_codes,
+)
 
 NS = 1_000_000_000
 T0 = 1_718_000_000 * NS
@@ -187,3 +201,103 @@ def test_batch_bars_are_sorted_by_symbol_then_start() -> None:
         ("AAPL", T0 + NS),
         ("MSFT", T0 + 2 * NS),
     ]
+
+
+# ---- sale conditions (docs/design.md, "Condition-aware bars") ----------------------------
+
+
+def _bar(*trades: tuple[float, float, int, tuple[str, ...]], tape: str = "C") -> MicroBar:
+    """A 1 s bar of (price, size, ns after T0, conditions) trades, in arrival order."""
+    bar: MicroBar | None = None
+    for price, size, dt, conditions in trades:
+        flags = trade_updates(tape, conditions)
+        if bar is None:
+            bar = MicroBar.open_with("X", T0, NS, price, size, T0 + dt, flags)
+        else:
+            bar.add_trade(price, size, T0 + dt, flags)
+    assert bar is not None
+    return bar
+
+
+def test_an_odd_lot_moves_volume_and_vwap_but_not_a_price_field() -> None:
+    bar = _bar((100.0, 100, 10, ("@",)), (105.0, 10, 20, ("@", "I")), (101.0, 100, 30, ("@",)))
+    assert (bar.open, bar.high, bar.low, bar.close) == (100.0, 101.0, 100.0, 101.0)
+    assert (bar.volume, bar.trade_count, bar.price_basis) == (210, 3, 2)
+    assert bar.vwap == (100.0 * 100 + 105.0 * 10 + 101.0 * 100) / 210
+
+
+def test_an_average_price_print_far_from_the_market_sets_no_false_high_on_either_tape() -> None:
+    for tape, code in (("A", "B"), ("C", "W")):
+        bar = _bar((100.0, 100, 10, ("@",)), (120.0, 500, 20, (code,)), tape=tape)
+        assert (bar.high, bar.close, bar.volume) == (100.0, 100.0, 600), tape
+    # "B" on tape C is a bunched trade: a regular price-setting print
+    bar = _bar((100.0, 100, 10, ("@",)), (120.0, 500, 20, ("B",)), tape="C")
+    assert (bar.high, bar.close) == (120.0, 120.0)
+
+
+def test_an_out_of_sequence_print_sets_high_low_but_not_open_or_close() -> None:
+    bar = _bar((100.0, 100, 10, ("@",)), (98.0, 100, 5, ("@", "Z")), (101.0, 100, 30, ("@",)))
+    assert (bar.open, bar.close, bar.low, bar.high) == (100.0, 101.0, 98.0, 101.0)
+    assert bar.price_basis == 2
+
+
+def test_a_bar_of_only_high_low_prints_takes_open_and_close_from_them() -> None:
+    bar = _bar((99.0, 100, 20, ("@", "Z")), (98.0, 100, 10, ("@", "4")), (97.0, 5, 5, ("I",)))
+    assert (bar.open, bar.high, bar.low, bar.close) == (98.0, 99.0, 98.0, 99.0)
+    assert bar.price_basis == 1
+    # a last-sale trade later in the same bar takes open and close over
+    bar.add_trade(100.0, 100, T0 + 30, trade_updates("C", ("@",)))
+    assert (bar.open, bar.close, bar.high, bar.low, bar.price_basis) == (
+        100.0,
+        100.0,
+        100.0,
+        98.0,
+        2,
+    )
+
+
+def test_a_bar_of_odd_lots_has_volume_and_no_price_until_it_carries_one() -> None:
+    bar = _bar((101.0, 10, 10, ("@", "I")), (102.0, 30, 20, ("@", "I")))
+    assert bar.price_basis == 0 and math.isnan(bar.close)
+    assert (bar.volume, bar.trade_count, bar.vwap) == (40, 2, (101.0 * 10 + 102.0 * 30) / 40)
+    bar.carry(100.5)
+    assert (bar.open, bar.high, bar.low, bar.close) == (100.5,) * 4
+    assert bar.vwap == (101.0 * 10 + 102.0 * 30) / 40  # the traded volume's own average
+    with pytest.raises(ValueError, match="not carried"):
+        _bar((100.0, 1, 0, ("@",))).carry(1.0)
+
+
+def test_the_corrected_close_sets_prices_but_no_volume_and_official_prints_set_nothing() -> None:
+    assert trade_updates("A", ("M",)) == 0 and trade_updates("C", ("Q",)) == 0
+    bar = _bar((100.0, 100, 10, ("@",)), (100.2, 900, 20, ("9",)))
+    assert (bar.close, bar.high, bar.volume, bar.trade_count) == (100.2, 100.2, 100, 1)
+
+
+def test_a_condition_restricts_updates_and_several_conditions_combine_by_and() -> None:
+    assert trade_updates("C", ()) == ALL == trade_updates("A", ("@",)) == trade_updates("A", (" ",))
+    assert trade_updates("C", ("@", "F", "I")) == VOLUME
+    assert trade_updates("A", ("Z", "I")) == VOLUME
+    assert trade_updates("A", ("Z",)) == HIGH_LOW | VOLUME
+    # a code neither plan defines restricts nothing (and is remembered for the log)
+    assert trade_updates("C", ("@", "&")) == ALL and ("C", "&") in unknown_codes
+
+
+def test_every_condition_that_may_set_the_last_sale_may_set_high_and_low() -> None:
+    """What keeps open and close inside [low, high] whatever the mix of trades."""
+    for table in (CTA, UTP):
+        for code, (name, flags) in table.items():
+            assert not flags & LAST or flags & HIGH_LOW, (code, name)
+
+
+def test_form_t_prices_bars_outside_the_regular_session_by_the_nyse_calendar() -> None:
+    flags = trade_updates("C", ("@", "T"))
+    assert flags & FORM_T
+    at = lambda s: int(datetime.fromisoformat(s).timestamp()) * NS  # noqa: E731
+    assert resolve(flags, at("2026-12-07T15:00:00+00:00")) == VOLUME  # Monday 10:00 New York
+    assert resolve(flags, at("2026-12-07T13:00:00+00:00")) == ALL  # 08:00: pre-market
+    assert resolve(flags, at("2026-12-25T15:00:00+00:00")) == ALL  # Christmas: no session
+    assert resolve(flags, at("2026-11-27T18:30:00+00:00")) == ALL  # 13:30 after the early close
+    assert resolve(flags, at("2026-11-27T17:30:00+00:00")) == VOLUME  # 12:30 before it
+    # other conditions still apply outside the session: a Form T odd lot is volume only
+    assert resolve(trade_updates("C", ("@", "T", "I")), at("2026-12-07T13:00:00+00:00")) == VOLUME
+    assert resolve(trade_updates("A", ("@",)), at("2026-12-07T13:00:00+00:00")) == ALL

@@ -91,9 +91,7 @@ class ChdbClient:
             except Exception as exc:
                 if _CHDB_KAFKA_SHUTDOWN_QUIRK in str(exc) and "ENGINE = Kafka" in _norm(sql):
                     return
-                raise ClickHouseError(
-                    f"{exc}\n-- statement:\n{sql.strip()}", str(exc)
-                ) from exc
+                raise ClickHouseError(f"{exc}\n-- statement:\n{sql.strip()}", str(exc)) from exc
 
     def rows(self, sql: str) -> list[list[Any]]:
         return json_compact_rows(self.query(sql, "JSONCompact"))

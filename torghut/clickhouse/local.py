@@ -642,8 +642,7 @@ class DataDirBusy(LocalOpenError):
 
 def _no_data(data_dir: Path, what: str) -> NoLocalData:
     message = (
-        f"{what} {data_dir}: run `torghut run` or `torghut backfill` first, or pass "
-        "--data-dir"
+        f"{what} {data_dir}: run `torghut run` or `torghut backfill` first, or pass --data-dir"
     )
     return NoLocalData(message, message)
 
@@ -716,9 +715,7 @@ def describe(client: ClickHouseClient, data_dir: Path) -> str:
     """One line saying what `open_local` attached to."""
     if isinstance(client, HttpClient):
         pid = f"pid {client.server_pid}, " if client.server_pid else ""
-        return (
-            f"attached to the running pipeline's query server ({pid}{client.url}) for {data_dir}"
-        )
+        return f"attached to the running pipeline's query server ({pid}{client.url}) for {data_dir}"
     return (
         f"opened the data dir {data_dir} directly (no pipeline running; `torghut run` cannot "
         "start on it until this ends)"

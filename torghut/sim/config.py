@@ -55,6 +55,9 @@ class SyntheticConfig(_Model):
     correction_rate: float = Field(0.001, ge=0, le=1)
     cancel_error_rate: float = Field(0.001, ge=0, le=1)
     daily_bars: bool = True
+    # "realistic": sale conditions at a consolidated tape's rates, Form T outside the NYSE
+    # regular session (synthetic.py); "regular": every trade a regular sale ("@")
+    sale_conditions: Literal["realistic", "regular"] = "realistic"
     statuses: bool = True
     lulds: bool = True
     # symbols that take turns: split round robin into `rotation_groups` groups, one group

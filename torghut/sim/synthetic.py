@@ -15,6 +15,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from shared.market_calendar import NS_PER_DAY, regular_session
 from torghut.sim.bars import MinuteBarBuilder, minute_start
 from torghut.sim.config import SyntheticConfig
 from torghut.sim.timestamps import NS_PER_MIN, NS_PER_S
@@ -34,7 +35,33 @@ _BASE_PRICES = {
 # Exchanges that appear on the SIP feed (IEX-only feeds always say "V").
 _SIP_EXCHANGES = ("V", "Q", "P", "N", "K", "Z", "J", "Y", "D", "X", "B", "A", "C", "H", "U")
 _NYSE_LISTED_TAPE_B = {"SPY", "QQQ", "IWM", "DIA"}
-_TRADE_CONDITIONS = (["@"], ["@", "I"], ["@", "F"], ["@", "F", "I"])
+# Sale conditions of a trade in the regular session, with their share of trades (a
+# consolidated-tape day: about half the prints are odd lots, a fifth intermarket sweeps;
+# the prints that must not move a bar's price are rare but present every minute at these
+# rates). `None` in a combination is the tape's average-price code (CTA "B", UTP "W").
+# Cumulative weights; the offset is how far from the market such a print is priced.
+_REGULAR_SESSION_CONDITIONS: tuple[tuple[float, tuple[str | None, ...], float], ...] = (
+    (0.380, ("@",), 0.0),
+    (0.730, ("@", "I"), 0.0),
+    (0.850, ("@", "F"), 0.0),
+    (0.945, ("@", "F", "I"), 0.0),
+    (0.960, ("@", "7"), 0.0),  # qualified contingent trade: volume only
+    (0.970, ("@", "Z"), 0.001),  # sold out of sequence: high/low, not the last sale
+    (0.975, ("@", "4"), 0.002),  # derivatively priced: high/low only
+    (0.980, ("@", "P"), 0.001),  # prior reference price: high/low only
+    (0.985, (None,), 0.01),  # average price, far from the market: volume only
+    (0.990, ("@", "X"), 0.0),  # cross trade
+    (0.994, ("@", "C"), 0.003),  # cash sale: volume only
+    (0.997, ("@", "H"), 0.003),  # price variation: volume only
+    (0.998, ("@", "N"), 0.003),  # next day: volume only
+    (1.000, ("@", "R"), 0.003),  # seller: volume only
+)
+# outside the regular session (the NYSE calendar) every print is Form T
+_EXTENDED_SESSION_CONDITIONS: tuple[tuple[float, tuple[str | None, ...], float], ...] = (
+    (0.55, ("@", "T"), 0.0),
+    (0.99, ("@", "T", "I"), 0.0),
+    (1.00, ("@", "U"), 0.002),  # extended hours, sold out of sequence: volume only
+)
 
 
 @dataclass(slots=True)
@@ -62,6 +89,7 @@ class SyntheticMarket:
         self._minute_end = minute_start(start_ns) + NS_PER_MIN
         self._step_scale = config.volatility * math.sqrt(12.0)
         self._bars = MinuteBarBuilder(daily_bars=config.daily_bars)
+        self._sessions: dict[int, tuple[int, int]] = {}  # UTC day -> regular session
         self._exchange_fixed = "V" if config.feed in ("iex", "test") else None
         self._symbols: dict[str, _SymbolState] = {}
         # rotating symbol -> its group (config.rotating_symbols); only the group whose turn
@@ -256,7 +284,9 @@ class SyntheticMarket:
             t = st.last_trade_t - 1_000 - int(rng.random() * cfg.out_of_order_max_s * NS_PER_S)
         price = round(st.mid + (0.005 if rng.random() < 0.5 else -0.005), 2)
         size = self._size()
-        conditions = _TRADE_CONDITIONS[int(rng.random() * len(_TRADE_CONDITIONS))]
+        conditions, offset = self._conditions(st, t)
+        if offset:
+            price = round(price * (1.0 + (offset if rng.random() < 0.5 else -offset)), 2)
         trade = {
             "T": "t",
             "S": sym,
@@ -292,6 +322,25 @@ class SyntheticMarket:
                     "t": ts,
                 }
             )
+
+    def _conditions(self, st: _SymbolState, t: int) -> tuple[tuple[str, ...], float]:
+        """A trade's sale conditions at event time `t`, and how far from the market such a
+        print is priced (average-price and prior-reference prints are not at the market)."""
+        if self.config.sale_conditions == "regular":
+            return ("@",), 0.0
+        day = t // NS_PER_DAY
+        session = self._sessions.get(day)
+        if session is None:
+            session = self._sessions[day] = regular_session(day) or (0, 0)
+        table = (
+            _REGULAR_SESSION_CONDITIONS
+            if session[0] <= t < session[1]
+            else _EXTENDED_SESSION_CONDITIONS
+        )
+        roll = self._rng.random()
+        codes, offset = next(((c, o) for cum, c, o in table if roll < cum), table[-1][1:])
+        average = "W" if st.tape == "C" else "B"
+        return tuple(c if c is not None else average for c in codes), offset
 
     def _correction(self, sym: str, st: _SymbolState, ts: int) -> dict[str, Any]:
         orig = self._rng.choice(st.recent)
