@@ -364,11 +364,12 @@ def test_signals_latest_returns_one_row_per_symbol_the_newest_bar_final_first(ch
 # ---- `torghut clickhouse apply` ----------------------------------------------------------
 
 
-def test_the_gap_flag_arrives_and_a_bar_of_the_schema_before_it_loads_as_no_gap(ch, stack) -> None:
-    """Gap marking: MicroBar's `gap` (schema v2, default false) reaches the `gap`
-    column, and a bar written with the schema before it (no `gap` field, registered under
-    a scratch subject) loads too, as gap = false: after an upgrade the topic still holds
-    v1 records (`input_format_avro_allow_missing_fields`)."""
+def test_gap_and_price_basis_arrive_and_a_bar_of_the_first_schema_loads_as_no_gap_and_basis_2(ch, stack) -> None:
+    """MicroBar's `gap` (schema v2, default false) and `price_basis` (v3, default 2)
+    reach their columns, and a bar written with the first schema (neither field,
+    registered under a scratch subject) loads too, as gap = false and basis 2: after an
+    upgrade the topic still holds v1 records (`input_format_avro_allow_missing_fields`;
+    the queue's nullable `price_basis` is how a missing int reaches its default)."""
     import copy
     import io
     import json
@@ -382,31 +383,38 @@ def test_the_gap_flag_arrives_and_a_bar_of_the_schema_before_it_loads_as_no_gap(
     registry = SchemaRegistryClient(stack.registry_url)
     ser = AvroSerializer(registry, TA_BARS_1S)
     released = copy.deepcopy(schema_json(TA_BARS_1S.value_schema))  # the cached dict is shared
-    released["fields"] = [f for f in released["fields"] if f["name"] != "gap"]
+    released["fields"] = [
+        f for f in released["fields"] if f["name"] not in ("gap", "price_basis")
+    ]
     old_id = registry.register(f"gap-v1-{RUN}-value", json.dumps(released))
     buf = io.BytesIO()
-    old = {k: v for k, v in bar(sym, T0, 1, True).items() if k != "gap"}
+    old = {k: v for k, v in bar(sym, T0, 1, True).items() if k not in ("gap", "price_basis")}
     fastavro.schemaless_writer(buf, fastavro.parse_schema(released), old)
     p = Producer({"bootstrap.servers": stack.kafka_bootstrap, "logger": QUIET})
     v1 = b"\x00" + old_id.to_bytes(4, "big") + buf.getvalue()
     p.produce(TA_BARS_1S.name, v1, key=sym.encode())
-    p.produce(TA_BARS_1S.name, ser.encode(bar(sym, T1, 1, True, gap=True)), key=sym.encode())
-    p.produce(TA_BARS_1S.name, ser.encode(bar(sym, T2, 1, True)), key=sym.encode())
+    p.produce(
+        TA_BARS_1S.name,
+        ser.encode(bar(sym, T1, 1, True, gap=True, price_basis=0)),
+        key=sym.encode(),
+    )
+    p.produce(TA_BARS_1S.name, ser.encode(bar(sym, T2, 1, True, price_basis=1)), key=sym.encode())
     signals = AvroSerializer(registry, TA_SIGNALS)
     p.produce(TA_SIGNALS.name, signals.encode(sig(sym, T1, 1, True, gap=True)), key=sym.encode())
     assert p.flush(30) == 0
 
     def rows() -> list[list[Any]]:
         return ch.rows(
-            "SELECT toString(toUnixTimestamp64Micro(window_start)), gap, toTypeName(gap) "
+            "SELECT toString(toUnixTimestamp64Micro(window_start)), gap, toTypeName(gap), "
+            "price_basis "
             f"FROM torghut.ta_microbars_final WHERE symbol = '{sym}' ORDER BY window_start"
         )
 
     wait_for(lambda: len(rows()) == 3, 90, "the three bars, the v1 one included")
-    assert [(int(w), bool(g), t) for w, g, t in rows()] == [
-        (T0, False, "Bool"),
-        (T1, True, "Bool"),
-        (T2, False, "Bool"),
+    assert [(int(w), bool(g), t, int(b)) for w, g, t, b in rows()] == [
+        (T0, False, "Bool", 2),
+        (T1, True, "Bool", 0),
+        (T2, False, "Bool", 1),
     ]
     # signals carry the flag of their bar too (Signal v2)
     q = f"SELECT gap FROM torghut.ta_signals_final WHERE symbol = '{sym}'"
