@@ -203,6 +203,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="cancel errors per trade (default: %(default)s)",
     )
     syn.add_argument(
+        "--sale-conditions",
+        choices=("realistic", "regular"),
+        default=_DEFAULTS_SYN.sale_conditions,
+        help="realistic: a consolidated tape's mix of sale conditions (odd lots, sweeps, "
+        "average-price and out-of-sequence prints; Form T outside the NYSE regular session); "
+        "regular: every trade a regular sale (default: %(default)s)",
+    )
+    syn.add_argument(
         "--fast",
         action="store_true",
         help="as fast as the client reads (ignores the rates; use with --max-messages)",
@@ -359,6 +367,7 @@ def build_config(args: argparse.Namespace) -> SimConfig:
             fractional_sizes=args.fractional_sizes,
             out_of_order_rate=args.out_of_order_rate,
             late_rate=args.late_rate,
+            sale_conditions=args.sale_conditions,
             late_delay_s=args.late_delay,
             correction_rate=args.correction_rate,
             cancel_error_rate=args.cancel_error_rate,
