@@ -117,7 +117,20 @@ class MicroBar:
                 f"{self.symbol}: trade at event_ts {event_ts_ns} is outside the bar "
                 f"[{self.start_ns}, {self.end_ns}); route it to its own bucket"
             )
-        rank = 2 if flags & LAST else 1 if flags & HIGH_LOW else 0
+        if flags == ALL and self.price_basis == 2:  # a regular sale in a priced bar: most trades
+            if event_ts_ns < self.first_event_ns:
+                self.open = price
+                self.first_event_ns = event_ts_ns
+            if event_ts_ns >= self.last_event_ns:
+                self.close = price
+                self.last_event_ns = event_ts_ns
+            if price > self.high:
+                self.high = price
+            elif price < self.low:
+                self.low = price
+            rank = 0
+        else:
+            rank = 2 if flags & LAST else 1 if flags & HIGH_LOW else 0
         if rank:
             basis = self.price_basis
             if rank > basis:  # the first trade of a higher rank opens and closes the bar
