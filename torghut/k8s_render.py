@@ -385,11 +385,12 @@ PLACEHOLDER_DIGEST = "sha256:" + "0" * 64
 PLACEHOLDER_INPUTS = {"APISERVER_CIDR": "192.0.2.1/32"}
 
 
-def required_inputs() -> tuple[str, ...]:
+def required_inputs(root: Path = K8S_DIR) -> tuple[str, ...]:
     """The keys of ConfigMap torghut-overlay-inputs the component's replacements read."""
     import yaml
 
-    comp = yaml.safe_load((INPUTS_COMPONENT / "kustomization.yaml").read_text(encoding="utf-8"))
+    path = root / INPUTS_COMPONENT.relative_to(K8S_DIR) / "kustomization.yaml"
+    comp = yaml.safe_load(path.read_text(encoding="utf-8"))
     keys = []
     for r in comp["replacements"]:
         src = r["source"]
@@ -398,8 +399,9 @@ def required_inputs() -> tuple[str, ...]:
     return tuple(keys)
 
 
-def overlay_inputs(overlay: str) -> dict[str, str]:
-    (doc,) = load_yaml_docs(K8S_DIR / "overlays" / overlay / "inputs.yaml")
+def overlay_inputs(overlay: str, root: Path = K8S_DIR) -> dict[str, str]:
+    """ConfigMap torghut-overlay-inputs of ``overlay`` (its inputs.yaml) as a dict."""
+    (doc,) = load_yaml_docs(root / "overlays" / overlay / "inputs.yaml")
     return {k: str(v) for k, v in (doc.get("data") or {}).items()}
 
 
@@ -428,20 +430,22 @@ def image_digest_problems(docs: list[dict[str, Any]]) -> list[str]:
     return sorted(set(problems))
 
 
-def overlay_input_problems(overlay: str, docs: list[dict[str, Any]] | None = None) -> list[str]:
+def overlay_input_problems(
+    overlay: str, docs: list[dict[str, Any]] | None = None, root: Path = K8S_DIR
+) -> list[str]:
     """Inputs of ``overlay`` that are missing or still the shipped placeholders.
 
     A missing key already fails ``kustomize build``; this also refuses the placeholders (the
     TEST-NET API-server CIDR, the all-zero image digest) that build but cannot run.
     """
-    values = overlay_inputs(overlay)
-    problems = [f"{k}: missing from inputs.yaml" for k in required_inputs() if k not in values]
+    values = overlay_inputs(overlay, root)
+    problems = [f"{k}: missing from inputs.yaml" for k in required_inputs(root) if k not in values]
     problems += [
         f"{k}: still the placeholder {v}"
         for k, v in PLACEHOLDER_INPUTS.items()
         if values.get(k) == v
     ]
-    docs = kustomize_build(K8S_DIR / "overlays" / overlay) if docs is None else docs
+    docs = kustomize_build(root / "overlays" / overlay) if docs is None else docs
     problems += image_digest_problems(docs)
     images = [d["spec"]["image"] for d in docs if d.get("kind") == "FlinkDeployment"]
     images += [c.get("image", "") for _, spec in pod_specs(docs) for c in spec["containers"]]
