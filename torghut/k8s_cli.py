@@ -202,6 +202,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="exit 1 while an overlay's inputs (API-server CIDR, image digests) are placeholders",
     )
     ci.add_argument("overlay", help="dev, stage or prod (k8s/overlays/<overlay>)")
+    ci.add_argument(
+        "--k8s-dir",
+        type=Path,
+        default=REPO_ROOT / "k8s",
+        help="the k8s/ folder to check (default: %(default)s)",
+    )
     rs = sub.add_parser(
         "register-schemas", help="set subject compatibility and register schemas/avro value schemas"
     )
@@ -230,7 +236,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def check_inputs(overlay: str) -> int:
+def check_inputs(overlay: str, k8s_dir: Path = REPO_ROOT / "k8s") -> int:
     """Print what is unset in ``overlay``'s inputs; 0 when every input is real."""
     from torghut.k8s_render import OVERLAYS, ManifestError, overlay_input_problems
 
@@ -238,7 +244,7 @@ def check_inputs(overlay: str) -> int:
         print(f"torghut k8s check-inputs: no overlay {overlay!r} ({', '.join(OVERLAYS)})")
         return 2
     try:
-        problems = overlay_input_problems(overlay)
+        problems = overlay_input_problems(overlay, root=k8s_dir)
     except ManifestError as exc:
         print(f"torghut k8s check-inputs: {exc}", file=sys.stderr)
         return 1
@@ -257,7 +263,7 @@ def check_inputs(overlay: str) -> int:
 
 def run(args: argparse.Namespace) -> int:
     if args.action == "check-inputs":
-        return check_inputs(args.overlay)
+        return check_inputs(args.overlay, args.k8s_dir)
     if args.action == "render-topics":
         try:
             topics = catalog(args.partitions)

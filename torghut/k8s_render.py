@@ -425,7 +425,7 @@ def image_digest_problems(docs: list[dict[str, Any]]) -> list[str]:
         if not refs.get(repo):
             problems.append(f"{repo}: not used")
         for ref in refs.get(repo, []):
-            if not re.fullmatch(r"[^@:]+(:[\w.-]+)?@sha256:[0-9a-f]{64}", ref):
+            if not re.fullmatch(r"[^@\s]+@sha256:[0-9a-f]{64}", ref):
                 problems.append(f"{ref}: not pinned by a sha256 digest")
     return sorted(set(problems))
 

@@ -105,30 +105,34 @@ def test_an_unset_input_fails_the_build_naming_it(tmp_path: Path) -> None:
     assert kustomize_build(k8s / "overlays" / "prod")
 
 
+def _set_inputs(k8s: Path, overlay: str, cidr: str, digests: list[str]) -> None:
+    d = k8s / "overlays" / overlay
+    inputs = d / "inputs.yaml"
+    inputs.write_text(
+        re.sub(r"APISERVER_CIDR: .*", f"APISERVER_CIDR: {cidr}", inputs.read_text(), count=1)
+    )
+    kust = yaml.safe_load((d / "kustomization.yaml").read_text())
+    for image, digest in zip(kust["images"], digests, strict=True):
+        image["digest"] = digest
+    (d / "kustomization.yaml").write_text(yaml.safe_dump(kust, sort_keys=False))
+
+
 def test_check_inputs_refuses_the_placeholders_and_accepts_real_values(
     tmp_path: Path, capsys
 ) -> None:
-    problems = overlay_input_problems("prod", built("prod"))
+    k8s = _k8s_copy(tmp_path)
+    _set_inputs(k8s, "prod", "192.0.2.1/32", [PLACEHOLDER_DIGEST, PLACEHOLDER_DIGEST])
+    problems = overlay_input_problems("prod", root=k8s)
     assert any(p.startswith("APISERVER_CIDR: still the placeholder") for p in problems)
     assert any(p.endswith("the placeholder digest") and "torghut-flink" in p for p in problems)
     assert any(p.endswith("the placeholder digest") and "torghut-forwarder" in p for p in problems)
-    assert k8s_cli.run(k8s_cli_args("check-inputs", "prod")) == 1
+    assert k8s_cli.run(k8s_cli_args("check-inputs", "prod", "--k8s-dir", str(k8s))) == 1
     assert "not deployable" in capsys.readouterr().err
 
-    k8s = _k8s_copy(tmp_path)
-    prod = k8s / "overlays" / "prod"
-    (prod / "inputs.yaml").write_text(
-        (prod / "inputs.yaml").read_text().replace("192.0.2.1/32", "10.96.0.1/32")
-    )
-    digests = iter(["sha256:" + "a" * 64, "sha256:" + "b" * 64])
-    (prod / "kustomization.yaml").write_text(
-        re.sub(
-            re.escape(PLACEHOLDER_DIGEST),
-            lambda _: next(digests),
-            (prod / "kustomization.yaml").read_text(),
-        )
-    )
+    _set_inputs(k8s, "prod", "10.96.0.1/32", ["sha256:" + "a" * 64, "sha256:" + "b" * 64])
     assert overlay_input_problems("prod", root=k8s) == []
+    assert k8s_cli.run(k8s_cli_args("check-inputs", "prod", "--k8s-dir", str(k8s))) == 0
+    assert "every input is set" in capsys.readouterr().out
 
 
 def k8s_cli_args(*argv: str):
