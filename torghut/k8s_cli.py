@@ -2,6 +2,8 @@
 
 - ``render-topics [--check]`` writes ``k8s/base/kafka/topics.yaml`` (Strimzi ``KafkaTopic`` CRs)
   from ``shared.topics``; ``--check`` exits 1 when the file drifts from the catalog.
+- ``check-inputs OVERLAY`` exits 1 while an overlay input (``k8s/overlays/<env>/inputs.yaml``,
+  the image digests) is missing or still its placeholder (docs/deploy.md, "Overlay inputs").
 - ``register-schemas`` sets each topic subject's compatibility and registers its Avro value
   schema from ``schemas/avro/*.avsc`` in a Confluent-compatible registry (Karapace); the
   ``torghut-register-schemas`` Job runs it before the sinks start.
@@ -195,6 +197,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "spec.partitions in its overlay, before the first deploy (Kafka only adds partitions, "
         "and adding them moves symbols)",
     )
+    ci = sub.add_parser(
+        "check-inputs",
+        help="exit 1 while an overlay's inputs (API-server CIDR, image digests) are placeholders",
+    )
+    ci.add_argument("overlay", help="dev, stage or prod (k8s/overlays/<overlay>)")
+    ci.add_argument(
+        "--k8s-dir",
+        type=Path,
+        default=REPO_ROOT / "k8s",
+        help="the k8s/ folder to check (default: %(default)s)",
+    )
     rs = sub.add_parser(
         "register-schemas", help="set subject compatibility and register schemas/avro value schemas"
     )
@@ -223,7 +236,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def check_inputs(overlay: str, k8s_dir: Path = REPO_ROOT / "k8s") -> int:
+    """Print what is unset in ``overlay``'s inputs; 0 when every input is real."""
+    from torghut.k8s_render import OVERLAYS, ManifestError, overlay_input_problems
+
+    if overlay not in OVERLAYS:
+        print(f"torghut k8s check-inputs: no overlay {overlay!r} ({', '.join(OVERLAYS)})")
+        return 2
+    try:
+        problems = overlay_input_problems(overlay, root=k8s_dir)
+    except ManifestError as exc:
+        print(f"torghut k8s check-inputs: {exc}", file=sys.stderr)
+        return 1
+    for p in problems:
+        print(f"k8s/overlays/{overlay}: {p}", file=sys.stderr)
+    if problems:
+        print(
+            f"torghut k8s check-inputs: {overlay} is not deployable until these are set "
+            "(docs/deploy.md, 'Overlay inputs')",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"k8s/overlays/{overlay}: every input is set")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.action == "check-inputs":
+        return check_inputs(args.overlay, args.k8s_dir)
     if args.action == "render-topics":
         try:
             topics = catalog(args.partitions)

@@ -281,3 +281,287 @@ def pod_specs(docs: list[dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any]]
             yield f"{kind}/{name}", d["spec"]["template"]["spec"]
         elif kind == "FlinkDeployment":
             yield f"{kind}/{name}", d["spec"]["podTemplate"]["spec"]
+
+
+# --- sharing namespace torghut (docs/deploy.md, "Sharing namespace torghut") -----------------
+
+SHARED_NAMESPACE = "torghut"  # the trading service's; we add objects to it, never own it
+OWN_NAMESPACE = "torghut-ta"  # the TA job's, ours
+# every pod this project runs carries it; every selector of ours requires it
+PROJECT_LABEL = ("torghut.dev/pipeline", "torghut-ta")
+# objects that act on a whole namespace whatever their selectors
+NAMESPACE_WIDE_KINDS = frozenset({"ResourceQuota", "LimitRange"})
+CLUSTER_WIDE_KINDS = frozenset(
+    {"ClusterRole", "ClusterRoleBinding", "MutatingWebhookConfiguration"}
+    | {"ValidatingWebhookConfiguration", "ValidatingAdmissionPolicy"}
+)
+_POD_SELECTORS = {
+    "NetworkPolicy": ("spec", "podSelector"),
+    "PodDisruptionBudget": ("spec", "selector"),
+    "PodMonitor": ("spec", "selector"),
+    "ServiceMonitor": ("spec", "selector"),  # selects Services, which carry the label too
+}
+
+
+def pod_templates(docs: list[dict[str, Any]]) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """(object name, namespace, pod template metadata) of every workload's pod template."""
+    for d in docs:
+        kind, meta = d.get("kind"), d.get("metadata", {})
+        if kind in {"Deployment", "Job", "StatefulSet", "DaemonSet"}:
+            template = d["spec"]["template"]
+        elif kind == "FlinkDeployment":
+            template = d["spec"]["podTemplate"]
+        else:
+            continue
+        yield (
+            f"{kind}/{meta.get('name', '')}",
+            meta.get("namespace", ""),
+            template.get("metadata", {}),
+        )
+
+
+def _selector_problem(selector: dict[str, Any] | None) -> str | None:
+    if not selector or not (selector.get("matchLabels") or selector.get("matchExpressions")):
+        return "selects every pod of its namespace (empty selector)"
+    key, value = PROJECT_LABEL
+    if (selector.get("matchLabels") or {}).get(key) != value:
+        return f"does not require the project label {key}={value}"
+    return None
+
+
+def shared_namespace_problems(docs: list[dict[str, Any]]) -> list[str]:
+    """Why rendered ``docs`` would select, restrict or own more than this project's pods.
+
+    Empty when: no Namespace ``torghut`` is rendered (its owner creates and labels it), nothing
+    namespace- or cluster-wide is (ResourceQuota, LimitRange, ClusterRole...; a PriorityClass
+    only if it is no global default and never preempts), every pod template carries
+    ``PROJECT_LABEL``, every NetworkPolicy, PodDisruptionBudget, Service, PodMonitor and
+    ServiceMonitor selector requires it (no ``podSelector: {}``), monitors watch only their own
+    namespace, and every Role rule in the shared namespace names its resources.
+    """
+    problems: list[str] = []
+    key, value = PROJECT_LABEL
+    for d in docs:
+        kind, meta = d.get("kind", ""), d.get("metadata", {})
+        name, ns = f"{kind}/{meta.get('name', '?')}", meta.get("namespace")
+        if kind == "Namespace" and meta.get("name") == SHARED_NAMESPACE:
+            problems.append(f"{name}: the shared namespace is its owner's; do not render it")
+        if kind in NAMESPACE_WIDE_KINDS:
+            problems.append(f"{name} in {ns}: acts on the whole namespace")
+        if kind in CLUSTER_WIDE_KINDS:
+            problems.append(f"{name}: cluster-wide")
+        if kind == "PriorityClass":
+            if d.get("globalDefault"):
+                problems.append(f"{name}: globalDefault sets every other pod's priority")
+            if d.get("preemptionPolicy") != "Never":
+                problems.append(f"{name}: may preempt other pods (preemptionPolicy)")
+        if kind in _POD_SELECTORS:
+            section, field = _POD_SELECTORS[kind]
+            why = _selector_problem(d.get(section, {}).get(field))
+            if why:
+                problems.append(f"{name} in {ns}: {why}")
+            if kind in {"PodMonitor", "ServiceMonitor"} and d["spec"].get("namespaceSelector"):
+                problems.append(f"{name} in {ns}: watches other namespaces (namespaceSelector)")
+        selector = d.get("spec", {}).get("selector") if kind == "Service" else None
+        if selector is not None and selector.get(key) != value:
+            problems.append(f"{name} in {ns}: selector lacks {key}={value}")
+        if kind == "Role" and ns == SHARED_NAMESPACE:
+            for rule in d.get("rules", []):
+                if not rule.get("resourceNames"):
+                    problems.append(f"{name} in {ns}: a rule without resourceNames")
+    for obj, ns, template_meta in pod_templates(docs):
+        if (template_meta.get("labels") or {}).get(key) != value:
+            problems.append(f"{obj} in {ns}: pod template lacks {key}={value}")
+    return problems
+
+
+# --- overlay inputs (docs/deploy.md, "Overlay inputs") -----------------------------------------
+
+INPUTS_COMPONENT = K8S_DIR / "components" / "overlay-inputs"
+INPUTS_CONFIGMAP = "torghut-overlay-inputs"
+OUR_IMAGES = ("torghut-forwarder", "torghut-flink")
+PLACEHOLDER_DIGEST = "sha256:" + "0" * 64
+# values an overlay ships until its cluster is known; `torghut k8s check-inputs` refuses them
+PLACEHOLDER_INPUTS = {"APISERVER_CIDR": "192.0.2.1/32"}
+
+
+def required_inputs(root: Path = K8S_DIR) -> tuple[str, ...]:
+    """The keys of ConfigMap torghut-overlay-inputs the component's replacements read."""
+    import yaml
+
+    path = root / INPUTS_COMPONENT.relative_to(K8S_DIR) / "kustomization.yaml"
+    comp = yaml.safe_load(path.read_text(encoding="utf-8"))
+    keys = []
+    for r in comp["replacements"]:
+        src = r["source"]
+        assert src["kind"] == "ConfigMap" and src["name"] == INPUTS_CONFIGMAP, src
+        keys.append(src["fieldPath"].removeprefix("data."))
+    return tuple(keys)
+
+
+def overlay_inputs(overlay: str, root: Path = K8S_DIR) -> dict[str, str]:
+    """ConfigMap torghut-overlay-inputs of ``overlay`` (its inputs.yaml) as a dict."""
+    (doc,) = load_yaml_docs(root / "overlays" / overlay / "inputs.yaml")
+    return {k: str(v) for k, v in (doc.get("data") or {}).items()}
+
+
+def image_digest_problems(docs: list[dict[str, Any]]) -> list[str]:
+    """Our images in ``docs`` that are not pinned by a sha256 digest."""
+    import re
+
+    problems = []
+    refs: dict[str, list[str]] = {}
+    for d in docs:
+        if d.get("kind") == "FlinkDeployment":
+            refs.setdefault("torghut-flink", []).append(d["spec"]["image"])
+        for _, spec in pod_specs([d]):
+            for c in spec.get("containers", []) + spec.get("initContainers", []):
+                if "image" not in c:  # flink-main-container: the FlinkDeployment's spec.image
+                    continue
+                repo = c["image"].split("@")[0].split(":")[0].rsplit("/", 1)[-1]
+                if repo in OUR_IMAGES:
+                    refs.setdefault(repo, []).append(c["image"])
+    for repo in OUR_IMAGES:
+        if not refs.get(repo):
+            problems.append(f"{repo}: not used")
+        for ref in refs.get(repo, []):
+            if not re.fullmatch(r"[^@\s]+@sha256:[0-9a-f]{64}", ref):
+                problems.append(f"{ref}: not pinned by a sha256 digest")
+    return sorted(set(problems))
+
+
+def overlay_input_problems(
+    overlay: str, docs: list[dict[str, Any]] | None = None, root: Path = K8S_DIR
+) -> list[str]:
+    """Inputs of ``overlay`` that are missing or still the shipped placeholders.
+
+    A missing key already fails ``kustomize build``; this also refuses the placeholders (the
+    TEST-NET API-server CIDR, the all-zero image digest) that build but cannot run.
+    """
+    values = overlay_inputs(overlay, root)
+    problems = [f"{k}: missing from inputs.yaml" for k in required_inputs(root) if k not in values]
+    problems += [
+        f"{k}: still the placeholder {v}"
+        for k, v in PLACEHOLDER_INPUTS.items()
+        if values.get(k) == v
+    ]
+    docs = kustomize_build(root / "overlays" / overlay) if docs is None else docs
+    problems += image_digest_problems(docs)
+    images = [d["spec"]["image"] for d in docs if d.get("kind") == "FlinkDeployment"]
+    images += [c.get("image", "") for _, spec in pod_specs(docs) for c in spec["containers"]]
+    problems += [
+        f"{ref}: the placeholder digest" for ref in images if ref.endswith(PLACEHOLDER_DIGEST)
+    ]
+    return sorted(set(problems))
+
+
+# --- Flink's deprecated configuration keys, read from the flink-dist jar ---------------------
+
+_DEPRECATED_KEYS_JAVA = r"""
+import java.lang.reflect.Field;
+import java.lang.reflect.Modifier;
+import java.net.URL;
+import java.net.URLClassLoader;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.Enumeration;
+import java.util.List;
+import java.util.jar.JarEntry;
+import java.util.jar.JarFile;
+
+/** Prints "deprecated-key TAB key" for every ConfigOption a *Options class of the jars declares. */
+public class FlinkDeprecatedKeys {
+    public static void main(String[] args) throws Exception {
+        List<URL> urls = new ArrayList<>();
+        for (String a : args) urls.add(Path.of(a).toUri().toURL());
+        try (URLClassLoader cl = new URLClassLoader(urls.toArray(new URL[0]), null)) {
+            Class<?> option = Class.forName("org.apache.flink.configuration.ConfigOption", false, cl);
+            Class<?> fallback = Class.forName("org.apache.flink.configuration.FallbackKey", false, cl);
+            var fallbackKeys = option.getMethod("fallbackKeys");
+            var key = option.getMethod("key");
+            var fbKey = fallback.getMethod("getKey");
+            var fbDeprecated = fallback.getMethod("isDeprecated");
+            for (String a : args) {
+                try (JarFile jar = new JarFile(a)) {
+                    for (Enumeration<JarEntry> e = jar.entries(); e.hasMoreElements(); ) {
+                        String name = e.nextElement().getName();
+                        if (!name.startsWith("org/apache/flink/") || !name.endsWith("Options.class")
+                                || name.contains("$")) continue;
+                        Class<?> c;
+                        try {
+                            c = Class.forName(name.replace('/', '.').replace(".class", ""), true, cl);
+                        } catch (Throwable t) { continue; }
+                        for (Field f : c.getDeclaredFields()) {
+                            if (!Modifier.isStatic(f.getModifiers())
+                                    || !option.isAssignableFrom(f.getType())) continue;
+                            Object opt;
+                            try { f.setAccessible(true); opt = f.get(null); }
+                            catch (Throwable t) { continue; }
+                            if (opt == null) continue;
+                            for (Object fb : (Iterable<?>) fallbackKeys.invoke(opt)) {
+                                if ((Boolean) fbDeprecated.invoke(fb)) {
+                                    System.out.println(fbKey.invoke(fb) + "\t" + key.invoke(opt));
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+"""
+
+
+def flink_jars() -> list[Path]:
+    """flink-dist and flink-python of the installed PyFlink wheel (Flink 1.20)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("pyflink")
+    if spec is None or not spec.submodule_search_locations:
+        raise ManifestError("PyFlink is not installed in this environment")
+    root = Path(next(iter(spec.submodule_search_locations)))
+    jars = sorted(root.glob("lib/flink-dist*.jar")) + sorted(root.glob("opt/flink-python*.jar"))
+    if not jars or not jars[0].name.startswith("flink-dist"):
+        raise ManifestError(f"no flink-dist jar under {root}/lib")
+    return jars
+
+
+def java_bin() -> Path | None:
+    home = os.environ.get("JAVA_HOME")
+    if home and (Path(home) / "bin" / "java").is_file():
+        return Path(home) / "bin" / "java"
+    found = shutil.which("java")
+    return Path(found) if found else None
+
+
+@functools.cache
+def flink_deprecated_keys() -> dict[str, tuple[str, ...]]:
+    """Deprecated key -> the key(s) that replace it, as Flink's own ConfigOptions declare them
+    (``withDeprecatedKeys``), read by loading the PyFlink wheel's jars in a JVM (Java 11+
+    runs the one-file program above directly). Raises ManifestError without Java or PyFlink."""
+    import tempfile
+
+    java = java_bin()
+    if java is None:
+        raise ManifestError("no java on PATH (or JAVA_HOME): needed to read Flink's ConfigOptions")
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "FlinkDeprecatedKeys.java"
+        src.write_text(_DEPRECATED_KEYS_JAVA, encoding="utf-8")
+        proc = subprocess.run(
+            [str(java), str(src), *map(str, flink_jars())],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=300,
+        )
+    if proc.returncode != 0:
+        raise ManifestError(f"reading Flink's ConfigOptions failed:\n{proc.stderr}")
+    out: dict[str, set[str]] = {}
+    for line in proc.stdout.splitlines():
+        if "\t" in line:
+            old, new = line.split("\t", 1)
+            out.setdefault(old, set()).add(new)
+    if not out:
+        raise ManifestError("no deprecated keys found: the jar layout changed?")
+    return {k: tuple(sorted(v)) for k, v in out.items()}

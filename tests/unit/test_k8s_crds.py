@@ -153,7 +153,8 @@ def test_the_only_cel_rules_are_the_known_kafkauser_and_kafka_ones_and_ours_meet
     assert {r[3] for r in kafka_rules} == {"metricsConfig", "rack"}
     (kafka,) = load_yaml_docs(K8S_DIR / "kafka-cluster" / "listeners.yaml")
     assert set(kafka["spec"]) == {"kafka"}
-    assert set(kafka["spec"]["kafka"]) == {"listeners", "config"}  # no metricsConfig, rack
+    # no metricsConfig, rack (template: the cluster CA Secret's reflector annotations)
+    assert set(kafka["spec"]["kafka"]) == {"listeners", "config", "template"}
     # those rules only constrain validityDays/renewalDays, which belong to `type: tls`
     for doc in find(base_resource_docs(), "KafkaUser"):
         auth = doc["spec"]["authentication"]

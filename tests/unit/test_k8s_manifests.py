@@ -54,8 +54,13 @@ def test_overlay_builds_and_everything_lands_in_torghut_or_the_ta_namespace(over
     docs = built(overlay)
     ta = set()
     for d in docs:
-        if d["kind"] == "Namespace":
-            assert d["metadata"]["name"] in (NAMESPACE, TA_NAMESPACE)
+        if d["kind"] in ("Namespace", "PriorityClass"):  # cluster-scoped
+            # only the TA job's own: torghut is the trading service's (test_k8s_sharing.py)
+            assert (d["kind"], d["metadata"]["name"]) in {
+                ("Namespace", TA_NAMESPACE),
+                ("PriorityClass", "torghut-pipeline"),
+            }
+            assert "namespace" not in d["metadata"]
         elif d["metadata"].get("namespace") == TA_NAMESPACE:
             ta.add((d["kind"], d["metadata"]["name"]))
         else:
@@ -69,11 +74,12 @@ def test_overlay_builds_and_everything_lands_in_torghut_or_the_ta_namespace(over
         ("Role", "torghut-ta-taskmanager"),
         ("RoleBinding", "torghut-ta"),
         ("RoleBinding", "torghut-ta-taskmanager"),
-        ("NetworkPolicy", "default-deny-all"),
-        ("NetworkPolicy", "allow-dns"),
+        ("NetworkPolicy", "torghut-pipeline-default-deny"),
+        ("NetworkPolicy", "torghut-pipeline-allow-dns"),
         ("NetworkPolicy", "torghut-ta"),
         ("NetworkPolicy", "torghut-ta-apiserver"),
         ("PodMonitor", "torghut-ta"),
+        ("PodDisruptionBudget", "torghut-ta-jobmanager"),
     }
     kinds = {d["kind"] for d in docs}
     assert {
@@ -118,7 +124,7 @@ def test_forwarder_is_a_single_recreate_replica_with_probes(overlay) -> None:
     assert dep["spec"]["strategy"] == {"type": "Recreate"}
     (c,) = dep["spec"]["template"]["spec"]["containers"]
     assert c["command"] == ["python", "-m", "forwarder"]
-    assert c["image"].split(":")[0].endswith("torghut-forwarder")
+    assert c["image"].split("@")[0].split(":")[0].endswith("torghut-forwarder")
     assert c["ports"][0]["containerPort"] == 8080
     assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
@@ -189,7 +195,7 @@ def test_flink_deployment_runs_the_python_job_with_savepoint_upgrades(overlay) -
     fd = one(built(overlay), "FlinkDeployment", "torghut-ta")
     spec = fd["spec"]
     assert spec["flinkVersion"] == "v1_20"
-    assert spec["image"].split(":")[0].endswith("torghut-flink")
+    assert spec["image"].split("@")[0].split(":")[0].endswith("torghut-flink")
     job = spec["job"]
     assert job["upgradeMode"] == "savepoint"
     assert job["entryClass"] == "org.apache.flink.client.python.PythonDriver"
@@ -218,12 +224,27 @@ def test_flink_configuration_agrees_with_the_local_job_settings(overlay) -> None
     env = configmap(docs, "torghut-ta-config")  # the job's environment in that overlay
     job = TaSettings(**{k.removeprefix("TORGHUT_TA_").lower(): v for k, v in env.items()})
     local = flink_config(job.model_copy(update={"s3_endpoint": conf["s3.endpoint"]}))
+    # the job may still spell a key the pre-1.20 way (state.checkpoints.dir): compare it under
+    # the name Flink 1.20 reads, which the FlinkDeployment uses (test_k8s_flink_keys.py)
+    renames = _flink_renames()
+    local = {
+        (renames.get(k, (k,))[0] if len(renames.get(k, ())) < 2 else k): v for k, v in local.items()
+    }
     paths = {"python.executable", "python.client.executable"}  # the image's, not this venv's
     both = sorted(set(conf) & set(local) - paths)
     assert len(both) >= 25, both
     differ = {k: (conf[k], local[k]) for k in both if _normalized(conf[k]) != _normalized(local[k])}
     assert not differ, differ
     assert "parallelism.default" not in local, "the job must take the spec's job.parallelism"
+
+
+def _flink_renames() -> dict[str, tuple[str, ...]]:
+    from torghut.k8s_render import ManifestError, flink_deprecated_keys
+
+    try:
+        return flink_deprecated_keys()
+    except ManifestError as exc:
+        pytest.skip(f"cannot read Flink's ConfigOptions: {exc}")
 
 
 def test_flink_configuration_has_the_contracted_settings(overlay) -> None:
@@ -243,17 +264,18 @@ def test_flink_configuration_has_the_contracted_settings(overlay) -> None:
         "org.apache.flink.metrics.prometheus.PrometheusReporterFactory"
     )
     assert conf["metrics.reporter.prom.port"] == "9249"
-    bucket = conf["state.checkpoints.dir"].removeprefix("s3a://").split("/")[0]
-    assert conf["state.checkpoints.dir"] == f"s3a://{bucket}/torghut-ta/checkpoints"
-    assert conf["state.savepoints.dir"] == f"s3a://{bucket}/torghut-ta/savepoints"
-    assert conf["high-availability.storageDir"].startswith(f"s3a://{bucket}/")
+    bucket = conf["execution.checkpointing.dir"].removeprefix("s3a://").split("/")[0]
+    assert conf["execution.checkpointing.dir"] == f"s3a://{bucket}/torghut-ta/checkpoints"
+    assert conf["execution.checkpointing.savepoint-dir"] == f"s3a://{bucket}/torghut-ta/savepoints"
+    # the HA store shares the checkpoints' bucket on purpose (docs/deploy.md, "JobManager HA")
+    assert conf["high-availability.storageDir"] == f"s3a://{bucket}/torghut-ta/ha"
     assert not any(SECRET_WORDS.search(k) for k in conf), "S3 keys come from the pod env"
 
 
 def test_flink_bucket_matches_the_provisioning_job_and_its_policy(overlay) -> None:
     docs = built(overlay)
     conf = one(docs, "FlinkDeployment", "torghut-ta")["spec"]["flinkConfiguration"]
-    bucket = conf["state.checkpoints.dir"].removeprefix("s3a://").split("/")[0]
+    bucket = conf["execution.checkpointing.dir"].removeprefix("s3a://").split("/")[0]
     store = configmap(docs, "torghut-checkpoint-store")
     assert store["CHECKPOINT_BUCKET"] == bucket
     assert conf["s3.endpoint"].endswith(store["MINIO_HOSTPORT"])
@@ -358,7 +380,7 @@ def test_overlays_vary_alpaca_endpoint_bucket_and_thresholds() -> None:
         alpaca = configmap(docs, "torghut-forwarder-config")["TORGHUT_FWD_ALPACA_URL"]
         conf = one(docs, "FlinkDeployment", "torghut-ta")["spec"]["flinkConfiguration"]
         rule = one(docs, "PrometheusRule", "torghut")
-        return alpaca, conf["state.checkpoints.dir"], json.dumps(rule["spec"])
+        return alpaca, conf["execution.checkpointing.dir"], json.dumps(rule["spec"])
 
     prints = {o: fingerprint(o) for o in OVERLAYS}
     for field in range(3):
@@ -455,16 +477,23 @@ def _egress_ports(spec: dict) -> set[int]:
     return {p["port"] for rule in spec.get("egress", []) for p in rule.get("ports", [])}
 
 
-def test_namespace_is_default_deny_with_dns_allowed(overlay) -> None:
+def test_our_pods_are_default_deny_with_dns_allowed(overlay) -> None:
+    # in both namespaces: every pod of ours (the project label), never the namespace as a whole
+    ours = {"matchLabels": {"torghut.dev/pipeline": "torghut-ta"}}
     for namespace in (NAMESPACE, TA_NAMESPACE):
         pol = _policies(built(overlay), namespace)
-        assert pol["default-deny-all"] == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
-        assert _egress_ports(pol["allow-dns"]) == {53}
+        deny = pol["torghut-pipeline-default-deny"]
+        assert deny == {"podSelector": ours, "policyTypes": ["Ingress", "Egress"]}
+        assert pol["torghut-pipeline-allow-dns"]["podSelector"] == ours
+        assert _egress_ports(pol["torghut-pipeline-allow-dns"]) == {53}
 
 
 def test_forwarder_egress_is_only_alpaca_kafka_and_registry(overlay) -> None:
     spec = _policies(built(overlay))["torghut-forwarder"]
-    assert spec["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "torghut-forwarder"}
+    assert spec["podSelector"]["matchLabels"] == {
+        "app.kubernetes.io/name": "torghut-forwarder",
+        "torghut.dev/pipeline": "torghut-ta",
+    }
     assert _egress_ports(spec) == {443, 9093, 8081}  # Kafka: the SASL_SSL listener only
     (internet,) = [r for r in spec["egress"] if "ipBlock" in r["to"][0]]
     assert [p["port"] for p in internet["ports"]] == [443]
@@ -500,7 +529,9 @@ def test_every_workload_pod_is_selected_by_a_specific_network_policy(overlay) ->
             s["podSelector"].get("matchLabels", {}) for s in pol.values() if s["podSelector"]
         ]
         if doc_kind == "FlinkDeployment":
-            labels = {"app": doc_name}  # set by the operator on JM and TM pods
+            # the operator sets app=<name> on JM and TM pods, over the pod template's labels
+            template = one(docs, doc_kind, doc_name)["spec"]["podTemplate"]
+            labels = {**template["metadata"]["labels"], "app": doc_name}
         else:
             labels = one(docs, doc_kind, doc_name)["spec"]["template"]["metadata"]["labels"]
         assert any(sel.items() <= labels.items() for sel in selectors), name
