@@ -8,7 +8,7 @@ from functools import cache
 
 import pytest
 
-from shared.topics import ALL_TOPICS, DERIVED_TOPICS, RAW_TOPICS
+from shared.topics import ALL_TOPICS, CHECK_TOPICS, DERIVED_TOPICS, RAW_TOPICS
 from torghut.k8s_render import (
     BASE_DIR,
     K8S_DIR,
@@ -312,7 +312,8 @@ def test_kafka_users_are_scram_and_scoped_to_the_catalog_topics() -> None:
     assert topics(ta, "Read") == raw and topics(ta, "Write") == derived
     assert ta[("transactionalId", "torghut-ta-")] >= {"Write", "Describe"}
     assert "Read" in ta[("group", "torghut-ta")]
-    assert topics(ch, "Read") == derived and topics(ch, "Write") == set()
+    checks = {t.name for t in CHECK_TOPICS}
+    assert topics(ch, "Read") == derived | checks and topics(ch, "Write") == set()
     assert "Read" in ch[("group", "torghut-clickhouse")]
 
 
