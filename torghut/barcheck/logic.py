@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 NS_PER_MIN = 60_000_000_000
@@ -32,6 +33,17 @@ def minute_of(ts_ns: int) -> int:
     return ts_ns - ts_ns % NS_PER_MIN
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US = timedelta(microseconds=1)
+
+
+def micros_to_ns(value: int | datetime) -> int:
+    """A `timestamp-micros` field as epoch ns (fastavro decodes it to an aware datetime)."""
+    if isinstance(value, datetime):
+        return (value - _EPOCH) // _US * 1000
+    return int(value) * 1000
+
+
 @dataclass(frozen=True, slots=True)
 class SecondBar:
     """The fields of one final 1 s bar the roll-up uses."""
@@ -52,7 +64,7 @@ class SecondBar:
         """From a decoded `torghut.ta.MicroBar` (window start in µs)."""
         basis = rec.get("price_basis")
         return cls(
-            start_ns=int(rec["window"]["start"]) * 1000,
+            start_ns=micros_to_ns(rec["window"]["start"]),
             open=float(rec["open"]),
             high=float(rec["high"]),
             low=float(rec["low"]),

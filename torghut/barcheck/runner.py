@@ -25,6 +25,7 @@ from torghut.barcheck.logic import (
     MinuteBar,
     MinuteCheck,
     SecondBar,
+    micros_to_ns,
     minute_of,
 )
 from torghut.barcheck.settings import BarCheckSettings
@@ -183,7 +184,7 @@ class BarChecker:
             if updated is None or not isinstance(payload, dict):
                 return  # dailyBars
             window = rec.get("window")
-            start_ns = int(window["start"]) * 1000 if window else minute_of(rec["event_ts"])
+            start_ns = micros_to_ns(window["start"]) if window else minute_of(rec["event_ts"])
             self.check.add_vendor(rec["symbol"], start_ns, MinuteBar.from_vendor(payload), updated)
         elif topic == TA_STATUS.name:
             self._on_status(rec)
