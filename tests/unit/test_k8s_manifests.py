@@ -297,7 +297,12 @@ def test_kafka_users_are_scram_and_scoped_to_the_catalog_topics() -> None:
     docs = base_resource_docs()
     raw, derived = {t.name for t in RAW_TOPICS}, {t.name for t in DERIVED_TOPICS}
     users = {u["metadata"]["name"]: u for u in find(docs, "KafkaUser")}
-    assert set(users) == {"torghut-forwarder", "torghut-ta", "torghut-clickhouse"}
+    assert set(users) == {
+        "torghut-forwarder",
+        "torghut-ta",
+        "torghut-clickhouse",
+        "torghut-bar-check",
+    }
     for u in users.values():
         assert u["spec"]["authentication"]["type"] == "scram-sha-512"
     fwd, ta, ch = (
@@ -315,6 +320,11 @@ def test_kafka_users_are_scram_and_scoped_to_the_catalog_topics() -> None:
     checks = {t.name for t in CHECK_TOPICS}
     assert topics(ch, "Read") == derived | checks and topics(ch, "Write") == set()
     assert "Read" in ch[("group", "torghut-clickhouse")]
+    # the minute check reads the job's bars and status and Alpaca's minute bars, writes checks
+    bc = _acls(users["torghut-bar-check"])
+    assert topics(bc, "Read") == {"ta.bars.1s.v1", "ta.status.v1", "torghut.bars.1m.v1"}
+    assert topics(bc, "Write") == checks
+    assert "Read" in bc[("group", "torghut-bar-check")]
 
 
 def test_topic_and_user_crs_name_the_same_strimzi_cluster(overlay) -> None:
