@@ -23,10 +23,20 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from shared.sale_conditions import HIGH_LOW, LAST, VOLUME, trade_updates
+from shared import sale_conditions
+from shared.sale_conditions import ALL, HIGH_LOW, LAST, VOLUME, trade_updates
 from torghut.sim.timestamps import NS_PER_MIN, NS_PER_S
 
 _NEW_YORK = ZoneInfo("America/New_York")
+# the bits a trade's flags give at its event time (Form T outside the regular session), where
+# shared.sale_conditions has the rule; the plain table bits otherwise
+_resolve = getattr(sale_conditions, "resolve", None)
+
+
+def updates_at(tape: str, conditions: Sequence[str], ts_ns: int) -> int:
+    """HIGH_LOW | LAST | VOLUME of a trade at `ts_ns`, by the same rule as the job's bars."""
+    flags = trade_updates(tape, tuple(conditions))
+    return _resolve(flags, ts_ns) if _resolve is not None else flags & ALL
 _NS_PER_HOUR = 60 * NS_PER_MIN
 
 
@@ -165,7 +175,7 @@ class MinuteBarBuilder:
         conditions: Sequence[str] = (),
         tape: str = "",
     ) -> list[dict]:
-        flags = trade_updates(tape, tuple(conditions))
+        flags = updates_at(tape, conditions, ts_ns)
         if not flags:
             return []  # updates nothing: in no bar
         start = minute_start(ts_ns)
