@@ -37,6 +37,8 @@ def updates_at(tape: str, conditions: Sequence[str], ts_ns: int) -> int:
     """HIGH_LOW | LAST | VOLUME of a trade at `ts_ns`, by the same rule as the job's bars."""
     flags = trade_updates(tape, tuple(conditions))
     return _resolve(flags, ts_ns) if _resolve is not None else flags & ALL
+
+
 _NS_PER_HOUR = 60 * NS_PER_MIN
 
 
