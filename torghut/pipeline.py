@@ -419,7 +419,10 @@ class Pipeline:
         if not rows:
             return "minute check (vs the source's minute bars): no minute checked yet"
         done = ", ".join(f"{r[1]} {r[0]}" for r in rows)
-        return f"minute check (vs the source's minute bars; torghut.ta_bar_checks): {done}"
+        return (
+            f"minute check (vs the source's minute bars; torghut.ta_bar_checks): {done} "
+            "(a late trade, which the job counts and drops, makes its minute disagree)"
+        )
 
     def title(self) -> str:
         src = self.source
