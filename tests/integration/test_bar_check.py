@@ -2,8 +2,7 @@
 minute, against the simulator's minute bars (the vendor's stand-in) built from the same
 trades; one minute bar corrupted by the simulator's knob is the one disagreement.
 
-Regular-sale trades only: the job does not read sale conditions yet, so a trade that
-updates less than everything (an odd lot) would be a real disagreement today.
+Regular sales only here; test_bar_check_conditions.py sends a mix of sale conditions.
 """
 
 from __future__ import annotations
@@ -18,7 +17,12 @@ from shared.registry import SchemaRegistryClient
 from shared.serde import AvroSerializer
 from shared.topics import BARS_1M, TA_BAR_CHECKS
 from tests.support.ta_job import EnvelopeProducer, TaJobProcess, read_topic
-from torghut.barcheck.logic import AGREE, DISAGREE, NS_PER_MIN, micros_to_ns
+from torghut.barcheck.logic import (
+    AGREE,
+    DISAGREE,
+    NS_PER_MIN,
+    micros_to_ns,
+)
 from torghut.barcheck.runner import BarChecker
 from torghut.barcheck.settings import BarCheckSettings
 from torghut.sim.bars import MinuteBarBuilder, MinuteBarCorruption
