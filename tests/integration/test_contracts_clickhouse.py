@@ -593,10 +593,10 @@ def test_clickhouse_apply_cli_is_idempotent_and_keeps_data(tmp_path) -> None:
     assert second.returncode == 0, second.stderr[-3000:]
     # every statement ran again (the ingest database is re-created), nothing failed
     assert second.stdout.split(" statements")[0] == first.stdout.split(" statements")[0]
-    # 23 of schemas/clickhouse (the two ALTERs that add `gap` and the minute check's table,
-    # queue and views included) plus 3 for the PLAINTEXT named collection (drop the ingest
-    # database that uses it, drop it, create it)
-    assert "applied 26 statements" in second.stdout
+    # 24 of schemas/clickhouse (the ALTERs that add `gap` and `price_basis`, and the minute
+    # check's table, queue and views included) plus 3 for the PLAINTEXT named collection (drop
+    # the ingest database that uses it, drop it, create it)
+    assert "applied 27 statements" in second.stdout
     out = _python(
         "from torghut.clickhouse.client import ChdbClient\n"
         f"c = ChdbClient({str(data_dir)!r})\n"
