@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -154,8 +155,8 @@ class BarChecker:
         floor = 0 if s.from_beginning else minute_of(start) + NS_PER_MIN
         self.check = MinuteCheck(vendor_wait_ns=int(s.vendor_wait_s * 1e9), floor_ns=floor)
         self._status: dict[int, int] = {}  # subtask -> latest watermark (ns)
-        self._pending_wm: list[_PendingWatermark] = []
-        self.checks: list[Check] = []
+        self._pending_wm: deque[_PendingWatermark] = deque(maxlen=1000)
+        self.checks: deque[Check] = deque(maxlen=10_000)  # the latest, for tests and debugging
 
     # --- input -----------------------------------------------------------------------
 
@@ -216,7 +217,7 @@ class BarChecker:
             for tp in self._consumer.position(self._bar_partitions())
             if tp.offset >= 0
         }
-        keep = []
+        keep: deque[_PendingWatermark] = deque(maxlen=1000)
         for p in self._pending_wm:
             if all(positions.get(part, 0) >= end or end <= 0 for part, end in p.ends.items()):
                 self.check.set_watermark(p.watermark_ns)
