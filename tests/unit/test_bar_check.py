@@ -228,3 +228,30 @@ def test_the_check_record_carries_both_sides_per_field_and_nulls_for_a_missing_s
 
     fastavro.validate(rec, parsed("torghut.ta.BarCheck"), raise_errors=True)
     fastavro.validate(only, parsed("torghut.ta.BarCheck"), raise_errors=True)
+
+
+def test_settings_refuse_a_misspelt_variable_and_the_cli_flags_override_the_environment(
+    monkeypatch,
+):
+    import argparse
+
+    from pydantic import ValidationError
+
+    from torghut.barcheck.cli import add_arguments, settings_from
+    from torghut.barcheck.settings import BarCheckSettings
+
+    monkeypatch.setenv("TORGHUT_CHECK_VENDOR_WAIT", "5")
+    with pytest.raises(ValidationError, match="did you mean TORGHUT_CHECK_VENDOR_WAIT_S"):
+        BarCheckSettings()
+    monkeypatch.delenv("TORGHUT_CHECK_VENDOR_WAIT")
+    monkeypatch.setenv("TORGHUT_CHECK_REGISTRY_URL", "http://registry:8081")
+    monkeypatch.setenv("TORGHUT_CHECK_TA_SUBTASKS", "4")
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    s = settings_from(parser.parse_args(["--ta-subtasks", "2", "--no-produce"]))
+    assert (s.registry_url, s.ta_subtasks, s.produce, s.from_beginning) == (
+        "http://registry:8081",
+        2,
+        False,
+        False,
+    )
