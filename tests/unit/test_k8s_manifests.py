@@ -360,6 +360,16 @@ def test_the_ta_job_parallelism_fits_the_raw_partitions_and_symbol_topics_agree(
     assert 1 <= parallelism <= parts[TRADES.name], (parallelism, parts[TRADES.name])
 
 
+def test_the_minute_check_waits_for_a_watermark_from_every_subtask_of_the_job(overlay) -> None:
+    """The check applies the lowest watermark of `TORGHUT_CHECK_TA_SUBTASKS` subtasks
+    (docs/design.md, "The minute check"): fewer than the job's parallelism would complete
+    minutes on one subtask's word."""
+    docs = built(overlay)
+    fd = one(docs, "FlinkDeployment", "torghut-ta")["spec"]
+    cfg = one(docs, "ConfigMap", "torghut-bar-check-config")["data"]
+    assert int(cfg["TORGHUT_CHECK_TA_SUBTASKS"]) == fd["job"].get("parallelism", 1)
+
+
 # --- overlays differ only where they should ----------------------------------------------------
 
 
