@@ -79,9 +79,19 @@ TA_STATUS = Topic(
     "job heartbeat: watermark lag, late/out-of-order counts, seq gaps",
 )
 
+TA_BAR_CHECKS = Topic(
+    "ta.bar-checks.v1",
+    "symbol",
+    30,
+    "torghut.ta.BarCheck",
+    "the minute check: the job's 1 s bars rolled up per minute against Alpaca's minute bars",
+)
+
 RAW_TOPICS: tuple[Topic, ...] = (TRADES, QUOTES, BARS_1M, STATUS)
 DERIVED_TOPICS: tuple[Topic, ...] = (TA_BARS_1S, TA_SIGNALS, TA_STATUS)
-ALL_TOPICS: tuple[Topic, ...] = RAW_TOPICS + DERIVED_TOPICS
+#: written by the minute check (`torghut check-bars`), not by the job
+CHECK_TOPICS: tuple[Topic, ...] = (TA_BAR_CHECKS,)
+ALL_TOPICS: tuple[Topic, ...] = RAW_TOPICS + DERIVED_TOPICS + CHECK_TOPICS
 
 # The partition count of the symbol-keyed topics is the one catalog setting: one partition
 # today (the architecture's short-term plan); more partitions shard the symbols across them

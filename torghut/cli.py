@@ -19,6 +19,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "torghut.flink_cluster",
         "the TA job on a local standalone Flink cluster (JobManager + TaskManager JVMs)",
     ),
+    "check-bars": (
+        "torghut.barcheck.cli",
+        "compare the job's 1 s bars, rolled up per minute, with Alpaca's minute bars",
+    ),
     "run": ("torghut.pipeline", "run the whole local pipeline with a live terminal view"),
     "backfill": (
         "torghut.backfill.cli",

@@ -267,6 +267,12 @@ class Pipeline:
             "FLINK_LOG_DIR": str(self.run_dir / "logs" / "flink"),
         }
         self._spawn("ta", list(apps.TA_JOB), ta_env)
+        # the minute check (docs/design.md "The minute check"): the stack is this run's, so
+        # it reads from the beginning; its rows land in torghut.ta_bar_checks
+        check_env = apps.bar_check_env(
+            st, from_beginning=True, http_port=procs.free_port(), consumer_group="torghut-run-check"
+        )
+        self._spawn("check-bars", list(apps.CHECK_BARS), check_env)
         threading.Thread(target=self._watch_signals, daemon=True).start()
         threading.Thread(target=self._watch_forwarder, daemon=True).start()
 
@@ -405,6 +411,19 @@ class Pipeline:
             through.get(sym, -1) >= start for sym, start in self.view.final_in_stream.items()
         )
 
+    def _checks_line(self) -> str:
+        """The minute check's results in ClickHouse (every run's: the data dir is kept)."""
+        rows = self.ch.rows(
+            "SELECT result, count() FROM torghut.ta_bar_checks FINAL GROUP BY result ORDER BY result"
+        )
+        if not rows:
+            return "minute check (vs the source's minute bars): no minute checked yet"
+        done = ", ".join(f"{r[1]} {r[0]}" for r in rows)
+        return (
+            f"minute check (vs the source's minute bars; torghut.ta_bar_checks): {done} "
+            "(a late trade, which the job counts and drops, makes its minute disagree)"
+        )
+
     def title(self) -> str:
         src = self.source
         what = {
@@ -428,6 +447,7 @@ class Pipeline:
             f"ClickHouse ({self.args.data_dir}): {total[0]} final bars, {total[1]} final "
             f"signals in all; {sum(counts.values())} final bars of the symbols shown",
             f"signals read from the stream: {self.view.signals_seen}",
+            self._checks_line(),
         ]
         hint = ""
         if self.source.kind == "alpaca" and time.time_ns() - self.view.started_ns > 60 * 10**9:

@@ -81,6 +81,49 @@ TTL toDateTime(window_start) + INTERVAL 14 DAY;
 -- signal schema v2 (gap flags): a table created before it gains the column
 ALTER TABLE {{database}}.ta_signals ADD COLUMN IF NOT EXISTS gap Bool DEFAULT false;
 
+-- The minute check (`torghut check-bars`, docs/design.md "The minute check"): one row per
+-- (symbol, minute) and check; a re-check (an updatedBar) has a larger check_ts and replaces it.
+CREATE TABLE IF NOT EXISTS {{database}}.ta_bar_checks
+(
+    symbol       LowCardinality(String),
+    minute       DateTime64(6, 'UTC'),
+    result       LowCardinality(String),
+    disagreements Array(String),
+    price_basis  Nullable(Int32),
+    seconds      UInt16,
+    gap          Bool,
+    ours_open        Nullable(Float64),
+    theirs_open      Nullable(Float64),
+    open_agrees      Nullable(Bool),
+    ours_high        Nullable(Float64),
+    theirs_high      Nullable(Float64),
+    high_agrees      Nullable(Bool),
+    ours_low         Nullable(Float64),
+    theirs_low       Nullable(Float64),
+    low_agrees       Nullable(Bool),
+    ours_close       Nullable(Float64),
+    theirs_close     Nullable(Float64),
+    close_agrees     Nullable(Bool),
+    ours_volume      Nullable(Float64),
+    theirs_volume    Nullable(Float64),
+    volume_agrees    Nullable(Bool),
+    ours_trade_count Nullable(Int64),
+    theirs_trade_count Nullable(Int64),
+    trade_count_agrees Nullable(Bool),
+    ours_vwap        Nullable(Float64),
+    theirs_vwap      Nullable(Float64),
+    vwap_agrees      Nullable(Bool),
+    revision     UInt32,
+    check_ts     DateTime64(9, 'UTC'),
+    version      UInt64,
+    source       LowCardinality(String),
+    loaded_at    DateTime64(3, 'UTC') DEFAULT now64(3)
+)
+ENGINE = ReplacingMergeTree(version)
+PARTITION BY toDate(minute)
+ORDER BY (symbol, minute)
+TTL toDateTime(minute) + INTERVAL 30 DAY;
+
 -- Dead letters: records of the derived topics that the Kafka engine tables could not parse
 -- (kafka_handle_error_mode = 'stream'), kept with where they came from and the parse error
 -- instead of vanishing; counted per topic in ta_dead_letter_counts (30_views.sql).

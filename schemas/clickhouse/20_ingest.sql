@@ -131,3 +131,85 @@ SELECT _topic AS topic, _partition AS partition, _offset AS offset, _key AS key,
     _raw_message AS raw_message, _error AS error
 FROM {{ingest_db}}.ta_signals_queue
 WHERE length(_error) > 0;
+
+CREATE TABLE {{ingest_db}}.ta_bar_checks_queue
+(
+    symbol      String,
+    minute      DateTime64(6, 'UTC'),
+    result      String,
+    disagreements Array(String),
+    price_basis Nullable(Int32),
+    seconds     Int32,
+    gap         Bool,
+    ours_open Nullable(Float64),
+    theirs_open Nullable(Float64),
+    open_agrees Nullable(Bool),
+    ours_high Nullable(Float64),
+    theirs_high Nullable(Float64),
+    high_agrees Nullable(Bool),
+    ours_low Nullable(Float64),
+    theirs_low Nullable(Float64),
+    low_agrees Nullable(Bool),
+    ours_close Nullable(Float64),
+    theirs_close Nullable(Float64),
+    close_agrees Nullable(Bool),
+    ours_volume Nullable(Float64),
+    theirs_volume Nullable(Float64),
+    volume_agrees Nullable(Bool),
+    ours_trade_count Nullable(Int64),
+    theirs_trade_count Nullable(Int64),
+    trade_count_agrees Nullable(Bool),
+    ours_vwap Nullable(Float64),
+    theirs_vwap Nullable(Float64),
+    vwap_agrees Nullable(Bool),
+    revision    Int32,
+    check_ts    Int64,
+    source      String
+)
+ENGINE = Kafka({{kafka_collection}})
+SETTINGS kafka_topic_list = 'ta.bar-checks.v1',
+         kafka_group_name = '{{consumer_group}}-bar-checks',
+         kafka_format = 'AvroConfluent',
+         format_avro_schema_registry_url = '{{registry_url}}',
+         kafka_flush_interval_ms = 250,
+         kafka_handle_error_mode = 'stream';
+
+CREATE MATERIALIZED VIEW {{ingest_db}}.ta_bar_checks_mv TO {{database}}.ta_bar_checks AS
+SELECT
+    symbol, minute, result, disagreements,
+    price_basis,
+    toUInt16(seconds) AS seconds,
+    gap,
+    ours_open,
+    theirs_open,
+    open_agrees,
+    ours_high,
+    theirs_high,
+    high_agrees,
+    ours_low,
+    theirs_low,
+    low_agrees,
+    ours_close,
+    theirs_close,
+    close_agrees,
+    ours_volume,
+    theirs_volume,
+    volume_agrees,
+    ours_trade_count,
+    theirs_trade_count,
+    trade_count_agrees,
+    ours_vwap,
+    theirs_vwap,
+    vwap_agrees,
+    toUInt32(revision) AS revision,
+    fromUnixTimestamp64Nano(check_ts, 'UTC') AS check_ts,
+    toUInt64(check_ts) AS version,
+    source
+FROM {{ingest_db}}.ta_bar_checks_queue
+WHERE length(_error) = 0;
+
+CREATE MATERIALIZED VIEW {{ingest_db}}.ta_bar_checks_dead_letters_mv TO {{database}}.ta_dead_letters AS
+SELECT _topic AS topic, _partition AS partition, _offset AS offset, _key AS key,
+    _raw_message AS raw_message, _error AS error
+FROM {{ingest_db}}.ta_bar_checks_queue
+WHERE length(_error) > 0;

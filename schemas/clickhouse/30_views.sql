@@ -16,3 +16,7 @@ CREATE OR REPLACE VIEW {{database}}.ta_dead_letter_counts AS
 SELECT topic, count() AS records, max(loaded_at) AS last_loaded_at
 FROM {{database}}.ta_dead_letters
 GROUP BY topic;
+
+-- the latest check of each (symbol, minute) (docs/design.md, "The minute check")
+CREATE OR REPLACE VIEW {{database}}.ta_bar_checks_latest AS
+SELECT * FROM {{database}}.ta_bar_checks FINAL;

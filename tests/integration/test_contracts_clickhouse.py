@@ -422,6 +422,49 @@ def test_gap_and_price_basis_arrive_and_a_bar_of_the_first_schema_loads_as_no_ga
     assert ch.rows(q) == [[True]]
 
 
+def test_minute_checks_land_one_row_per_symbol_and_minute_the_latest_check_winning(
+    ch, stack
+) -> None:
+    """The minute check's records (ta.bar-checks.v1, `torghut.barcheck.runner.check_record`)
+    load into ta_bar_checks: both sides per field, nulls for a missing side, and a re-check
+    (an updatedBar) replaces the first check of its minute."""
+    from confluent_kafka import Producer
+
+    from shared.topics import TA_BAR_CHECKS
+    from torghut.barcheck.logic import MinuteBar, compare
+    from torghut.barcheck.runner import check_record
+
+    sym = f"MC{RUN}"
+    minute = T0 * 1000 - T0 * 1000 % (60 * 10**9)  # recent: the table's TTL keeps 30 days
+    ours = MinuteBar(10.0, 11.0, 9.0, 10.5, 100.0, 4, 10.2, price_basis=2, seconds=9)
+    wrong = MinuteBar(10.0, 11.11, 9.0, 10.5, 100.0, 4, 10.2)
+    ser = AvroSerializer(SchemaRegistryClient(stack.registry_url), TA_BAR_CHECKS)
+    p = Producer({"bootstrap.servers": stack.kafka_bootstrap, "logger": QUIET})
+    records = [
+        check_record(compare(sym, minute, ours, wrong), 1),
+        check_record(compare(sym, minute, ours, ours, revision=1), 2),  # the updatedBar
+        check_record(compare(sym, minute + 60 * 10**9, None, wrong), 3),
+    ]
+    for rec in records:
+        p.produce(TA_BAR_CHECKS.name, ser.encode(rec), key=sym.encode())
+    assert p.flush(30) == 0
+    q = (
+        "SELECT toString(toUnixTimestamp64Nano(minute)), result, disagreements, price_basis, "
+        "seconds, ours_high, theirs_high, high_agrees, ours_trade_count, revision "
+        f"FROM torghut.ta_bar_checks_latest WHERE symbol = '{sym}' ORDER BY minute"
+    )
+
+    def settled() -> bool:
+        rows = ch.rows(q)
+        return len(rows) == 2 and rows[0][9] == 1
+
+    wait_for(settled, 90, "the minute checks, the re-check replacing the first")
+    assert ch.rows(q) == [
+        [str(minute), "agree", [], 2, 9, 11.0, 11.0, True, 4, 1],
+        [str(minute + 60 * 10**9), "only_vendor", [], None, 0, None, 11.11, None, None, 0],
+    ]
+
+
 # ---- dead letters and consumer restarts ---------------------------------------------------
 
 
@@ -550,9 +593,10 @@ def test_clickhouse_apply_cli_is_idempotent_and_keeps_data(tmp_path) -> None:
     assert second.returncode == 0, second.stderr[-3000:]
     # every statement ran again (the ingest database is re-created), nothing failed
     assert second.stdout.split(" statements")[0] == first.stdout.split(" statements")[0]
-    # 18 of schemas/clickhouse (the two ALTERs that add `gap` included) plus 3 for the PLAINTEXT
-    # named collection (drop the ingest database that uses it, drop it, create it)
-    assert "applied 21 statements" in second.stdout
+    # 24 of schemas/clickhouse (the ALTERs that add `gap` and `price_basis`, and the minute
+    # check's table, queue and views included) plus 3 for the PLAINTEXT named collection (drop
+    # the ingest database that uses it, drop it, create it)
+    assert "applied 27 statements" in second.stdout
     out = _python(
         "from torghut.clickhouse.client import ChdbClient\n"
         f"c = ChdbClient({str(data_dir)!r})\n"

@@ -20,6 +20,7 @@ import urllib.request
 from collections import defaultdict
 
 import pytest
+from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from forwarder.app import ForwarderThread
@@ -34,6 +35,7 @@ from tests.unit.test_k8s_alerts import (
     overlay_rule_groups,
     promql_selectors,
 )
+from torghut.barcheck.runner import BarCheckMetrics
 from torghut.k8s_render import OVERLAYS
 from torghut.sim import SimConfig, SimServerThread, SyntheticConfig
 
@@ -173,6 +175,8 @@ def test_every_metric_and_label_the_alerts_and_dashboards_use_is_in_the_real_scr
         settings={"metrics_port": flink_port},
     )
     job.start()
+    # the minute check's metrics as its /metrics serves them (torghut check-bars)
+    checker_series = series(generate_latest(BarCheckMetrics().registry).decode())
     sim_cfg = SimConfig(
         synthetic=SyntheticConfig(symbols=symbols, seed=3, trades_per_sec=20, quotes_per_sec=10)
     )
@@ -192,7 +196,11 @@ def test_every_metric_and_label_the_alerts_and_dashboards_use_is_in_the_real_scr
                 assert fwd_port
 
                 def both() -> dict[str, list[tuple[dict[str, str], float]]]:
-                    return {**series(scrape_text(fwd_port)), **series(scrape_text(flink_port))}
+                    return {
+                        **series(scrape_text(fwd_port)),
+                        **series(scrape_text(flink_port)),
+                        **checker_series,
+                    }
 
                 def ready() -> bool:
                     assert job.alive(), f"TA job exited; logs in {tmp_path}"

@@ -81,7 +81,7 @@ def test_sasl_ssl_ddl_references_the_named_collection_and_holds_no_password(
     argv = ("--registry-url=http://karapace:8081", "--kafka-security-protocol=SASL_SSL")
     rc, output = run_cli(monkeypatch, capsys, client, *argv)
     assert rc == 0, output
-    assert len(kafka_tables(client.statements)) == 2
+    assert len(kafka_tables(client.statements)) == 3  # bars, signals, minute checks
     for stmt in kafka_tables(client.statements):
         flat = " ".join(stmt.split())
         assert "ENGINE = Kafka(torghut_kafka) SETTINGS kafka_topic_list" in flat
@@ -141,7 +141,7 @@ def test_sasl_ssl_on_the_embedded_engine_loads_the_config_snippet_with_env_value
     assert os.environ[KAFKA_COLLECTION_ENV["ca"]] == "/tmp/ca.pem"
     out = capsys.readouterr()
     assert PASSWORD not in "\n".join(client.statements) + out.out + out.err + " ".join(argv)
-    assert len(kafka_tables(client.statements)) == 2
+    assert len(kafka_tables(client.statements)) == 3  # bars, signals, minute checks
 
 
 def test_plaintext_local_path_creates_a_collection_without_credentials(monkeypatch, capsys):

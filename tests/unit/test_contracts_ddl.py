@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from shared.schemas import all_schemas, schema_json
-from shared.topics import ALL_TOPICS, BY_NAME, TA_BARS_1S, TA_SIGNALS
+from shared.topics import ALL_TOPICS, BY_NAME, TA_BAR_CHECKS, TA_BARS_1S, TA_SIGNALS
 from torghut.clickhouse.schema import SQL_DIR, SchemaParams, render, split_statements
 
 PARAMS = SchemaParams(kafka_broker="broker:9092", registry_url="http://registry:8081")
@@ -191,6 +191,9 @@ def compatible(avro: Any, ch: str) -> bool:
         return compatible(branches[0], ch)
     if "logicalType" in avro:
         return ch in LOGICAL.get(avro["logicalType"], set())
+    if avro["type"] == "array":
+        inner = re.fullmatch(r"Array\((.*)\)", ch)
+        return bool(inner) and compatible(avro["items"], inner.group(1))
     if avro["type"] == "record":
         inner = re.fullmatch(r"Tuple\((.*)\)", ch)
         if not inner:
@@ -215,12 +218,12 @@ def test_every_avro_schema_is_used_by_some_topic() -> None:
     assert set(all_schemas()) == {t.value_schema for t in ALL_TOPICS}
 
 
-def test_clickhouse_reads_exactly_the_two_derived_topics_of_bars_and_signals() -> None:
-    assert set(QUEUES) == {TA_BARS_1S.name, TA_SIGNALS.name}
+def test_clickhouse_reads_exactly_the_bars_the_signals_and_the_minute_checks() -> None:
+    assert set(QUEUES) == {TA_BARS_1S.name, TA_SIGNALS.name, TA_BAR_CHECKS.name}
     assert all(name in BY_NAME for name in QUEUES)
 
 
-@pytest.mark.parametrize("topic", [TA_BARS_1S, TA_SIGNALS], ids=lambda t: t.name)
+@pytest.mark.parametrize("topic", [TA_BARS_1S, TA_SIGNALS, TA_BAR_CHECKS], ids=lambda t: t.name)
 def test_queue_reads_avro_confluent_from_the_registry_with_a_per_table_group(topic) -> None:
     queue, _, _ = storage_for(topic.name)
     assert queue.setting("kafka_format") == "AvroConfluent"
@@ -233,7 +236,7 @@ def test_queue_reads_avro_confluent_from_the_registry_with_a_per_table_group(top
     assert "kafka_handle_error_mode = 'stream'" in queue.tail
 
 
-@pytest.mark.parametrize("topic", [TA_BARS_1S, TA_SIGNALS], ids=lambda t: t.name)
+@pytest.mark.parametrize("topic", [TA_BARS_1S, TA_SIGNALS, TA_BAR_CHECKS], ids=lambda t: t.name)
 def test_every_avro_field_maps_to_a_queue_column_of_a_compatible_type_and_back(topic) -> None:
     queue, _, _ = storage_for(topic.name)
     fields = {
@@ -249,7 +252,7 @@ def test_every_avro_field_maps_to_a_queue_column_of_a_compatible_type_and_back(t
     assert not bad, f"incompatible Avro -> ClickHouse types: {bad}"
 
 
-@pytest.mark.parametrize("topic", [TA_BARS_1S, TA_SIGNALS], ids=lambda t: t.name)
+@pytest.mark.parametrize("topic", [TA_BARS_1S, TA_SIGNALS, TA_BAR_CHECKS], ids=lambda t: t.name)
 def test_every_storage_column_is_produced_by_the_view_or_has_a_default(topic) -> None:
     _, mv, table = storage_for(topic.name)
     missing = [
@@ -260,7 +263,7 @@ def test_every_storage_column_is_produced_by_the_view_or_has_a_default(topic) ->
     assert not unknown, f"{mv.name} writes columns {table.name} lacks: {unknown}"
 
 
-@pytest.mark.parametrize("topic", [TA_BARS_1S, TA_SIGNALS], ids=lambda t: t.name)
+@pytest.mark.parametrize("topic", [TA_BARS_1S, TA_SIGNALS, TA_BAR_CHECKS], ids=lambda t: t.name)
 def test_every_queue_column_reaches_storage(topic) -> None:
     """Nothing the job sends is silently dropped by the view."""
     queue, mv, _ = storage_for(topic.name)
@@ -269,7 +272,7 @@ def test_every_queue_column_reaches_storage(topic) -> None:
     assert not unused, f"{mv.name} ignores {unused}"
 
 
-@pytest.mark.parametrize("topic", [TA_BARS_1S, TA_SIGNALS], ids=lambda t: t.name)
+@pytest.mark.parametrize("topic", [TA_BARS_1S, TA_SIGNALS, TA_BAR_CHECKS], ids=lambda t: t.name)
 def test_nullable_indicators_stay_nullable_in_storage(topic) -> None:
     queue, _, table = storage_for(topic.name)
     nullable = {
@@ -318,7 +321,7 @@ def test_storage_is_replacing_merge_tree_by_version_keyed_by_topic_key_bar_and_f
     )
 
 
-@pytest.mark.parametrize("topic", [TA_BARS_1S, TA_SIGNALS], ids=lambda t: t.name)
+@pytest.mark.parametrize("topic", [TA_BARS_1S, TA_SIGNALS, TA_BAR_CHECKS], ids=lambda t: t.name)
 def test_records_a_queue_cannot_parse_go_to_the_dead_letters_and_only_those(topic) -> None:
     queue, mv, _ = storage_for(topic.name)
     assert queue.setting("kafka_handle_error_mode") == "stream"
@@ -342,5 +345,19 @@ def test_records_a_queue_cannot_parse_go_to_the_dead_letters_and_only_those(topi
 
 def test_the_parser_sees_every_statement_it_should() -> None:
     kinds = [s.split(" (")[0].split(" AS ")[0] for s in statements()]
-    assert len(TABLES) == 5 and len(VIEWS) == 4
-    assert sum(k.startswith("CREATE OR REPLACE VIEW") for k in kinds) == 4
+    assert len(TABLES) == 7 and len(VIEWS) == 6
+    assert sum(k.startswith("CREATE OR REPLACE VIEW") for k in kinds) == 5
+
+
+def test_minute_checks_are_kept_per_symbol_and_minute_latest_check_wins_for_the_catalog_days() -> (
+    None
+):
+    _, mv, table = storage_for(TA_BAR_CHECKS.name)
+    assert "ENGINE = ReplacingMergeTree(version)" in table.tail
+    order = re.search(r"ORDER BY \(([^)]*)\)", table.tail)
+    assert order and [c.strip() for c in order.group(1).split(",")] == [TA_BAR_CHECKS.key, "minute"]
+    m = re.search(r"\bTTL toDateTime\((\w+)\) \+ INTERVAL (\d+) DAY", table.tail)
+    assert m and (m.group(1), int(m.group(2))) == ("minute", TA_BAR_CHECKS.retention_days)
+    # the version is the check's wall time: a re-check (an updatedBar) replaces the row
+    assert mv.outputs["version"] == "toUInt64(check_ts)"
+    assert mv.outputs["check_ts"] == "fromUnixTimestamp64Nano(check_ts, 'UTC')"

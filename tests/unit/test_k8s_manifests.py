@@ -8,7 +8,7 @@ from functools import cache
 
 import pytest
 
-from shared.topics import ALL_TOPICS, DERIVED_TOPICS, RAW_TOPICS
+from shared.topics import ALL_TOPICS, CHECK_TOPICS, DERIVED_TOPICS, RAW_TOPICS
 from torghut.k8s_render import (
     BASE_DIR,
     K8S_DIR,
@@ -319,7 +319,12 @@ def test_kafka_users_are_scram_and_scoped_to_the_catalog_topics() -> None:
     docs = base_resource_docs()
     raw, derived = {t.name for t in RAW_TOPICS}, {t.name for t in DERIVED_TOPICS}
     users = {u["metadata"]["name"]: u for u in find(docs, "KafkaUser")}
-    assert set(users) == {"torghut-forwarder", "torghut-ta", "torghut-clickhouse"}
+    assert set(users) == {
+        "torghut-forwarder",
+        "torghut-ta",
+        "torghut-clickhouse",
+        "torghut-bar-check",
+    }
     for u in users.values():
         assert u["spec"]["authentication"]["type"] == "scram-sha-512"
     fwd, ta, ch = (
@@ -334,8 +339,14 @@ def test_kafka_users_are_scram_and_scoped_to_the_catalog_topics() -> None:
     assert topics(ta, "Read") == raw and topics(ta, "Write") == derived
     assert ta[("transactionalId", "torghut-ta-")] >= {"Write", "Describe"}
     assert "Read" in ta[("group", "torghut-ta")]
-    assert topics(ch, "Read") == derived and topics(ch, "Write") == set()
+    checks = {t.name for t in CHECK_TOPICS}
+    assert topics(ch, "Read") == derived | checks and topics(ch, "Write") == set()
     assert "Read" in ch[("group", "torghut-clickhouse")]
+    # the minute check reads the job's bars and status and Alpaca's minute bars, writes checks
+    bc = _acls(users["torghut-bar-check"])
+    assert topics(bc, "Read") == {"ta.bars.1s.v1", "ta.status.v1", "torghut.bars.1m.v1"}
+    assert topics(bc, "Write") == checks
+    assert "Read" in bc[("group", "torghut-bar-check")]
 
 
 def test_topic_and_user_crs_name_the_same_strimzi_cluster(overlay) -> None:
@@ -369,6 +380,16 @@ def test_the_ta_job_parallelism_fits_the_raw_partitions_and_symbol_topics_agree(
     fd = one(docs, "FlinkDeployment", "torghut-ta")["spec"]
     parallelism = fd["job"].get("parallelism", 1)
     assert 1 <= parallelism <= parts[TRADES.name], (parallelism, parts[TRADES.name])
+
+
+def test_the_minute_check_waits_for_a_watermark_from_every_subtask_of_the_job(overlay) -> None:
+    """The check applies the lowest watermark of `TORGHUT_CHECK_TA_SUBTASKS` subtasks
+    (docs/design.md, "The minute check"): fewer than the job's parallelism would complete
+    minutes on one subtask's word."""
+    docs = built(overlay)
+    fd = one(docs, "FlinkDeployment", "torghut-ta")["spec"]
+    cfg = one(docs, "ConfigMap", "torghut-bar-check-config")["data"]
+    assert int(cfg["TORGHUT_CHECK_TA_SUBTASKS"]) == fd["job"].get("parallelism", 1)
 
 
 # --- overlays differ only where they should ----------------------------------------------------

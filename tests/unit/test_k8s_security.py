@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from flink_job.settings import TaSettings
 from forwarder.settings import ForwarderSettings
 from tests.unit.test_k8s_manifests import NAMESPACE, TA_NAMESPACE, built, one
+from torghut.barcheck.settings import BarCheckSettings
 from torghut.k8s_render import (
     K8S_DIR,
     OVERLAYS,
@@ -30,6 +31,12 @@ CA_SECRET = "torghut-kafka-cluster-ca-cert"
 CLIENTS = [
     ("Deployment/torghut-forwarder", "torghut-forwarder-config", ForwarderSettings, "TORGHUT_FWD_"),
     ("FlinkDeployment/torghut-ta", "torghut-ta-config", TaSettings, "TORGHUT_TA_"),
+    (
+        "Deployment/torghut-bar-check",
+        "torghut-bar-check-config",
+        BarCheckSettings,
+        "TORGHUT_CHECK_",
+    ),
 ]
 
 # Role torghut-ta, rule by rule: (apiGroup, resource, resourceNames, verbs). Each is a call of
@@ -165,7 +172,7 @@ def kafka_client_settings(docs: list[dict], workload: str, cm: str, cls, prefix:
 
 def _build_settings(cls, env: dict[str, str], monkeypatch):
     for k in list(os.environ):
-        if k.startswith(("TORGHUT_FWD_", "TORGHUT_TA_")):
+        if k.startswith(("TORGHUT_FWD_", "TORGHUT_TA_", "TORGHUT_CHECK_")):
             monkeypatch.delenv(k)
     for k, v in env.items():
         monkeypatch.setenv(k, v)
@@ -222,7 +229,11 @@ def test_clickhouse_consumes_over_sasl_ssl_on_9093(overlay):
 
 def test_kafka_egress_is_the_sasl_ssl_port_only_for_the_clients_we_configure(overlay):
     docs = built(overlay)
-    for ns, name in ((NAMESPACE, "torghut-forwarder"), (TA_NAMESPACE, "torghut-ta")):
+    for ns, name in (
+        (NAMESPACE, "torghut-forwarder"),
+        (TA_NAMESPACE, "torghut-ta"),
+        (NAMESPACE, "torghut-bar-check"),
+    ):
         (pol,) = [p for p in find(docs, "NetworkPolicy", name) if p["metadata"]["namespace"] == ns]
         kafka = [
             r

@@ -27,6 +27,7 @@ from torghut.stack.state import StackState
 FORWARDER = (sys.executable, "-m", "forwarder")
 TA_JOB = (sys.executable, "-m", "torghut.cli", "ta", "--no-stack")
 SIM = (sys.executable, "-m", "torghut.cli", "sim")
+CHECK_BARS = (sys.executable, "-m", "torghut.cli", "check-bars")
 
 
 def _env_value(value: Any) -> str:
@@ -84,6 +85,17 @@ def forwarder_env(stack: StackState, alpaca_url: str, **values: Any) -> dict[str
         "registry_url": stack.registry_url,
     }
     return render_env(ForwarderSettings, {**base, **values})
+
+
+def bar_check_env(stack: StackState, **values: Any) -> dict[str, str]:
+    """The minute check's environment (`torghut check-bars`) against the local `stack`."""
+    from torghut.barcheck.settings import BarCheckSettings
+
+    base: dict[str, Any] = {
+        "kafka_bootstrap": stack.kafka_bootstrap,
+        "registry_url": stack.registry_url,
+    }
+    return render_env(BarCheckSettings, {**base, **values})
 
 
 def launch(
