@@ -66,7 +66,7 @@ PATH_SUFFIXES = (
     ".html",
     ".png",
 )
-PLACEHOLDER = re.compile(r"[<>*{}$]|\.\.\.|…")
+PLACEHOLDER = re.compile(r"[<>*{}$|]|\.\.\.|…")
 
 
 # Files whose prose the path, test and make checks read.
@@ -140,9 +140,19 @@ def cited_path(span: str, top: set[str]) -> str | None:
         return None
     first = candidate.split("/", 1)[0]
     if "/" in candidate and first in top:
-        if candidate.endswith("/") or candidate.endswith(PATH_SUFFIXES):
+        last = candidate.rstrip("/").rsplit("/", 1)[-1]
+        # a file with a known suffix, a folder (trailing slash, or a last segment without a
+        # dot: `k8s/base/flink`), a Dockerfile; not a module path like `shared.topics`
+        if (
+            candidate.endswith("/")
+            or candidate.endswith(PATH_SUFFIXES)
+            or "." not in last
+            or last.startswith("Dockerfile")
+        ):
             return candidate
         return None
+    if "/" not in candidate and re.fullmatch(r"Dockerfile\.\w+|Makefile", candidate):
+        return candidate  # a top-level build file
     if "/" not in candidate and re.fullmatch(r"test_\w+\.py", candidate):
         return candidate  # a bare test module name
     return None
@@ -165,7 +175,7 @@ def path_problems(text: str, where: str, root: Path = REPO_ROOT) -> list[str]:
             path = cited_path(span, top)
             if path is None:
                 continue
-            if "/" in path:
+            if "/" in path or not path.startswith("test_"):
                 if not any((base / path).exists() for base in bases):
                     out.append(f"{where}:{number}: `{span}` cites {path}, which does not exist")
             else:
@@ -315,6 +325,18 @@ def test_a_missing_path_is_reported_with_file_and_line() -> None:
         "X.md:2: `forwarder/nope.py` cites forwarder/nope.py, which does not exist",
         "X.md:2: `k8s/base/x.yaml` cites k8s/base/x.yaml, which does not exist",
     ]
+
+
+def test_folders_without_a_slash_and_top_level_build_files_are_checked_too() -> None:
+    text = "`k8s/base/flink`, `Dockerfile.flink`, `Makefile`\n`k8s/base/nope`, `Dockerfile.nope`\n"
+    assert path_problems(text, "X.md") == [
+        "X.md:2: `k8s/base/nope` cites k8s/base/nope, which does not exist",
+        "X.md:2: `Dockerfile.nope` cites Dockerfile.nope, which does not exist",
+    ]
+    top = top_level_entries()
+    # a module path or a setting is no file path; alternatives are a placeholder
+    for span in ["shared.topics", "k8s/overlays/dev|stage|prod", "flink_job/settings.TaSettings"]:
+        assert cited_path(span, top) is None, span
 
 
 def test_a_doc_may_declare_the_folder_its_paths_are_under() -> None:
