@@ -37,7 +37,7 @@ def flink_config(settings: TaSettings) -> dict[str, str]:
         "execution.checkpointing.tolerable-failed-checkpoints": str(
             settings.tolerable_failed_checkpoints
         ),
-        "state.checkpoints.dir": settings.checkpoint_dir,
+        "execution.checkpointing.dir": settings.checkpoint_dir,
         # S3A bounds (fs.s3a.*): a hung store fails a checkpoint instead of completing it
         # after its transaction timed out (settings.py; docs/reliability.md, MinIO down)
         "s3.connection.timeout": str(settings.s3_socket_timeout_ms),
@@ -46,7 +46,7 @@ def flink_config(settings: TaSettings) -> dict[str, str]:
         "state.backend.type": "hashmap",
         # keyed state below this size travels inside the checkpoint's _metadata instead of
         # a file of its own: one S3 PUT less per checkpoint (65-200 kB for 20 symbols)
-        "state.storage.fs.memory-threshold": f"{settings.checkpoint_inline_state_kb} kb",
+        "execution.checkpointing.data-inline-threshold": f"{settings.checkpoint_inline_state_kb} kb",
         "restart-strategy.type": "exponential-delay",
         "restart-strategy.exponential-delay.initial-backoff": f"{settings.restart_initial_backoff_ms} ms",
         "restart-strategy.exponential-delay.max-backoff": f"{settings.restart_max_backoff_ms} ms",
@@ -58,7 +58,7 @@ def flink_config(settings: TaSettings) -> dict[str, str]:
         "python.fn-execution.bundle.size": str(settings.bundle_size),
         "python.executable": sys.executable,
         "python.client.executable": sys.executable,
-        "execution.buffer-timeout": f"{settings.buffer_timeout_ms} ms",
+        "execution.buffer-timeout.interval": f"{settings.buffer_timeout_ms} ms",
         "pipeline.auto-watermark-interval": f"{settings.watermark_interval_ms} ms",
         "pipeline.name": settings.job_name,
         # chained operators hand records over without a serializer copy; safe here: the
@@ -83,6 +83,14 @@ def flink_config(settings: TaSettings) -> dict[str, str]:
                 "s3.directory.marker.retention": "keep",
             }
         )
+    return cfg
+
+
+def job_config(settings: TaSettings, restore_from: str | None = None) -> dict[str, str]:
+    """`flink_config` plus, when resuming, the checkpoint or savepoint to restore."""
+    cfg = flink_config(settings)
+    if restore_from:
+        cfg["execution.state-recovery.path"] = restore_from
     return cfg
 
 
@@ -129,9 +137,7 @@ def create_environment(settings: TaSettings, local: bool = True, restore_from: s
 
     `restore_from`: a checkpoint or savepoint path to resume from.
     """
-    cfg = flink_config(settings)
-    if restore_from:
-        cfg["execution.savepoint.path"] = restore_from
+    cfg = job_config(settings, restore_from)
     if local:
         # read once, when the first PyFlink call launches the gateway JVM; PyFlink ignores
         # FLINK_LIB_DIR unless FLINK_HOME is set too

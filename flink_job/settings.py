@@ -55,7 +55,7 @@ class TaSettings(StrictEnvSettings, KafkaConnectionFields):
     # docs/reliability.md; tests/unit/test_transaction_timeout.py)
     tolerable_failed_checkpoints: int = Field(3, ge=0)
     min_pause_between_checkpoints_ms: int = 500
-    # state.storage.fs.memory-threshold (Flink allows <= 1 MB)
+    # execution.checkpointing.data-inline-threshold (Flink allows <= 1 MB)
     checkpoint_inline_state_kb: int = Field(512, ge=0, le=1024)
     s3_endpoint: str = ""
     s3_access_key: str = ""

@@ -66,7 +66,7 @@ PATH_SUFFIXES = (
     ".html",
     ".png",
 )
-PLACEHOLDER = re.compile(r"[<>*{}$]|\.\.\.|…")
+PLACEHOLDER = re.compile(r"[<>*{}$|]|\.\.\.|…")
 
 
 # Files whose prose the path, test and make checks read.
@@ -140,9 +140,19 @@ def cited_path(span: str, top: set[str]) -> str | None:
         return None
     first = candidate.split("/", 1)[0]
     if "/" in candidate and first in top:
-        if candidate.endswith("/") or candidate.endswith(PATH_SUFFIXES):
+        last = candidate.rstrip("/").rsplit("/", 1)[-1]
+        # a file with a known suffix, a folder (trailing slash, or a last segment without a
+        # dot: `k8s/base/flink`), a Dockerfile; not a module path like `shared.topics`
+        if (
+            candidate.endswith("/")
+            or candidate.endswith(PATH_SUFFIXES)
+            or "." not in last
+            or last.startswith("Dockerfile")
+        ):
             return candidate
         return None
+    if "/" not in candidate and re.fullmatch(r"Dockerfile\.\w+|Makefile", candidate):
+        return candidate  # a top-level build file
     if "/" not in candidate and re.fullmatch(r"test_\w+\.py", candidate):
         return candidate  # a bare test module name
     return None
@@ -165,7 +175,7 @@ def path_problems(text: str, where: str, root: Path = REPO_ROOT) -> list[str]:
             path = cited_path(span, top)
             if path is None:
                 continue
-            if "/" in path:
+            if "/" in path or not path.startswith("test_"):
                 if not any((base / path).exists() for base in bases):
                     out.append(f"{where}:{number}: `{span}` cites {path}, which does not exist")
             else:
@@ -255,6 +265,86 @@ def tracker_problems(text: str, where: str) -> list[str]:
     return out
 
 
+# --- the README's measured numbers ---------------------------------------------------
+
+MEASURED_HEADING = "## Measured here"
+MEASURED_COLUMNS = ["what", "number", "benchmark", "date", "load"]
+DATE = re.compile(r"\b20\d\d-[01]\d-[0-3]\d\b")
+# what a benchmark cell may run: a make target, a `torghut` command, or pytest on a test file
+BENCH_COMMAND = re.compile(r"^(?:\.venv/bin/)?(make|torghut|pytest)\s+(\S+)(?:\s+(\S+))?")
+
+
+def measured_table(text: str) -> tuple[int, list[list[str]]]:
+    """(line number of the heading, rows as cell lists) of the one table under the README's
+    measured-numbers heading; the header row first."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(MEASURED_HEADING))
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+    rows, tables, in_table = [], 0, False
+    for line in lines[start + 1 : end]:
+        if line.startswith("|"):
+            if not in_table:
+                tables += 1
+                in_table = True
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if not all(set(c) <= set("-: ") for c in cells):
+                rows.append(cells)
+        else:
+            in_table = False
+    assert tables == 1, f"{tables} tables under {MEASURED_HEADING!r}: keep it one table"
+    return start + 1, rows
+
+
+def bench_command_problem(cell: str, make_targets: set[str], benchmarks: set[str]) -> str | None:
+    commands = inline_code(cell)
+    if not commands:
+        return "names no benchmark command in backticks"
+    for command in commands:
+        match = BENCH_COMMAND.match(command)
+        if not match:
+            continue
+        tool, first, second = match.groups()
+        if tool == "make":
+            return None if first in make_targets else f"`make {first}`: no such target"
+        if tool == "torghut":
+            if first == "bench" and second not in benchmarks:
+                return f"`torghut bench {second}`: no such benchmark"
+            return None
+        path = first.split("::", 1)[0]
+        return None if (REPO_ROOT / path).is_file() else f"`{command}`: {path} does not exist"
+    return f"{commands[0]!r} is not a make, torghut or pytest command"
+
+
+def measured_problems(text: str, make_targets: set[str], benchmarks: set[str]) -> list[str]:
+    heading, rows = measured_table(text)
+    header, body = rows[0], rows[1:]
+    if [c.lower() for c in header] != MEASURED_COLUMNS:
+        return [f"README.md:{heading}: columns {header}, expected {MEASURED_COLUMNS}"]
+    out = []
+    for cells in body:
+        row = dict(zip(MEASURED_COLUMNS, cells, strict=False))
+        what = row.get("what", "?")
+        if len(cells) != len(MEASURED_COLUMNS):
+            out.append(f"{what!r}: {len(cells)} cells, expected {len(MEASURED_COLUMNS)}")
+            continue
+        if not any(ch.isdigit() for ch in row["number"]):
+            out.append(f"{what!r}: no number")
+        problem = bench_command_problem(row["benchmark"], make_targets, benchmarks)
+        if problem:
+            out.append(f"{what!r}: {problem}")
+        if not DATE.search(row["date"]):
+            out.append(f"{what!r}: no date (YYYY-MM-DD) in {row['date']!r}")
+        if not row["load"]:
+            out.append(f"{what!r}: no load")
+    return out
+
+
+def bench_names() -> set[str]:
+    from torghut.bench.cli import BENCHMARKS
+
+    return set(BENCHMARKS)
+
+
 # --- the tests ------------------------------------------------------------------------
 
 
@@ -306,6 +396,14 @@ def test_nothing_refers_to_an_issue_session_or_item_by_number() -> None:
     assert not problems, report(problems)
 
 
+def test_every_readme_measured_number_names_its_benchmark_command_a_date_and_the_load() -> None:
+    text = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    _, rows = measured_table(text)
+    assert len(rows) >= 6, "the measured-numbers table lost its rows"
+    problems = measured_problems(text, makefile_targets(), bench_names())
+    assert not problems, report(problems)
+
+
 # --- the checks catch what they should ------------------------------------------------
 
 
@@ -315,6 +413,18 @@ def test_a_missing_path_is_reported_with_file_and_line() -> None:
         "X.md:2: `forwarder/nope.py` cites forwarder/nope.py, which does not exist",
         "X.md:2: `k8s/base/x.yaml` cites k8s/base/x.yaml, which does not exist",
     ]
+
+
+def test_folders_without_a_slash_and_top_level_build_files_are_checked_too() -> None:
+    text = "`k8s/base/flink`, `Dockerfile.flink`, `Makefile`\n`k8s/base/nope`, `Dockerfile.nope`\n"
+    assert path_problems(text, "X.md") == [
+        "X.md:2: `k8s/base/nope` cites k8s/base/nope, which does not exist",
+        "X.md:2: `Dockerfile.nope` cites Dockerfile.nope, which does not exist",
+    ]
+    top = top_level_entries()
+    # a module path or a setting is no file path; alternatives are a placeholder
+    for span in ["shared.topics", "k8s/overlays/dev|stage|prod", "flink_job/settings.TaSettings"]:
+        assert cited_path(span, top) is None, span
 
 
 def test_a_doc_may_declare_the_folder_its_paths_are_under() -> None:
@@ -382,3 +492,30 @@ def test_tracker_numbers_are_reported_but_clock_times_are_not() -> None:
 def test_the_runbooks_mark_drilled_steps() -> None:
     text = (REPO_ROOT / "docs" / "runbooks.md").read_text(encoding="utf-8")
     assert len(TEST_REFERENCE.findall(text)) >= 5, "runbooks.md lost its (drilled: ...) marks"
+
+
+def test_a_measured_row_without_command_date_or_load_is_reported() -> None:
+    table = (
+        "## Measured here\n\n| what | number | benchmark | date | load |\n|---|---|---|---|---|\n"
+        "| a | 1 ms | `torghut bench pipeline` | 2026-12-01 | 0.5 |\n"
+        "| b | 2 ms | by hand | 2026-12-01 | 0.5 |\n"
+        "| c | 3 ms | `torghut bench nope` | yesterday | |\n"
+        "| d | 4 ms | `make nope` | 2026-12-01 | 1 |\n"
+        "| e | 5 ms | `.venv/bin/pytest tests/unit/nope.py` | 2026-12-01 | 1 |\n"
+        "\n## Next\n"
+    )
+    assert measured_problems(table, {"test"}, {"pipeline"}) == [
+        "'b': names no benchmark command in backticks",
+        "'c': `torghut bench nope`: no such benchmark",
+        "'c': no date (YYYY-MM-DD) in 'yesterday'",
+        "'c': no load",
+        "'d': `make nope`: no such target",
+        "'e': `.venv/bin/pytest tests/unit/nope.py`: tests/unit/nope.py does not exist",
+    ]
+    two_tables = table.replace("\n\n## Next", "\ntext\n| x |\n|---|\n| y |\n\n## Next")
+    try:
+        measured_table(two_tables)
+    except AssertionError as exc:
+        assert "keep it one table" in str(exc)
+    else:
+        raise AssertionError("two tables under the heading were accepted")

@@ -125,6 +125,69 @@ def test_the_ha_store_choice_is_deliberate_and_documented() -> None:
     assert "high-availability.storageDir" in section and "same MinIO" in section
 
 
+_UNIT_S = {"ms": 0.001, "s": 1, "min": 60, "h": 3600}
+
+
+def _seconds(value: str) -> float:
+    number, unit = value.split()
+    return float(number) * _UNIT_S[unit]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_taskmanagers_keep_the_jobs_slots_while_a_new_jobmanager_comes_up(overlay: str) -> None:
+    """A TaskManager that lost its JobManager frees the job's slots (and with the last one the
+    job's user-code classloader, in which pemja loaded libpython) after
+    `taskmanager.slot.timeout`. It must outlast the longest a new JobManager may take before
+    Kubernetes gives up on it (its startup probe window) plus the leader lease (Flink's default
+    15 s unless set), so the restored job (same id under HA) finds the classloader it had."""
+    spec = _fd(overlay)["spec"]
+    conf = spec["flinkConfiguration"]
+    assert conf["high-availability.type"] == "kubernetes"  # the job id survives the restart
+    startup = _main_container(spec["jobManager"]["podTemplate"])["startupProbe"]
+    window_s = startup["periodSeconds"] * startup["failureThreshold"]
+    lease_s = _seconds(
+        conf.get("high-availability.kubernetes.leader-election.lease-duration", "15 s")
+    )
+    assert _seconds(conf["taskmanager.slot.timeout"]) >= window_s + lease_s
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_operator_replaces_the_cluster_when_the_job_restarts_in_a_loop(overlay: str) -> None:
+    """The operator's health check (operator 1.13: ClusterHealthEvaluator) redeploys the cluster,
+    TaskManagers included, when more than `restarts.threshold` restarts fall in
+    `restarts.window`. A loop at the restart strategy's maximum backoff must exceed it within
+    one window; the quick restarts of one failover (1, 2, 4 .. s until the maximum) must not."""
+    spec = _fd(overlay)["spec"]
+    conf = spec["flinkConfiguration"]
+    assert conf["kubernetes.operator.cluster.health-check.enabled"] == "true"
+    # the operator restarts an unhealthy non-stateless job only with HA (last state)
+    assert conf["high-availability.type"] == "kubernetes"
+    assert spec["job"]["upgradeMode"] != "stateless"
+    window = _seconds(conf["kubernetes.operator.cluster.health-check.restarts.window"])
+    threshold = int(conf["kubernetes.operator.cluster.health-check.restarts.threshold"])
+    assert conf["restart-strategy.type"] == "exponential-delay"
+    initial = _seconds(conf["restart-strategy.exponential-delay.initial-backoff"])
+    maximum = _seconds(conf["restart-strategy.exponential-delay.max-backoff"])
+    factor = float(conf["restart-strategy.exponential-delay.backoff-multiplier"])
+    jitter = float(conf["restart-strategy.exponential-delay.jitter-factor"])
+    # a loop that never recovers, every delay stretched by the jitter
+    t, delay, loop = 0.0, initial, 0
+    while True:
+        t += min(delay, maximum) * (1 + jitter)
+        if t > window:
+            break
+        loop += 1
+        delay *= factor
+    assert loop > threshold, (loop, threshold)
+    # the restarts before the backoff reaches its maximum, all squeezed together
+    burst = 1
+    delay = initial
+    while delay < maximum:
+        burst += 1
+        delay *= factor
+    assert burst < threshold, (burst, threshold)
+
+
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_taskmanagers_spread_over_nodes_and_jobmanagers_too(overlay: str) -> None:
     spec = _fd(overlay)["spec"]

@@ -224,27 +224,13 @@ def test_flink_configuration_agrees_with_the_local_job_settings(overlay) -> None
     env = configmap(docs, "torghut-ta-config")  # the job's environment in that overlay
     job = TaSettings(**{k.removeprefix("TORGHUT_TA_").lower(): v for k, v in env.items()})
     local = flink_config(job.model_copy(update={"s3_endpoint": conf["s3.endpoint"]}))
-    # the job may still spell a key the pre-1.20 way (state.checkpoints.dir): compare it under
-    # the name Flink 1.20 reads, which the FlinkDeployment uses (test_k8s_flink_keys.py)
-    renames = _flink_renames()
-    local = {
-        (renames.get(k, (k,))[0] if len(renames.get(k, ())) < 2 else k): v for k, v in local.items()
-    }
+    # both use Flink 1.20's names (test_k8s_flink_keys.py), so a key is compared as spelled
     paths = {"python.executable", "python.client.executable"}  # the image's, not this venv's
     both = sorted(set(conf) & set(local) - paths)
     assert len(both) >= 25, both
     differ = {k: (conf[k], local[k]) for k in both if _normalized(conf[k]) != _normalized(local[k])}
     assert not differ, differ
     assert "parallelism.default" not in local, "the job must take the spec's job.parallelism"
-
-
-def _flink_renames() -> dict[str, tuple[str, ...]]:
-    from torghut.k8s_render import ManifestError, flink_deprecated_keys
-
-    try:
-        return flink_deprecated_keys()
-    except ManifestError as exc:
-        pytest.skip(f"cannot read Flink's ConfigOptions: {exc}")
 
 
 def test_flink_configuration_has_the_contracted_settings(overlay) -> None:
