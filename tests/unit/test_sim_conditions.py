@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from collections import Counter
 
+import pytest
+
 from shared.sale_conditions import CTA, UTP
 from torghut.sim.config import SyntheticConfig
 from torghut.sim.synthetic import SyntheticMarket
@@ -68,3 +70,30 @@ def test_outside_the_session_and_on_a_holiday_every_print_is_form_t() -> None:
 def test_regular_only_is_a_setting() -> None:
     ts = trades(EVENING, seconds=5, config=CONFIG.model_copy(update={"sale_conditions": "regular"}))
     assert ts and all(t["c"] == ["@"] for t in ts)
+
+
+def test_the_minute_bars_follow_the_conditions_and_one_can_be_corrupted() -> None:
+    config = CONFIG.model_copy(update={"symbols": ("AAPL",), "corrupt_minute_bar": "AAPL@2"})
+    market = SyntheticMarket(config, SESSION, seed=7)
+    msgs = market.advance(SESSION + 200 * NS_PER_S)
+    trades = [m for m in msgs if m["T"] == "t"]
+    bars = [m for m in msgs if m["T"] == "b"]
+    assert len(bars) >= 3
+    for i, bar in enumerate(bars):
+        minute = [t for t in trades if bar["t"] <= t["t"] < bar["t"] + 60 * NS_PER_S]
+        priced = [t["p"] for t in minute if t["c"] in (["@"], ["@", "F"], ["@", "X"])]
+        high = max(
+            priced + [t["p"] for t in minute if "Z" in t["c"] or "4" in t["c"] or "P" in t["c"]]
+        )
+        # odd lots, average-price, cash and the other volume-only prints never set the high
+        assert bar["h"] == (pytest.approx(high * 1.01, rel=1e-9) if i == 1 else high), i
+        assert bar["v"] == sum(t["s"] for t in minute if t["c"] not in (["M"], ["Q"]))
+
+
+def test_a_bad_corruption_spec_is_refused_with_what_to_give() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="SYMBOL@N"):
+        CONFIG.model_copy(update={"corrupt_minute_bar": "AAPL"}).model_validate(
+            {**CONFIG.model_dump(), "corrupt_minute_bar": "AAPL"}
+        )

@@ -19,6 +19,8 @@ BUSY = SyntheticConfig(
     correction_rate=0.02,
     cancel_error_rate=0.02,
     late_delay_s=(1, 30),
+    # bars of every trade: the sale-condition rules have their own tests (test_sim_conditions)
+    sale_conditions="regular",
 )
 
 

@@ -211,6 +211,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "regular: every trade a regular sale (default: %(default)s)",
     )
     syn.add_argument(
+        "--corrupt-minute-bar",
+        metavar="SYMBOL@N",
+        help="shift the high of SYMBOL's N-th minute bar (and its updatedBars) by 1 %%: "
+        "a drill for torghut check-bars, which must report exactly that minute",
+    )
+    syn.add_argument(
         "--fast",
         action="store_true",
         help="as fast as the client reads (ignores the rates; use with --max-messages)",
@@ -368,6 +374,7 @@ def build_config(args: argparse.Namespace) -> SimConfig:
             out_of_order_rate=args.out_of_order_rate,
             late_rate=args.late_rate,
             sale_conditions=args.sale_conditions,
+            corrupt_minute_bar=args.corrupt_minute_bar,
             late_delay_s=args.late_delay,
             correction_rate=args.correction_rate,
             cancel_error_rate=args.cancel_error_rate,

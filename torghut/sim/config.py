@@ -58,6 +58,9 @@ class SyntheticConfig(_Model):
     # "realistic": sale conditions at a consolidated tape's rates, Form T outside the NYSE
     # regular session (synthetic.py); "regular": every trade a regular sale ("@")
     sale_conditions: Literal["realistic", "regular"] = "realistic"
+    # "SYMBOL@N": shift the high of the symbol's N-th minute bar by 1 % (and of every
+    # updatedBar of that minute), a drill for the minute check (docs/design.md)
+    corrupt_minute_bar: str | None = None
     statuses: bool = True
     lulds: bool = True
     # symbols that take turns: split round robin into `rotation_groups` groups, one group
@@ -76,6 +79,10 @@ class SyntheticConfig(_Model):
             raise ValueError(f"late_delay_s must be 0 < min <= max, got {self.late_delay_s}")
         if self.late_rate + self.out_of_order_rate > 1:
             raise ValueError("late_rate + out_of_order_rate must be <= 1")
+        if self.corrupt_minute_bar is not None:
+            from torghut.sim.bars import MinuteBarCorruption
+
+            MinuteBarCorruption.parse(self.corrupt_minute_bar)  # a clear error now, not later
         return self
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shared.market_calendar import NS_PER_DAY, regular_session
-from torghut.sim.bars import MinuteBarBuilder, minute_start
+from torghut.sim.bars import MinuteBarBuilder, MinuteBarCorruption, minute_start
 from torghut.sim.config import SyntheticConfig
 from torghut.sim.timestamps import NS_PER_MIN, NS_PER_S
 
@@ -88,7 +88,14 @@ class SyntheticMarket:
         self._clock = start_ns
         self._minute_end = minute_start(start_ns) + NS_PER_MIN
         self._step_scale = config.volatility * math.sqrt(12.0)
-        self._bars = MinuteBarBuilder(daily_bars=config.daily_bars)
+        self._bars = MinuteBarBuilder(
+            daily_bars=config.daily_bars,
+            corrupt=(
+                MinuteBarCorruption.parse(config.corrupt_minute_bar)
+                if config.corrupt_minute_bar
+                else None
+            ),
+        )
         self._sessions: dict[int, tuple[int, int]] = {}  # UTC day -> regular session
         self._exchange_fixed = "V" if config.feed in ("iex", "test") else None
         self._symbols: dict[str, _SymbolState] = {}
@@ -303,7 +310,7 @@ class SyntheticMarket:
         st.recent.append(trade)
         out.append(trade)
         self.trades_emitted += 1
-        out.extend(self._bars.add_trade(sym, t, price, float(size)))
+        out.extend(self._bars.add_trade(sym, t, price, float(size), conditions, st.tape))
         roll = rng.random()
         if roll < cfg.correction_rate:
             out.append(self._correction(sym, st, ts))
