@@ -14,6 +14,7 @@ from shared.bars import MicroBar
 from torghut.barcheck.logic import (
     AGREE,
     DISAGREE,
+    LATE_TRADES,
     NS_PER_MIN,
     ONLY_OURS,
     ONLY_OURS_NO_PRICE,
@@ -200,6 +201,28 @@ def test_an_updated_bar_replaces_the_bar_and_re_checks_a_checked_minute():
     assert (again.result, again.revision) == (AGREE, 1)
     mc.add_vendor("AAPL", M0, wrong, updated=False)  # a plain bar never beats an update
     assert mc.ready(0) == []
+
+
+def test_a_disagreement_near_a_late_trade_of_the_symbol_is_late_trades_not_disagree():
+    wrong = MinuteBar(10.0, 10.5, 10.0, 10.0, 3.0, 3, 10.0)
+
+    def checked(late_at: int | None, symbol: str = "AAPL") -> str:
+        mc = MinuteCheck()
+        _feed(mc, 0)
+        if late_at is not None:
+            mc.note_late(symbol, late_at)
+        mc.add_vendor("AAPL", M0, wrong, updated=False)
+        mc.set_watermark(M0 + NS_PER_MIN)
+        (check,) = mc.ready(0)
+        assert check.disagreements == ("high",)
+        return check.result
+
+    assert checked(None) == DISAGREE
+    assert checked(M0 + NS_PER_MIN + 5 * NS) == LATE_TRADES  # counted just after the minute
+    assert checked(M0 + 11 * NS_PER_MIN) == LATE_TRADES  # the window's far end
+    assert checked(M0 + 11 * NS_PER_MIN + 1) == DISAGREE  # later: not one of this minute's
+    assert checked(M0 - 1) == DISAGREE  # before the minute began
+    assert checked(M0 + 5 * NS, symbol="MSFT") == DISAGREE  # another symbol's
 
 
 def test_minutes_before_the_floor_are_never_checked():

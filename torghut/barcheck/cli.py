@@ -19,8 +19,10 @@ bars have passed its end (a later final bar of the symbol, or the job's watermar
 ta.status.v1 with every bar it covers read) and the vendor's bar is there (or a later
 minute's is, or --vendor-wait-s passed).
 
-Results: agree, disagree, only_ours, only_ours_no_price (a minute of volume-only trades:
-the vendor sends no bar for it), only_vendor. Each check is counted in
+Results: agree, disagree, late_trades (a disagreement while the job counted late trades
+of the symbol that can be the minute's: the vendor's bar has trades the job refused as
+late; not alerted on), only_ours, only_ours_no_price (a minute of volume-only trades: the
+vendor sends no bar for it), only_vendor. Each check is counted in
 torghut_bar_check_minutes_total{result} and torghut_bar_check_disagreements_total{field}
 (served on /metrics) and written to ta.bar-checks.v1 (ClickHouse table ta_bar_checks).
 

@@ -26,7 +26,18 @@ ONLY_OURS = "only_ours"
 #: our minute holds only volume trades (price_basis 0): the vendor sends no bar for it
 ONLY_OURS_NO_PRICE = "only_ours_no_price"
 ONLY_VENDOR = "only_vendor"
-RESULTS: tuple[str, ...] = (AGREE, DISAGREE, ONLY_OURS, ONLY_OURS_NO_PRICE, ONLY_VENDOR)
+#: a disagreement while the job counted late trades of the symbol that can belong to the
+#: minute: the vendor's bar holds trades the job's final bars refused as late (docs/design.md,
+#: "The minute check"); reported, not alerted on
+LATE_TRADES = "late_trades"
+RESULTS: tuple[str, ...] = (
+    AGREE,
+    DISAGREE,
+    LATE_TRADES,
+    ONLY_OURS,
+    ONLY_OURS_NO_PRICE,
+    ONLY_VENDOR,
+)
 
 
 def minute_of(ts_ns: int) -> int:
@@ -198,9 +209,15 @@ class MinuteCheck:
     symbol) was read or `vendor_wait_ns` passed since our side completed (then there is
     none). Minutes before `floor_ns` are never checked (a start in the middle of one).
     A `u` for a minute already checked re-checks it (revision + 1) while it is retained.
+
+    A disagreement is `LATE_TRADES` instead when the job counted a late trade of the symbol
+    (`note_late`, from its status) at a watermark in [M, M + 1 min + `late_window_ns`]: a
+    trade is late once the watermark has passed its second, so such a trade can be one of
+    M's, which the vendor's bar holds and the job's final bars do not.
     """
 
     vendor_wait_ns: int = 120 * 1_000_000_000
+    late_window_ns: int = 10 * NS_PER_MIN
     retain_ns: int = 30 * NS_PER_MIN
     floor_ns: int = 0
     watermark_ns: int = 0
@@ -211,6 +228,30 @@ class MinuteCheck:
     _vendor_latest_minute: int = 0
     _checked: dict[tuple[str, int], Check] = field(default_factory=dict)
     _recheck: list[tuple[str, int]] = field(default_factory=list)
+    _late_marks: dict[str, list[int]] = field(default_factory=dict)
+
+    def note_late(self, symbol: str, watermark_ns: int) -> None:
+        """The job counted late trades of `symbol` by the time its watermark was here."""
+        marks = self._late_marks.setdefault(symbol, [])
+        marks.append(watermark_ns)
+        if len(marks) > 256:
+            del marks[:128]  # bounded: the oldest marks are older than any pending minute
+
+    def _classify(self, check: Check) -> Check:
+        if check.result != DISAGREE:
+            return check
+        lo, hi = check.minute_ns, check.minute_ns + NS_PER_MIN + self.late_window_ns
+        if any(lo <= m <= hi for m in self._late_marks.get(check.symbol, ())):
+            return Check(
+                check.symbol,
+                check.minute_ns,
+                LATE_TRADES,
+                check.ours,
+                check.theirs,
+                check.disagreements,
+                check.revision,
+            )
+        return check
 
     def add_second(self, symbol: str, bar: SecondBar) -> None:
         key = (symbol, minute_of(bar.start_ns))
@@ -257,7 +298,7 @@ class MinuteCheck:
                 continue
             seconds = self._seconds.pop(key, {})
             ours = roll_up(seconds.values())
-            check = compare(symbol, minute, ours, vendor.bar if vendor else None)
+            check = self._classify(compare(symbol, minute, ours, vendor.bar if vendor else None))
             self._checked[key] = check
             self._complete_since.pop(key, None)
             out.append(check)
@@ -266,7 +307,9 @@ class MinuteCheck:
             vendor = self._vendor.get(key)
             if prev is None or vendor is None:
                 continue
-            check = compare(key[0], key[1], prev.ours, vendor.bar, prev.revision + 1)
+            check = self._classify(
+                compare(key[0], key[1], prev.ours, vendor.bar, prev.revision + 1)
+            )
             self._checked[key] = check
             out.append(check)
         self._recheck.clear()

@@ -82,8 +82,9 @@ class BarCheckMetrics:
 
     def count(self, check: Check) -> None:
         self.minutes.labels(check.result).inc()
-        for name in check.disagreements:
-            self.disagreements.labels(name).inc()
+        if check.result == DISAGREE:  # late trades explain the others (LATE_TRADES)
+            for name in check.disagreements:
+                self.disagreements.labels(name).inc()
 
     def value(self, name: str, **labels: str) -> float:
         got = self.registry.get_sample_value(name, labels)
@@ -155,6 +156,7 @@ class BarChecker:
         floor = 0 if s.from_beginning else minute_of(start) + NS_PER_MIN
         self.check = MinuteCheck(vendor_wait_ns=int(s.vendor_wait_s * 1e9), floor_ns=floor)
         self._status: dict[int, int] = {}  # subtask -> latest watermark (ns)
+        self._late_events: dict[str, int] = {}  # symbol -> the job's late trades so far
         self._pending_wm: deque[_PendingWatermark] = deque(maxlen=1000)
         self.checks: deque[Check] = deque(maxlen=10_000)  # the latest, for tests and debugging
 
@@ -196,6 +198,12 @@ class BarChecker:
         if wm is None or (s.ta_job and rec.get("job") != s.ta_job):
             return
         self._status[int(rec["subtask"])] = int(wm)
+        for entry in rec.get("symbols") or ():
+            symbol, late = entry["symbol"], int(entry["late_events"])
+            seen = self._late_events.get(symbol)
+            if seen is not None and late > seen:
+                self.check.note_late(symbol, int(wm))
+            self._late_events[symbol] = late  # the first sighting is the baseline
         if len(self._status) < s.ta_subtasks:
             return
         # every final bar the status covers was committed with it or before; it is read
