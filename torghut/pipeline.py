@@ -421,7 +421,7 @@ class Pipeline:
         done = ", ".join(f"{r[1]} {r[0]}" for r in rows)
         return (
             f"minute check (vs the source's minute bars; torghut.ta_bar_checks): {done} "
-            "(a late trade, which the job counts and drops, makes its minute disagree)"
+            "(late_trades: the source's bar holds trades the job counted as late and dropped)"
         )
 
     def title(self) -> str:
