@@ -265,6 +265,85 @@ def _strict(node: dict[str, Any], keep_unknown: bool) -> dict[str, Any]:
     return node
 
 
+# --- built-in kinds against Kubernetes' own schemas (kubernetes-validate) ---------------------
+
+# The lowest Kubernetes minor docs/deploy.md ("Supported versions") supports: every built-in
+# object (Deployment, Service, NetworkPolicy, Job...) validates against its schemas, strictly.
+KUBERNETES_VERSION = "1.30"
+
+
+def _kv_schema_dir(version: str) -> str:
+    return f"kubernetes-json-schema/v{version}.0-local-strict"
+
+
+@functools.cache
+def builtin_api_groups(version: str = KUBERNETES_VERSION) -> frozenset[str]:
+    """The API groups Kubernetes ``version`` itself serves ("" is the core group), read from the
+    schemas kubernetes-validate bundles for it (not a hand-kept list)."""
+    from kubernetes_validate.utils import schema_contents
+
+    defs = schema_contents(f"{_kv_schema_dir(version)}/_definitions.json", version)["$defs"]
+    return frozenset(
+        gvk["group"] for d in defs.values() for gvk in d.get("x-kubernetes-group-version-kind", [])
+    )
+
+
+def api_group(doc: dict[str, Any]) -> str:
+    """``apps`` for ``apps/v1``, "" (the core group) for ``v1``."""
+    import re
+
+    api_version = str(doc.get("apiVersion", ""))
+    if "/" in api_version:
+        return api_version.rsplit("/", 1)[0]
+    # the core group's versions; any other bare word (kustomize's `builtin`) is its own group
+    return "" if re.fullmatch(r"v[0-9]+((alpha|beta)[0-9]+)?", api_version) else api_version
+
+
+def is_builtin(doc: dict[str, Any], version: str = KUBERNETES_VERSION) -> bool:
+    return api_group(doc) in builtin_api_groups(version)
+
+
+def embedded_builtin_objects(doc: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(path, object) of the built-in objects a custom resource carries whole: the
+    FlinkDeployment's ``v1`` ``Pod`` templates (the operator merges them into its pods)."""
+    if doc.get("kind") != "FlinkDeployment":
+        return
+    spec = doc.get("spec") or {}
+    for path, holder in (
+        ("spec.podTemplate", spec),
+        ("spec.jobManager.podTemplate", spec.get("jobManager") or {}),
+        ("spec.taskManager.podTemplate", spec.get("taskManager") or {}),
+    ):
+        template = holder.get("podTemplate")
+        if template is not None:
+            yield path, template
+
+
+def core_schema_errors(doc: dict[str, Any], version: str = KUBERNETES_VERSION) -> list[str]:
+    """Why Kubernetes ``version``'s schema refuses the built-in object ``doc``, strictly (an
+    unknown field is an error, like ``kubectl apply --validate=strict``): empty if it passes,
+    else the first error kubernetes-validate meets (it stops there).
+
+    kubernetes-validate's schemas come from the API's OpenAPI: types, required fields and
+    unknown fields are checked; enums, formats and the API server's own validation (name
+    syntax, immutable fields, cross-field rules) are not. A kind the version does not serve
+    (removed or not yet added) is an error too.
+    """
+    import kubernetes_validate
+
+    name = f"{doc.get('kind', '?')}/{(doc.get('metadata') or {}).get('name', '?')}"
+    try:
+        used = kubernetes_validate.validate(doc, version, strict=True)
+    except kubernetes_validate.ValidationError as e:
+        where = "/".join(map(str, e.absolute_path))
+        return [f"{name} [Kubernetes {e.version}] at /{where}: {e.message}"]
+    except kubernetes_validate.SchemaNotFoundError as e:
+        return [f"{name}: {e.message}"]
+    if used != version:  # the package fell back to an older bundled version
+        return [f"{name}: validated against Kubernetes {used}, not {version}"]
+    return []
+
+
 def find(docs: list[dict[str, Any]], kind: str, name: str | None = None) -> list[dict[str, Any]]:
     return [
         d
