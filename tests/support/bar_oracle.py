@@ -1,0 +1,245 @@
+"""The tests' bar oracle: condition-aware 1 s bars and minute roll-ups, from the contract.
+
+Written from docs/design.md ("Condition-aware bars"; "Bad input" for the VWAP of extreme
+prices and sizes) and the consolidated tape's table in `shared/sale_conditions.py`, which
+is the specification's data and the only project module this one reads. It does not use
+`shared/bars.py`, `flink_job` or `shared/indicators`: it is the thing the job's bars are
+checked against, so it must not share their code.
+
+The rules, one trade at a time:
+
+- **flags**: the AND over the trade's conditions of the table's bits (HIGH_LOW, LAST,
+  VOLUME) for its tape (`"C"`: the UTP table; anything else, `""` included: CTA's); no
+  conditions is a regular sale (every bit); a code in neither table restricts nothing; a
+  blank code is CTA's regular sale, `@` (the table module's docstring).
+- a trade with flags 0 is in no bar; a bucket has a bar as soon as one trade in it has a
+  flag;
+- **rank** 2 if LAST, else 1 if HIGH_LOW, else 0; a bar's `price_basis` is the highest rank
+  in it;
+- **open / close**: the earliest / latest trade (event time; ties by arrival) whose rank is
+  the bar's `price_basis`; **high / low** over the trades of rank >= 1;
+- **volume / trade_count** over the VOLUME trades; **vwap** = sum(price x size) / volume
+  over the same trades, summed in arrival order (the job's order), and when that pv is no
+  normal finite number (it overflowed or underflowed) or the ratio overflows, the exact
+  rational VWAP rounded once; a bar without volume has vwap = close;
+- a bar of `price_basis` 0 takes open = high = low = close = the close of the symbol's
+  previous bar (in start order), or of `carry[symbol]` before its first bar; with neither
+  it is not a bar (the job refuses it: "counted in refused_outputs").
+
+`oracle_minute_bars` rolls 1 s bars up to a minute by the same rules, each 1 s bar being a
+"trade" of rank = its `price_basis`.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+
+from shared import sale_conditions as table
+
+S = 1_000_000_000
+MINUTE = 60 * S
+_INF = float("inf")
+_TINY = sys.float_info.min  # the smallest normal double: below it pv lost precision
+
+HIGH_LOW, LAST, VOLUME = table.HIGH_LOW, table.LAST, table.VOLUME
+ALL = HIGH_LOW | LAST | VOLUME
+
+#: (symbol, event_ts_ns, price, size, tape, conditions); a 4-tuple is a regular sale on ""
+Trade = tuple[str, int, float, float, str, Sequence[str]]
+
+
+@dataclass
+class OracleBar:
+    """A bar as the contract defines it; the attribute names are the job's MicroBar's."""
+
+    symbol: str
+    start_ns: int
+    end_ns: int
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+    vwap: float
+    trade_count: int
+    price_basis: int
+
+
+def bucket_start(event_ts_ns: int, size_ns: int) -> int:
+    """floor(event_ts / size) * size, for negative times too."""
+    if size_ns <= 0:
+        raise ValueError(f"bucket size must be positive, got {size_ns}")
+    return (event_ts_ns // size_ns) * size_ns
+
+
+def trade_flags(tape: str, conditions: Iterable[str]) -> int:
+    """HIGH_LOW | LAST | VOLUME bits a trade with `conditions` on `tape` may update."""
+    rules = table.UTP if tape == "C" else table.CTA
+    flags = ALL
+    for code in conditions:
+        rule = rules.get(code.strip() or "@")
+        if rule is not None:  # an unknown code restricts nothing
+            flags &= rule[1]
+    return flags
+
+
+def rank(flags: int) -> int:
+    """2: may set the last sale; 1: only high/low; 0: neither."""
+    return 2 if flags & LAST else 1 if flags & HIGH_LOW else 0
+
+
+def normalize(trade: Sequence) -> Trade:
+    """A 6-tuple as given; a 4-tuple (symbol, ts, price, size) is a regular sale on tape ""."""
+    if len(trade) == 4:
+        sym, ts, price, size = trade
+        return (sym, ts, price, size, "", ())
+    sym, ts, price, size, tape, conditions = trade
+    return (sym, ts, price, size, tape or "", tuple(conditions or ()))
+
+
+def _vwap(items: Sequence[tuple[float, float]], volume: float) -> float | None:
+    """sum(p*s)/volume in the given order; the exact VWAP rounded once when pv is unusable.
+    None when there is no volume (the caller uses the close)."""
+    if not volume > 0.0:
+        return None
+    pv = 0.0
+    for p, s in items:
+        pv += p * s
+    if _TINY <= pv < _INF:
+        v = pv / volume
+        if v < _INF:
+            return v
+    exact = sum((Fraction(p) * Fraction(s) for p, s in items), Fraction(0))
+    return float(exact / sum((Fraction(s) for _, s in items), Fraction(0)))
+
+
+@dataclass(frozen=True)
+class _Item:
+    """One input of a bar: a trade, or a 1 s bar when rolling up."""
+
+    ts: int  # event time (a trade) or start (a bar)
+    arrival: int
+    rank: int
+    volume_counts: bool
+    open: float
+    high: float
+    low: float
+    close: float
+    size: float  # a trade's size, a bar's volume
+    price: float  # a trade's price, a bar's vwap (the VWAP's weight base)
+    count: int  # 1 for a trade, a bar's trade_count
+
+
+def _build(
+    symbol: str, start: int, size_ns: int, items: list[_Item], prev_close: float | None
+) -> OracleBar | None:
+    basis = max(i.rank for i in items)
+    vol_items = [i for i in items if i.volume_counts]
+    volume = 0.0
+    for i in vol_items:
+        volume += i.size
+    count = sum(i.count for i in vol_items)
+    if basis == 0:
+        if prev_close is None:
+            return None
+        o = h = lo = c = prev_close
+    else:
+        priced = [i for i in items if i.rank == basis]
+        first = min(priced, key=lambda i: (i.ts, i.arrival))
+        last = max(priced, key=lambda i: (i.ts, i.arrival))
+        o, c = first.open, last.close
+        ranged = [i for i in items if i.rank >= 1]
+        h = max(i.high for i in ranged)
+        lo = min(i.low for i in ranged)
+    vwap = _vwap([(i.price, i.size) for i in vol_items], volume)
+    return OracleBar(
+        symbol,
+        start,
+        start + size_ns,
+        o,
+        h,
+        lo,
+        c,
+        volume,
+        c if vwap is None else vwap,
+        count,
+        basis,
+    )
+
+
+def _assemble(
+    groups: dict[tuple[str, int], list[_Item]],
+    size_ns: int,
+    carry: Mapping[str, float] | None,
+) -> list[OracleBar]:
+    bars: list[OracleBar] = []
+    prev: dict[str, float] = dict(carry or {})
+    for (sym, start), items in sorted(groups.items()):
+        bar = _build(sym, start, size_ns, items, prev.get(sym))
+        if bar is not None:
+            bars.append(bar)
+            prev[sym] = bar.close
+    return bars
+
+
+def oracle_bars(
+    trades: Iterable[Sequence], size_ns: int = S, carry: Mapping[str, float] | None = None
+) -> list[OracleBar]:
+    """The bars of `trades` (in arrival order), sorted by (symbol, start).
+
+    Each trade is (symbol, event_ts_ns, price, size, tape, conditions), or the old
+    (symbol, event_ts_ns, price, size) meaning a regular sale. `carry` maps a symbol to
+    the close of its bar before these trades (a flat bar before the symbol's first bar here
+    takes it; without it such a bar is dropped)."""
+    groups: dict[tuple[str, int], list[_Item]] = {}
+    for arrival, raw in enumerate(trades):
+        sym, ts, price, size, tape, conditions = normalize(raw)
+        flags = trade_flags(tape, conditions)
+        if flags == 0:
+            continue
+        item = _Item(
+            ts,
+            arrival,
+            rank(flags),
+            bool(flags & VOLUME),
+            price,
+            price,
+            price,
+            price,
+            size,
+            price,
+            1,
+        )
+        groups.setdefault((sym, bucket_start(ts, size_ns)), []).append(item)
+    return _assemble(groups, size_ns, carry)
+
+
+def oracle_minute_bars(
+    bars: Iterable[OracleBar], size_ns: int = MINUTE, carry: Mapping[str, float] | None = None
+) -> list[OracleBar]:
+    """1 s bars (`OracleBar`s, or anything with the same attributes) rolled up to `size_ns`
+    by the same rules: open / close from the earliest / latest bar of the highest basis,
+    high / low over the bars of basis >= 1, volume and trade_count summed, vwap weighted by
+    volume (summed in start order); a minute of basis 0 carries the previous minute's close.
+    """
+    groups: dict[tuple[str, int], list[_Item]] = {}
+    ordered = sorted(bars, key=lambda b: (b.symbol, b.start_ns))
+    for arrival, b in enumerate(ordered):
+        item = _Item(
+            b.start_ns,
+            arrival,
+            b.price_basis,
+            True,
+            b.open,
+            b.high,
+            b.low,
+            b.close,
+            b.volume,
+            b.vwap,
+            b.trade_count,
+        )
+        groups.setdefault((b.symbol, bucket_start(b.start_ns, size_ns)), []).append(item)
+    return _assemble(groups, size_ns, carry)
