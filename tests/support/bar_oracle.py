@@ -243,3 +243,45 @@ def oracle_minute_bars(
         )
         groups.setdefault((b.symbol, bucket_start(b.start_ns, size_ns)), []).append(item)
     return _assemble(groups, size_ns, carry)
+
+
+#: the contract's fields of a bar, in the order the comparisons print them
+BAR_FIELDS = (
+    "symbol",
+    "start_ns",
+    "end_ns",
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "vwap",
+    "trade_count",
+)
+
+
+def contract_fields(bar: object) -> tuple:
+    """The contract's fields of `bar` (an `OracleBar`, the job's MicroBar, ...), plus its
+    `price_basis` when it has one (None otherwise): the job's internal bookkeeping (first
+    and last event time, pv) is no part of the contract."""
+    return (*(getattr(bar, f) for f in BAR_FIELDS), getattr(bar, "price_basis", None))
+
+
+def assert_same_bars(got: Sequence[object], want: Sequence[OracleBar]) -> None:
+    """`got` (the job's bars) equal the oracle's `want` field by field, in order;
+    `price_basis` too once the job's bars carry it."""
+    basis = all(hasattr(b, "price_basis") for b in got)
+    cut = None if basis else -1
+    mine = [contract_fields(b)[:cut] for b in got]
+    theirs = [contract_fields(b)[:cut] for b in want]
+    if mine != theirs:
+        diff = next(
+            (i for i, (a, b) in enumerate(zip(mine, theirs, strict=False)) if a != b),
+            min(len(mine), len(theirs)),
+        )
+        names = (*BAR_FIELDS, "price_basis")
+        raise AssertionError(
+            f"{len(mine)} bars vs the oracle's {len(theirs)}; first difference at {diff}: "
+            f"job {dict(zip(names, mine[diff], strict=False)) if diff < len(mine) else None} "
+            f"oracle {dict(zip(names, theirs[diff], strict=False)) if diff < len(theirs) else None}"
+        )

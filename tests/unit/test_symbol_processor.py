@@ -19,8 +19,8 @@ from flink_job.symbol_processor import (
     SymbolStateError,
     invalid_reason,
 )
-from shared.bars import batch_bars
 from shared.indicators import SignalState
+from tests.support.bar_oracle import assert_same_bars, oracle_bars
 
 S = 1_000_000_000
 T0 = 1_767_362_400 * S  # 2026-01-02 14:00:00 UTC
@@ -256,9 +256,9 @@ def test_final_bars_equal_the_batch_oracle_and_signals_equal_talib(proc):
         proc.on_trade(st, sig, ev, wm, 0)
         finals += proc.on_watermark(st, sig, wm)
     assert st.counters.late == 0
-    oracle = batch_bars([(e[1], e[2], e[6], e[7]) for e in trades], S)
+    oracle = oracle_bars([(e[1], e[2], e[6], e[7]) for e in trades], S)  # regular sales
     got = [e.bar for e in finals]
-    assert [b.to_state()[:10] for b in got] == [b.to_state()[:10] for b in oracle[: len(got)]]
+    assert_same_bars(got, oracle[: len(got)])
     closes = np.array([b.close for b in got])
     ema12 = talib.EMA(closes, 12)
     rsi = talib.RSI(closes, 14)
