@@ -100,6 +100,19 @@ def normalize(trade: Sequence) -> Trade:
     return (sym, ts, price, size, tape or "", tuple(conditions or ()))
 
 
+def alpaca_trade(m: Mapping, ts: int | None = None) -> Trade:
+    """An Alpaca trade message (`S`, `t`, `p`, `s`, `z`, `c`) as the oracle's trade; `ts`
+    replaces `t` when the message's time is not an integer (REST history's RFC 3339)."""
+    return (
+        m["S"],
+        m["t"] if ts is None else ts,
+        m["p"],
+        float(m["s"]),
+        m.get("z") or "",
+        tuple(m.get("c") or ()),
+    )
+
+
 def _vwap(items: Sequence[tuple[float, float]], volume: float) -> float | None:
     """sum(p*s)/volume in the given order; the exact VWAP rounded once when pv is unusable.
     None when there is no volume (the caller uses the close)."""

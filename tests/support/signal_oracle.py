@@ -35,6 +35,7 @@ return a price tick makes).
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
 from collections.abc import Sequence
 from datetime import UTC, datetime, time, timedelta
 from typing import Any, Protocol
@@ -105,7 +106,7 @@ def expected_signals(
     high = np.array([b.high for b in bars], dtype=float)
     low = np.array([b.low for b in bars], dtype=float)
     macd, macd_signal, macd_hist = talib.MACD(close, 12, 26, 9)
-    upper, mid, lower = talib.BBANDS(close, 20, 2.0, 2.0, 0)
+    upper, mid, lower = talib.BBANDS(close, 20, 2.0, 2.0, talib.MA_Type.SMA)  # population sd
     out: dict[str, list[float | None]] = {
         "ema12": _nan_to_none(talib.EMA(close, 12)),
         "ema26": _nan_to_none(talib.EMA(close, 26)),
@@ -175,6 +176,25 @@ def expected_signals(
     out["spread"] = spread
     out["imbalance"] = imbalance
     assert all(len(v) == n for v in out.values())
+    return out
+
+
+def bar_quotes(
+    bars: Sequence[BarLike],
+    quotes: Sequence[tuple[int, float, float, float, float]],
+    max_age_ns: int = 5 * S,
+) -> list[QuoteTuple | None]:
+    """Each bar's quote for one symbol whose quotes (event ns, bid, bid size, ask, ask size)
+    are given in arrival order, none of them late: the latest (event time, ties by arrival)
+    with end - max_age <= t < end (the job's rule: before the bar's end, at most
+    `quote_max_age` old)."""
+    ordered = sorted(quotes, key=lambda q: q[0])  # stable: equal times keep arrival order
+    times = [q[0] for q in ordered]
+    out: list[QuoteTuple | None] = []
+    for b in bars:
+        j = bisect_left(times, b.end_ns) - 1  # the last quote before the end
+        hit = j >= 0 and times[j] >= b.end_ns - max_age_ns
+        out.append(tuple(ordered[j][1:]) if hit else None)  # type: ignore[arg-type]
     return out
 
 

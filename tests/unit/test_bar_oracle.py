@@ -471,3 +471,46 @@ def test_rolling_seconds_up_equals_minute_bars_of_the_trades(trades) -> None:
     for r, d in zip(rolled, direct, strict=True):
         assert math.isclose(r.volume, d.volume, rel_tol=1e-12, abs_tol=1e-300)
         assert math.isclose(r.vwap, d.vwap, rel_tol=1e-9)
+
+
+# ------------------------------------------------------- the log oracle carries conditions
+
+
+def test_the_log_oracle_builds_condition_aware_bars_from_the_envelopes() -> None:
+    """tests/support/oracle.py: each trade envelope's `tape` and `conditions` reach the
+    bars; a payload without them (an old record) is a regular sale."""
+    from tests.support.oracle import LogRecord, expected_output, trades_of_envelopes
+
+    def env(seq: int, ms: int, price: float, size: float, **more: object) -> dict:
+        ts = T0 + ms * MS
+        payload = {"id": seq, "exchange": "V", "price": price, "size": size, **more}
+        return {
+            "ingest_ts": ts,
+            "event_ts": ts,
+            "channel": "trades",
+            "symbol": "X",
+            "seq": seq,
+            "payload": payload,
+            "window": None,
+        }
+
+    envs = [
+        env(1, 100, 10.0, 100.0, conditions=["@"], tape="A"),
+        env(2, 200, 12.0, 5.0, conditions=["@", "I"], tape="A"),  # odd lot
+        env(3, 300, 14.0, 50.0, conditions=["B"], tape="A"),  # average price
+        env(4, 400, 9.0, 10.0, conditions=["B"], tape="C"),  # bunched: a price
+        env(5, 500, 11.0, 10.0, conditions=["M"], tape="C"),  # official close
+        env(6, 600, 10.5, 10.0),  # no conditions, no tape
+        env(7, 1300, 10.8, 3.0, conditions=["I"], tape="C"),  # second 1: odd lots only
+        env(8, 5000, 10.0, 1.0, conditions=["@"], tape="C"),  # closes seconds 0 and 1
+    ]
+    log = [LogRecord("t", i, e["event_ts"] // MS, e) for i, e in enumerate(envs)]
+    oracle = expected_output(log)
+    first, flat = oracle.bars[("X", T0)], oracle.bars[("X", T0 + S)]
+    assert ohlc(first) == (10.0, 10.5, 9.0, 10.5)
+    assert (first.volume, first.trade_count, first.price_basis) == (175.0, 5, 2)
+    assert (flat.price_basis, *ohlc(flat), flat.volume) == (0, *(10.5,) * 4, 3.0)
+    assert flat.vwap == 10.8 * 3.0 / 3.0  # the odd lots' own average
+    assert len(oracle.on_time_trades) == 8
+    assert oracle.on_time_trades[1] == ("X", T0 + 200 * MS, 12.0, 5.0, "A", ("@", "I"))
+    assert trades_of_envelopes(envs) == oracle.on_time_trades

@@ -229,3 +229,54 @@ def test_the_oracle_equals_the_jobs_signal_state_under_hypothesis(closes, gaps) 
     state = SignalState()
     got = [state.update(b).as_dict() for b in bars]  # type: ignore[arg-type]
     assert_series_signals("hypothesis", bars, got)
+
+
+def test_assert_signals_equal_talib_checks_every_value_of_every_symbol_with_its_quote() -> None:
+    """tests/support/oracle.py's check, as the drills call it: bars keyed by (symbol,
+    start µs), quotes by (symbol, start ns); `fields` and `only` narrow it."""
+    from tests.support.oracle import assert_signals_equal_talib
+
+    rng = random.Random(9)
+    expected, quotes, signals = {}, {}, {}
+    for sym in ("AAA", "BBB"):
+        bars, qs = _series(rng, 120, T0)
+        state = SignalState()
+        for b, q in zip(bars, qs, strict=True):
+            b.symbol = sym
+            quote = None if q is None else Quote(q[0], q[1], q[2], q[3], b.end_ns - 1)
+            values = state.update(b, quote).as_dict()  # type: ignore[arg-type]
+            expected[(sym, b.start_ns // 1000)] = b
+            quotes[(sym, b.start_ns)] = q
+            signals[(sym, b.start_ns // 1000)] = {"symbol": sym, **values}
+    assert_signals_equal_talib(signals, expected, quotes)
+
+    key = sorted(expected)[150]
+    wrong = {**signals, key: {**signals[key], "imbalance": 0.123}}
+    with pytest.raises(AssertionError, match="imbalance"):
+        assert_signals_equal_talib(wrong, expected, quotes)
+    # a fixture that kept some values only; a subset of the bars against the whole series
+    assert_signals_equal_talib(wrong, expected, quotes, fields=("ema12", "atr14"))
+    later = {k for k in expected if k[1] > key[1]}
+    assert_signals_equal_talib({k: wrong[k] for k in later}, expected, quotes, only=later)
+    missing = {k: v for k, v in signals.items() if k != key}
+    with pytest.raises(AssertionError, match="missing"):
+        assert_signals_equal_talib(missing, expected, quotes)
+
+
+def test_bar_quotes_takes_the_latest_quote_before_the_end_and_at_most_max_age_old() -> None:
+    from tests.support.signal_oracle import bar_quotes
+
+    bars = [bar(T0, 10.0), bar(T0 + S, 10.0), bar(T0 + 9 * S, 10.0)]
+    quotes = [
+        (T0 + 200, 1.0, 1.0, 2.0, 1.0),
+        (T0 + 100, 3.0, 1.0, 4.0, 1.0),  # arrives later, older: not the latest
+        (T0 + 200, 5.0, 1.0, 6.0, 1.0),  # same time, arrives later: the latest
+        (T0 + 2 * S, 7.0, 1.0, 8.0, 1.0),  # at the second bar's end: not before it
+        (T0 + 5 * S, 9.0, 1.0, 9.5, 1.0),  # the third bar's end is 10 s: exactly 5 s old
+    ]
+    assert bar_quotes(bars, quotes) == [
+        (5.0, 1.0, 6.0, 1.0),
+        (5.0, 1.0, 6.0, 1.0),
+        (9.0, 1.0, 9.5, 1.0),
+    ]
+    assert bar_quotes(bars, quotes, max_age_ns=5 * S - 1)[2] is None
