@@ -234,13 +234,9 @@ def assert_bar_equals(r: dict, b: Any, key: object, rel: float = 0.0) -> None:
     job sums trades in another order than the oracle (out-of-order input). `b` is an
     `OracleBar` (or anything with its attributes); `price_basis` is compared too when both
     the record and `b` have it."""
-    assert (r["open"], r["high"], r["low"], r["close"], r["trade_count"]) == (
-        b.open,
-        b.high,
-        b.low,
-        b.close,
-        b.trade_count,
-    ), key
+    got = (r["open"], r["high"], r["low"], r["close"], r["trade_count"])
+    want = (b.open, b.high, b.low, b.close, b.trade_count)
+    assert got == want, f"{key}: job (open, high, low, close, trade_count) {got}, oracle {want}"
     if "price_basis" in r and hasattr(b, "price_basis"):
         assert r["price_basis"] == b.price_basis, (key, r["price_basis"], b.price_basis)
     if rel:
