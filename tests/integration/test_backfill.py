@@ -208,7 +208,9 @@ def test_a_backfill_killed_at_60_percent_resumes_without_refetching_and_equals_b
         seed = read_seed(seed_path)
         for sym in SYMBOLS:
             trades = hist.records("iex", "trades", sym, start, end)
-            oracle = oracle_bars([alpaca_trade(t, parse_rfc3339_ns(t["t"])) for t in trades], S)
+            oracle = oracle_bars(
+                [alpaca_trade(t, parse_rfc3339_ns(t["t"]), sym) for t in trades], S
+            )
             rows = client.rows(
                 "SELECT toString(toUnixTimestamp64Nano(window_start)), open, high, low, close, "
                 "volume, vwap, toString(trade_count), toString(version), source "

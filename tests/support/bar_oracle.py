@@ -100,11 +100,12 @@ def normalize(trade: Sequence) -> Trade:
     return (sym, ts, price, size, tape or "", tuple(conditions or ()))
 
 
-def alpaca_trade(m: Mapping, ts: int | None = None) -> Trade:
+def alpaca_trade(m: Mapping, ts: int | None = None, symbol: str | None = None) -> Trade:
     """An Alpaca trade message (`S`, `t`, `p`, `s`, `z`, `c`) as the oracle's trade; `ts`
-    replaces `t` when the message's time is not an integer (REST history's RFC 3339)."""
+    replaces `t` when the message's time is not an integer (REST history's RFC 3339) and
+    `symbol` gives the symbol of a REST history trade (which has no `S`)."""
     return (
-        m["S"],
+        m["S"] if symbol is None else symbol,
         m["t"] if ts is None else ts,
         m["p"],
         float(m["s"]),
