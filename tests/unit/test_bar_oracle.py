@@ -27,6 +27,8 @@ from tests.support.bar_oracle import (
 S = 1_000_000_000
 T0 = 1_796_394_600 * S  # 2026-12-04 14:30 UTC, a whole minute
 MS = 1_000_000
+#: every code of both tables, codes of neither, and blanks
+CODES = [*sorted(set(table.CTA) | set(table.UTP)), "J", "&", " ", ""]
 
 
 def t(ms: int, price: float, size: float, *conds: str, tape: str = "A", sym: str = "X") -> tuple:
@@ -69,6 +71,17 @@ def test_flags_are_the_and_of_the_tables_bits_over_the_conditions() -> None:
     assert trade_flags("C", ("G",)) == hl | vol  # UTP: Bunched Sold
     assert trade_flags("A", ("G",)) == hl | last | vol  # unknown to CTA
     assert trade_flags("C", ("W",)) == vol and trade_flags("A", ("W",)) == hl | last | vol
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    tape=st.sampled_from(["", "A", "B", "C", "N"]),
+    conds=st.lists(st.sampled_from(CODES), max_size=4).map(tuple),
+)
+def test_the_flags_read_the_table_as_its_own_module_does(tape, conds) -> None:
+    """The oracle's AND over the table equals `shared.sale_conditions.trade_updates` (the
+    table module's reading, which the job uses): both read the specification the same way."""
+    assert trade_flags(tape, conds) == table.trade_updates(tape, conds)
 
 
 def test_bucket_start_floors_also_below_zero() -> None:
@@ -381,7 +394,6 @@ def test_a_minute_without_volume_has_vwap_equal_to_close() -> None:
 
 # ---------------------------------------------- the oracle against a brute-force restatement
 
-CODES = [*sorted(set(table.CTA) | set(table.UTP)), "J", "&", " ", ""]
 PRICES = st.sampled_from([9.5, 10.0, 10.25, 11.0]) | st.floats(1.0, 1000.0)
 SIZES = st.sampled_from([0.0, 1.0, 100.0]) | st.floats(1e-8, 1e6)  # pv stays normal
 
