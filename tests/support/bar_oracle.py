@@ -12,6 +12,12 @@ The rules, one trade at a time:
   VOLUME) for its tape (`"C"`: the UTP table; anything else, `""` included: CTA's); no
   conditions is a regular sale (every bit); a code in neither table restricts nothing; a
   blank code is CTA's regular sale, `@` (the table module's docstring).
+- **Form T**: outside the NYSE regular session (exchange_calendars' XNYS: holidays and
+  early closes) the condition `T` restricts nothing, the trade's other conditions still
+  apply; inside it `T` is the table's volume-only code. This rule is stated by README
+  ("Form T prices bars only outside the NYSE regular session") and the table module
+  (`resolve`); docs/design.md's "Condition-aware bars" still lists `T` among the
+  volume-only codes and says the bar builder needs no clock, and should say it too.
 - a trade with flags 0 is in no bar; a bucket has a bar as soon as one trade in it has a
   flag;
 - **rank** 2 if LAST, else 1 if HIGH_LOW, else 0; a bar's `price_basis` is the highest rank
@@ -35,7 +41,10 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import date, datetime, time
 from fractions import Fraction
+from functools import lru_cache
+from zoneinfo import ZoneInfo
 
 from shared import sale_conditions as table
 
@@ -43,6 +52,7 @@ S = 1_000_000_000
 MINUTE = 60 * S
 _INF = float("inf")
 _TINY = sys.float_info.min  # the smallest normal double: below it pv lost precision
+NEW_YORK = ZoneInfo("America/New_York")
 
 HIGH_LOW, LAST, VOLUME = table.HIGH_LOW, table.LAST, table.VOLUME
 ALL = HIGH_LOW | LAST | VOLUME
@@ -75,12 +85,46 @@ def bucket_start(event_ts_ns: int, size_ns: int) -> int:
     return (event_ts_ns // size_ns) * size_ns
 
 
-def trade_flags(tape: str, conditions: Iterable[str]) -> int:
-    """HIGH_LOW | LAST | VOLUME bits a trade with `conditions` on `tape` may update."""
+@lru_cache(maxsize=512)
+def _nyse_session(day: date) -> tuple[int, int] | None:
+    """[open, close) ns of the NYSE regular session on New York day `day` (exchange_calendars'
+    XNYS: holidays and early closes), None on a day without one; outside the calendar's
+    range the weekday rule 09:30-16:00 New York."""
+    import exchange_calendars  # type: ignore[import-untyped]
+
+    cal = exchange_calendars.get_calendar("XNYS")
+    if cal.first_session.date() <= day <= cal.last_session.date():
+        if not cal.is_session(day.isoformat()):
+            return None
+        open_, close = cal.session_open_close(day.isoformat())
+        return int(open_.value), int(close.value)
+    if day.weekday() >= 5:
+        return None
+    bounds = (datetime.combine(day, t, NEW_YORK) for t in (time(9, 30), time(16, 0)))
+    open_ns, close_ns = (int(b.timestamp()) * S for b in bounds)
+    return open_ns, close_ns
+
+
+def in_regular_session(event_ns: int) -> bool:
+    """Whether `event_ns` lies in an NYSE regular session."""
+    day = datetime.fromtimestamp(event_ns // S, NEW_YORK).date()
+    session = _nyse_session(day)
+    return session is not None and session[0] <= event_ns < session[1]
+
+
+def trade_flags(tape: str, conditions: Iterable[str], event_ns: int | None = None) -> int:
+    """HIGH_LOW | LAST | VOLUME bits a trade with `conditions` on `tape` may update.
+
+    With `event_ns`, the Form T rule: outside the NYSE regular session the condition `T`
+    restricts nothing (the trade's other conditions still apply); inside it, and without a
+    time, `T` is the table's volume-only code."""
     rules = table.UTP if tape == "C" else table.CTA
+    codes = [code.strip() or "@" for code in conditions]
+    if event_ns is not None and "T" in codes and not in_regular_session(event_ns):
+        codes = [code for code in codes if code != "T"]
     flags = ALL
-    for code in conditions:
-        rule = rules.get(code.strip() or "@")
+    for code in codes:
+        rule = rules.get(code)
         if rule is not None:  # an unknown code restricts nothing
             flags &= rule[1]
     return flags
@@ -211,7 +255,7 @@ def oracle_bars(
     groups: dict[tuple[str, int], list[_Item]] = {}
     for arrival, raw in enumerate(trades):
         sym, ts, price, size, tape, conditions = normalize(raw)
-        flags = trade_flags(tape, conditions)
+        flags = trade_flags(tape, conditions, ts)
         if flags == 0:
             continue
         item = _Item(

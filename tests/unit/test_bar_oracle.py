@@ -8,6 +8,7 @@ Each example's expected numbers are worked out from the contract and the tape's 
 from __future__ import annotations
 
 import math
+from datetime import datetime
 from fractions import Fraction
 
 import pytest
@@ -17,8 +18,10 @@ from hypothesis import strategies as st
 from shared import sale_conditions as table
 from tests.support.bar_oracle import (
     MINUTE,
+    NEW_YORK,
     OracleBar,
     bucket_start,
+    in_regular_session,
     oracle_bars,
     oracle_minute_bars,
     trade_flags,
@@ -73,15 +76,72 @@ def test_flags_are_the_and_of_the_tables_bits_over_the_conditions() -> None:
     assert trade_flags("C", ("W",)) == vol and trade_flags("A", ("W",)) == hl | last | vol
 
 
+def ny(y: int, mo: int, d: int, h: int, mi: int = 0, sec: int = 0) -> int:
+    """Epoch ns of a New York wall-clock time."""
+    return int(datetime(y, mo, d, h, mi, sec, tzinfo=NEW_YORK).timestamp()) * S
+
+
+#: instants on both sides of the NYSE regular session's edges (2026: a Friday, a Saturday,
+#: Christmas, the early close after Thanksgiving at 13:00)
+INSTANTS = {
+    ny(2026, 12, 4, 9, 29, 59): False,
+    ny(2026, 12, 4, 9, 30): True,
+    ny(2026, 12, 4, 15, 59, 59): True,
+    ny(2026, 12, 4, 16, 0): False,
+    ny(2026, 12, 4, 20, 0): False,
+    ny(2026, 12, 5, 12, 0): False,
+    ny(2026, 12, 25, 12, 0): False,
+    ny(2026, 11, 27, 12, 59, 59): True,
+    ny(2026, 11, 27, 13, 0): False,
+    ny(2026, 7, 6, 9, 30): True,  # daylight saving time
+    ny(2026, 7, 6, 9, 29, 59): False,
+}
+
+
+def test_the_regular_session_is_the_nyse_calendars() -> None:
+    assert {ts: in_regular_session(ts) for ts in INSTANTS} == INSTANTS
+
+
+def test_form_t_prices_a_bar_only_outside_the_regular_session() -> None:
+    hl, last, vol = table.HIGH_LOW, table.LAST, table.VOLUME
+    inside, outside = ny(2026, 12, 4, 10, 0), ny(2026, 12, 4, 18, 0)
+    assert trade_flags("C", ("T",)) == vol  # the table alone
+    assert trade_flags("C", ("T",), inside) == vol
+    assert trade_flags("C", ("T",), outside) == hl | last | vol
+    assert trade_flags("A", ("@", "T"), outside) == hl | last | vol
+    assert trade_flags("A", ("T", "I"), outside) == vol  # an odd lot stays one
+    assert trade_flags("A", ("T", "Z"), outside) == hl | vol
+    assert trade_flags("A", ("U",), outside) == vol  # only T: U stays volume only
+
+    def bars_at(t0: int) -> list[OracleBar]:
+        return oracle_bars(
+            [
+                ("X", t0, 10.0, 100.0, "C", ("@",)),
+                ("X", t0 + S + 1, 10.4, 50.0, "C", ("T",)),
+                ("X", t0 + S + 2, 10.2, 50.0, "C", ("T",)),
+                ("X", t0 + S + 3, 99.0, 5.0, "C", ("T", "I")),
+            ],
+            S,
+        )
+
+    after_hours = bars_at(outside)[1]
+    assert (after_hours.price_basis, *ohlc(after_hours)) == (2, 10.4, 10.4, 10.2, 10.2)
+    assert (after_hours.volume, after_hours.trade_count) == (105.0, 3)
+    in_session = bars_at(inside)[1]  # late reports of extended-hours trades: volume only
+    assert (in_session.price_basis, *ohlc(in_session)) == (0, *(10.0,) * 4)
+    assert (in_session.volume, in_session.trade_count) == (105.0, 3)
+
+
 @settings(max_examples=300, deadline=None)
 @given(
     tape=st.sampled_from(["", "A", "B", "C", "N"]),
     conds=st.lists(st.sampled_from(CODES), max_size=4).map(tuple),
+    ts=st.sampled_from(sorted(INSTANTS)),
 )
-def test_the_flags_read_the_table_as_its_own_module_does(tape, conds) -> None:
-    """The oracle's AND over the table equals `shared.sale_conditions.trade_updates` (the
-    table module's reading, which the job uses): both read the specification the same way."""
-    assert trade_flags(tape, conds) == table.trade_updates(tape, conds)
+def test_the_flags_read_the_table_as_its_own_module_does(tape, conds, ts) -> None:
+    """The oracle's AND over the table (and its Form T rule) equals the table module's own
+    reading, which the job uses: `resolve(trade_updates(...), event time)`."""
+    assert trade_flags(tape, conds, ts) == table.resolve(table.trade_updates(tape, conds), ts)
 
 
 def test_bucket_start_floors_also_below_zero() -> None:
@@ -400,7 +460,8 @@ SIZES = st.sampled_from([0.0, 1.0, 100.0]) | st.floats(1e-8, 1e6)  # pv stays no
 trades_st = st.lists(
     st.tuples(
         st.sampled_from(["X", "Y"]),
-        st.integers(-3 * S, 4 * S),
+        # around the epoch (no session) and around 10:00 New York on a trading day
+        st.tuples(st.sampled_from([0, ny(2026, 12, 4, 10)]), st.integers(-3 * S, 4 * S)).map(sum),
         PRICES,
         SIZES,
         st.sampled_from(["", "A", "B", "C"]),
@@ -410,10 +471,12 @@ trades_st = st.lists(
 )
 
 
-def _brute_flags(tape: str, conds: tuple[str, ...]) -> tuple[bool, bool, bool]:
-    """(high/low, last, volume), each field on its own: allowed unless a known code forbids it."""
+def _brute_flags(tape: str, conds: tuple[str, ...], ts: int) -> tuple[bool, bool, bool]:
+    """(high/low, last, volume), each field on its own: allowed unless a known code forbids
+    it; Form T forbids nothing outside the regular session."""
     rules = table.UTP if tape == "C" else table.CTA
-    known = [rules[c.strip() or "@"][1] for c in conds if (c.strip() or "@") in rules]
+    codes = [c.strip() or "@" for c in conds]
+    known = [rules[c][1] for c in codes if c in rules and (c != "T" or in_regular_session(ts))]
     return tuple(all(bits & bit for bits in known) for bit in (1, 2, 4))  # type: ignore[return-value]
 
 
@@ -426,7 +489,7 @@ def _brute_bars(trades: list[tuple], carry: dict[str, float]) -> list[tuple]:
         mine = []
         for arrival, (s, ts, p, size, tape, conds) in enumerate(trades):
             if s == sym and start <= ts < start + S:
-                hl, last, vol = _brute_flags(tape, conds)
+                hl, last, vol = _brute_flags(tape, conds, ts)
                 if hl or last or vol:
                     mine.append((ts, arrival, p, size, 2 if last else (1 if hl else 0), vol))
         if not mine:
