@@ -7,8 +7,10 @@ account) keeps using up, so the backfill waits out 429s and empty windows. The b
 as `torghut backfill` subprocesses (`torghut.stack.apps.launch`): the first is SIGKILLed once
 its saved position says >= 60 %, the same command then continues. The sim's counters show no
 chunk fetched twice (only the one in flight at the kill), the final views hold every bar once,
-equal to `shared.bars.batch_bars` over the sim's history, with indicators equal to TA-Lib and
-spreads to the latest quote, and the seed file holds each symbol's state after the last bar.
+equal to the bar oracle (tests/support/bar_oracle.py) over the sim's history with each trade's
+conditions and tape, with every indicator equal to the signal oracle (TA-Lib's values and the
+VWAPs, volatility, spread and imbalance with the latest quote), and the seed file holds each
+symbol's state after the last bar.
 """
 
 from __future__ import annotations
@@ -17,21 +19,19 @@ import os
 import signal
 import sys
 import threading
-from bisect import bisect_left
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
-import numpy as np
 import orjson
 import pytest
 import requests
-import talib  # type: ignore[import-untyped]
 
 from flink_job.seed import read_seed
-from shared.bars import batch_bars
 from shared.indicators import SignalState
 from tests.conftest import wait_for
+from tests.support.bar_oracle import alpaca_trade, oracle_bars
 from tests.support.oracle import assert_bar_equals
+from tests.support.signal_oracle import SIGNAL_VALUE_FIELDS, assert_series_signals, bar_quotes
 from torghut.clickhouse.client import ChdbClient
 from torghut.sim import ApiKey, SimConfig, SimServerThread
 from torghut.sim.config import HistoryConfig
@@ -208,8 +208,8 @@ def test_a_backfill_killed_at_60_percent_resumes_without_refetching_and_equals_b
         seed = read_seed(seed_path)
         for sym in SYMBOLS:
             trades = hist.records("iex", "trades", sym, start, end)
-            oracle = batch_bars(
-                [(sym, parse_rfc3339_ns(t["t"]), t["p"], float(t["s"])) for t in trades], S
+            oracle = oracle_bars(
+                [alpaca_trade(t, parse_rfc3339_ns(t["t"]), sym) for t in trades], S
             )
             rows = client.rows(
                 "SELECT toString(toUnixTimestamp64Nano(window_start)), open, high, low, close, "
@@ -234,36 +234,21 @@ def test_a_backfill_killed_at_60_percent_resumes_without_refetching_and_equals_b
 
 
 def _assert_signals(client, hist, sym: str, oracle, start: int, end: int) -> None:  # type: ignore[no-untyped-def]
-    """Indicators equal TA-Lib over the day's bars; spread and imbalance come from the latest
-    quote before the bar's end and at most 5 s older."""
+    """Every indicator equals the signal oracle over the day's bars: TA-Lib's values, the
+    VWAPs and the volatility; spread and imbalance from the latest quote before the bar's
+    end and at most 5 s older (the backfill reads quotes from its start)."""
     rows = client.rows(
-        "SELECT ema12, ema26, macd, rsi14, boll_mid, atr14, spread, imbalance "
+        f"SELECT {', '.join(SIGNAL_VALUE_FIELDS)} "
         f"FROM torghut.ta_signals_final WHERE symbol = '{sym}' ORDER BY window_start"
     )
     assert len(rows) == len(oracle)
-    close = np.array([b.close for b in oracle])
-    high, low = np.array([b.high for b in oracle]), np.array([b.low for b in oracle])
-    refs = [
-        talib.EMA(close, 12),
-        talib.EMA(close, 26),
-        talib.MACD(close, 12, 26, 9)[0],
-        talib.RSI(close, 14),
-        talib.SMA(close, 20),
-        talib.ATR(high, low, close, 14),
+    quotes = [
+        (ts, q["bp"], float(q["bs"]), q["ap"], float(q["as"]))
+        for q in hist.records("iex", "quotes", sym, start - 5 * S, end)
+        if (ts := parse_rfc3339_ns(q["t"])) >= start
     ]
-    quotes = hist.records("iex", "quotes", sym, start - 5 * S, end)
-    qt = [parse_rfc3339_ns(q["t"]) for q in quotes]
-    for i, (row, b) in enumerate(zip(rows, oracle, strict=True)):
-        for col, ref in enumerate(refs):
-            if np.isnan(ref[i]):
-                assert row[col] is None, (sym, col, i)
-            else:
-                assert row[col] == pytest.approx(ref[i], rel=1e-9, abs=1e-9), (sym, col, i)
-        j = bisect_left(qt, b.end_ns) - 1
-        q = quotes[j] if j >= 0 and qt[j] >= b.end_ns - 5 * S and qt[j] >= start else None
-        spread = None if q is None else q["ap"] - q["bp"]
-        imbalance = None if q is None else (q["bs"] - q["as"]) / (q["bs"] + q["as"])
-        assert row[6] == spread and row[7] == imbalance, (sym, i, row[6:], q)
+    got = [dict(zip(SIGNAL_VALUE_FIELDS, row, strict=True)) for row in rows]
+    assert_series_signals(sym, oracle, got, bar_quotes(oracle, quotes))
 
 
 def test_a_backfill_while_a_pipeline_owns_the_data_dir_goes_through_its_query_server(

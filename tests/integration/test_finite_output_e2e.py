@@ -2,8 +2,9 @@
 seeded session, simulator replay -> forwarder -> Kafka -> TA job. The forwarder refuses each
 implausible trade by reason (docs/design.md, "Bad input": plausibility limits); every final
 bar and signal the job commits is finite and equals the batch oracle of the plausible
-trades, and the ATR equals TA-Lib's (the reported defect: a final bar with vwap = inf and an
-ATR of 7e306 decaying over the next signals).
+trades (tests/support/bar_oracle.py, each trade's conditions and tape carried), and the
+signals equal the signal oracle (TA-Lib's values, the ATR among them: the reported defect
+was a final bar with vwap = inf and an ATR of 7e306 decaying over the next signals).
 """
 
 from __future__ import annotations
@@ -11,15 +12,14 @@ from __future__ import annotations
 import math
 import time
 
-import numpy as np
 import pytest
-import talib  # type: ignore[import-untyped]
 
-from shared.bars import batch_bars
 from shared.limits import DEFAULT_LIMITS
 from tests.conftest import wait_for
+from tests.support.bar_oracle import alpaca_trade, oracle_bars
 from tests.support.forwarder import replayed_through_forwarder
 from tests.support.oracle import assert_bar_equals, start_us
+from tests.support.signal_oracle import SIGNAL_VALUE_FIELDS, assert_series_signals
 from tests.support.ta_job import TaJobProcess, read_topic
 from torghut.sim import (
     JsonlRecorder,
@@ -62,7 +62,10 @@ def test_1e308_and_subnormal_trades_are_refused_and_every_committed_record_is_fi
     symbols = (f"F{tag}A", f"F{tag}B")
     t0 = (time.time_ns() // S - 90) * S
     market = SyntheticMarket(
-        SyntheticConfig(symbols=symbols, seed=7, trades_per_sec=10, quotes_per_sec=3),
+        # no trades late by the mark: the oracle here is the bars of every plausible trade
+        SyntheticConfig(
+            symbols=symbols, seed=7, trades_per_sec=10, quotes_per_sec=3, late_rate=0.0
+        ),
         t0,
         7,
     )
@@ -100,8 +103,8 @@ def test_1e308_and_subnormal_trades_are_refused_and_every_committed_record_is_fi
             rejected = fwd.metrics.frames_rejected
             assert rejected["invalid_price"] + rejected["invalid_size"] == len(poison)
 
-            good = [(m["S"], m["t"], m["p"], float(m["s"])) for m in trades if _plausible(m)]
-            oracle = {(b.symbol, b.start_ns): b for b in batch_bars(good, S)}
+            good = [alpaca_trade(m) for m in trades if _plausible(m)]
+            oracle = {(b.symbol, b.start_ns): b for b in oracle_bars(good, S)}
 
             def finals(topic: str) -> list[dict]:
                 return [
@@ -120,9 +123,7 @@ def test_1e308_and_subnormal_trades_are_refused_and_every_committed_record_is_fi
             bars, signals = finals("ta.bars.1s.v1"), finals("ta.signals.v1")
             assert job.alive(), f"job died; logs in {tmp_path}"
             for r in bars + signals:
-                bad = {
-                    k: v for k, v in r.items() if isinstance(v, float) and not math.isfinite(v)
-                }
+                bad = {k: v for k, v in r.items() if isinstance(v, float) and not math.isfinite(v)}
                 assert not bad, (r["symbol"], r["window"], bad)
             got = {(r["symbol"], start_us(r) * 1000): r for r in bars}
             assert set(got) == set(oracle)
@@ -132,13 +133,9 @@ def test_1e308_and_subnormal_trades_are_refused_and_every_committed_record_is_fi
                 sig = sorted((r for r in signals if r["symbol"] == sym), key=start_us)
                 ob = [b for (s, _), b in sorted(oracle.items()) if s == sym]
                 assert len(sig) == len(ob)
-                close = np.array([b.close for b in ob])
-                high, low = np.array([b.high for b in ob]), np.array([b.low for b in ob])
-                atr = talib.ATR(high, low, close, 14)
-                for i, r in enumerate(sig):
-                    if np.isnan(atr[i]):
-                        assert r["atr14"] is None
-                    else:
-                        assert r["atr14"] == pytest.approx(atr[i], rel=1e-9, abs=1e-9)
+                assert [start_us(r) * 1000 for r in sig] == [b.start_ns for b in ob]
+                # every value but the quote's (this test keeps no quote oracle)
+                fields = [f for f in SIGNAL_VALUE_FIELDS if f not in ("spread", "imbalance")]
+                assert_series_signals(sym, ob, sig, fields=fields)
     finally:
         job.stop()

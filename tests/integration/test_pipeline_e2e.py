@@ -8,14 +8,13 @@ from __future__ import annotations
 import threading
 import time
 
-import numpy as np
 import pytest
-import talib  # type: ignore[import-untyped]
 
-from shared.bars import batch_bars
 from tests.conftest import wait_for
+from tests.support.bar_oracle import alpaca_trade, oracle_bars
 from tests.support.forwarder import replayed_through_forwarder
 from tests.support.oracle import assert_bar_equals
+from tests.support.signal_oracle import SIGNAL_VALUE_FIELDS, assert_series_signals, bar_quotes
 from tests.support.ta_job import EnvelopeProducer, TaJobProcess, read_topic
 from torghut.clickhouse.client import ChdbClient
 from torghut.clickhouse.schema import SchemaParams, apply
@@ -83,16 +82,14 @@ def test_seeded_replay_through_forwarder_and_job_lands_in_clickhouse_equal_to_or
             stack, tmp_path / "replay.jsonl", tmp_path / "sent.jsonl"
         ) as (_sim, fwd):
             sent = read_jsonl(tmp_path / "sent.jsonl")
-            wait_for(
-                lambda: sum(fwd.metrics.messages[:-1]) >= len(sent), 60, "every message acked"
-            )
+            wait_for(lambda: sum(fwd.metrics.messages[:-1]) >= len(sent), 60, "every message acked")
 
-            trades = [(m["S"], m["t"], m["p"], float(m["s"])) for m in sent if m["T"] == "t"]
-            last = max(t for _, t, _, _ in trades)
+            trades = [alpaca_trade(m) for m in sent if m["T"] == "t"]
+            last = max(t[1] for t in trades)
             # the feed is quiet now: only the forwarder's heartbeats move event time past the
             # replay's last bars (nothing else is written), so every bar below becomes final
             assert last < time.time_ns()
-            oracle = {(b.symbol, b.start_ns): b for b in batch_bars(trades, S)}
+            oracle = {(b.symbol, b.start_ns): b for b in oracle_bars(trades, S)}
 
             def clickhouse_bars() -> dict:
                 rows = clickhouse.rows(
@@ -112,10 +109,7 @@ def test_seeded_replay_through_forwarder_and_job_lands_in_clickhouse_equal_to_or
             # the two Kafka engine tables consume independently: wait for both
             wait_for(
                 lambda: (
-                    (
-                        len(clickhouse_bars()) >= len(oracle)
-                        and clickhouse_signals() >= len(oracle)
-                    )
+                    (len(clickhouse_bars()) >= len(oracle) and clickhouse_signals() >= len(oracle))
                     or not job.alive()
                 ),
                 300,
@@ -132,31 +126,20 @@ def test_seeded_replay_through_forwarder_and_job_lands_in_clickhouse_equal_to_or
 
             for sym in symbols:
                 rows = clickhouse.rows(
-                    "SELECT close, ema12, ema26, rsi14, macd, boll_mid, atr14 FROM torghut.ta_signals_final "
+                    f"SELECT {', '.join(SIGNAL_VALUE_FIELDS)} FROM torghut.ta_signals_final "
                     f"WHERE symbol = '{sym}' ORDER BY window_start"
                 )
                 bars = [b for (s, _), b in sorted(oracle.items()) if s == sym]
                 assert len(rows) == len(bars)
-                close = np.array([b.close for b in bars])
-                high, low = np.array([b.high for b in bars]), np.array([b.low for b in bars])
-                ref = {
-                    1: talib.EMA(close, 12),
-                    2: talib.EMA(close, 26),
-                    3: talib.RSI(close, 14),
-                    4: talib.MACD(close, 12, 26, 9)[0],
-                    5: talib.SMA(close, 20),
-                    6: talib.ATR(high, low, close, 14),
-                }
-                for col, series in ref.items():
-                    for i, row in enumerate(rows):
-                        if np.isnan(series[i]):
-                            assert row[col] is None, (sym, col, i)
-                        else:
-                            assert row[col] == pytest.approx(series[i], rel=1e-9, abs=1e-9), (
-                                sym,
-                                col,
-                                i,
-                            )
+                # every value: TA-Lib's and the signal oracle's; the quotes (sent in order,
+                # none late) give spread and imbalance
+                quotes = [
+                    (m["t"], m["bp"], float(m["bs"]), m["ap"], float(m["as"]))
+                    for m in sent
+                    if m["T"] == "q" and m["S"] == sym
+                ]
+                got = [dict(zip(SIGNAL_VALUE_FIELDS, row, strict=True)) for row in rows]
+                assert_series_signals(sym, bars, got, bar_quotes(bars, quotes))
     finally:
         job.stop()
 

@@ -4,8 +4,10 @@ simulator standing in for Alpaca (its stream and its historical REST API, with k
 1. `torghut backfill` loads a past range into ClickHouse and writes a seed;
 2. `torghut run --source alpaca --record --seed` streams the live session, and `torghut sql`
    answers from the running pipeline: the final bars equal the batch oracle of what the
-   stream sent, and every TA-Lib indicator of the live bars equals TA-Lib over the
-   backfilled bars followed by the live ones (the indicators continue the history);
+   stream sent (tests/support/bar_oracle.py, conditions and tape carried), and every
+   indicator of the live bars equals the signal oracle (TA-Lib's values and the VWAPs and
+   volatility; not the quote's) over the backfilled bars followed by the live ones (the
+   indicators continue the history);
 3. after Ctrl-C, `torghut sql` opens the stopped pipeline's data dir and gives the same rows;
    the run printed its latency/throughput PNG;
 4. `torghut run --source replay` of the recording (as fast as possible, into another data
@@ -16,7 +18,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import math
 import os
 import re
 import signal
@@ -26,12 +27,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
-import talib  # type: ignore[import-untyped]
 
-from shared.bars import batch_bars
 from tests.conftest import REPO_ROOT, wait_for
+from tests.support.bar_oracle import OracleBar, alpaca_trade, oracle_bars
+from tests.support.signal_oracle import SIGNAL_VALUE_FIELDS, assert_series_signals
 from torghut.sim import SimConfig, SimServerThread, SyntheticConfig, read_jsonl
 from torghut.sim.config import ApiKey, HistoryConfig
 
@@ -112,24 +112,22 @@ def _assert_view_rows(log: str) -> None:
         assert "final in ClickHouse" in row or "provisional" in row or "final, loading" in row
 
 
-def _talib_reference(bars: list[dict[str, Any]]) -> dict[str, np.ndarray]:
-    close = np.array([b["close"] for b in bars], dtype=float)
-    high = np.array([b["high"] for b in bars], dtype=float)
-    low = np.array([b["low"] for b in bars], dtype=float)
-    macd, signal_, hist = talib.MACD(close, 12, 26, 9)
-    upper, mid, lower = talib.BBANDS(close, 20, 2.0, 2.0, 0)
-    return {
-        "ema12": talib.EMA(close, 12),
-        "ema26": talib.EMA(close, 26),
-        "macd": macd,
-        "macd_signal": signal_,
-        "macd_hist": hist,
-        "rsi14": talib.RSI(close, 14),
-        "boll_mid": mid,
-        "boll_upper": upper,
-        "boll_lower": lower,
-        "atr14": talib.ATR(high, low, close, 14),
-    }
+def _row_bar(key: tuple[str, int], row: dict[str, Any]) -> OracleBar:
+    """A `ta_microbars` row (`_finals`) as a bar for the signal oracle."""
+    sym, start = key
+    return OracleBar(
+        sym,
+        start,
+        start + S,
+        row["open"],
+        row["high"],
+        row["low"],
+        row["close"],
+        row["volume"],
+        row["vwap"],
+        int(row["trade_count"]),
+        0,  # not read by the signal oracle
+    )
 
 
 def test_backfill_then_live_with_record_and_sql_then_replay_equals_the_live_run(tmp_path):
@@ -207,8 +205,10 @@ def test_backfill_then_live_with_record_and_sql_then_replay_equals_the_live_run(
         try:
             sim.wait_until(lambda: sim.source_done, 240, "the live session")
             sent = read_jsonl(tmp_path / "sent.jsonl")
-            trades = [(m["S"], m["t"], m["p"], float(m["s"])) for m in sent if m["T"] == "t"]
-            oracle = {(b.symbol, b.start_ns): b for b in batch_bars(trades, S)}
+            trades = [alpaca_trade(m) for m in sent if m["T"] == "t"]
+            # the live bars continue the backfilled ones: a flat first bar carries their close
+            last_back = {k[0]: row["close"] for k, row in sorted(backfilled.items())}
+            oracle = {(b.symbol, b.start_ns): b for b in oracle_bars(trades, S, last_back)}
 
             def live_bars() -> dict:
                 return _finals("ta_microbars", BAR_COLUMNS, live_dir, env, history_end)
@@ -223,8 +223,10 @@ def test_backfill_then_live_with_record_and_sql_then_replay_equals_the_live_run(
             assert live.poll() is None, (tmp_path / "live.log").read_text()[-3000:]
             while_running = live_bars()
             wait_for(
-                lambda: len(_finals("ta_signals", SIGNAL_COLUMNS, live_dir, env, history_end))
-                >= len(oracle),
+                lambda: (
+                    len(_finals("ta_signals", SIGNAL_COLUMNS, live_dir, env, history_end))
+                    >= len(oracle)
+                ),
                 60,
                 "every live final signal in ClickHouse",
                 interval_s=1,
@@ -251,24 +253,21 @@ def test_backfill_then_live_with_record_and_sql_then_replay_equals_the_live_run(
     assert {k: v for k, v in after_bars.items() if k[1] >= history_end} == while_running
     live_signals = _finals("ta_signals", SIGNAL_COLUMNS, live_dir, env, history_end)
 
-    # the live bars' indicators continue the backfilled history: TA-Lib over both
+    # the live bars' indicators continue the backfilled history: the oracle over both
+    # (spread and imbalance come from live quotes only: not checked here)
     all_signals = _finals("ta_signals", SIGNAL_COLUMNS, live_dir, env, 0)
+    fields = [f for f in SIGNAL_VALUE_FIELDS if f not in ("spread", "imbalance")]
     for sym in SYMBOLS:
         keys = sorted(k for k in after_bars if k[0] == sym)
-        ref = _talib_reference([after_bars[k] for k in keys])
         n_back = sum(1 for k in keys if k[1] < history_end)
         assert 0 < n_back < len(keys)
-        for i in range(n_back, len(keys)):
-            got = all_signals[keys[i]]
-            for name, series in ref.items():
-                if math.isnan(series[i]):
-                    assert got[name] is None, (sym, name, i)
-                else:
-                    assert got[name] == pytest.approx(series[i], rel=1e-9, abs=1e-9), (
-                        sym,
-                        name,
-                        i,
-                    )
+        assert_series_signals(
+            sym,
+            [_row_bar(k, after_bars[k]) for k in keys],
+            [all_signals.get(k) for k in keys],
+            fields=fields,
+            check=range(n_back, len(keys)),
+        )
         # warm from the first live bar on: the seed carried the history's state
         assert all_signals[keys[n_back]]["macd_signal"] is not None
 

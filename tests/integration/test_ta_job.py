@@ -9,18 +9,17 @@ import signal
 import threading
 import time
 
-import numpy as np
 import pytest
 import requests
-import talib  # type: ignore[import-untyped]
 
-from shared.bars import batch_bars
 from shared.registry import SchemaRegistryClient
 from shared.serde import AvroDeserializer
 from shared.topics import QUOTES, TRADES
 from tests.conftest import wait_for
+from tests.support.bar_oracle import oracle_bars
 from tests.support.kafka import consume, wait_past_event_time_marks
 from tests.support.oracle import assert_bar_equals, assert_final_bars_equal, start_us
+from tests.support.signal_oracle import assert_series_signals, bar_quotes
 from tests.support.ta_job import (
     EnvelopeProducer,
     TaJobProcess,
@@ -49,7 +48,9 @@ def test_final_bars_equal_batch_oracle_signals_equal_talib_and_late_trades_are_o
     symbols = [unique("E2EA").upper(), unique("E2EB").upper()]
     prod = EnvelopeProducer(stack)
     t0 = (time.time_ns() // S - 300) * S
+    # regular sales (EnvelopeProducer.trade sends `@` on tape C): the oracle's 4-tuples
     trades: list[tuple[str, int, float, float]] = []
+    quotes: dict[str, list[tuple[int, float, float, float, float]]] = {s: [] for s in symbols}
     price = {s: 100.0 + 50 * i for i, s in enumerate(symbols)}
     tid = 0
     for sec in range(80):
@@ -64,9 +65,9 @@ def test_final_bars_equal_batch_oracle_signals_equal_talib_and_late_trades_are_o
                 prod.trade(s, max(ts, t0), price[s], size, tid)
                 trades.append((s, max(ts, t0), price[s], size))
         for s in symbols:
-            prod.quote(
-                s, t0 + sec * S + 500_000_000, price[s] - 0.01, price[s] + 0.02, 300.0, 100.0
-            )
+            q = (t0 + sec * S + 500_000_000, price[s] - 0.01, 300.0, price[s] + 0.02, 100.0)
+            prod.quote(s, q[0], q[1], q[3], q[2], q[4])
+            quotes[s].append(q)
     prod.flush()
 
     job = TaJobProcess(
@@ -95,7 +96,7 @@ def test_final_bars_equal_batch_oracle_signals_equal_talib_and_late_trades_are_o
             prod.trade(s, t0 + 95 * S, price[s], 1.0, 20_000_000 + tid)
             prod.quote(s, t0 + 95 * S, price[s] - 0.01, price[s] + 0.02, 300.0, 100.0)
         prod.flush()
-        oracle = [b for b in batch_bars(trades, S) if b.start_ns < t0 + 80 * S]
+        oracle = [b for b in oracle_bars(trades, S) if b.start_ns < t0 + 80 * S]
         expected = {(b.symbol, b.start_ns // 1000): b for b in oracle}
         got = read_topic(
             stack,
@@ -121,23 +122,11 @@ def test_final_bars_equal_batch_oracle_signals_equal_talib_and_late_trades_are_o
             by_sym.setdefault(r["symbol"], []).append(r)
         for sym, rows in by_sym.items():
             bars = [expected[(sym, start_us(r))] for r in rows]
-            close = np.array([b.close for b in bars])
-            high, low = np.array([b.high for b in bars]), np.array([b.low for b in bars])
-            checks = {
-                "ema12": talib.EMA(close, 12),
-                "ema26": talib.EMA(close, 26),
-                "macd": talib.MACD(close, 12, 26, 9)[0],
-                "macd_signal": talib.MACD(close, 12, 26, 9)[1],
-                "rsi14": talib.RSI(close, 14),
-                "boll_upper": talib.BBANDS(close, 20, 2, 2)[0],
-                "atr14": talib.ATR(high, low, close, 14),
-            }
-            for name, ref in checks.items():
-                for i, r in enumerate(rows):
-                    if np.isnan(ref[i]):
-                        assert r[name] is None, (sym, name, i)
-                    else:
-                        assert r[name] == pytest.approx(ref[i], rel=1e-9, abs=1e-9), (sym, name, i)
+            assert [b.start_ns for b in bars] == sorted(
+                b.start_ns for b in oracle if b.symbol == sym
+            )
+            # every value: TA-Lib's, the VWAPs' and volatility's, and the quote's
+            assert_series_signals(sym, bars, rows, bar_quotes(bars, quotes[sym]))
             assert rows[-1]["spread"] == pytest.approx(0.03, abs=1e-9)
 
         deser = AvroDeserializer(SchemaRegistryClient(stack.registry_url))
@@ -222,7 +211,7 @@ def _kill9_drill(stack, unique, tmp_path, name: str, kills: int, settings=None, 
             prod.trade(s, last + 3 * S, 1.0, 1.0, 99_999_999)
         prod.heartbeat(last + 3 * S)
         prod.flush()
-        oracle = [b for b in batch_bars(sent, S) if b.end_ns <= last + S - 1]
+        oracle = [b for b in oracle_bars(sent, S) if b.end_ns <= last + S - 1]
         expected = {(b.symbol, b.start_ns // 1000): b for b in oracle}
         got = read_topic(
             stack,

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from shared.bars import batch_bars
 from tests.conftest import wait_for
+from tests.support.bar_oracle import oracle_bars
 from tests.support.oracle import assert_final_bars_equal, start_us
 from tests.support.relay import relay_to
 from tests.support.ta_job import EnvelopeProducer, TaJobProcess, read_topic
@@ -92,7 +92,9 @@ def test_ta_job_reads_and_writes_over_sasl_ssl_with_scram_and_host_verification(
         prod.quote(s, t0 + 30 * S, 99.0, 101.0, 10.0, 10.0)
     prod.flush()
     expected = {
-        (b.symbol, b.start_ns // 1000): b for b in batch_bars(trades, S) if b.start_ns < t0 + 20 * S
+        (b.symbol, b.start_ns // 1000): b
+        for b in oracle_bars(trades, S)
+        if b.start_ns < t0 + 20 * S
     }
 
     password = stack.kafka_scram_password

@@ -10,14 +10,18 @@ Written independently of the job's code (docs/design.md states the rules it foll
   re-produced delivery): skipped, late or not, its time still counting for the mark;
 - a trade or quote is late when its 1 s bucket ends at or before `mark + 1` ms;
 - final bars are those whose end the last watermark (minimum over the partitions' last
-  marks) has passed; OHLC/volume/VWAP from `shared.bars.batch_bars` over the on-time trades
-  in log order; the quote of a bar is the latest on-time quote before its end (buckets back
+  marks) has passed; they are the condition-aware bars of the on-time trades in log order,
+  each with its tape and sale conditions (`tests/support/bar_oracle.py`, written from
+  docs/design.md "Condition-aware bars", not from the job's bar code); the quote of a bar is the latest on-time quote before its end (buckets back
   to `quote_max_age`), and spread/imbalance come from it;
 - a gap marker (channel `gap`, a symbol's window [from, to] of a WebSocket reconnect) that
   is valid and not a duplicate flags the final bars of its symbol whose [start, end)
   overlaps [from, to] and whose end is after `mark + 1` ms (a bar the marker's mark has
   passed may already be final: never flagged); its window's first bar ending at or before
   `mark + 1` counts it as a late gap marker.
+
+The signals of the final bars are checked by `assert_signals_equal_talib`: the TA-Lib
+values against TA-Lib 0.8.2, the others against `tests/support/signal_oracle.py`.
 """
 
 from __future__ import annotations
@@ -25,11 +29,13 @@ from __future__ import annotations
 import datetime
 import math
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import time
 from typing import Any
 
-from shared.bars import MicroBar, batch_bars, bucket_start_ns
+from tests.support.bar_oracle import OracleBar, bucket_start, oracle_bars
+from tests.support.signal_oracle import SIGNAL_VALUE_FIELDS, assert_series_signals
 
 S = 1_000_000_000
 MS = 1_000_000
@@ -48,14 +54,17 @@ class LogRecord:
 
 @dataclass
 class OracleResult:
-    bars: dict[tuple[str, int], MicroBar]  # (symbol, start ns) -> final bar
+    bars: dict[tuple[str, int], OracleBar]  # (symbol, start ns) -> final bar
     quotes: dict[tuple[str, int], tuple[float, float, float, float] | None]  # bar -> quote
     late_trades: int = 0
     late_quotes: int = 0
     rejected: int = 0
     duplicates: int = 0
     final_watermark_ms: int = NO_MARK
-    on_time_trades: list[tuple[str, int, float, float]] = field(default_factory=list)
+    #: (symbol, event ns, price, size, tape, conditions) in log order
+    on_time_trades: list[tuple[str, int, float, float, str, tuple[str, ...]]] = field(
+        default_factory=list
+    )
     gap_bars: set[tuple[str, int]] = field(default_factory=set)  # final bars flagged gap
     gap_markers: int = 0
     late_gap_markers: int = 0
@@ -94,7 +103,7 @@ def expected_output(
     for rec in log:
         by_split.setdefault(rec.split, []).append(rec)
     high: dict[str, int] = {}
-    trades: list[tuple[int, str, int, float, float]] = []  # (split order, sym, ts, p, s)
+    trades: list[tuple[int, tuple]] = []  # (arrival, (sym, ts, price, size, tape, conds))
     quotes: dict[tuple[str, int], tuple[int, int, tuple]] = {}  # (sym, bucket) -> latest
     late_t = late_q = rejected = duplicates = late_gaps = 0
     gaps: list[tuple[str, int, int, int]] = []  # (symbol, from ns, to ns, mark)
@@ -122,10 +131,10 @@ def expected_output(
             if env["channel"] == "gap":
                 lo, hi = (_epoch_ns(env["window"][k]) for k in ("start", "end"))
                 gaps.append((env["symbol"], lo, hi, mark))
-                if (bucket_start_ns(lo, bar_ns) + bar_ns) // MS - 1 <= mark:
+                if (bucket_start(lo, bar_ns) + bar_ns) // MS - 1 <= mark:
                     late_gaps += 1
                 continue
-            bucket = bucket_start_ns(env["event_ts"], bar_ns)
+            bucket = bucket_start(env["event_ts"], bar_ns)
             late = (bucket + bar_ns) // MS - 1 <= mark
             p = env["payload"]
             arrival += 1
@@ -133,7 +142,7 @@ def expected_output(
                 if late:
                     late_t += 1
                 else:
-                    trades.append((arrival, env["symbol"], env["event_ts"], p["price"], p["size"]))
+                    trades.append((arrival, _trade(env)))
             elif late:
                 late_q += 1
             else:
@@ -144,10 +153,10 @@ def expected_output(
                     quotes[key] = (env["event_ts"], arrival, q)
     final_wm = min((h - bound_ms - 1 for h in high.values()), default=NO_MARK)
     # one partition per topic here: the trades partition's order is the arrival order
-    ordered = [(sym, ts, p, s) for _, sym, ts, p, s in sorted(trades)]
+    ordered = [t for _, t in sorted(trades, key=lambda a: a[0])]
     bars = {
         (b.symbol, b.start_ns): b
-        for b in batch_bars(ordered, bar_ns)
+        for b in oracle_bars(ordered, bar_ns)
         if b.end_ns // MS - 1 <= final_wm
     }
     bar_quotes: dict[tuple[str, int], tuple[float, float, float, float] | None] = {}
@@ -183,6 +192,19 @@ def expected_output(
     )
 
 
+def _trade(env: dict) -> tuple[str, int, float, float, str, tuple[str, ...]]:
+    """A trade envelope as the bar oracle takes it: its tape and conditions carried."""
+    p = env["payload"]
+    conds = tuple(p.get("conditions") or ())
+    return (env["symbol"], env["event_ts"], p["price"], p["size"], p.get("tape") or "", conds)
+
+
+def trades_of_envelopes(envelopes: Iterable[dict]) -> list[tuple]:
+    """The bar oracle's trades (tape and conditions carried) of the trade envelopes among
+    `envelopes`, in their order."""
+    return [_trade(e) for e in envelopes if e is not None and e.get("channel") == "trades"]
+
+
 def _epoch_ns(t: datetime.datetime | int) -> int:
     """A window bound (fastavro decodes timestamp-micros to an aware datetime) in epoch ns."""
     if isinstance(t, datetime.datetime):
@@ -207,16 +229,16 @@ def final_bar_counts(records: Iterable[dict]) -> Counter[BarKey]:
     return Counter((r["symbol"], start_us(r)) for r in records if r["is_final"])
 
 
-def assert_bar_equals(r: dict, b: MicroBar, key: object, rel: float = 0.0) -> None:
+def assert_bar_equals(r: dict, b: Any, key: object, rel: float = 0.0) -> None:
     """OHLC and trade count exactly; volume and VWAP exactly, or within `rel` where the
-    job sums trades in another order than the oracle (out-of-order input)."""
-    assert (r["open"], r["high"], r["low"], r["close"], r["trade_count"]) == (
-        b.open,
-        b.high,
-        b.low,
-        b.close,
-        b.trade_count,
-    ), key
+    job sums trades in another order than the oracle (out-of-order input). `b` is an
+    `OracleBar` (or anything with its attributes); `price_basis` is compared too when both
+    the record and `b` have it."""
+    got = (r["open"], r["high"], r["low"], r["close"], r["trade_count"])
+    want = (b.open, b.high, b.low, b.close, b.trade_count)
+    assert got == want, f"{key}: job (open, high, low, close, trade_count) {got}, oracle {want}"
+    if "price_basis" in r and hasattr(b, "price_basis"):
+        assert r["price_basis"] == b.price_basis, (key, r["price_basis"], b.price_basis)
     if rel:
         assert math.isclose(r["volume"], b.volume, rel_tol=rel), (key, r["volume"], b.volume)
         assert math.isclose(r["vwap"], b.vwap, rel_tol=rel), (key, r["vwap"], b.vwap)
@@ -225,7 +247,7 @@ def assert_bar_equals(r: dict, b: MicroBar, key: object, rel: float = 0.0) -> No
 
 
 def assert_final_bars_equal(
-    records: Iterable[dict], expected: dict[BarKey, MicroBar], rel: float = 0.0
+    records: Iterable[dict], expected: Mapping[BarKey, Any], rel: float = 0.0
 ) -> dict[BarKey, dict]:
     """Every expected final bar exactly once, none the oracle does not have, each equal to
     the oracle's (`assert_bar_equals`). Returns the final bars by key."""
@@ -255,43 +277,36 @@ def assert_gap_flags(records: Iterable[dict], gap_bars: set[tuple[str, int]]) ->
     return len(flagged)
 
 
-def _same(a: float | None, b: float | None) -> bool:
-    if a is None or b is None:
-        return a is b
-    return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9)
-
-
 def assert_signals_equal_talib(
     signals: Mapping[BarKey, Mapping[str, Any]],
-    expected: Mapping[BarKey, MicroBar],
+    expected: Mapping[BarKey, Any],
     quotes: Mapping[tuple[str, int], tuple[float, float, float, float] | None],
+    *,
+    fields: Sequence[str] = SIGNAL_VALUE_FIELDS,
+    only: Collection[BarKey] | None = None,
+    session_start: time = time(4, 0),
 ) -> None:
-    """The final signal of every expected bar equals TA-Lib over the oracle's bar series of
-    its symbol (EMA12, MACD, RSI14, upper Bollinger band, ATR14; `None` where TA-Lib has no
-    value yet), and its spread the oracle's quote of the bar (`OracleResult.quotes`)."""
-    import numpy as np
-    import talib  # type: ignore[import-untyped]
-
-    missing = sorted(set(expected) - set(signals))
+    """The final signal of every expected bar (of `only`'s, if given) equals the oracle over
+    the oracle's bar series of its symbol from its first bar (`expected`, keyed by
+    (symbol, start µs)): EMA 12/26, MACD line, signal and histogram, RSI 14, the three
+    Bollinger values and ATR 14 equal TA-Lib 0.8.2, and session VWAP, 5 min VWAP, 60 s
+    realized volatility, spread and imbalance the numpy formulation of
+    `tests/support/signal_oracle.py` with the oracle's quote of each bar
+    (`OracleResult.quotes`); None exactly where the reference has no value. `fields`
+    narrows the values compared (a fixture that kept only some of them)."""
+    wanted = set(expected) if only is None else set(only)
+    assert wanted <= set(expected), f"keys outside the oracle: {sorted(wanted - set(expected))[:5]}"
+    missing = sorted(wanted - set(signals))
     assert not missing, f"{len(missing)} final signals missing, first {missing[:5]}"
-    for sym in sorted({k[0] for k in expected}):
+    for sym in sorted({k[0] for k in wanted}):
         keys = sorted(k for k in expected if k[0] == sym)
-        close = np.array([expected[k].close for k in keys])
-        high = np.array([expected[k].high for k in keys])
-        low = np.array([expected[k].low for k in keys])
-        refs = {
-            "ema12": talib.EMA(close, 12),
-            "macd": talib.MACD(close, 12, 26, 9)[0],
-            "rsi14": talib.RSI(close, 14),
-            "boll_upper": talib.BBANDS(close, 20, 2, 2)[0],
-            "atr14": talib.ATR(high, low, close, 14),
-        }
-        for name, ref in refs.items():
-            for i, k in enumerate(keys):
-                want = None if np.isnan(ref[i]) else float(ref[i])
-                got = signals[k][name]
-                assert _same(got, want), (sym, name, i, got, want)
-        for k in keys:
-            q = quotes[(k[0], k[1] * 1000)]
-            want_spread = None if q is None else q[2] - q[0]
-            assert _same(signals[k]["spread"], want_spread), (k, signals[k]["spread"], q)
+        check = [i for i, k in enumerate(keys) if k in wanted]
+        assert_series_signals(
+            sym,
+            [expected[k] for k in keys],
+            [signals.get(k) for k in keys],
+            [quotes[(k[0], k[1] * 1000)] for k in keys],
+            fields=fields,
+            session_start=session_start,
+            check=check,
+        )

@@ -6,9 +6,7 @@ import pickle
 import random
 from pathlib import Path
 
-import numpy as np
 import pytest
-import talib  # type: ignore[import-untyped]
 
 from flink_job.symbol_processor import (
     QUOTE_BUCKETS_SOFT_CAP,
@@ -19,8 +17,9 @@ from flink_job.symbol_processor import (
     SymbolStateError,
     invalid_reason,
 )
-from shared.bars import batch_bars
 from shared.indicators import SignalState
+from tests.support.bar_oracle import assert_same_bars, oracle_bars
+from tests.support.signal_oracle import assert_series_signals
 
 S = 1_000_000_000
 T0 = 1_767_362_400 * S  # 2026-01-02 14:00:00 UTC
@@ -256,17 +255,11 @@ def test_final_bars_equal_the_batch_oracle_and_signals_equal_talib(proc):
         proc.on_trade(st, sig, ev, wm, 0)
         finals += proc.on_watermark(st, sig, wm)
     assert st.counters.late == 0
-    oracle = batch_bars([(e[1], e[2], e[6], e[7]) for e in trades], S)
+    oracle = oracle_bars([(e[1], e[2], e[6], e[7]) for e in trades], S)  # regular sales
     got = [e.bar for e in finals]
-    assert [b.to_state()[:10] for b in got] == [b.to_state()[:10] for b in oracle[: len(got)]]
-    closes = np.array([b.close for b in got])
-    ema12 = talib.EMA(closes, 12)
-    rsi = talib.RSI(closes, 14)
-    for i, e in enumerate(finals):
-        if not np.isnan(ema12[i]):
-            assert e.signals.ema12 == pytest.approx(ema12[i], rel=1e-12)
-        if not np.isnan(rsi[i]):
-            assert e.signals.rsi14 == pytest.approx(rsi[i], rel=1e-9, abs=1e-9)
+    assert_same_bars(got, oracle[: len(got)])
+    # every value against the signal oracle (no quotes here: spread and imbalance None)
+    assert_series_signals("AAPL", oracle[: len(got)], [e.signals.as_dict() for e in finals])
 
 
 def test_a_record_in_the_log_twice_is_applied_once_and_counted(proc):

@@ -13,24 +13,22 @@ from __future__ import annotations
 import json
 import random
 
-import numpy as np
 import pytest
-import talib  # type: ignore[import-untyped]
 
 import flink_job.functions as functions
 from flink_job.seed import Seed, SeedFileError, SymbolSeed, read_seed, seed_states, write_seed
 from flink_job.settings import TaFunctionConfig, TaSettings
-from shared.bars import MicroBar, batch_bars
 from shared.framing import unframe_record
 from shared.indicators import SignalState
 from shared.serde import AvroDeserializer
+from tests.support.bar_oracle import OracleBar, oracle_bars
 from tests.support.registry import InMemoryRegistry
+from tests.support.signal_oracle import assert_series_signals
 from tests.unit.test_ta_state_replay import Harness, RuntimeContext, _raw
 
 S = 1_000_000_000
 T0 = 1_796_394_600 * S  # 2026-12-04 14:30 UTC
 END = T0 + 90 * S  # the backfill's end
-REFS = ("ema12", "ema26", "macd", "rsi14", "boll_mid", "atr14")
 
 
 def _trades(sym: str, start: int, seconds: int, seed: int) -> list[tuple[str, int, str, tuple]]:
@@ -44,7 +42,7 @@ def _trades(sym: str, start: int, seconds: int, seed: int) -> list[tuple[str, in
     return out
 
 
-def _seed_state(bars: list[MicroBar]) -> tuple:
+def _seed_state(bars: list[OracleBar]) -> tuple:
     sig = SignalState()
     for b in bars:
         sig.update(b)
@@ -101,30 +99,12 @@ def _run(reg, seed: tuple, stream, restore_at: int | None = None) -> tuple[dict,
     return out, h
 
 
-def _talib(bars: list[MicroBar]) -> dict[str, np.ndarray]:
-    close = np.array([b.close for b in bars])
-    high, low = np.array([b.high for b in bars]), np.array([b.low for b in bars])
-    return {
-        "ema12": talib.EMA(close, 12),
-        "ema26": talib.EMA(close, 26),
-        "macd": talib.MACD(close, 12, 26, 9)[0],
-        "rsi14": talib.RSI(close, 14),
-        "boll_mid": talib.SMA(close, 20),
-        "atr14": talib.ATR(high, low, close, 14),
-    }
-
-
-def _assert_talib(signals: dict, bars: list[MicroBar], first: int) -> None:
-    """`signals` of bars[first:] equal TA-Lib over all of `bars`."""
-    ref = _talib(bars)
-    for i in range(first, len(bars)):
-        got = signals[(bars[i].symbol, bars[i].start_ns)]
-        for name in REFS:
-            want = None if np.isnan(ref[name][i]) else float(ref[name][i])
-            if want is None:
-                assert got[name] is None, (name, i)
-            else:
-                assert got[name] == pytest.approx(want, rel=1e-9, abs=1e-9), (name, i)
+def _assert_talib(signals: dict, bars: list[OracleBar], first: int) -> None:
+    """`signals` of bars[first:] equal the oracle over all of `bars`: every TA-Lib value
+    TA-Lib's, session and 5 min VWAP and 60 s volatility the signal oracle's (no quotes:
+    spread and imbalance None)."""
+    got = [signals.get((b.symbol, b.start_ns)) for b in bars]
+    assert_series_signals(bars[0].symbol, bars, got, check=range(first, len(bars)))
 
 
 @pytest.mark.parametrize("restore_at", [None, 4, 250])
@@ -135,7 +115,7 @@ def test_the_first_live_bars_after_a_seed_carry_talib_over_backfilled_plus_live_
     monkeypatch.setattr(functions, "SchemaRegistryClient", lambda url, **_: reg)
     back = {s: _trades(s, T0, 90, n) for n, s in enumerate(("AAPL", "MSFT"), 1)}
     back_bars = {
-        s: batch_bars([(s, ts, f[0], f[1]) for _, ts, _, f in t], S) for s, t in back.items()
+        s: oracle_bars([(s, ts, f[0], f[1]) for _, ts, _, f in t], S) for s, t in back.items()
     }
     seed = tuple((s, END, _seed_state(b)) for s, b in sorted(back_bars.items()))
     # live: starts 2 s after the backfill's end (MSFT), and exactly at it (AAPL)
@@ -145,7 +125,12 @@ def test_the_first_live_bars_after_a_seed_carry_talib_over_backfilled_plus_live_
     signals, h = _run(reg, seed, live, restore_at)
     assert h.fn.seeds_ignored == 0
     for sym in ("AAPL", "MSFT"):
-        live_bars = batch_bars([(sym, ts, f[0], f[1]) for _, ts, s, f in live if s == sym], S)
+        # the first live bar continues the backfilled ones (a flat one carries their close)
+        live_bars = oracle_bars(
+            [(sym, ts, f[0], f[1]) for _, ts, s, f in live if s == sym],
+            S,
+            carry={sym: back_bars[sym][-1].close},
+        )
         assert {k for k in signals if k[0] == sym} == {(sym, b.start_ns) for b in live_bars}
         bars = back_bars[sym] + live_bars
         _assert_talib(signals, bars, len(back_bars[sym]))
@@ -164,7 +149,7 @@ def test_a_live_bar_before_the_seeds_end_is_kept_and_the_seed_is_ignored_for_its
         (
             s,
             END,
-            _seed_state(batch_bars([(s, ts, f[0], f[1]) for _, ts, x, f in back if x == s], S)),
+            _seed_state(oracle_bars([(s, ts, f[0], f[1]) for _, ts, x, f in back if x == s], S)),
         )
         for s in ("AAPL", "MSFT")
     )
@@ -174,20 +159,24 @@ def test_a_live_bar_before_the_seeds_end_is_kept_and_the_seed_is_ignored_for_its
     )
     signals, h = _run(reg, seed, live)
     assert h.fn.seeds_ignored == 1
-    aapl = batch_bars([("AAPL", ts, f[0], f[1]) for _, ts, s, f in live if s == "AAPL"], S)
+    aapl = oracle_bars([("AAPL", ts, f[0], f[1]) for _, ts, s, f in live if s == "AAPL"], S)
     assert aapl[0].start_ns < END
     # every live bar is there, the ones before the seed's end too, with fresh indicators
     assert {k for k in signals if k[0] == "AAPL"} == {("AAPL", b.start_ns) for b in aapl}
     _assert_talib(signals, aapl, 0)
     assert signals[("AAPL", aapl[0].start_ns)]["ema12"] is None  # warming up again
     # MSFT did not overlap: it continues from its seed
-    msft_back = batch_bars([("MSFT", ts, f[0], f[1]) for _, ts, s, f in back if s == "MSFT"], S)
-    msft = batch_bars([("MSFT", ts, f[0], f[1]) for _, ts, s, f in live if s == "MSFT"], S)
+    msft_back = oracle_bars([("MSFT", ts, f[0], f[1]) for _, ts, s, f in back if s == "MSFT"], S)
+    msft = oracle_bars(
+        [("MSFT", ts, f[0], f[1]) for _, ts, s, f in live if s == "MSFT"],
+        S,
+        carry={"MSFT": msft_back[-1].close},
+    )
     _assert_talib(signals, msft_back + msft, len(msft_back))
 
 
 def test_seed_files_round_trip_and_are_refused_with_other_settings_or_versions(tmp_path) -> None:
-    state = _seed_state(batch_bars([("AAPL", T0 + i * S, 100.0 + i, 1.0) for i in range(40)], S))
+    state = _seed_state(oracle_bars([("AAPL", T0 + i * S, 100.0 + i, 1.0) for i in range(40)], S))
     path = write_seed(
         tmp_path / "seed.json",
         Seed(
