@@ -1,7 +1,7 @@
 """Micro-bars: fixed-size event-time buckets of trades, built one trade at a time.
 
-`MicroBar` is the streaming kernel the Flink job keeps per (symbol, bucket);
-`batch_bars` is the independent batch oracle the tests and end-to-end checks use.
+`MicroBar` is the streaming kernel the Flink job keeps per (symbol, bucket); the tests'
+oracle (tests/support/bar_oracle.py) is written from docs/design.md without this module.
 OHLC follow event time, not arrival order, so a trade that arrives late but inside
 the out-of-orderness bound still becomes the open or the close it really was.
 """
@@ -9,9 +9,7 @@ the out-of-orderness bound still becomes the open or the close it really was.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable
 from dataclasses import dataclass
-from fractions import Fraction
 
 from shared.sale_conditions import ALL, HIGH_LOW, LAST, VOLUME
 
@@ -207,50 +205,3 @@ class MicroBar:
                 "it was not written by MicroBar.to_state"
             )
         return cls(*state)
-
-
-def batch_bars(trades: Iterable[tuple[str, int, float, float]], size_ns: int) -> list[MicroBar]:
-    """Batch oracle: bars of (symbol, event_ts_ns, price, size) trades, sorted by (symbol, start).
-
-    The iteration order is the arrival order: it breaks event-time ties and sets the
-    order in which volume and pv are summed (so a stream fed the same order matches
-    bit for bit). Written independently of `MicroBar.add_trade` on purpose.
-    """
-    groups: dict[tuple[str, int], list[tuple[int, int, float, float]]] = {}
-    for arrival, (symbol, ts, price, size) in enumerate(trades):
-        key = (symbol, bucket_start_ns(ts, size_ns))
-        groups.setdefault(key, []).append((ts, arrival, price, size))
-
-    bars = []
-    for (symbol, start), group in sorted(groups.items()):
-        first = min(group, key=lambda t: (t[0], t[1]))
-        last = max(group, key=lambda t: (t[0], t[1]))
-        volume = 0.0
-        pv = 0.0
-        for _, _, price, size in group:
-            volume += size
-            pv += price * size
-        if volume > 0.0 and not (_TINY <= pv < _INF and pv / volume < _INF):
-            # extreme prices or sizes (the stream blends, `_blend`): the exact VWAP, rounded
-            exact = sum(Fraction(p) * Fraction(s) for _, _, p, s in group)
-            vwap = float(exact / sum(Fraction(s) for _, _, _, s in group))
-        else:
-            vwap = pv / volume if volume > 0.0 else last[2]
-        bars.append(
-            MicroBar(
-                symbol=symbol,
-                start_ns=start,
-                end_ns=start + size_ns,
-                open=first[2],
-                high=max(t[2] for t in group),
-                low=min(t[2] for t in group),
-                close=last[2],
-                volume=volume,
-                vwap=vwap,
-                trade_count=len(group),
-                first_event_ns=first[0],
-                last_event_ns=last[0],
-                pv=pv,
-            )
-        )
-    return bars

@@ -105,7 +105,7 @@ def _run_with_neighbour(sim, argv, env, log: Path):  # type: ignore[no-untyped-d
     return proc, neighbour
 
 
-def test_a_backfill_killed_at_60_percent_resumes_without_refetching_and_equals_batch_bars_and_talib(
+def test_a_backfill_killed_at_60_percent_resumes_without_refetching_and_equals_the_oracle_and_talib(
     tmp_path: Path,
 ) -> None:
     start, end = _last_trading_day()

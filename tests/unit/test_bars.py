@@ -1,4 +1,4 @@
-"""MicroBar: event-time bucketing, OHLC by event time, exact fractional sizes, state."""
+"""MicroBar (against the bar oracle of tests/support/bar_oracle.py): event-time bucketing, OHLC by event time, exact fractional sizes, state."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.bars import MicroBar, TradeOutsideBarError, batch_bars, bucket_start_ns
+from shared.bars import MicroBar, TradeOutsideBarError, bucket_start_ns
 from shared.sale_conditions import (
     ALL,
     CTA,
@@ -23,6 +23,7 @@ from shared.sale_conditions import (
     trade_updates,
     unknown_codes,
 )
+from tests.support.bar_oracle import assert_same_bars, oracle_bars
 
 NS = 1_000_000_000
 T0 = 1_718_000_000 * NS
@@ -95,7 +96,7 @@ def test_streaming_bars_equal_the_batch_oracle_on_trades_shuffled_within_the_bou
     streamed, late = stream_bars(arrivals, NS, bound)
 
     assert late == 0
-    assert streamed == batch_bars(arrivals, NS)
+    assert_same_bars(streamed, oracle_bars(arrivals, NS))
 
 
 @settings(max_examples=100, deadline=None)
@@ -109,8 +110,8 @@ def test_ohlc_do_not_depend_on_arrival_order_when_event_times_are_distinct(
         if (sym, off) not in seen:
             seen.add((sym, off))
             unique.append((sym, T0 + off, price, size))
-    in_event_order = batch_bars(sorted(unique, key=lambda t: t[1]), NS)
-    reversed_arrival = batch_bars(list(reversed(unique)), NS)
+    in_event_order, _ = stream_bars(sorted(unique, key=lambda t: t[1]), NS, 10 * NS)
+    reversed_arrival, _ = stream_bars(list(reversed(unique)), NS, 10 * NS)
     for a, b in zip(in_event_order, reversed_arrival, strict=True):
         assert (a.open, a.high, a.low, a.close, a.trade_count) == (
             b.open,
@@ -187,20 +188,6 @@ def test_state_round_trip_restores_the_bar_and_it_keeps_aggregating_identically(
     bar.add_trade(99.0, 1.1, T0 + 70)
     restored.add_trade(99.0, 1.1, T0 + 70)
     assert restored == bar
-
-
-def test_batch_bars_are_sorted_by_symbol_then_start() -> None:
-    trades = [
-        ("MSFT", T0 + 2 * NS, 1.0, 1.0),
-        ("AAPL", T0 + NS, 2.0, 1.0),
-        ("AAPL", T0, 3.0, 1.0),
-    ]
-    bars = batch_bars(trades, NS)
-    assert [(b.symbol, b.start_ns) for b in bars] == [
-        ("AAPL", T0),
-        ("AAPL", T0 + NS),
-        ("MSFT", T0 + 2 * NS),
-    ]
 
 
 # ---- sale conditions (docs/design.md, "Condition-aware bars") ----------------------------
