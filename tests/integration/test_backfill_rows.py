@@ -31,7 +31,7 @@ def _queue_and_views(params: SchemaParams) -> list[str]:
     the views filter on) and its two materialized views into the storage tables."""
     out = []
     for stmt in split_statements(render((SQL_DIR / "20_ingest.sql").read_text(), params)):
-        if re.search(r"CREATE TABLE \S+_queue", stmt):
+        if re.search(r"CREATE TABLE \S+\.ta_(microbars|signals)_queue", stmt):
             out.append(
                 re.sub(
                     r"\)\s*ENGINE = Kafka.*",
@@ -61,7 +61,7 @@ def _emissions() -> list[Emission]:
     full = SignalValues(*[0.1 * i + 1 / 3 for i in range(15)])
     partial = SignalValues(ema12=11.0, rsi14=0.0, spread=0.01)
     later = MicroBar(
-        "RWS", T0 + S, T0 + 2 * S, 11.0, 11.0, 11.0, 11.0, 0.0, 11.0, 1, T0 + S, T0 + S
+        "RWS", T0 + S, T0 + 2 * S, 11.0, 11.0, 11.0, 11.0, 0.0, 11.0, 1, T0 + S, T0 + S, 0.0, 1
     )
     return [
         Emission(bar, full, True, T0 + S - 7, T0 + S - 7, 41, "backfill:t:41", False),
@@ -99,6 +99,7 @@ def test_the_backfills_rows_equal_what_the_materialized_views_write(tmp_path) ->
             assert direct == views
         bars = {r["trace_id"]: r for r in rows("bf_direct", "ta_microbars")}
         assert bars["tr-42"]["gap"] is True and bars["tr-42"]["window_start"].endswith(".000000")
+        assert (bars["tr-42"]["price_basis"], bars["backfill:t:41"]["price_basis"]) == (1, 2)
         signals = rows("bf_direct", "ta_signals")
         assert signals[1]["ema26"] is None and signals[1]["rsi14"] == 0
     finally:
