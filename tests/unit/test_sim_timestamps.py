@@ -55,3 +55,10 @@ def test_json_frames_are_arrays_with_rfc3339_strings():
     assert encode_json([{"T": "t", "S": "AAPL", "p": 1.5, "t": T0}]) == (
         b'[{"T":"t","S":"AAPL","p":1.5,"t":"2024-03-01T14:30:00.123456789Z"}]'
     )
+
+
+def test_the_shape_of_a_timestamp_with_an_impossible_date_is_a_format_error():
+    """A recorded frame's `t` may be anything: a replay keeps such a message as it is."""
+    for text in ("2024-13-01T00:00:00Z", "2024-02-30T10:00:00Z", "2024-03-01T24:00:00Z"):
+        with pytest.raises(TimestampFormatError, match="not an RFC 3339 timestamp"):
+            parse_rfc3339_ns(text)

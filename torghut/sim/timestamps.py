@@ -52,7 +52,12 @@ def parse_rfc3339_ns(text: str) -> int:
             f"not an RFC 3339 timestamp: {text!r}; expected e.g. 2024-03-01T14:30:00.123456789Z"
         )
     year, month, day, hour, minute, second, frac, zone = m.groups()
-    dt = datetime(int(year), int(month), int(day), int(hour), int(minute), int(second), tzinfo=UTC)
+    try:
+        dt = datetime(
+            int(year), int(month), int(day), int(hour), int(minute), int(second), tzinfo=UTC
+        )
+    except ValueError as exc:  # the shape of one, not a date (month 13, second 61, ...)
+        raise TimestampFormatError(f"not an RFC 3339 timestamp: {text!r} ({exc})") from None
     if zone not in ("Z", "z"):
         sign = 1 if zone[0] == "+" else -1
         dt -= sign * timedelta(hours=int(zone[1:3]), minutes=int(zone[4:6]))
