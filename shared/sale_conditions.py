@@ -28,6 +28,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
 
+from shared.market_calendar import is_regular_hours
+
 #: the trade may set the bar's high and low
 HIGH_LOW = 1
 #: the trade may set the bar's open and close (the consolidated last sale)
@@ -148,11 +150,8 @@ def resolve(flags: int, event_ns: int) -> int:
     conditions still apply). Inside, it is a late report of an extended-hours trade and
     updates volume only, as the table says.
     """
-    if flags & FORM_T:
-        from shared.market_calendar import is_regular_hours
-
-        if not is_regular_hours(event_ns):
-            return flags >> _EXTENDED_SHIFT & ALL
+    if flags & FORM_T and not is_regular_hours(event_ns):
+        return flags >> _EXTENDED_SHIFT & ALL
     return flags & ALL
 
 
