@@ -11,6 +11,7 @@ import os
 import sys
 from pathlib import Path
 
+from flink_job.errors import TaJobError
 from flink_job.settings import TaSettings
 
 ARTIFACTS = Path(
@@ -21,7 +22,7 @@ FLINK_PLUGINS = ARTIFACTS / "flink" / "plugins"
 PROMETHEUS_REPORTER = "org.apache.flink.metrics.prometheus.PrometheusReporterFactory"
 
 
-class FlinkSetupError(RuntimeError):
+class FlinkSetupError(TaJobError, RuntimeError):
     """Jars or plugins needed by the local job are missing; run `make setup`."""
 
 
@@ -181,4 +182,6 @@ def _configure_local_filesystems(conf) -> None:
     """
     from pyflink.java_gateway import get_gateway
 
-    get_gateway().jvm.org.apache.flink.core.fs.FileSystem.initialize(conf._j_configuration, None)
+    from flink_job.pyflink_internals import java_configuration
+
+    get_gateway().jvm.org.apache.flink.core.fs.FileSystem.initialize(java_configuration(conf), None)

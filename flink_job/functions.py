@@ -11,6 +11,7 @@ from pyflink.datastream.state import ListStateDescriptor, ValueStateDescriptor
 
 from flink_job.decode import REJECTED
 from flink_job.envelope_reader import EventReader
+from flink_job.errors import TaJobError
 from flink_job.records import microbar_record, signal_record
 from flink_job.settings import TaFunctionConfig
 from flink_job.symbol_cache import SymbolCache
@@ -40,7 +41,7 @@ _LOG_V2 = b"\x02"
 _HEAD = 12  # u32 length + i64 mark before each record of a batch
 
 
-class BatchFramingError(ValueError):
+class BatchFramingError(TaJobError, ValueError):
     """A batch from SymbolBatchOperator is not `u32 length + i64 mark + bytes` throughout."""
 
 

@@ -26,6 +26,7 @@ from flink_job.kafka_io import (
     keyed_by_symbol,
     symbol_keyed_source,
 )
+from flink_job.pyflink_internals import check as check_pyflink_internals
 from flink_job.settings import TaSettings
 from shared.topics import QUOTES, TRADES
 
@@ -35,6 +36,7 @@ def build(env, settings: TaSettings) -> None:
 
     from flink_job.functions import SymbolTaFunction
 
+    check_pyflink_internals()
     raw_type = Types.PRIMITIVE_ARRAY(Types.BYTE())
     # Event time = the Kafka record timestamp (the forwarder sets it to the Alpaca event time,
     # ms), capped at the envelope's ingest time + max_future_ms. Assigned in the source:

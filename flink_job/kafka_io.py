@@ -4,6 +4,13 @@ from __future__ import annotations
 
 import logging
 
+from flink_job.errors import TaJobError
+from flink_job.pyflink_internals import (
+    java_stream,
+    set_sink_record_serializer,
+    set_source_deserializer,
+    with_java_timestamp_assigner,
+)
 from flink_job.settings import TaSettings
 
 log = logging.getLogger(__name__)
@@ -38,8 +45,9 @@ def symbol_keyed_source(settings: TaSettings, topics: list[str], group_id: str |
     from pyflink.java_gateway import get_gateway
 
     builder = _source_builder(settings, topics, group_id)
-    builder._j_builder.setDeserializer(
-        get_gateway().jvm.dev.torghut.flink.SymbolKeyedDeserializationSchema(settings.max_future_ms)
+    set_source_deserializer(
+        builder,
+        get_gateway().jvm.dev.torghut.flink.SymbolKeyedDeserializationSchema(settings.max_future_ms),
     )
     return builder.build()
 
@@ -60,7 +68,7 @@ def event_time_watermarks(settings: TaSettings):
     if settings.idleness_ms > 0:
         strategy = strategy.with_idleness(Duration.of_millis(settings.idleness_ms))
     assigner = get_gateway().jvm.dev.torghut.flink.RowEventTimeAssigner()
-    return WatermarkStrategy(strategy._j_watermark_strategy.withTimestampAssigner(assigner))
+    return with_java_timestamp_assigner(strategy, assigner)
 
 
 def batched_by_symbol(stream, batch_type, max_records: int, max_delay_ms: int, bound_ms: int):
@@ -77,7 +85,7 @@ def batched_by_symbol(stream, batch_type, max_records: int, max_delay_ms: int, b
         max_records, max_delay_ms, bound_ms
     )
     return DataStream(
-        stream._j_data_stream.transform("batch-by-symbol", batch_type.get_java_type_info(), j_op)
+        java_stream(stream).transform("batch-by-symbol", batch_type.get_java_type_info(), j_op)
     )
 
 
@@ -92,7 +100,7 @@ def keyed_by_symbol(stream, value_type):
     from pyflink.datastream.data_stream import KeyedStream
     from pyflink.java_gateway import get_gateway
 
-    j_keyed = stream._j_data_stream.keyBy(
+    j_keyed = java_stream(stream).keyBy(
         get_gateway().jvm.KeyByKeySelector(), Types.ROW([Types.STRING()]).get_java_type_info()
     )
     return KeyedStream(j_keyed, value_type, stream)
@@ -161,17 +169,17 @@ def framed_sink(settings: TaSettings):
     for key, value in settings.kafka_properties().items():
         builder = builder.set_property(key, value)
     # set directly: PyFlink's set_record_serializer expects a builder-made schema
-    builder._j_builder.setRecordSerializer(
-        get_gateway().jvm.dev.torghut.flink.FramedRecordSerializationSchema()
+    set_sink_record_serializer(
+        builder, get_gateway().jvm.dev.torghut.flink.FramedRecordSerializationSchema()
     )
     return builder.build()
 
 
-class KafkaAuthenticationError(RuntimeError):
+class KafkaAuthenticationError(TaJobError, RuntimeError):
     """The brokers refused the job's credentials or its TLS trust (never worth a retry)."""
 
 
-class PartitionCountError(RuntimeError):
+class PartitionCountError(TaJobError, RuntimeError):
     """The job's parallelism is above the partition count of a raw topic it reads."""
 
 

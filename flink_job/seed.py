@@ -26,13 +26,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from flink_job.errors import TaJobError
 from shared.indicators import SignalConfig, SignalState
 
 SEED_FORMAT = "torghut-ta-seed"
 SEED_VERSION = 1
 
 
-class SeedFileError(ValueError):
+class SeedFileError(TaJobError, ValueError):
     """A seed file the job cannot use; the message names the file and the fix."""
 
 

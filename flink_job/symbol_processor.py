@@ -44,6 +44,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from flink_job.errors import TaJobError
 from shared.bars import MicroBar, bucket_start_ns
 from shared.indicators import IndicatorError, Quote, SignalState, SignalValues
 from shared.limits import DEFAULT_LIMITS, PlausibleLimits
@@ -67,7 +68,7 @@ QUOTE_BUCKETS_SOFT_CAP = 64
 SYMBOL_STATE_LAYOUT = 3
 
 
-class SymbolStateError(ValueError):
+class SymbolStateError(TaJobError, ValueError):
     """Keyed state this release cannot read (a layout from a newer release)."""
 
 
