@@ -47,6 +47,7 @@ from typing import Any
 
 from torghut.bench.children import Procs
 from torghut.bench.common import CAUGHT_UP_MS, load, say, symbols_of, uptime
+from torghut.bench.ladder import DEFAULT_RUNGS, parse_rungs, run_ladder
 from torghut.bench.live import live_phase
 from torghut.bench.plots import plot
 from torghut.bench.profile import profile_breakdown
@@ -149,6 +150,23 @@ def _add_throughput_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--ladder",
+        nargs="?",
+        const=DEFAULT_RUNGS,
+        default=None,
+        metavar="RATExSYMBOLS,...",
+        help="load ladder: instead of one live phase, one per rung (events/s x symbols) and per "
+        "--ladder-provisional interval, each with its p99 target, final-bar latency, the CPU "
+        f"of every component and what saturates (bare --ladder: {DEFAULT_RUNGS})",
+    )
+    parser.add_argument(
+        "--ladder-provisional",
+        default="200,1",
+        metavar="MS,...",
+        help="provisional intervals of each ladder rung: 200 = the job's default, 1 = on "
+        "practically every trade (default: %(default)s)",
+    )
     parser.add_argument("--skip-throughput", action="store_true", help="live/final latency only")
     parser.add_argument("--skip-live", action="store_true", help="throughput only")
     parser.add_argument(
@@ -220,11 +238,15 @@ def run(args: argparse.Namespace) -> int:
     run_id = f"{stamp}-{os.getpid()}"
     uptime_start, loadavg_start = uptime(), load()
     settings = {k: v for k, v in vars(args).items() if not k.startswith("_") and not callable(v)}
-    tp = live = prof = None
+    if args.ladder:
+        parse_rungs(args.ladder, args.ladder_provisional)  # a bad spec fails before the stack
+    tp = live = prof = ladder = None
     with _stack(args, run_id) as (state, procs):
         if not args.skip_throughput:
             tp = throughput_phase(state, args, procs, run_id)
-        if not args.skip_live:
+        if args.ladder:
+            ladder = run_ladder(state, args, procs, run_id)
+        elif not args.skip_live:
             live = live_phase(state, args, procs, run_id)
         if not args.skip_profile:
             say("profiling the job's Python work per trade in process")
@@ -244,6 +266,7 @@ def run(args: argparse.Namespace) -> int:
         live=live,
         profile=prof,
         uptime_end=uptime(),
+        ladder=ladder,
     )
     print_summary(res)
     out_dir = Path(args.out)

@@ -108,6 +108,8 @@ def plot(out_dir: Path, res: PipelineResult) -> Path:
     import matplotlib.pyplot as plt
 
     tp = res.throughput
+    if res.ladder:
+        return _ladder_plot(out_dir, res, plt)
     ncol = 3 if tp else 2
     fig = plt.figure(figsize=(17 if tp else 12, 8.4))
     grid = fig.add_gridspec(2, ncol)
@@ -125,6 +127,28 @@ def plot(out_dir: Path, res: PipelineResult) -> Path:
     fig.tight_layout()
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"pipeline-{res.timestamp}.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _ladder_plot(out_dir: Path, res: PipelineResult, plt: Any) -> Path:
+    """The ladder's p50/p99 per rung, and the throughput run's curve if there was one."""
+    from torghut.bench.ladder import plot_ladder
+
+    tp = res.throughput
+    fig, axes = plt.subplots(1, 2 if tp else 1, figsize=(15 if tp else 9, 5.6), squeeze=False)
+    plot_ladder(axes[0][0], res.ladder or [])
+    if tp:
+        _throughput_panel(axes[0][1], tp)
+    fig.suptitle(
+        f"torghut bench pipeline --ladder {res.timestamp} — {os.cpu_count()} CPUs, "
+        f"load {res.loadavg_start}",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"pipeline-ladder-{res.timestamp}.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

@@ -189,6 +189,10 @@ def summary_lines(res: PipelineResult) -> list[str]:
     ]
     if res.live:
         lines += live_lines(res.live, res.live_config)
+    if res.ladder:
+        from torghut.bench.ladder import ladder_lines
+
+        lines += ladder_lines(res.ladder)
     if res.throughput:
         lines += throughput_lines(res.throughput)
     if res.profile:

@@ -21,6 +21,8 @@ def _json_value(value: Any) -> Any:
         return value.to_json()
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return to_json(value)
+    if isinstance(value, list):
+        return [_json_value(v) for v in value]
     return value
 
 
@@ -143,3 +145,4 @@ class PipelineResult:
     live: LivePhaseResult | None
     profile: ProfileResult | None
     uptime_end: str
+    ladder: list[Any] | None = None  # ladder.RungResult per rung of --ladder
