@@ -702,18 +702,14 @@ def plot(out_dir: Path, res: dict[str, Any]) -> Path:
     for ax in list(axes.flat)[len(names) :]:
         ax.axis("off")
     c = res["config"]
-    fig.suptitle(
+    from torghut.bench.plots import save_figure
+
+    title = (
         f"torghut bench flood {res['timestamp']}: {c['symbols']} symbols + "
         f"{c['rotating_symbols']} rotating, {res['minutes']} min — {os.cpu_count()} CPUs, "
-        f"load {res['load_start']} -> {res['load_end']}",
-        fontsize=10,
+        f"load {res['load_start']} -> {res['load_end']}"
     )
-    fig.tight_layout()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"flood-{res['timestamp']}.png"
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, out_dir / f"flood-{res['timestamp']}.png", title, dpi=100)
 
 
 # --- CLI ------------------------------------------------------------------------------

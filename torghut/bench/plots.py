@@ -101,6 +101,18 @@ def _throughput_panel(ax: Any, tp: ThroughputPhaseResult) -> None:
     ax.grid(alpha=0.3)
 
 
+def save_figure(fig: Any, path: Path, title: str, fontsize: int = 10, dpi: int = 110) -> Path:
+    """Title, lay out, write ``path`` (its directory made) and close: every benchmark's PNG."""
+    import matplotlib.pyplot as plt
+
+    fig.suptitle(title, fontsize=fontsize)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
 def plot(out_dir: Path, res: PipelineResult) -> Path:
     import matplotlib
 
@@ -120,16 +132,10 @@ def plot(out_dir: Path, res: PipelineResult) -> Path:
     _timeline(timeline, res.live)
     if tp:
         _throughput_panel(axes[2], tp)
-    fig.suptitle(
-        f"torghut bench pipeline {res.timestamp} — {os.cpu_count()} CPUs, load {res.loadavg_start}",
-        fontsize=10,
+    title = (
+        f"torghut bench pipeline {res.timestamp} — {os.cpu_count()} CPUs, load {res.loadavg_start}"
     )
-    fig.tight_layout()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"pipeline-{res.timestamp}.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, out_dir / f"pipeline-{res.timestamp}.png", title)
 
 
 def _ladder_plot(out_dir: Path, res: PipelineResult, plt: Any) -> Path:
@@ -141,14 +147,8 @@ def _ladder_plot(out_dir: Path, res: PipelineResult, plt: Any) -> Path:
     plot_ladder(axes[0][0], res.ladder or [])
     if tp:
         _throughput_panel(axes[0][1], tp)
-    fig.suptitle(
+    title = (
         f"torghut bench pipeline --ladder {res.timestamp} — {os.cpu_count()} CPUs, "
-        f"load {res.loadavg_start}",
-        fontsize=10,
+        f"load {res.loadavg_start}"
     )
-    fig.tight_layout()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"pipeline-ladder-{res.timestamp}.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, out_dir / f"pipeline-ladder-{res.timestamp}.png", title)
