@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from torghut.bench.backlog import backlog_events, backlog_span_ns
+from torghut.bench.backlog import backlog_conditions, backlog_events, backlog_span_ns
 from torghut.bench.children import Procs, launch_job, throughput_checkpoint_ms
 from torghut.bench.collect import Collector, record_counts, start_collectors
 from torghut.bench.common import (
@@ -64,6 +64,7 @@ def produce_backlog(state: Any, args: argparse.Namespace, symbols: list[str]) ->
         f"{len(symbols)} symbols, {span_ns / NS_PER_S:.0f} s of event time"
     )
     prod = EnvelopeProducer(state)
+    mix = bool(getattr(args, "throughput_conditions", False))
     t_prod = time.monotonic()
     last_end: dict[str, int] = {}
     trades = quotes = 0
@@ -72,7 +73,7 @@ def produce_backlog(state: Any, args: argparse.Namespace, symbols: list[str]) ->
         symbols, n, args.throughput_quote_ratio, base_ns
     ):
         if kind == "t":
-            prod.trade(sym, ts, a, b, int(c))
+            prod.trade(sym, ts, a, b, int(c), conditions=backlog_conditions(int(c), mix))
             trades += 1
             last_end[sym] = (ts // NS_PER_S + 1) * NS_PER_S
             if trades % 100_000 == 0:

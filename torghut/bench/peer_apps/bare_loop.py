@@ -26,10 +26,13 @@ from torghut.bench.peer_apps.common import (
 QUOTE_MAX_AGE_NS = 5 * BAR_NS  # the job's default quote_max_age
 
 
-def run_loop(events: list[tuple], out_of_orderness_ns: int, result: PeerResult) -> None:
+def run_loop(events: list[tuple], out_of_orderness_ns: int, mix: bool, result: PeerResult) -> None:
+    """Folds ``events`` (``backlog.backlog_events``; ``mix``: their sale conditions are
+    ``CONDITION_MIX``'s) into bars and indicators, the final ones into ``result.final``."""
     from shared.bars import MicroBar
     from shared.indicators import Quote, SignalState
     from shared.sale_conditions import trade_updates
+    from torghut.bench.backlog import backlog_conditions
 
     open_bars: dict[str, dict[int, MicroBar]] = {}
     # symbol -> second -> its latest quote (ns, bid, bid size, ask, ask size), as the job keeps
@@ -74,7 +77,7 @@ def run_loop(events: list[tuple], out_of_orderness_ns: int, result: PeerResult) 
             next_close = (watermark // BAR_NS + 1) * BAR_NS + out_of_orderness_ns
         if kind == "t":
             result.trades += 1
-            flags = trade_flags(trade_updates("C", ("@",)), ts)  # the backlog's tape/conditions
+            flags = trade_flags(trade_updates("C", backlog_conditions(int(c), mix)), ts)
             if not flags:
                 continue
             bars = open_bars.setdefault(sym, {})
@@ -101,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sentinel-ns", type=int, required=True)
     ap.add_argument("--sentinel", required=True)
     ap.add_argument("--out-of-orderness-ms", type=int, default=1000)
+    ap.add_argument("--conditions", action="store_true", help="the backlog's condition mix")
     ap.add_argument("--result", required=True)
     args = ap.parse_args(argv)
 
@@ -112,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     events.append(("t", args.sentinel, args.sentinel_ns, 1.0, 1.0, 0, 0.0))
     result = PeerResult("bare-loop")
     result.start()
-    run_loop(events, args.out_of_orderness_ms * 1_000_000, result)
+    run_loop(events, args.out_of_orderness_ms * 1_000_000, args.conditions, result)
     result.stop()
     result.write(args.result)
     return 0
