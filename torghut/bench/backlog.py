@@ -40,16 +40,17 @@ def backlog_events(
             )
 
 
-#: the sale-condition mix of ``--throughput-conditions`` (tape C, UTP): every 10th trade an odd
-#: lot (volume only), every 10th an out-of-sequence sale (high/low and volume, never the
-#: close), every 20th an average-price trade (volume only), every 50th a market center's
-#: official close (in no bar); the rest regular sales. Form T is left out: it needs the NYSE
-#: calendar, which the peers' venv does not have.
+#: the sale-condition mix of the peers' backlog (tape C, UTP): (every, at, conditions) on the
+#: trade index; primes, so no symbol of the round-robin gets one kind only: every 11th trade
+#: an odd lot (volume only), every 13th an out-of-sequence sale (high/low and volume, never
+#: the close), every 17th an average-price trade (volume only), every 53rd a market
+#: center's official close (in no bar); the rest regular sales. Form T is left out: it needs
+#: the NYSE calendar, which the peers' venv does not have.
 CONDITION_MIX: tuple[tuple[int, int, tuple[str, ...]], ...] = (
-    (50, 11, ("M",)),
-    (10, 3, ("@", "I")),
-    (10, 7, ("Z",)),
-    (20, 9, ("W",)),
+    (53, 11, ("M",)),
+    (11, 3, ("@", "I")),
+    (13, 7, ("Z",)),
+    (17, 9, ("W",)),
 )
 REGULAR = ("@",)
 
