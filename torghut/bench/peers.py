@@ -142,7 +142,11 @@ class PeerRun:
 
     @property
     def equal(self) -> bool:
-        return self.bars_compared > 0 and self.values_compared > 0 and not (self.mismatches or self.missing or self.extra)
+        return (
+            self.bars_compared > 0
+            and self.values_compared > 0
+            and not (self.mismatches or self.missing or self.extra)
+        )
 
 
 @dataclass
@@ -383,8 +387,8 @@ def run_peers(
     for r in range(args.runs):
         order = ["job", *others]
         order = order[r % len(order) :] + order[: r % len(order)]
-        # the job's final output is the reference: it runs first in every round's
-        # comparison, whatever its place in the timing order
+        # the timing order rotates; the comparison waits for the round's end: the same
+        # round's job output is every peer's reference
         runs: dict[str, PeerRun] = {}
         finals: dict[str, dict[str, list[Any]]] = {}
         for peer in order:
