@@ -20,7 +20,12 @@ JVM_SOURCES := $(shell find jvm -name pom.xml -o -name '*.java' 2>/dev/null)
 # the slowest tests at the end of every run: where CI time goes
 PYTEST_ARGS ?= --durations=30
 
-.PHONY: help setup run test test-unit test-sanitizers lint bench clean stack-up stack-down
+# `torghut bench peers`: Quix Streams and Bytewax in a venv of their own (their pins conflict
+# with PyFlink's in $(VENV)); the pins are in $(PEERS_REQS)
+PEERS_VENV := $(ART)/peers-venv
+PEERS_REQS := torghut/bench/peer_apps/requirements.txt
+
+.PHONY: help setup run test test-unit test-sanitizers lint bench bench-peers-setup clean stack-up stack-down
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -70,10 +75,20 @@ $(ART)/bin/promtool:
 	rm -rf $(ART)/tmp/promtool
 	$@ --version | head -1
 
+bench-peers-setup: $(PEERS_VENV)/.installed ## the venv of the Quix Streams and Bytewax peers (torghut bench peers)
+
+$(PEERS_VENV)/.installed: $(PEERS_REQS)
+	@echo "==> peers venv ($(PYTHON)): Quix Streams, Bytewax"
+	test -x $(PEERS_VENV)/bin/python || $(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/python -m pip install -q --upgrade pip
+	$(PEERS_VENV)/bin/python -m pip install -q -r $(PEERS_REQS)
+	touch $@
+
 run: setup ## the whole local pipeline with a live terminal view (Ctrl-C stops everything); ARGS="--source alpaca ..." passes options
 	$(VENV)/bin/torghut run $(ARGS)
 
-test: setup ## the whole suite: unit + integration against real local engines
+# the peers venv too: the peers' smoke test (tests/integration/test_bench_peers.py) runs them
+test: setup bench-peers-setup ## the whole suite: unit + integration against real local engines
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 test-unit: $(VENV)/.installed ## unit tests only (no engines)
@@ -110,10 +125,11 @@ lint: $(VENV)/.installed ## ruff + mypy
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
-bench: setup ## benchmarks (print numbers, save plots under bench-results/)
+bench: setup bench-peers-setup ## benchmarks (print numbers, save plots under bench-results/)
 	$(VENV)/bin/torghut bench forwarder
 	$(VENV)/bin/torghut bench pipeline
 	$(VENV)/bin/torghut bench kernels
+	$(VENV)/bin/torghut bench peers
 
 stack-up: setup ## start the local stack in the background
 	$(VENV)/bin/torghut stack up

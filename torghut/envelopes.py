@@ -89,15 +89,17 @@ class EnvelopeProducer:
         size: float,
         trade_id: int,
         seq: int | None = None,
+        conditions: tuple[str, ...] = ("@",),
     ) -> int:
-        """Produce a trade; returns its seq. `seq` given: the record is a re-produced
-        delivery (the forwarder re-sends one that timed out locally with the same seq)."""
+        """Produce a trade (tape C, `conditions`); returns its seq. `seq` given: the record
+        is a re-produced delivery (the forwarder re-sends one that timed out locally with the
+        same seq)."""
         payload = {
             "id": trade_id,
             "exchange": "V",
             "price": price,
             "size": size,
-            "conditions": ["@"],
+            "conditions": list(conditions),
             "tape": "C",
         }
         env = self._envelope("trades", sym, event_ns, payload, f"{sym}-{trade_id}", seq)

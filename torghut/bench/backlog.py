@@ -40,6 +40,32 @@ def backlog_events(
             )
 
 
+#: the sale-condition mix of the peers' backlog (tape C, UTP): (every, at, conditions) on the
+#: trade index; primes, so no symbol of the round-robin gets one kind only: every 11th trade
+#: an odd lot (volume only), every 13th an out-of-sequence sale (high/low and volume, never
+#: the close), every 17th an average-price trade (volume only), every 53rd a market
+#: center's official close (in no bar); the rest regular sales. Form T is left out: it needs
+#: the NYSE calendar, which the peers' venv does not have.
+CONDITION_MIX: tuple[tuple[int, int, tuple[str, ...]], ...] = (
+    (53, 11, ("M",)),
+    (11, 3, ("@", "I")),
+    (13, 7, ("Z",)),
+    (17, 9, ("W",)),
+)
+REGULAR = ("@",)
+
+
+def backlog_conditions(trade_id: int, mix: bool) -> tuple[str, ...]:
+    """The conditions of the backlog's trade ``trade_id`` (``1_000_000 + i``): regular sales
+    only unless ``mix`` (``CONDITION_MIX``)."""
+    if mix:
+        i = trade_id - 1_000_000
+        for every, at, conditions in CONDITION_MIX:
+            if i % every == at:
+                return conditions
+    return REGULAR
+
+
 def backlog_span_ns(symbols: list[str], trades: int) -> int:
     """Event time the backlog of ``trades`` spans."""
     return trades * (NS_PER_S // (25 * len(symbols)))

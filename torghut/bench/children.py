@@ -92,15 +92,22 @@ JOB_START = {"live": ("bench-live", "latest"), "throughput": ("bench-tput", "com
 
 
 def launch_job(
-    state: Any, args: argparse.Namespace, procs: Procs, run_id: str, phase: str, provisional_ms: int
+    state: Any,
+    args: argparse.Namespace,
+    procs: Procs,
+    run_id: str,
+    phase: str,
+    provisional_ms: int,
+    group: str | None = None,
 ) -> tuple[int, int]:
-    """Start the TA job of a phase (process ``ta-<phase>``): (launch wall ns, pid)."""
-    group, offsets = JOB_START[phase]
+    """Start the TA job of a phase (process ``ta-<phase>``): (launch wall ns, pid).
+    ``group``: its consumer group (default: the phase's prefix and ``run_id``)."""
+    prefix, offsets = JOB_START[phase]
     env = job_env(
         state,
         run_id=run_id,
         phase=phase,
-        group=f"{group}-{run_id}",
+        group=group or f"{prefix}-{run_id}",
         offsets=offsets,
         provisional_ms=provisional_ms,
         args=args,

@@ -23,6 +23,11 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
         "N symbols (some rotating idle) for M minutes: forwarder RSS, job heap, checkpoint "
         "size/duration stay flat?",
     ),
+    "peers": (
+        "torghut.bench.peers",
+        "the same backlog, bars and indicators: this job vs Quix Streams, Bytewax and a bare "
+        "Python loop (trades/s, CPU-µs per trade, outputs checked equal)",
+    ),
     "kernels": (
         "torghut.bench.kernels",
         "µs per indicator update: SignalState and its window kernels vs TA-Lib's streaming API",

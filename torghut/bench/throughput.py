@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from torghut.bench.backlog import backlog_events, backlog_span_ns
+from torghut.bench.backlog import backlog_conditions, backlog_events, backlog_span_ns
 from torghut.bench.children import Procs, launch_job, throughput_checkpoint_ms
 from torghut.bench.collect import Collector, record_counts, start_collectors
 from torghut.bench.common import (
@@ -43,6 +43,8 @@ class Backlog:
     trade_share: float
     produce_s: float
     last_end: dict[str, int]  # per symbol: the end (ns) of its last bar
+    base_ns: int = 0  # event time of the first trade (the generator's base)
+    sentinel_ns: int = 0  # event time of the sentinel trade and quote that close the last bars
 
 
 def pending_before_last_status(statuses: list[Status], total_in: int) -> bool:
@@ -50,7 +52,7 @@ def pending_before_last_status(statuses: list[Status], total_in: int) -> bool:
     return statuses[-1]["records_in"] < total_in * 0.95
 
 
-def _produce_backlog(state: Any, args: argparse.Namespace, symbols: list[str]) -> Backlog:
+def produce_backlog(state: Any, args: argparse.Namespace, symbols: list[str]) -> Backlog:
     from shared.topics import QUOTES, TRADES
 
     n = args.throughput_trades
@@ -62,6 +64,7 @@ def _produce_backlog(state: Any, args: argparse.Namespace, symbols: list[str]) -
         f"{len(symbols)} symbols, {span_ns / NS_PER_S:.0f} s of event time"
     )
     prod = EnvelopeProducer(state)
+    mix = bool(getattr(args, "throughput_conditions", False))
     t_prod = time.monotonic()
     last_end: dict[str, int] = {}
     trades = quotes = 0
@@ -70,7 +73,7 @@ def _produce_backlog(state: Any, args: argparse.Namespace, symbols: list[str]) -
         symbols, n, args.throughput_quote_ratio, base_ns
     ):
         if kind == "t":
-            prod.trade(sym, ts, a, b, int(c))
+            prod.trade(sym, ts, a, b, int(c), conditions=backlog_conditions(int(c), mix))
             trades += 1
             last_end[sym] = (ts // NS_PER_S + 1) * NS_PER_S
             if trades % 100_000 == 0:
@@ -80,11 +83,11 @@ def _produce_backlog(state: Any, args: argparse.Namespace, symbols: list[str]) -
             quotes += 1
         max_ts = ts
     # one trade and one quote past every bar end + slack move both partitions' watermarks on
-    sentinel_ts = (
+    sentinel_ns = (
         (max_ts // NS_PER_S + 1) * NS_PER_S + args.out_of_orderness_ms * NS_PER_MS + NS_PER_S
     )
-    prod.trade(SENTINEL, sentinel_ts, 1.0, 1.0, 1)
-    prod.quote(SENTINEL, sentinel_ts, 0.99, 1.01, 100.0, 100.0)
+    prod.trade(SENTINEL, sentinel_ns, 1.0, 1.0, 1)
+    prod.quote(SENTINEL, sentinel_ns, 0.99, 1.01, 100.0, 100.0)
     prod.flush()
     produce_s = time.monotonic() - t_prod
     total_in = trades + quotes + 2 + pre[TRADES.name] + pre[QUOTES.name]
@@ -93,7 +96,7 @@ def _produce_backlog(state: Any, args: argparse.Namespace, symbols: list[str]) -
         f"{'; includes ' + str(pre) + ' already in the topics' if any(pre.values()) else ''})"
     )
     trade_share = (trades + 1 + pre[TRADES.name]) / total_in
-    return Backlog(trades, quotes, total_in, trade_share, produce_s, last_end)
+    return Backlog(trades, quotes, total_in, trade_share, produce_s, last_end, base_ns, sentinel_ns)
 
 
 @dataclass
@@ -155,9 +158,11 @@ class _Watch:
         )
 
 
-def _launch_job(state: Any, args: argparse.Namespace, procs: Procs, run_id: str) -> tuple[int, int]:
+def _launch_job(
+    state: Any, args: argparse.Namespace, procs: Procs, run_id: str, group: str | None
+) -> tuple[int, int]:
     launched = launch_job(
-        state, args, procs, run_id, "throughput", args.throughput_provisional_interval_ms
+        state, args, procs, run_id, "throughput", args.throughput_provisional_interval_ms, group
     )
     say(
         f"throughput: job started (parallelism 1, fresh group, provisional every >= "
@@ -192,29 +197,72 @@ def _watch_until_done(
 def throughput_phase(
     state: Any, args: argparse.Namespace, procs: Procs, run_id: str
 ) -> ThroughputPhaseResult:
+    backlog = produce_backlog(state, args, symbols_of(args.symbols))
+    return work_off_backlog(state, args, procs, run_id, backlog).result
+
+
+@dataclass
+class JobRun:
+    """One job's run over a backlog: its numbers, and the records it committed to
+    ta.bars.1s.v1 and (with ``keep_signals``) ta.signals.v1, as (receive ns, bytes)."""
+
+    result: ThroughputPhaseResult
+    bars: list[tuple[int, bytes]]
+    signals: list[tuple[int, bytes]]
+
+
+def work_off_backlog(
+    state: Any,
+    args: argparse.Namespace,
+    procs: Procs,
+    run_id: str,
+    backlog: Backlog,
+    group: str | None = None,
+    keep_signals: bool = False,
+) -> JobRun:
+    """A fresh job (``group``: its consumer group, default one per ``run_id``) works off the
+    raw topics from the start until every symbol's last final bar of ``backlog`` is read."""
     from shared.registry import SchemaRegistryClient
     from shared.serde import AvroDeserializer
-    from shared.topics import TA_BARS_1S, TA_STATUS
+    from shared.topics import TA_BARS_1S, TA_SIGNALS, TA_STATUS
 
-    backlog = _produce_backlog(state, args, symbols_of(args.symbols))
-    collectors = start_collectors(
-        state.kafka_bootstrap,
-        (TA_STATUS.name, "read_uncommitted"),
-        (TA_BARS_1S.name, "read_committed"),
-    )
+    readers = [(TA_STATUS.name, "read_uncommitted"), (TA_BARS_1S.name, "read_committed")]
+    if keep_signals:
+        readers.append((TA_SIGNALS.name, "read_committed"))
+    collectors = start_collectors(state.kafka_bootstrap, *readers)
     load_before = uptime()
-    t_launch, job_pid = _launch_job(state, args, procs, run_id)
+    t_launch, job_pid = _launch_job(state, args, procs, run_id, group)
     decode = AvroDeserializer(SchemaRegistryClient(state.registry_url)).decode
     watch = _Watch(job_pid, backlog.total_in, dict(backlog.last_end))
     _watch_until_done(watch, (collectors[0], collectors[1]), decode, procs, args.throughput_trades)
     load_after = uptime()
+    if keep_signals:  # the signals of the same transactions as the bars read so far
+        _await_signals(collectors[2], len(collectors[1].items), decode)
     procs.stop("ta-throughput")
     for c in collectors:
         c.stop()
     watch.statuses.sort(key=lambda s: s["emit"])
     if len(watch.statuses) < 2:
         raise RuntimeError("fewer than two ta.status records: cannot compute a rate")
-    return throughput_result(args, backlog, watch, t_launch, (load_before, load_after))
+    result = throughput_result(args, backlog, watch, t_launch, (load_before, load_after))
+    return JobRun(
+        result,
+        list(collectors[1].items),
+        list(collectors[2].items) if keep_signals else [],
+    )
+
+
+def _await_signals(signals: Collector, bars_read: int, decode: Any, timeout_s: float = 60) -> None:
+    """Until ta.signals.v1 holds a record for every bar record read (the job writes one of
+    each per bar, in the same transaction)."""
+    deadline = time.monotonic() + timeout_s
+    while len(signals.items) < bars_read:
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"ta.signals.v1 has {len(signals.items)} committed records after {timeout_s:.0f} s,"
+                f" ta.bars.1s.v1 {bars_read}: the job's transactions are incomplete"
+            )
+        time.sleep(0.1)
 
 
 # --- the numbers, from what the run sampled --------------------------------------------------
