@@ -90,3 +90,12 @@ def test_canary_help_names_every_metric(capsys) -> None:
         "torghut_market_session_open",
     ):
         assert name in out
+
+
+def test_canary_without_symbols_exits_2_saying_where_they_come_from(capsys, monkeypatch) -> None:
+    from torghut.cli import main
+
+    monkeypatch.delenv("TORGHUT_CANARY_SYMBOLS", raising=False)
+    assert main(["canary", "--http-port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "symbols" in err and "TORGHUT_CANARY_SYMBOLS" in err

@@ -84,7 +84,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         settings = settings_from(args)
     except (SettingsError, ValidationError, ValueError) as exc:
-        print(f"torghut canary: {exc}", file=sys.stderr)
+        print(
+            f"torghut canary: {exc}\n(the symbols: --symbols or TORGHUT_CANARY_SYMBOLS, the "
+            "forwarder's TORGHUT_FWD_SYMBOLS list; every setting: torghut canary --help)",
+            file=sys.stderr,
+        )
         return 2
     from torghut.canary.runner import Canary
 
