@@ -66,3 +66,25 @@ def is_regular_hours(event_ns: int) -> bool:
     """Whether `event_ns` falls in an NYSE regular session."""
     session = regular_session(event_ns // NS_PER_DAY)
     return session is not None and session[0] <= event_ns < session[1]
+
+
+#: the calendar the deployments use; any `exchange_calendars` name works (``24/7``: always
+#: open, what the drills use to exercise session-gated alerts at any hour)
+DEFAULT_CALENDAR = "XNYS"
+
+
+def session_open(event_ns: int, calendar: str = DEFAULT_CALENDAR) -> bool:
+    """Whether the exchange `calendar` (an `exchange_calendars` name) is in its regular
+    session at `event_ns`: XNYS through `is_regular_hours` (cached per day), any other
+    calendar through `exchange_calendars` itself. An unknown name raises
+    `exchange_calendars.errors.InvalidCalendarName`."""
+    if calendar == DEFAULT_CALENDAR:
+        return is_regular_hours(event_ns)
+    import exchange_calendars
+    import pandas as pd
+
+    cal = exchange_calendars.get_calendar(calendar)
+    minute = pd.Timestamp(event_ns - event_ns % 60_000_000_000, unit="ns", tz="UTC")
+    if not cal.first_minute <= minute <= cal.last_minute:
+        return False
+    return bool(cal.is_open_on_minute(minute))

@@ -23,6 +23,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "torghut.barcheck.cli",
         "compare the job's 1 s bars, rolled up per minute, with Alpaca's minute bars",
     ),
+    "canary": (
+        "torghut.canary.cli",
+        "how far the TA job's output is behind its raw input, per symbol (/metrics)",
+    ),
     "run": ("torghut.pipeline", "run the whole local pipeline with a live terminal view"),
     "backfill": (
         "torghut.backfill.cli",

@@ -56,6 +56,8 @@ class LiveView:
         self.job_watermark_ns: int | None = None
         self.job_last_trade_ns: dict[str, int] = {}
         self.job_status_emit_ns = 0
+        # the canary's newest scrape (torghut canary): lag per symbol, input idle, verdicts
+        self.canary: dict[str, Any] | None = None
 
     def _second(self, now_ns: int) -> _Second:
         sec = max(0, (now_ns - self.started_ns) // 1_000_000_000)
@@ -118,6 +120,48 @@ class LiveView:
     def on_forwarded(self, total: int, now_ns: int | None = None) -> None:
         with self._lock:
             self._second(now_ns or time.time_ns()).forwarded = total
+
+    def on_canary(self, metrics_text: str) -> None:
+        """One scrape of the canary's /metrics (Prometheus text)."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        got: dict[str, Any] = {"lag": {}, "final_lag": {}}
+        for family in text_string_to_metric_families(metrics_text):
+            for sample in family.samples:
+                if sample.name == "torghut_canary_lag_seconds":
+                    got["lag"][sample.labels["symbol"]] = sample.value
+                elif sample.name == "torghut_canary_final_lag_seconds":
+                    got["final_lag"][sample.labels["symbol"]] = sample.value
+                elif sample.name in (
+                    "torghut_canary_input_idle_seconds",
+                    "torghut_canary_input_stalled",
+                    "torghut_canary_lagging",
+                ):
+                    got[sample.name.removeprefix("torghut_canary_")] = sample.value
+        with self._lock:
+            self.canary = got
+
+    def canary_line(self) -> str:
+        """The canary's view in one line: each symbol's lag (derived / final), input idle."""
+        with self._lock:
+            c = self.canary
+        if c is None:
+            return "canary (output vs raw input): no scrape yet"
+        verdict = (
+            "INPUT STALLED"
+            if c.get("input_stalled")
+            else "TA LAGGING"
+            if c.get("lagging")
+            else "ok"
+        )
+        lags = ", ".join(
+            f"{sym} {lag:.1f}/{c['final_lag'].get(sym, math.nan):.1f}"
+            for sym, lag in sorted(c["lag"].items())
+        )
+        return (
+            f"canary: {verdict}; lag s (output/final) {lags or '-'}; "
+            f"input idle {c.get('input_idle_seconds', math.nan):.1f} s"
+        )
 
     def latency_summary(self, now_ns: int) -> tuple[float, float, int]:
         """p50, p99 (ms) and count of the provisional signals of the last LATENCY_WINDOW_S."""

@@ -166,6 +166,7 @@ class Pipeline:
         self.view = LiveView()
         self.record_dir: Path | None = None
         self.forwarder_metrics_url = ""
+        self.canary_metrics_url = ""
         self.replay_exited_at: float | None = None
         self.replay_exited_wall_ns = 0
         self._stop = threading.Event()
@@ -273,8 +274,41 @@ class Pipeline:
             st, from_beginning=True, http_port=procs.free_port(), consumer_group="torghut-run-check"
         )
         self._spawn("check-bars", list(apps.CHECK_BARS), check_env)
+        self._start_canary(st)
         threading.Thread(target=self._watch_signals, daemon=True).start()
         threading.Thread(target=self._watch_forwarder, daemon=True).start()
+
+    def _start_canary(self, st: StackState) -> None:
+        """The canary (docs/design.md "The canary") on this run's symbols; its lag is a line
+        of the view. A replay of every symbol (`*`) has no list to label: no canary."""
+        if self.symbols == "*":
+            print(
+                "[run] canary not started: a replay of every symbol (--symbols names them)",
+                file=sys.stderr,
+            )
+            return
+        port = procs.free_port()
+        env = apps.canary_env(
+            st,
+            symbols=self.symbols,
+            http_port=port,
+            http_host="127.0.0.1",
+            consumer_group=f"torghut-run-canary-{os.getpid()}",
+        )
+        self.canary_metrics_url = f"http://127.0.0.1:{port}/metrics"
+        self._spawn("canary", list(apps.CANARY), env)
+        threading.Thread(target=self._watch_canary, daemon=True).start()
+
+    def _watch_canary(self) -> None:
+        """The canary's /metrics, once a second, into the view."""
+        import requests
+
+        while not self._stop.wait(1.0):
+            try:
+                text = requests.get(self.canary_metrics_url, timeout=1.0).text
+            except requests.RequestException:
+                continue
+            self.view.on_canary(text)
 
     def _start_query_server(self) -> None:
         from torghut.clickhouse.local import QueryServer
@@ -447,6 +481,7 @@ class Pipeline:
             f"ClickHouse ({self.args.data_dir}): {total[0]} final bars, {total[1]} final "
             f"signals in all; {sum(counts.values())} final bars of the symbols shown",
             f"signals read from the stream: {self.view.signals_seen}",
+            self.view.canary_line() if self.canary_metrics_url else "canary: not started",
             self._checks_line(),
         ]
         hint = ""

@@ -1,7 +1,8 @@
 """The alerts and dashboards query what our processes really expose: the real forwarder
-(against the simulator) and the real TA job (local MiniCluster with Flink's Prometheus
-reporter on) are scraped, and every metric name and label that a rule expression (base
-and every overlay) or a dashboard `expr` uses must be in those scrapes.
+(against the simulator), the real TA job (local MiniCluster with Flink's Prometheus
+reporter on) and the canary (`torghut canary`) are scraped, and every metric name and label
+that a rule expression (base and every overlay) or a dashboard `expr` uses must be in those
+scrapes.
 
 What is not ours is listed explicitly, with the reason:
 - EXTERNAL_METRICS come from Prometheus itself or from exporters (kube-state-metrics, the
@@ -38,6 +39,7 @@ from tests.unit.test_k8s_alerts import (
 from torghut.barcheck.runner import BarCheckMetrics
 from torghut.k8s_render import OVERLAYS
 from torghut.sim import SimConfig, SimServerThread, SyntheticConfig
+from torghut.stack import apps, procs
 
 pytestmark = [pytest.mark.integration]
 
@@ -175,6 +177,19 @@ def test_every_metric_and_label_the_alerts_and_dashboards_use_is_in_the_real_scr
         settings={"metrics_port": flink_port},
     )
     job.start()
+    # the canary (torghut canary) as its own process, watching the simulator's symbols
+    canary_port = free_port()
+    canary = apps.launch(
+        list(apps.CANARY),
+        apps.canary_env(
+            stack,
+            symbols=",".join(symbols),
+            http_port=canary_port,
+            http_host="127.0.0.1",
+            consumer_group=unique("canary-metrics"),
+        ),
+        tmp_path / "canary.log",
+    )
     # the minute check's metrics as its /metrics serves them (torghut check-bars)
     checker_series = series(generate_latest(BarCheckMetrics().registry).decode())
     sim_cfg = SimConfig(
@@ -199,6 +214,7 @@ def test_every_metric_and_label_the_alerts_and_dashboards_use_is_in_the_real_scr
                     return {
                         **series(scrape_text(fwd_port)),
                         **series(scrape_text(flink_port)),
+                        **series(scrape_text(canary_port)),
                         **checker_series,
                     }
 
@@ -224,4 +240,5 @@ def test_every_metric_and_label_the_alerts_and_dashboards_use_is_in_the_real_scr
             + "\n".join(problems)
         )
     finally:
+        procs.stop(canary.pid)
         job.stop()

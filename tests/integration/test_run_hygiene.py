@@ -45,7 +45,8 @@ def _sessions_alive(sids: set[int]) -> list[int]:
 
 
 def _start(tmp_path: Path) -> tuple[subprocess.Popen, dict[str, int]]:
-    """`torghut run` with a fresh stack of its own, until its sim, forwarder and job run."""
+    """`torghut run` with a fresh stack of its own, until its sim, forwarder, job and canary
+    run."""
     env = {**os.environ, "TORGHUT_STACK_HOME": str(tmp_path / "stacks")}
     proc = subprocess.Popen(
         [sys.executable, "-m", "torghut.cli", "run", "--no-view", "--symbols", "HYGA,HYGB"],
@@ -58,7 +59,7 @@ def _start(tmp_path: Path) -> tuple[subprocess.Popen, dict[str, int]]:
     assert proc.stderr is not None
     pids: dict[str, int] = {}
     deadline = time.monotonic() + 180
-    while "ta" not in pids and time.monotonic() < deadline:
+    while not {"ta", "canary"} <= set(pids) and time.monotonic() < deadline:
         line = proc.stderr.readline().decode()
         if not line and proc.poll() is not None:
             break
@@ -67,7 +68,7 @@ def _start(tmp_path: Path) -> tuple[subprocess.Popen, dict[str, int]]:
         if m := re.search(r"state (\S+state\.json)", line):
             state = json.loads(Path(m.group(1)).read_text())
             pids.update({c["name"]: c["pid"] for c in state["components"].values()})
-    assert {"kafka", "minio", "registry", "sim", "forwarder", "ta"} <= set(pids), pids
+    assert {"kafka", "minio", "registry", "sim", "forwarder", "ta", "canary"} <= set(pids), pids
     # the job's JVM (a grandchild: `torghut ta` starts it) must be up too, so its fate counts
     wait_for(lambda: _java_in_session(pids["ta"]), 120, "the TA job's JVM", interval_s=0.5)
     return proc, pids

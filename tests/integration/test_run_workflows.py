@@ -102,14 +102,22 @@ def _start_run(args: list[str], env: dict[str, str], log: Path) -> subprocess.Po
     )
 
 
-def _assert_view_rows(log: str) -> None:
+def _assert_view_rows(log: str, canary: bool) -> None:
     """The view's last screen (printed at the end without a terminal): a row per symbol with
-    its bar, its age and where it stands."""
+    its bar, its age and where it stands; with `canary` (a run that lists its symbols) the
+    canary's line with each symbol's lag, else the line saying it was not started."""
     screen = log[log.rindex("torghut-ta local pipeline") :]
     for sym in SYMBOLS:
         row = next(line for line in screen.splitlines() if line.startswith(sym + " "))
         assert re.search(r"\d\d:\d\d:\d\d\s+\d+\s", row), row  # bar time, age in ms
         assert "final in ClickHouse" in row or "provisional" in row or "final, loading" in row
+    line = next(line for line in screen.splitlines() if line.startswith("canary"))
+    if canary:
+        for sym in SYMBOLS:
+            assert re.search(rf"{sym} \d+\.\d/", line), line  # its lag in seconds
+        assert "input idle" in line, line
+    else:
+        assert line == "canary: not started", line
 
 
 def _row_bar(key: tuple[str, int], row: dict[str, Any]) -> OracleBar:
@@ -237,7 +245,7 @@ def test_backfill_then_live_with_record_and_sql_then_replay_equals_the_live_run(
     log = (tmp_path / "live.log").read_text()
     assert code == 0, log[-3000:]
     assert SECRET not in log
-    _assert_view_rows(log)
+    _assert_view_rows(log, canary=True)
     png = re.search(r"latency and throughput of this run: (\S+\.png)", log)
     assert png and Path(png.group(1)).stat().st_size > 10_000
 
@@ -296,6 +304,6 @@ def test_backfill_then_live_with_record_and_sql_then_replay_equals_the_live_run(
             replay.send_signal(signal.SIGINT)
             replay.wait(60)
     assert code == 0, (tmp_path / "replay.log").read_text()[-3000:]
-    _assert_view_rows((tmp_path / "replay.log").read_text())
+    _assert_view_rows((tmp_path / "replay.log").read_text(), canary=False)
     assert _finals("ta_microbars", BAR_COLUMNS, replay_dir, env, 0) == while_running
     assert _finals("ta_signals", SIGNAL_COLUMNS, replay_dir, env, 0) == live_signals

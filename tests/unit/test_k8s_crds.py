@@ -183,7 +183,9 @@ def test_base_custom_resources_validate_against_each_release(release: str) -> No
 def test_overlay_custom_resources_validate_against_each_release(overlay: str, release: str) -> None:
     custom = [d for d in _built(overlay) if d["kind"] in CUSTOM_KINDS]
     assert len(find(custom, "FlinkDeployment")) == 1
-    assert len(find(custom, "KafkaUser")) == 4  # forwarder, TA job, ClickHouse, minute check
+    assert (
+        len(find(custom, "KafkaUser")) == 5
+    )  # forwarder, TA job, ClickHouse, minute check, canary
     assert len(find(custom, "KafkaTopic")) == len(ALL_TOPICS)
     group = _release_group(release)
     mine = [d for d in custom if d["apiVersion"].split("/")[0] == group]

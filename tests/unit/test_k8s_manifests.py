@@ -310,6 +310,7 @@ def test_kafka_users_are_scram_and_scoped_to_the_catalog_topics() -> None:
         "torghut-ta",
         "torghut-clickhouse",
         "torghut-bar-check",
+        "torghut-canary",
     }
     for u in users.values():
         assert u["spec"]["authentication"]["type"] == "scram-sha-512"
@@ -333,6 +334,16 @@ def test_kafka_users_are_scram_and_scoped_to_the_catalog_topics() -> None:
     assert topics(bc, "Read") == {"ta.bars.1s.v1", "ta.status.v1", "torghut.bars.1m.v1"}
     assert topics(bc, "Write") == checks
     assert "Read" in bc[("group", "torghut-bar-check")]
+    # the canary reads the raw trades and quotes and the job's bars and signals, writes nothing
+    canary = _acls(users["torghut-canary"])
+    assert topics(canary, "Read") == {
+        "torghut.trades.v1",
+        "torghut.quotes.v1",
+        "ta.bars.1s.v1",
+        "ta.signals.v1",
+    }
+    assert not any("Write" in ops for ops in canary.values())
+    assert "Read" in canary[("group", "torghut-canary")]  # a prefix: its two groups
 
 
 def test_topic_and_user_crs_name_the_same_strimzi_cluster(overlay) -> None:
@@ -376,6 +387,15 @@ def test_the_minute_check_waits_for_a_watermark_from_every_subtask_of_the_job(ov
     fd = one(docs, "FlinkDeployment", "torghut-ta")["spec"]
     cfg = one(docs, "ConfigMap", "torghut-bar-check-config")["data"]
     assert int(cfg["TORGHUT_CHECK_TA_SUBTASKS"]) == fd["job"].get("parallelism", 1)
+
+
+def test_the_canary_labels_the_symbols_the_forwarder_subscribes(overlay) -> None:
+    """The canary's metric labels are its configured symbols (bounded cardinality): they
+    must be the forwarder's, or a subscribed symbol goes unwatched."""
+    docs = built(overlay)
+    fwd = one(docs, "ConfigMap", "torghut-forwarder-config")["data"]["TORGHUT_FWD_SYMBOLS"]
+    canary = one(docs, "ConfigMap", "torghut-canary-config")["data"]["TORGHUT_CANARY_SYMBOLS"]
+    assert canary.split(",") == fwd.split(",")
 
 
 # --- overlays differ only where they should ----------------------------------------------------

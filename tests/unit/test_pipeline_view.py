@@ -107,3 +107,26 @@ def test_sources_and_speeds_parse_as_documented() -> None:
 def test_an_empty_view_says_it_waits_and_shows_the_hint() -> None:
     screen = LiveView(started_ns=0).render("t", {}, {}, [], now_ns=S, waiting_hint="- quiet")
     assert "(waiting for the first signal) - quiet" in screen
+
+
+def test_the_canary_line_shows_each_symbols_lag_and_the_verdict_from_its_metrics() -> None:
+    from prometheus_client import generate_latest
+
+    from torghut.canary.runner import CanaryMetrics
+
+    v = LiveView(started_ns=0)
+    assert v.canary_line() == "canary (output vs raw input): no scrape yet"
+    m = CanaryMetrics()
+    m.lag.labels("AAA").set(0.25)
+    m.final_lag.labels("AAA").set(10.5)
+    m.lag.labels("BBB").set(42.0)
+    m.final_lag.labels("BBB").set(50.0)
+    m.input_idle.set(0.1)
+    m.lagging.set(1)
+    v.on_canary(generate_latest(m.registry).decode())
+    line = v.canary_line()
+    assert line.startswith("canary: TA LAGGING;"), line
+    assert "AAA 0.2/10.5" in line and "BBB 42.0/50.0" in line and "input idle 0.1 s" in line
+    m.input_stalled.set(1)
+    v.on_canary(generate_latest(m.registry).decode())
+    assert v.canary_line().startswith("canary: INPUT STALLED;")

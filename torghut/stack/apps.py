@@ -28,6 +28,7 @@ FORWARDER = (sys.executable, "-m", "forwarder")
 TA_JOB = (sys.executable, "-m", "torghut.cli", "ta", "--no-stack")
 SIM = (sys.executable, "-m", "torghut.cli", "sim")
 CHECK_BARS = (sys.executable, "-m", "torghut.cli", "check-bars")
+CANARY = (sys.executable, "-m", "torghut.cli", "canary")
 
 
 def _env_value(value: Any) -> str:
@@ -96,6 +97,17 @@ def bar_check_env(stack: StackState, **values: Any) -> dict[str, str]:
         "registry_url": stack.registry_url,
     }
     return render_env(BarCheckSettings, {**base, **values})
+
+
+def canary_env(stack: StackState, **values: Any) -> dict[str, str]:
+    """The canary's environment (`torghut canary`) against the local `stack`."""
+    from torghut.canary.settings import CanarySettings
+
+    base: dict[str, Any] = {
+        "kafka_bootstrap": stack.kafka_bootstrap,
+        "registry_url": stack.registry_url,
+    }
+    return render_env(CanarySettings, {**base, **values})
 
 
 def launch(
