@@ -203,6 +203,8 @@ VALID_TRADE = {
     "z": "C",
     "t": msgpack.Timestamp.from_unix_nano(1_700_000_000_000_000_000),
 }
+
+
 @pytest.fixture(scope="module")
 def hostile(stack):
     server = HostileServer()
