@@ -17,7 +17,8 @@ from forwarder.sequence import _watermarks
 from shared.heartbeat import HEADER, HEADER_VALUE, is_heartbeat
 from shared.topics import QUOTES, TRADES
 from tests.conftest import wait_for
-from tests.integration.test_forwarder_pipeline import HostileServer, fwd_settings, symbols_for
+from tests.support.forwarder import fwd_settings, symbols_for
+from tests.support.hostile import HostileServer
 from tests.support.kafka import QUIET
 
 pytestmark = pytest.mark.integration

@@ -14,8 +14,8 @@ import pytest
 from forwarder.app import ForwarderThread
 from shared.recording import RecordingWriter, RecordKind, decode_frame, iter_recording, summarize
 from tests.conftest import wait_for
-from tests.integration.test_forwarder_pipeline import hostile_frames
 from tests.support.forwarder import envelopes, fwd_settings, market, symbols_for
+from tests.support.hostile import hostile_frames
 from torghut.sim import ReplayConfig, SimConfig, SimServerThread, read_jsonl
 from torghut.sim.protocol import normalize_message
 

@@ -15,20 +15,16 @@ What is not ours is listed explicitly, with the reason:
 from __future__ import annotations
 
 import re
-import socket
 import time
-import urllib.request
 from collections import defaultdict
 
 import pytest
 from prometheus_client import generate_latest
-from prometheus_client.parser import text_string_to_metric_families
 
 from forwarder.app import ForwarderThread
 from forwarder.settings import ForwarderSettings
 from tests.conftest import wait_for
-from tests.support.ta_job import TaJobProcess
-from tests.unit.test_k8s_alerts import (
+from tests.support.alerts import (
     DASHBOARDS,
     alerts,
     base_rule_groups,
@@ -36,6 +32,8 @@ from tests.unit.test_k8s_alerts import (
     overlay_rule_groups,
     promql_selectors,
 )
+from tests.support.scrape import free_port, scrape_text, series
+from tests.support.ta_job import TaJobProcess
 from torghut.barcheck.runner import BarCheckMetrics
 from torghut.k8s_render import OVERLAYS
 from torghut.sim import SimConfig, SimServerThread, SyntheticConfig
@@ -59,29 +57,6 @@ TARGET_LABELS = {
 }
 # PromQL-made labels: `le` is part of every histogram's _bucket series
 BUILTIN_LABELS = {"le"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def scrape_text(port: int) -> str:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-            return r.read().decode()
-    except OSError:
-        return ""  # not up yet
-
-
-def series(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
-    """Sample name -> (labels, value) of every sample of one `/metrics` scrape."""
-    out: dict[str, list[tuple[dict[str, str], float]]] = defaultdict(list)
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            out[sample.name].append((dict(sample.labels), sample.value))
-    return dict(out)
 
 
 def label_sets(scraped: dict[str, list[tuple[dict[str, str], float]]]):

@@ -38,7 +38,7 @@ from shared.registry import SchemaRegistryClient
 from shared.serde import AvroDeserializer
 from shared.topics import QUOTES, TRADES
 from tests.conftest import module_stack, wait_for
-from tests.integration.test_metrics_scrape import free_port, scrape_text, series
+from tests.support.alerts import alerts, base_rule_groups, run_promtool, write_rule_file
 from tests.support.flink_drill import Feed
 from tests.support.kafka import QUIET
 from tests.support.oracle import (
@@ -48,8 +48,8 @@ from tests.support.oracle import (
     start_us,
 )
 from tests.support.relay import slow_store
+from tests.support.scrape import free_port, scrape_text, series
 from tests.support.ta_job import TaJobProcess, read_raw_log, read_topic
-from tests.unit.test_k8s_alerts import alerts, base_rule_groups, run_promtool, write_rule_file
 from torghut.stack import procs, supervisor
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -19,6 +19,8 @@ RAW = (TRADES, QUOTES, BARS_1M, STATUS)
 
 
 def fwd_settings(stack, url: str, **kw) -> ForwarderSettings:
+    """Forwarder settings against `stack` reading `url`, with the drills' short backoffs
+    (0.05 s doubling to 0.5 s, 1 s after a 406); `kw` overrides any of them."""
     base = dict(
         alpaca_key_id="key",
         alpaca_secret_key="secret",
@@ -64,11 +66,13 @@ def status_events(stack, fwd: ForwarderThread) -> list[dict]:
 
 
 def symbols_for(unique, n=2) -> tuple[str, ...]:
+    """`n` symbols no other test uses (from the `unique` fixture)."""
     tag = unique("x")[-6:].upper()
     return tuple(f"Z{tag}{i}" for i in range(n))
 
 
 def market(symbols, **kw) -> SyntheticConfig:
+    """A seeded synthetic market of `symbols` with corrections, cancels and late trades."""
     args = dict(
         symbols=symbols,
         seed=5,

@@ -5,8 +5,6 @@ flags), for any mix of sale conditions, tapes, arrival orders and times of day."
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -14,8 +12,8 @@ from flink_job.symbol_processor import SymbolProcessor, SymbolState
 from shared import sale_conditions as table
 from shared.bars import MicroBar
 from shared.indicators import SignalState
+from tests.support.bar_inputs import AFTER_HOURS, CONDITIONS, IN_SESSION
 from tests.support.bar_oracle import (
-    NEW_YORK,
     assert_same_bars,
     bucket_start,
     oracle_bars,
@@ -24,17 +22,6 @@ from tests.support.bar_oracle import (
 
 S = 1_000_000_000
 NO_WM = -(1 << 63)
-#: 10:00 New York on a trading day (Form T is volume only) and 18:00 (it prices bars)
-IN_SESSION = int(datetime(2026, 12, 4, 10, tzinfo=NEW_YORK).timestamp()) * S
-AFTER_HOURS = int(datetime(2026, 12, 4, 18, tzinfo=NEW_YORK).timestamp()) * S
-CODES = [*sorted(set(table.CTA) | set(table.UTP)), "J", " "]
-# regular sales more often than not, so bars mix prices, odd lots and the rest
-CONDITIONS = st.one_of(
-    st.just(("@",)),
-    st.just(()),
-    st.sampled_from([("@", "I"), ("I",), ("Z",), ("T",), ("M",), ("9",), ("B",), ("@", "F")]),
-    st.lists(st.sampled_from(CODES), max_size=3).map(tuple),
-)
 
 
 def _trades(symbols: list[str]) -> st.SearchStrategy:

@@ -29,7 +29,7 @@ from forwarder.envelope import to_envelope
 from shared import envelope_layout as L
 from shared.schemas import parsed, schema_json
 from tests.support.records import PAYLOADS, envelope
-from tests.unit.test_forwarder_router import AFTER, MSGS, _frames, _router
+from tests.support.router import AFTER, MSGS, new_router, wire_frames
 from torghut.sim.protocol import encode_msgpack
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -237,9 +237,9 @@ def _expected(header: bytes, value: bytes, m: dict[str, Any], ingest: int, schem
 def test_the_writer_the_router_and_the_c_path_write_what_fastavro_writes(layout):
     schema = layout
     # the Python writer
-    router, prod, _, _ = _router()
+    router, prod, _, _ = new_router()
     writer = router.writer
-    for i, m in enumerate(_frames("msgpack", MSGS, size=len(MSGS))[0]):
+    for i, m in enumerate(wire_frames("msgpack", MSGS, size=len(MSGS))[0]):
         value = writer.encode(m, seq=10**15 + i, ingest_ts=AFTER, trace_id=f"ab{i:x}")
         assert value == _expected(writer.header, value, m, AFTER, schema)
     # the router's Python path (every message type), then the C path (trades and quotes;
@@ -248,7 +248,7 @@ def test_the_writer_the_router_and_the_c_path_write_what_fastavro_writes(layout)
     frames = [msgpack.unpackb(raw, timestamp=2, use_list=False) for raw in raws]
     flat = [(m, AFTER + j) for j, frame in enumerate(frames) for m in frame]
     for path in ("python", "native"):
-        router, prod, _, _ = _router()
+        router, prod, _, _ = new_router()
         for j, (raw, frame) in enumerate(zip(raws, frames, strict=True)):
             if path == "python":
                 router.route(frame, AFTER + j)
@@ -263,7 +263,7 @@ def test_the_writer_the_router_and_the_c_path_write_what_fastavro_writes(layout)
 
 def test_the_c_path_took_the_trades_and_quotes(layout):
     """The native path encoded these itself (nothing went through Python's loop)."""
-    router, prod, _, _ = _router()
+    router, prod, _, _ = new_router()
     router._route = None  # type: ignore[assignment,method-assign]
     assert router.route_raw(encode_msgpack([m for m in MSGS if m["T"] in "tq"][:50]), AFTER)
     assert len(prod.records) == 50

@@ -33,9 +33,9 @@ from shared.indicators import InvalidBarError, Quote, RollingVolatility, Rolling
 from shared.indicators.signals import PRICE_CEIL, PRICE_FLOOR, VOLUME_CEIL, SignalValues
 from shared.limits import DEFAULT_LIMITS, PlausibleLimits
 from tests.support.bar_oracle import assert_same_bars, oracle_bars
-from tests.unit.test_forwarder_fastroute import T0 as FAST_T0
-from tests.unit.test_forwarder_fastroute import pack, run_both, ts_ext
-from tests.unit.test_forwarder_router import QUOTE, TRADE, _rejecting_router
+from tests.support.fastroute import T0 as FAST_T0
+from tests.support.fastroute import pack, run_both, ts_ext
+from tests.support.router import QUOTE, TRADE, rejecting_router
 
 S = 1_000_000_000
 T0 = 1_767_362_400 * S  # 2026-01-02 14:00:00 UTC
@@ -141,7 +141,7 @@ def test_the_forwarder_has_the_same_defaults_and_checks_its_range(monkeypatch) -
     ],
 )
 def test_the_forwarder_rejects_an_implausible_trade_or_quote_by_reason(bad, reason, detail):
-    router, prod, rejects, seqs = _rejecting_router()
+    router, prod, rejects, seqs = rejecting_router()
     router.route([bad], T0 + S)
     assert prod.records == [] and seqs.issued == 0
     assert len(rejects) == 1 and rejects[0][0] == reason and rejects[0][1].startswith(detail)
@@ -512,9 +512,15 @@ def test_the_keyed_function_refuses_1e308_trades_and_reports_the_guard_on_status
     from shared.framing import unframe_record
     from shared.serde import AvroDeserializer
     from tests.support.registry import InMemoryRegistry
-    from tests.unit.test_ta_state_replay import SYMBOLS, Harness, _finals, _raw, _stream
+    from tests.support.ta_harness import (
+        SYMBOLS,
+        Harness,
+        decoded_outputs,
+        mixed_stream,
+        raw_envelopes,
+    )
 
-    stream = _stream(3)
+    stream = mixed_stream(3)
     poison = [(1e308, 1.0), (1e-308, 1.0), (5e-324, 2.0), (100.0, 1e308), (MAX, MAX)]
     for i, (p, s) in enumerate(poison):
         _kind, ts, sym, _f = stream[100 + 50 * i]
@@ -523,7 +529,7 @@ def test_the_keyed_function_refuses_1e308_trades_and_reports_the_guard_on_status
 
     reg = InMemoryRegistry()
     monkeypatch.setattr(functions, "SchemaRegistryClient", lambda url, **_: reg)
-    raw = _raw(stream, reg)
+    raw = raw_envelopes(stream, reg)
     h = Harness(reg, log_max=64)
     records = [
         (sym, "t" if k == "t" else "q", ts, r)
@@ -532,7 +538,7 @@ def test_the_keyed_function_refuses_1e308_trades_and_reports_the_guard_on_status
     for i in range(0, len(records), 5):
         h.feed(records[i : i + 5])
     h.advance(1 << 62)
-    finals = [dict(f[1]) for f in _finals(h.out, reg)]
+    finals = [dict(f[1]) for f in decoded_outputs(h.out, reg)]
     assert {r["symbol"] for r in finals} == set(SYMBOLS)
     for r in finals:
         assert all(finite(v) for v in r.values() if isinstance(v, float)), r

@@ -13,8 +13,8 @@ from forwarder.metrics import CHANNEL_INDEX, CHANNELS, ForwarderMetrics
 from forwarder.sequence import TailScan, recover_floor, scan_tail
 from shared.serde import AvroDeserializer, AvroSerializer
 from shared.topics import TRADES
+from tests.support.heartbeat import heartbeat_writer
 from tests.support.registry import InMemoryRegistry
-from tests.unit.test_forwarder_heartbeat import _writer
 
 S = 1_000_000_000
 T0 = 1_767_362_400 * S
@@ -168,7 +168,7 @@ def test_gap_markers_are_counted_in_their_own_channel_and_status_stays_last():
 
 
 def test_heartbeats_hold_while_a_gap_is_open_and_resume_when_it_closes():
-    hb, clock, _, _ = _writer()
+    hb, clock, _, _ = heartbeat_writer()
     clock.observe(T0, 10.0)
     assert hb.tick(10.1, T0) == 5
     hb.hold_until = 40.0  # a data connection dropped at 10.0 (TORGHUT_FWD_GAP_HOLD_S=30)

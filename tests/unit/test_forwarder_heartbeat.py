@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from types import SimpleNamespace
-from typing import Any
 
 import msgpack
 import pytest
@@ -20,6 +19,7 @@ from forwarder.settings import ForwarderSettings
 from shared.heartbeat import HEADER, HEADER_VALUE, is_heartbeat
 from shared.topics import CHANNEL_TOPICS, QUOTES, TRADES
 from tests.conftest import wait_for
+from tests.support.heartbeat import FakeKafka, heartbeat_writer
 
 S = 10**9
 E0 = 1_709_303_400 * S  # an event time
@@ -85,48 +85,8 @@ def test_quiet_must_be_positive():
 # --- HeartbeatWriter ------------------------------------------------------------------------
 
 
-class FakeKafka:
-    """What the writer needs of a confluent_kafka.Producer: produce, poll, list_topics."""
-
-    def __init__(self, partitions: dict[str, int | None]) -> None:
-        self.partitions = partitions
-        self.records: list[dict[str, Any]] = []
-        self.polls = 0
-
-    def produce(self, topic: str, value: Any, key: Any, **kw: Any) -> None:
-        self.records.append({"topic": topic, "value": value, "key": key, **kw})
-
-    def poll(self, timeout: float) -> int:
-        self.polls += 1
-        return 0
-
-    def list_topics(self, topic: str, timeout: float) -> Any:
-        n = self.partitions.get(topic)
-        if n is None:
-            meta = SimpleNamespace(
-                error=KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART), partitions={}
-            )
-        else:
-            meta = SimpleNamespace(error=None, partitions={p: None for p in range(n)})
-        return SimpleNamespace(topics={topic: meta})
-
-    def flush(self, timeout: float) -> int:
-        return 0
-
-
-def _writer(
-    partitions: dict[str, int | None] | None = None, **settings: Any
-) -> tuple[HeartbeatWriter, EventClock, FakeKafka, ForwarderMetrics]:
-    s = ForwarderSettings(heartbeat_lag_s=2.0, heartbeat_quiet_s=1.0, **settings)
-    clock, metrics = EventClock(s.heartbeat_quiet_s), ForwarderMetrics()
-    kafka = FakeKafka(partitions or {TRADES.name: 3, QUOTES.name: 2})
-    hb = HeartbeatWriter(s, clock, metrics, producer=kafka)
-    hb.refresh_partitions()
-    return hb, clock, kafka, metrics
-
-
 def test_heartbeats_go_to_every_partition_of_both_raw_topics_with_clock_minus_lag():
-    hb, clock, kafka, metrics = _writer()
+    hb, clock, kafka, metrics = heartbeat_writer()
     assert hb.tick(10.0, WALL) == 0 and kafka.records == []  # no trade yet: nothing
     clock.observe(E0 + 123_456_789, 10.0)
     assert hb.tick(10.1, WALL) == 5
@@ -142,7 +102,7 @@ def test_heartbeats_go_to_every_partition_of_both_raw_topics_with_clock_minus_la
 
 
 def test_a_heartbeat_is_sent_only_when_its_timestamp_moved_forward():
-    hb, clock, kafka, _ = _writer()
+    hb, clock, kafka, _ = heartbeat_writer()
     clock.observe(E0, 10.0)
     assert hb.tick(10.1, WALL) == 5
     assert hb.tick(10.2, WALL) == 0  # same clock (not quiet yet)
@@ -156,7 +116,7 @@ def test_a_heartbeat_is_sent_only_when_its_timestamp_moved_forward():
 
 def test_a_topic_without_metadata_is_skipped_and_logged_once(caplog):
     caplog.set_level(logging.WARNING, "forwarder.heartbeat")
-    hb, clock, kafka, _ = _writer({TRADES.name: 2, QUOTES.name: None})
+    hb, clock, kafka, _ = heartbeat_writer({TRADES.name: 2, QUOTES.name: None})
     hb.refresh_partitions()
     assert [r.message for r in caplog.records].count(caplog.records[0].message) == 1
     assert QUOTES.name in caplog.records[0].message
@@ -170,7 +130,7 @@ def test_a_topic_without_metadata_is_skipped_and_logged_once(caplog):
 
 
 def test_a_failed_heartbeat_is_counted_and_never_re_produced():
-    hb, clock, kafka, metrics = _writer()
+    hb, clock, kafka, metrics = heartbeat_writer()
     clock.observe(E0, 10.0)
     hb.tick(10.1, WALL)
     msg = SimpleNamespace(topic=lambda: TRADES.name, partition=lambda: 1)

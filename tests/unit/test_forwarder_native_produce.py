@@ -20,7 +20,7 @@ from forwarder import _fastroute
 from forwarder.metrics import ForwarderMetrics
 from forwarder.producer import NATIVE_PLUGIN, EnvelopeProducer
 from forwarder.settings import ForwarderSettings
-from tests.unit.test_forwarder_fastroute import INGEST, T0, Side, pack
+from tests.support.fastroute import INGEST, T0, Side, pack
 
 NOWHERE = "127.0.0.1:9"
 

@@ -14,8 +14,6 @@ from collections import Counter
 from typing import Any
 
 import fastavro
-import msgpack
-import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -25,88 +23,23 @@ from forwarder.envelope import CHANNEL_BY_TYPE, to_envelope
 from forwarder.exceptions import InvalidMessageError
 from forwarder.metrics import CHANNEL_INDEX, LAG_BUCKETS_NS, TYPE_INDEX, ForwarderMetrics
 from forwarder.producer import EnvelopeProducer, channel_of
-from forwarder.router import EnvelopeRouter, TraceIds
-from forwarder.sequence import SequenceNumbers
 from forwarder.settings import ForwarderSettings
 from shared.schemas import parsed
 from shared.topics import CHANNEL_TOPICS
-from torghut.sim import SyntheticConfig, SyntheticMarket
-from torghut.sim.protocol import encode_json, encode_msgpack
+from tests.support.router import (
+    AFTER,
+    BAR,
+    FLOOR,
+    MSGS,
+    QUOTE,
+    T0,
+    TRADE,
+    new_router,
+    rejecting_router,
+    wire_frames,
+)
 
 ENVELOPE = parsed("torghut.Envelope")
-T0 = 1_709_303_400_123_456_789
-FLOOR = 1_709_303_400_000_000
-
-
-class FakeProducer:
-    """What the router needs of ``EnvelopeProducer``."""
-
-    def __init__(self) -> None:
-        self.records: list[tuple[str, bytes, bytes, int]] = []
-        self.tracked: list[tuple[int, list[int], list[int]]] = []
-
-    def raw_produce(self, topic: str, value: bytes, key: bytes, timestamp: int) -> None:
-        self.records.append((topic, value, key, timestamp))
-
-    def produce_blocking(self, topic: str, value: bytes, key: bytes, ts_ms: int) -> None:
-        self.raw_produce(topic, value, key, ts_ms)
-
-    def track(self, n: int, per_channel: list[int], event_ts: list[int]) -> None:
-        self.tracked.append((n, list(per_channel), list(event_ts)))
-
-
-def _messages() -> list[dict[str, Any]]:
-    cfg = SyntheticConfig(
-        symbols=("AAPL", "SPY", "MSFT"),
-        seed=11,
-        trades_per_sec=30,
-        quotes_per_sec=10,
-        correction_rate=0.05,
-        cancel_error_rate=0.05,
-        out_of_order_rate=0.05,
-        late_rate=0.05,
-    )
-    m = SyntheticMarket(cfg, T0, 11)
-    msgs = m.advance(T0 + 130 * 10**9) + m.finish()
-    assert {x["T"] for x in msgs} == set(CHANNEL_BY_TYPE)
-    return msgs
-
-
-MSGS = _messages()
-#: an ingest time after the synthetic market's 130 s (event times up to 2 s ahead only)
-AFTER = T0 + 131 * 10**9
-
-
-def _router(
-    rejects: list[tuple[str, Any]] | None = None,
-) -> tuple[EnvelopeRouter, FakeProducer, ForwarderMetrics, SequenceNumbers]:
-    prod, metrics, seqs = FakeProducer(), ForwarderMetrics(), SequenceNumbers(FLOOR)
-    writer = EnvelopeWriter(42, "iex")
-    sink = rejects if rejects is not None else []
-    router = EnvelopeRouter(
-        writer,
-        seqs,
-        prod,  # type: ignore[arg-type]
-        metrics,
-        100_000,
-        300.0,
-        on_reject=lambda reason, detail, m: sink.append((reason, m)),
-        on_control=lambda m: None,
-        trace_ids=TraceIds(),
-    )
-    router.set_schema_ids({CHANNEL_TOPICS[c].name: 42 for c in CHANNEL_BY_TYPE.values()})
-    return router, prod, metrics, seqs
-
-
-def _frames(wire: str, msgs: list[dict[str, Any]], size: int = 97) -> list[Any]:
-    out = []
-    for i in range(0, len(msgs), size):
-        chunk = msgs[i : i + size]
-        if wire == "json":
-            out.append(orjson.loads(encode_json(chunk)))
-        else:
-            out.append(msgpack.unpackb(encode_msgpack(chunk), timestamp=2, use_list=False))
-    return out
 
 
 def _fastavro(header: bytes, env: dict[str, Any]) -> bytes:
@@ -118,9 +51,9 @@ def _fastavro(header: bytes, env: dict[str, Any]) -> bytes:
 
 @pytest.mark.parametrize("wire", ["json", "msgpack"])
 def test_routed_bytes_equal_fastavro_with_seq_per_channel_and_symbol(wire):
-    router, prod, metrics, seqs = _router()
+    router, prod, metrics, seqs = new_router()
     writer = router.writer
-    frames = _frames(wire, MSGS)
+    frames = wire_frames(wire, MSGS)
     ingests = []
     for i, frame in enumerate(frames):
         ingests.append(AFTER + i)
@@ -161,8 +94,8 @@ def test_routed_bytes_equal_fastavro_with_seq_per_channel_and_symbol(wire):
 
 
 def test_duplicates_are_dropped_across_and_within_frames():
-    router, prod, metrics, _ = _router()
-    frame = _frames("msgpack", MSGS, size=len(MSGS))[0]
+    router, prod, metrics, _ = new_router()
+    frame = wire_frames("msgpack", MSGS, size=len(MSGS))[0]
     router.route(frame, AFTER)
     n = len(prod.records)
     router.route(frame, AFTER + 1)
@@ -176,9 +109,9 @@ def test_duplicates_are_dropped_across_and_within_frames():
 def test_the_memory_gauges_count_the_dedup_keys_per_family_and_the_symbol_slots():
     """``/metrics`` says what the forwarder's memory is made of: the keys each dedup family
     holds (distinct messages within the horizon) and the (type, symbol) slots."""
-    router, _prod, metrics, _ = _router()
+    router, _prod, metrics, _ = new_router()
     metrics.sizes = router.sizes
-    frame = _frames("msgpack", MSGS, size=len(MSGS))[0]
+    frame = wire_frames("msgpack", MSGS, size=len(MSGS))[0]
     router.route(frame, AFTER)
     router.route(frame, AFTER + 1)  # duplicates: no new keys
     text = metrics.render().decode()
@@ -192,7 +125,7 @@ def test_the_memory_gauges_count_the_dedup_keys_per_family_and_the_symbol_slots(
 
 def test_invalid_messages_are_rejected_and_the_rest_forwarded():
     rejects: list[tuple[str, Any]] = []
-    router, prod, _, _ = _router(rejects)
+    router, prod, _, _ = new_router(rejects)
     good = {"T": "t", "S": "A", "i": 1, "x": "V", "p": 1.0, "s": 1, "c": ("@",), "z": "C", "t": T0}
     frame = (
         42,
@@ -221,7 +154,7 @@ def test_invalid_messages_are_rejected_and_the_rest_forwarded():
 
 
 def test_a_new_key_starts_above_every_seq_issued_and_the_table_is_bounded():
-    router, prod, _, seqs = _router()
+    router, prod, _, seqs = new_router()
     seqs.max_keys = 5
     last: dict[str, int] = {}
     good = {"T": "t", "x": "V", "p": 1.0, "s": 1, "z": "C", "t": T0}
@@ -369,37 +302,11 @@ def test_a_frame_spread_over_lag_buckets_counts_as_one_observation_per_envelope(
 # --- bad values and future event times ------------------------------------------------------
 
 NAN, INF = float("nan"), float("inf")
-TRADE = {"T": "t", "S": "A", "i": 7, "x": "V", "p": 10.0, "s": 5, "c": ("@",), "z": "C", "t": T0}
-QUOTE = {"T": "q", "S": "A", "bx": "V", "bp": 9.99, "bs": 2, "ax": "Q", "ap": 10.01, "as": 3}
-QUOTE = {**QUOTE, "c": ("R",), "z": "C", "t": T0}
-BAR = {"T": "b", "S": "A", "o": 10.0, "h": 11.0, "l": 9.0, "c": 10.5, "v": 100, "n": 4}
-BAR = {**BAR, "vw": 10.2, "t": T0 - T0 % (60 * 10**9)}
-
-
-def _rejecting_router(
-    **kw: Any,
-) -> tuple[EnvelopeRouter, FakeProducer, list[tuple[str, str]], SequenceNumbers]:
-    prod, seqs = FakeProducer(), SequenceNumbers(FLOOR)
-    rejects: list[tuple[str, str]] = []
-    router = EnvelopeRouter(
-        EnvelopeWriter(42, "iex"),
-        seqs,
-        prod,  # type: ignore[arg-type]
-        ForwarderMetrics(),
-        100_000,
-        300.0,
-        on_reject=lambda reason, detail, m: rejects.append((reason, detail)),
-        on_control=lambda m: None,
-        trace_ids=TraceIds(),
-        **kw,
-    )
-    router.set_schema_ids({CHANNEL_TOPICS[c].name: 42 for c in CHANNEL_BY_TYPE.values()})
-    return router, prod, rejects, seqs
 
 
 def _route_one_bad_then_the_good(bad: dict[str, Any], good: dict[str, Any]) -> Any:
     """Route ``bad`` alone, check it consumed nothing, then ``good`` (same dedup key)."""
-    router, prod, rejects, seqs = _rejecting_router()
+    router, prod, rejects, seqs = rejecting_router()
     n0 = router.trace_ids._n
     router.route([bad], T0 + 10**9)
     assert prod.records == [] and prod.tracked == []
@@ -442,7 +349,7 @@ def test_a_negative_or_non_finite_quote_size_is_rejected_as_invalid_size(field, 
 
 
 def test_zero_trade_sizes_and_one_sided_quotes_are_forwarded():
-    router, prod, rejects, _ = _rejecting_router()
+    router, prod, rejects, _ = rejecting_router()
     one_sided = {**QUOTE, "bp": 0.0, "bs": 0, "t": T0 + 1}
     router.route([{**TRADE, "s": 0}, one_sided, {**QUOTE, "ap": 0, "as": -0.0}], T0 + 10**9)
     assert rejects == [] and len(prod.records) == 3
@@ -475,7 +382,7 @@ def test_an_event_time_3s_ahead_is_rejected_and_1s_ahead_forwarded_by_default(ki
     """max_future_s defaults to 2 s (ForwarderSettings); old event times stay accepted."""
     msg = {"t": TRADE, "q": QUOTE, "b": BAR}[kind]
     ingest = T0 + 10**9
-    router, prod, rejects, seqs = _rejecting_router()
+    router, prod, rejects, seqs = rejecting_router()
     router.route([{**msg, "t": ingest + 3 * 10**9}], ingest)
     assert [r for r, _ in rejects] == ["event_ts_in_future"]
     assert "3.000s ahead" in rejects[0][1] and "TORGHUT_FWD_MAX_FUTURE_S=2" in rejects[0][1]
@@ -486,7 +393,7 @@ def test_an_event_time_3s_ahead_is_rejected_and_1s_ahead_forwarded_by_default(ki
 
 def test_max_future_is_a_setting_handed_to_the_router():
     s = ForwarderSettings(max_future_s=0.5)
-    router, prod, rejects, _ = _rejecting_router(max_future_ns=round(s.max_future_s * 1e9))
+    router, prod, rejects, _ = rejecting_router(max_future_ns=round(s.max_future_s * 1e9))
     router.route([{**TRADE, "t": T0 + 10**9}], T0)
     assert [r for r, _ in rejects] == ["event_ts_in_future"] and prod.records == []
     assert ForwarderSettings().max_future_s == 2.0

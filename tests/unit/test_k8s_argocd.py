@@ -9,47 +9,19 @@ import re
 
 import pytest
 
-from tests.unit.test_k8s_manifests import built, one
+from tests.support.k8s import ARGOCD_DIR, WAVE, app_for_path, built, child_apps, one, root_app, wave
 from torghut.k8s_render import (
-    K8S_DIR,
     OVERLAYS,
     REPO_ROOT,
     custom_resource_errors,
-    kustomize_bin,
     kustomize_build,
-    load_yaml_docs,
 )
 
-ARGOCD_DIR = K8S_DIR / "argocd"
-WAVE = "argocd.argoproj.io/sync-wave"
 REPO_PLACEHOLDER = "https://git.example.com/REPLACE-ME/torghut-ta.git"
-
-
-def wave(doc: dict) -> int:
-    """A resource's Argo CD sync wave (0 when it has none, as Argo CD takes it)."""
-    return int(((doc.get("metadata") or {}).get("annotations") or {}).get(WAVE, "0"))
-
-
-def root_app(overlay: str) -> dict:
-    docs = load_yaml_docs(ARGOCD_DIR / overlay / "root.yaml")
-    assert [d["kind"] for d in docs] == ["Application"], overlay
-    return docs[0]
-
-
-def child_apps(overlay: str) -> list[dict]:
-    if kustomize_bin() is None:
-        pytest.skip("kustomize not installed (.artifacts/bin/kustomize); run `make setup`")
-    return kustomize_build(REPO_ROOT / root_app(overlay)["spec"]["source"]["path"])
 
 
 def git_sourced(apps: list[dict]) -> list[dict]:
     return [a for a in apps if "path" in a["spec"]["source"]]
-
-
-def app_for_path(apps: list[dict], path: str) -> dict:
-    found = [a for a in apps if a["spec"]["source"].get("path") == path]
-    assert len(found) == 1, f"{len(found)} Applications with source.path {path}"
-    return found[0]
 
 
 def operator_app(apps: list[dict]) -> dict:

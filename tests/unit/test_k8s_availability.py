@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.unit.test_k8s_manifests import built, one
+from tests.support.k8s import built, one
 from torghut.k8s_render import (
     BASE_DIR,
     K8S_DIR,

@@ -19,7 +19,7 @@ from pathlib import Path
 import kubernetes_validate  # a pinned dev dependency: missing, this module fails, not skips
 import pytest
 
-from tests.unit.test_k8s_manifests import built, one
+from tests.support.k8s import built, one
 from torghut.k8s_render import (
     BASE_DIR,
     CRD_RELEASES,

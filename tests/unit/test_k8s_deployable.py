@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.unit.test_k8s_argocd import wave
-from tests.unit.test_k8s_manifests import built, one
+from tests.support.k8s import built, one, wave
 from torghut import k8s_cli
 from torghut.k8s_render import (
     K8S_DIR,

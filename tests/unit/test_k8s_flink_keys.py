@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.unit.test_k8s_manifests import built, one
+from tests.support.k8s import built, one
 from torghut.k8s_render import OVERLAYS, ManifestError, flink_deprecated_keys
 
 

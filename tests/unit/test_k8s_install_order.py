@@ -16,8 +16,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from tests.unit.test_k8s_argocd import ARGOCD_DIR, WAVE, child_apps, wave
-from tests.unit.test_k8s_manifests import built, one
+from tests.support.k8s import ARGOCD_DIR, WAVE, built, child_apps, one, wave
 from torghut.k8s_render import OVERLAYS, REPO_ROOT, load_yaml_docs
 
 DEPLOY_MD = REPO_ROOT / "docs" / "deploy.md"

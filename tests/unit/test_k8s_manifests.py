@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import re
-from functools import cache
 
 import pytest
 
 from shared.topics import ALL_TOPICS, CHECK_TOPICS, DERIVED_TOPICS, RAW_TOPICS
+from tests.support.k8s import NAMESPACE, TA_NAMESPACE, built, one
 from torghut.k8s_render import (
     BASE_DIR,
     K8S_DIR,
@@ -20,22 +20,7 @@ from torghut.k8s_render import (
     pod_specs,
 )
 
-NAMESPACE = "torghut"
-TA_NAMESPACE = "torghut-ta"  # the TA job alone (docs/network-and-rbac.md, "Namespaces")
 SECRET_WORDS = re.compile(r"KEY|SECRET|PASSWORD|TOKEN", re.IGNORECASE)
-
-
-@cache
-def built(overlay: str) -> list[dict]:
-    if kustomize_bin() is None:
-        pytest.skip("kustomize not installed (.artifacts/bin/kustomize); run `make setup`")
-    return kustomize_build(K8S_DIR / "overlays" / overlay)
-
-
-def one(docs: list[dict], kind: str, name: str) -> dict:
-    found = find(docs, kind, name)
-    assert len(found) == 1, f"expected one {kind}/{name}, got {len(found)}"
-    return found[0]
 
 
 def configmap(docs: list[dict], name: str) -> dict[str, str]:

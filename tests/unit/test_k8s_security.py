@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from flink_job.settings import TaSettings
 from forwarder.settings import ForwarderSettings
-from tests.unit.test_k8s_manifests import NAMESPACE, TA_NAMESPACE, built, one
+from tests.support.k8s import NAMESPACE, TA_NAMESPACE, built, one
 from torghut.barcheck.settings import BarCheckSettings
 from torghut.k8s_render import (
     K8S_DIR,

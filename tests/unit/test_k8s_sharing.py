@@ -8,8 +8,7 @@ import copy
 
 import pytest
 
-from tests.unit.test_k8s_argocd import app_for_path, child_apps
-from tests.unit.test_k8s_manifests import built, one
+from tests.support.k8s import app_for_path, built, child_apps, one
 from torghut.k8s_render import (
     BASE_DIR,
     K8S_DIR,

@@ -14,8 +14,8 @@ import math
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.support.bar_inputs import AFTER_HOURS, CONDITIONS, IN_SESSION
 from tests.support.bar_oracle import MINUTE, oracle_bars, oracle_minute_bars
-from tests.unit.test_bars_against_oracle import AFTER_HOURS, CONDITIONS, IN_SESSION
 from torghut.barcheck.logic import SecondBar, roll_up
 from torghut.sim.bars import MinuteBarBuilder
 

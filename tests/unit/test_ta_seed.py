@@ -1,6 +1,6 @@
 """A backfill's seed continues the live job's indicators (docs/design.md, "Backfill").
 
-`SymbolTaFunction` is driven like tests/unit/test_ta_state_replay.py's `Harness` (in-memory
+`SymbolTaFunction` is driven by tests/support/ta_harness.py's `Harness` (in-memory
 keyed state and timers, partition marks, watermarks). A key without keyed signal state starts
 from its seed: the first live bars after the backfill's end carry exactly the indicators
 TA-Lib computes over the backfilled bars followed by the live ones, across a restore too. A
@@ -24,7 +24,7 @@ from shared.serde import AvroDeserializer
 from tests.support.bar_oracle import OracleBar, oracle_bars
 from tests.support.registry import InMemoryRegistry
 from tests.support.signal_oracle import assert_series_signals
-from tests.unit.test_ta_state_replay import Harness, RuntimeContext, _raw
+from tests.support.ta_harness import Harness, RuntimeContext, raw_envelopes
 
 S = 1_000_000_000
 T0 = 1_796_394_600 * S  # 2026-12-04 14:30 UTC
@@ -73,7 +73,7 @@ def _run(reg, seed: tuple, stream, restore_at: int | None = None) -> tuple[dict,
     `restore_at`, a crash there restores the checkpoint taken at half of it and replays."""
     SeededHarness.seed = seed
     h = SeededHarness(reg, log_max=7)
-    raw = _raw(stream, reg)
+    raw = raw_envelopes(stream, reg)
     records = [(sym, "t", ts, data) for (_k, ts, sym, _f), data in zip(stream, raw, strict=True)]
     i, cp = 0, None
     while i < len(records):

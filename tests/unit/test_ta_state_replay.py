@@ -12,234 +12,28 @@ The same drill against the real engines (Flink, Kafka, MinIO, `kill -9`) is
 
 from __future__ import annotations
 
-import copy
 import random
-from typing import Any
 
 import pytest
 
 import flink_job.functions as functions
-from flink_job.functions import SymbolTaFunction, frame_batch, iter_batch
-from flink_job.settings import TaFunctionConfig
+from flink_job.functions import frame_batch, iter_batch
 from shared.framing import unframe_record
 from shared.serde import AvroDeserializer, AvroSerializer
-from shared.topics import QUOTES, TA_BARS_1S, TA_SIGNALS, TRADES
+from shared.topics import TA_BARS_1S, TA_SIGNALS, TRADES
 from tests.support.registry import InMemoryRegistry
-
-S = 1_000_000_000
-T0 = 1_767_364_200 * S
-SYMBOLS = ("AAPL", "MSFT", "NVDA")
-
-
-class Store:
-    """Keyed state of every key: {(state name, key): value or list}."""
-
-    def __init__(self) -> None:
-        self.data: dict[tuple[str, str], Any] = {}
-        self.key = ""
-
-
-class ValueState:
-    def __init__(self, store: Store, name: str) -> None:
-        self.store, self.name = store, name
-
-    def value(self) -> Any:
-        return copy.deepcopy(self.store.data.get((self.name, self.store.key)))
-
-    def update(self, value: Any) -> None:
-        self.store.data[(self.name, self.store.key)] = copy.deepcopy(value)
-
-
-class ListState(ValueState):
-    def get(self) -> list[Any]:
-        return list(self.store.data.get((self.name, self.store.key), []))
-
-    def add(self, value: Any) -> None:
-        self.store.data.setdefault((self.name, self.store.key), []).append(value)
-
-    def clear(self) -> None:
-        self.store.data.pop((self.name, self.store.key), None)
-
-
-class RuntimeContext:
-    def __init__(self, store: Store) -> None:
-        self.store = store
-
-    def get_state(self, descriptor: Any) -> ValueState:
-        return ValueState(self.store, descriptor.name)
-
-    def get_list_state(self, descriptor: Any) -> ListState:
-        return ListState(self.store, descriptor.name)
-
-    def get_index_of_this_subtask(self) -> int:
-        return 0
-
-
-class Ctx:
-    """Context and timer service of the keyed function (event-time timers per key)."""
-
-    def __init__(self, store: Store) -> None:
-        self.store = store
-        self.watermark = -(1 << 63)
-        self.timers: set[tuple[int, str]] = set()
-
-    def get_current_key(self) -> str:
-        return self.store.key
-
-    def timer_service(self) -> Ctx:
-        return self
-
-    def current_watermark(self) -> int:
-        return self.watermark
-
-    def register_event_time_timer(self, ts: int) -> None:
-        self.timers.add((ts, self.store.key))
-
-    def register_processing_time_timer(self, ts: int) -> None:
-        pass  # the status heartbeat; not part of this test
-
-    def time_domain(self) -> int:
-        return 0  # TimeDomain.EVENT_TIME
-
-
-def _stream(seed: int) -> list[tuple[str, int, str, tuple]]:
-    """(kind, event ns, symbol, fields): 40 s of trades and quotes, some out of order."""
-    rng = random.Random(seed)
-    out = []
-    price = {s: 100.0 + i for i, s in enumerate(SYMBOLS)}
-    for i in range(1200):
-        sym = SYMBOLS[i % 3]
-        ts = T0 + i * (S // 30) - (rng.randrange(400_000_000) if rng.random() < 0.1 else 0)
-        price[sym] *= 1 + rng.gauss(0, 0.001)
-        if rng.random() < 0.25:
-            out.append(("q", ts, sym, (price[sym] - 0.01, price[sym] + 0.01, 300.0, 100.0)))
-        else:
-            out.append(("t", ts, sym, (round(price[sym], 4), float(rng.randint(1, 9)), i)))
-    return out
-
-
-def _raw(stream: list[tuple[str, int, str, tuple]], reg: InMemoryRegistry) -> list[bytes]:
-    trades, quotes = AvroSerializer(reg, TRADES), AvroSerializer(reg, QUOTES)  # type: ignore[arg-type]
-    seq: dict[tuple[str, str], int] = {}
-    out = []
-    for kind, ts, sym, f in stream:
-        seq[(kind, sym)] = seq.get((kind, sym), 0) + 1
-        head = {
-            "ingest_ts": ts + 1000,
-            "event_ts": ts,
-            "feed": "iex",
-            "symbol": sym,
-            "seq": seq[(kind, sym)],
-            "is_final": True,
-            "source": "test",
-            "window": None,
-            "trace_id": f"{sym}-{seq[(kind, sym)]}",
-        }
-        if kind == "t":
-            payload = {"id": f[2], "exchange": "V", "price": f[0], "size": f[1]}
-            out.append(trades.encode({**head, "channel": "trades", "payload": payload}))
-        else:
-            payload = {
-                "bid_exchange": "V",
-                "bid_price": f[0],
-                "bid_size": f[2],
-                "ask_exchange": "V",
-                "ask_price": f[1],
-                "ask_size": f[3],
-            }
-            out.append(quotes.encode({**head, "channel": "quotes", "payload": payload}))
-    return out
-
-
-BOUND_MS = 1000
-NO_MARK = -(1 << 63)
-
-
-class Harness:
-    """Feeds records and watermarks like the source + SymbolBatchOperator + Flink would.
-
-    Trades and quotes are two partitions: each record is stamped with its partition's mark
-    (max event ms before it - bound - 1); the watermark is the minimum of the partitions'
-    marks, emitted after every `wm_every`-th flush (a slow or a fast watermark clock).
-    """
-
-    def __init__(self, reg: InMemoryRegistry, log_max: int, wm_every: int = 1) -> None:
-        self.store, self.reg, self.log_max = Store(), reg, log_max
-        self.ctx = Ctx(self.store)
-        self.out: list[bytes] = []
-        self.fn = self._open()
-        self.high: dict[str, int] = {}  # partition -> max event ms (operator state)
-        self.wm_every, self.flushes = wm_every, 0
-
-    def _mark(self, part: str, ts_ms: int) -> int:
-        h = self.high.get(part)
-        if h is None or ts_ms > h:
-            self.high[part] = ts_ms
-        return NO_MARK if h is None else h - BOUND_MS - 1
-
-    def _open(self) -> SymbolTaFunction:
-        fn = SymbolTaFunction(
-            TaFunctionConfig(
-                registry_url="mem",
-                provisional_interval_ms=0,
-                status_interval_ms=3_600_000,
-                job_name="test",
-                state_log_max=self.log_max,
-            )
-        )
-        fn.open(RuntimeContext(self.store))  # type: ignore[arg-type]
-        fn.last_status_ns = 1 << 62  # no status frames: they carry wall-clock values
-        return fn
-
-    def feed(self, records: list[tuple[str, str, int, bytes]]) -> None:
-        """One flush of SymbolBatchOperator: a batch per symbol (in first-seen order), then
-        maybe the watermark (the operator flushes before any watermark passes it)."""
-        batches: dict[str, list[tuple[int, bytes]]] = {}
-        for sym, part, ts, data in records:
-            batches.setdefault(sym, []).append((self._mark(part, ts // 1_000_000), data))
-        for sym, datas in batches.items():
-            self.store.key = sym
-            self.out.extend(self.fn.process_element(frame_batch(datas), self.ctx))  # type: ignore[arg-type]
-        self.flushes += 1
-        if self.flushes % self.wm_every == 0 and len(self.high) == 2:
-            self.advance(min(self.high.values()) - BOUND_MS - 1)
-
-    def advance(self, wm: int) -> None:
-        if wm <= self.ctx.watermark:
-            return
-        self.ctx.watermark = wm
-        for ts, key in sorted(t for t in self.ctx.timers if t[0] <= wm):
-            self.ctx.timers.discard((ts, key))
-            self.store.key = key
-            self.out.extend(self.fn.on_timer(ts, self.ctx))  # type: ignore[arg-type]
-
-    def checkpoint(self) -> tuple[Any, ...]:
-        return (
-            copy.deepcopy(self.store.data),
-            set(self.ctx.timers),
-            self.ctx.watermark,
-            dict(self.high),
-            len(self.out),
-        )
-
-    def restore(self, cp: tuple[Any, ...]) -> None:
-        data, timers, wm, high, n_out = cp
-        self.store.data = copy.deepcopy(data)
-        self.ctx.timers, self.ctx.watermark, self.high = set(timers), wm, dict(high)
-        del self.out[n_out:]  # the aborted transaction
-        self.fn = self._open()  # a new process: the per-key cache is gone
-
-
-def _finals(frames: list[bytes], reg: InMemoryRegistry) -> list[tuple[str, tuple]]:
-    deser = AvroDeserializer(reg)  # type: ignore[arg-type]
-    out = []
-    for frame in frames:
-        topic, _key, value = unframe_record(frame)
-        rec = deser.decode(value)
-        rec.pop("emit_ts", None)
-        rec.pop("version", None)  # the emit time too (ReplacingMergeTree version)
-        out.append((topic, tuple(sorted(rec.items(), key=lambda kv: kv[0]))))
-    return out
+from tests.support.ta_harness import (
+    BOUND_MS,
+    NO_MARK,
+    SYMBOLS,
+    T0,
+    Harness,
+    S,
+    decoded_outputs,
+    is_final,
+    mixed_stream,
+    raw_envelopes,
+)
 
 
 @pytest.mark.parametrize("batch", [1, 5])
@@ -250,8 +44,8 @@ def test_restores_from_snapshot_plus_log_give_the_outputs_of_an_uninterrupted_ru
 ) -> None:
     reg = InMemoryRegistry()
     monkeypatch.setattr(functions, "SchemaRegistryClient", lambda url, **_: reg)
-    stream = _stream(seed)
-    raw = _raw(stream, reg)
+    stream = mixed_stream(seed)
+    raw = raw_envelopes(stream, reg)
     records = [(sym, k, ts, data) for (k, ts, sym, _f), data in zip(stream, raw, strict=True)]
 
     straight = Harness(reg, log_max)
@@ -276,10 +70,10 @@ def test_restores_from_snapshot_plus_log_give_the_outputs_of_an_uninterrupted_ru
     crashy.advance(1 << 62)
 
     assert restores >= 3
-    expected = _finals(straight.out, reg)
+    expected = decoded_outputs(straight.out, reg)
     assert {t for t, _ in expected} == {TA_BARS_1S.name, TA_SIGNALS.name}
     assert len(expected) > 200
-    assert _finals(crashy.out, reg) == expected
+    assert decoded_outputs(crashy.out, reg) == expected
 
 
 def test_batch_framing_round_trips_and_a_torn_batch_is_refused() -> None:
@@ -302,7 +96,7 @@ def _late_heavy_stream(seed: int) -> list[tuple[str, int, str, tuple]]:
     """`_stream` plus trades 2-6 s late and a sparse symbol's lone late trades: the records
     whose fate a wall-clock watermark decides differently at different speeds."""
     rng = random.Random(seed)
-    out = _stream(seed)
+    out = mixed_stream(seed)
     for i in range(300, len(out), 23):
         sym = SYMBOLS[rng.randrange(3)]
         ts = out[i][1] - rng.randrange(2 * S, 6 * S)
@@ -322,7 +116,7 @@ def test_final_output_is_the_same_whatever_the_watermark_timing_and_batching(
     reg = InMemoryRegistry()
     monkeypatch.setattr(functions, "SchemaRegistryClient", lambda url, **_: reg)
     stream = _late_heavy_stream(seed)
-    raw = _raw(stream, reg)
+    raw = raw_envelopes(stream, reg)
     records = [(sym, k, ts, data) for (k, ts, sym, _f), data in zip(stream, raw, strict=True)]
     runs = []
     for batch, wm_every in ((1, 1), (7, 1), (1, 40), (13, 300)):
@@ -331,16 +125,12 @@ def test_final_output_is_the_same_whatever_the_watermark_timing_and_batching(
             h.feed(records[i : i + batch])
         h.advance(1 << 62)
         # emission order across symbols follows the watermark; per symbol it is start order
-        runs.append(sorted((f for f in _finals(h.out, reg) if _is_final(f)), key=repr))
+        runs.append(sorted((f for f in decoded_outputs(h.out, reg) if is_final(f)), key=repr))
     late = sum(h.fn.cache[s].sym.counters.late for s in h.fn.cache)
     assert late > 20, "the stream must hold trades that are late by their partition mark"
     assert len(runs[0]) > 200
     for other in runs[1:]:
         assert other == runs[0]
-
-
-def _is_final(frame: tuple[str, tuple]) -> bool:
-    return dict(frame[1])["is_final"]
 
 
 def _with_gap_markers(
@@ -369,7 +159,7 @@ def _raw_with_gaps(stream, reg: InMemoryRegistry) -> list[bytes]:
     from forwarder.envelope import gap_envelope
 
     trades = AvroSerializer(reg, TRADES)  # type: ignore[arg-type]
-    plain = iter(_raw([r for r in stream if r[0] != "g"], reg))
+    plain = iter(raw_envelopes([r for r in stream if r[0] != "g"], reg))
     out = []
     for n, (kind, ts, sym, f) in enumerate(stream):
         if kind != "g":
@@ -423,7 +213,7 @@ def test_gap_flags_equal_the_oracle_at_any_watermark_timing_and_across_restores(
             i += batch
         assert batch != 7 or restores >= 5
         h.advance(1 << 62)
-        finals = [dict(f[1]) for f in _finals(h.out, reg) if _is_final(f)]
+        finals = [dict(f[1]) for f in decoded_outputs(h.out, reg) if is_final(f)]
         bars = {(r["symbol"], _start_ns(r)): r["gap"] for r in finals if "trade_count" in r}
         runs.append(bars)
         signals = {(r["symbol"], _start_ns(r)): r["gap"] for r in finals if "rsi14" in r}

@@ -16,7 +16,7 @@ import pytest
 import flink_job.functions as functions
 from flink_job.functions import new_symbol_cache
 from tests.support.registry import InMemoryRegistry
-from tests.unit.test_ta_state_replay import T0, Harness, S, _finals, _is_final, _raw
+from tests.support.ta_harness import T0, Harness, S, decoded_outputs, is_final, raw_envelopes
 
 
 class Clock:
@@ -83,7 +83,7 @@ def _run(harness: Harness, records, per_second_s: float = 1.0) -> list:
 
 
 def _records(reg: InMemoryRegistry, stream) -> list:
-    raw = _raw(stream, reg)
+    raw = raw_envelopes(stream, reg)
     return [(sym, k, ts, data) for (k, ts, sym, _f), data in zip(stream, raw, strict=True)]
 
 
@@ -98,7 +98,7 @@ def test_an_idle_symbols_cache_entry_is_evicted_and_its_return_gives_identical_r
     records = _records(reg, stream)
 
     never = CachedHarness(reg, max_symbols=100, idle_s=1e9)
-    expected = _finals(_run(never, records), reg)
+    expected = decoded_outputs(_run(never, records), reg)
 
     evicting = CachedHarness(reg, max_symbols=100, idle_s=5.0)
     by_second: dict[int, list] = {}
@@ -118,9 +118,9 @@ def test_an_idle_symbols_cache_entry_is_evicted_and_its_return_gives_identical_r
 
     assert evicted_at is not None and 20 < evicted_at <= 27, evicted_at
     assert returned_at == 40
-    got = _finals(evicting.out, reg)
-    assert len([f for f in expected if _is_final(f)]) > 300
-    idle_finals = [f for f in got if _is_final(f) and dict(f[1])["symbol"] == "IDLE"]
+    got = decoded_outputs(evicting.out, reg)
+    assert len([f for f in expected if is_final(f)]) > 300
+    idle_finals = [f for f in got if is_final(f) and dict(f[1])["symbol"] == "IDLE"]
     assert len(idle_finals) > 2 * 35, "IDLE's bars after its return must be compared too"
     assert got == expected
 
@@ -135,12 +135,12 @@ def test_the_cache_never_holds_more_than_its_bound_and_the_outputs_stay_equal(
     symbols = ("A", "B", "C", "D", "E", "F")
     records = _records(reg, _rotating_stream(symbols, 30, {"D": range(5, 15)}))
 
-    expected = _finals(_run(CachedHarness(reg, max_symbols=100, idle_s=1e9), records), reg)
+    expected = decoded_outputs(_run(CachedHarness(reg, max_symbols=100, idle_s=1e9), records), reg)
     small = CachedHarness(reg, max_symbols=2, idle_s=1e9)
-    got = _finals(_run(small, records), reg)
+    got = decoded_outputs(_run(small, records), reg)
 
     assert small.max_cached == 2
-    assert len([f for f in expected if _is_final(f)]) > 300
+    assert len([f for f in expected if is_final(f)]) > 300
     assert got == expected
 
 
