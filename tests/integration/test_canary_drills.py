@@ -35,10 +35,10 @@ from typing import Any
 import pytest
 
 from tests.conftest import wait_for
-from tests.integration.test_metrics_scrape import scrape_text, series
+from tests.support.alerts import alerts, base_rule_groups, run_promtool, write_rule_file
 from tests.support.flink_drill import Feed
+from tests.support.scrape import scrape_text, series
 from tests.support.ta_job import TaJobProcess
-from tests.unit.test_k8s_alerts import alerts, base_rule_groups, run_promtool, write_rule_file
 from torghut.stack import apps, procs
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
