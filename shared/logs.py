@@ -148,7 +148,7 @@ def configure(
     ``TORGHUT_LOG_LEVEL`` and ``TORGHUT_LOG_FORMAT`` (``LogSettings``); a value neither
     accepts raises ``LogSettingsError`` naming it."""
     try:
-        settings = LogSettings()
+        settings = LogSettings()  # type: ignore[call-arg]  # from the environment
     except ValidationError as exc:
         raise LogSettingsError(
             f"invalid log settings in the environment (TORGHUT_LOG_FORMAT json|text|auto, "
