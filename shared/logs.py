@@ -142,11 +142,14 @@ def configure(
     level: str | int | None = None,
     fmt: LogFormat | None = None,
     stream: IO[str] | None = None,
+    sink: logging.Handler | None = None,
 ) -> logging.Handler:
     """Send every log record of this process to `stream` (stderr) as `component`'s lines,
     replacing the root logger's handlers; returns the handler. `level` and `fmt` default to
     ``TORGHUT_LOG_LEVEL`` and ``TORGHUT_LOG_FORMAT`` (``LogSettings``); a value neither
-    accepts raises ``LogSettingsError`` naming it."""
+    accepts raises ``LogSettingsError`` naming it. `sink`: a handler of the caller's that
+    writes the lines instead (e.g. above a progress bar), given this module's formatter;
+    `stream` then only decides ``auto``."""
     try:
         settings = LogSettings()  # type: ignore[call-arg]  # from the environment
     except ValidationError as exc:
@@ -167,7 +170,11 @@ def configure(
         if not isinstance(resolved, int):
             raise LogSettingsError(f"log level {level!r}: use DEBUG, INFO, WARNING or ERROR")
         level = resolved
-    h = handler(component, "text" if chosen == "text" else "json", out)
+    if sink is not None:
+        h: logging.Handler = sink
+        h.setFormatter(formatter(component, "text" if chosen == "text" else "json"))
+    else:
+        h = handler(component, "text" if chosen == "text" else "json", out)
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
