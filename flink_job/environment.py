@@ -41,6 +41,8 @@ def local_log4j_properties(target: Path) -> Path | None:
     if not target.exists() or target.read_text() != text:
         target.write_text(text)
     return target
+
+
 PROMETHEUS_REPORTER = "org.apache.flink.metrics.prometheus.PrometheusReporterFactory"
 
 

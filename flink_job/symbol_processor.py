@@ -593,9 +593,7 @@ class SymbolProcessor:
                 continue
             nulled = null_non_finite(values)
             if nulled:
-                self.on_refuse(
-                    bar.symbol, start, True, "values", ", ".join(nulled), record=record
-                )
+                self.on_refuse(bar.symbol, start, True, "values", ", ".join(nulled), record=record)
             gap = self._in_gap(st, bar.start_ns, bar.end_ns)
             out.append(Emission(bar, values, True, event_ns, ingest_ns, seq, trace_id, gap))
         if st.gaps:
