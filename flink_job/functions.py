@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 
 from pyflink.common import Types
@@ -101,6 +102,23 @@ def iter_log_entry(item: bytes):
         pos = start + n
 
 
+_logs_configured = False
+
+
+def configure_job_logs() -> None:
+    """The job's Python side logs like every other component (shared/logs.py), once per
+    interpreter, to the process's own stdout (fd 1): in thread mode this interpreter runs
+    inside the JVM, where pemja sends ``sys.stdout``/``sys.stderr`` and logging to Java's
+    System.out/err and log4j (the whole line would become one log4j message), and a local
+    MiniCluster's stderr is a pipe its launcher reads only on a failed start. fd 1 is the
+    container's log in Kubernetes and `torghut ta`'s output locally."""
+    global _logs_configured
+    if _logs_configured:
+        return
+    configure(component="ta-job", stream=os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8"))
+    _logs_configured = True
+
+
 class _KeyEntry:
     """One symbol's live objects between records (an entry of the per-key cache)."""
 
@@ -140,9 +158,7 @@ class SymbolTaFunction(KeyedProcessFunction):
 
     def open(self, runtime_context: RuntimeContext) -> None:
         o = self.config
-        # the Python side of the job logs like every other component (shared/logs.py): the
-        # embedded interpreter (thread mode) or the worker process has its own logging
-        configure(component="ta-job")
+        configure_job_logs()
         self.symbol_state = runtime_context.get_state(
             ValueStateDescriptor("symbol-state", Types.PICKLED_BYTE_ARRAY())
         )
