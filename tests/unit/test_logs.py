@@ -246,3 +246,19 @@ def test_loki_collects_only_our_pods() -> None:
     assert re.search(r'label\s*=\s*"torghut\.dev/pipeline=torghut-ta"', selectors)
     cm = one(built("prod"), "ConfigMap", "torghut-alloy-logs")
     assert cm["data"]["config.alloy"] == ALLOY.read_text()
+
+
+def test_torghut_run_still_finds_the_forwarders_last_error_in_its_json_log(tmp_path) -> None:
+    from torghut.pipeline import _last_error_line
+
+    log = tmp_path / "forwarder.log"
+    with open(log, "w", encoding="utf-8") as stream:
+        h = handler("forwarder", "json", stream)
+        logger = logging.getLogger("forwarder.t")
+        logger.addHandler(h)
+        try:
+            logger.error("stopping: %s", "Alpaca error 402 'auth failed': check the key")
+            logger.warning("status disconnected")
+        finally:
+            logger.removeHandler(h)
+    assert _last_error_line(log) == "Alpaca error 402 'auth failed': check the key"
