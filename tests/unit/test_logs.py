@@ -202,10 +202,14 @@ def test_local_jvms_write_the_same_json_lines_to_a_file_next_to_their_text_log(
     lib = tmp_path / "lib"
     lib.mkdir()
     monkeypatch.setattr(environment, "FLINK_LIB", lib)
-    assert environment.local_log4j_properties(tmp_path / "a.properties") is None  # no jar
+    base = tmp_path / "log4j-cli.properties"
+    base.write_text("rootLogger.appenderRef.file.ref = FileAppender\n")
+    assert environment.local_log4j_properties(base, tmp_path / "a.properties") is None  # no jar
     (lib / "log4j-layout-template-json-2.24.3.jar").write_bytes(b"")
-    text = environment.local_log4j_properties(tmp_path / "b.properties").read_text()
+    text = environment.local_log4j_properties(base, tmp_path / "b.properties").read_text()
+    assert text.startswith(base.read_text())  # the text log stays as it was
     assert "appender.json.type = File\nappender.json.fileName = ${sys:log.file}.jsonl\n" in text
+    assert "rootLogger.appenderRef.json.ref = JsonFile" in text
     assert _event_template(text) == _event_template(environment.LOG4J_JSON.read_text())
 
 
