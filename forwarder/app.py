@@ -528,12 +528,14 @@ class Forwarder:
             f"suppressed_since_last={suppressed}"
         )
         # record-level: never produced, so no seq and no trace id; event_ts as received
+        # (epoch ns when it came as an integer, else its text)
+        raw_t = msg.get("t") if isinstance(msg, dict) else None
         log.warning(
             "rejected market data: %s",
             text,
             extra={
                 **record_fields(ctx["symbol"], ctx["channel"], None, None, SOURCE, None),
-                "event_ts": ctx["event_ts"],
+                "event_ts": raw_t if type(raw_t) is int else ctx["event_ts"],
                 "reason": reason,
                 "suppressed": suppressed,
             },

@@ -141,7 +141,7 @@ def test_the_forwarders_rejected_message_is_a_record_level_line() -> None:
     assert {k: line[k] for k in RECORD_FIELDS} == {
         "symbol": "AAPL",
         "channel": "trades",
-        "event_ts": "5",  # as received: never produced, so no seq and no trace id
+        "event_ts": 5,  # as received: never produced, so no seq and no trace id
         "seq": None,
         "source": "alpaca",
         "trace_id": None,
