@@ -117,6 +117,11 @@ class EventReader:
                 return ev
         return decode_event(self._deser, data, key)
 
+    def envelope(self, data: bytes) -> dict:
+        """The whole envelope of a raw record by the general path (slow: for log lines of
+        the exceptional paths, never per accepted record); raises what the serde raises."""
+        return self._deser.decode(data)
+
 
 def _read_fast(b: bytes) -> tuple | None:
     """The event of a trade or quote record; None sends the record the general way."""

@@ -19,6 +19,42 @@ ARTIFACTS = Path(
 )
 FLINK_LIB = ARTIFACTS / "flink" / "lib"
 FLINK_PLUGINS = ARTIFACTS / "flink" / "plugins"
+#: the JVMs' log4j2 configuration: JSON lines (the FlinkDeployment's logConfiguration)
+LOG4J_JSON = Path(__file__).with_name("log4j-json.properties")
+LOG4J_JSON_LAYOUT_JAR = "log4j-layout-template-json-*.jar"
+
+
+def local_log4j_properties(base: Path, target: Path) -> Path | None:
+    """A log4j2 configuration for local JVMs, written to `target`: `base` (a distribution
+    log4j file: its text log stays as it was) plus the JSON appender of `LOG4J_JSON` writing
+    the same lines to a file next to the text log (``<log.file>.jsonl``). None when the
+    JSON layout jar is not in the Maven-built lib (run `make setup`): `base` stays alone."""
+    if not any(FLINK_LIB.glob(LOG4J_JSON_LAYOUT_JAR)):
+        return None
+    layout = [
+        line
+        for line in LOG4J_JSON.read_text().splitlines()
+        if line.startswith("appender.json.layout.")
+    ]
+    text = base.read_text() + "\n".join(
+        [
+            "",
+            "# torghut-ta: the same lines as JSON (flink_job/log4j-json.properties)",
+            "rootLogger.appenderRef.json.ref = JsonFile",
+            "appender.json.name = JsonFile",
+            "appender.json.type = File",
+            "appender.json.fileName = ${sys:log.file}.jsonl",
+            "appender.json.append = false",
+            *layout,
+            "",
+        ]
+    )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if not target.exists() or target.read_text() != text:
+        target.write_text(text)
+    return target
+
+
 PROMETHEUS_REPORTER = "org.apache.flink.metrics.prometheus.PrometheusReporterFactory"
 
 
@@ -147,6 +183,13 @@ def create_environment(settings: TaSettings, local: bool = True, restore_from: s
         os.environ.setdefault("FLINK_HOME", str(Path(pyflink.__file__).parent))
         os.environ["FLINK_LIB_DIR"] = str(local_lib_dir())
         os.environ.setdefault("FLINK_LOG_DIR", str(ARTIFACTS.parent / ".stack" / "flink-logs"))
+        # the gateway JVM (the MiniCluster) reads LOG4J_PROPERTIES, else log4j-cli.properties
+        log4j = local_log4j_properties(
+            Path(os.environ["FLINK_HOME"]) / "conf" / "log4j-cli.properties",
+            ARTIFACTS / "flink" / "log4j-local.properties",
+        )
+        if log4j is not None:
+            os.environ.setdefault("LOG4J_PROPERTIES", str(log4j))
         # the gateway JVM PyFlink launches hosts the MiniCluster; it reads JVM_ARGS
         if settings.local_jvm_opts:
             os.environ["JVM_ARGS"] = " ".join(

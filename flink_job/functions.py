@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 
 from pyflink.common import Types
@@ -27,11 +28,15 @@ from flink_job.symbol_processor import (
 )
 from shared.framing import frame_record
 from shared.indicators import SignalConfig, SignalState
+from shared.logs import LogBudget, configure, record_fields
 from shared.registry import SchemaRegistryClient
 from shared.serde import AvroDeserializer, AvroSerializer
 from shared.topics import TA_BARS_1S, TA_SIGNALS, TA_STATUS
 
 log = logging.getLogger("torghut.ta")
+#: record-level lines per kind (rejected, late, duplicate, refused) per status interval; the
+#: rest are counted (status frames, metrics) and the next line says how many were not logged
+RECORD_LINES_PER_INTERVAL = 10
 
 _WM_BYTES = 8  # the watermark (ms, signed big endian) a log entry's batch was applied at
 # log entry layouts: v2 = tag + watermark + a batch of (length, mark, record); the legacy
@@ -98,6 +103,23 @@ def iter_log_entry(item: bytes):
         pos = start + n
 
 
+_logs_configured = False
+
+
+def configure_job_logs() -> None:
+    """The job's Python side logs like every other component (shared/logs.py), once per
+    interpreter, to the process's own stdout (fd 1): in thread mode this interpreter runs
+    inside the JVM, where pemja sends ``sys.stdout``/``sys.stderr`` and logging to Java's
+    System.out/err and log4j (the whole line would become one log4j message), and a local
+    MiniCluster's stderr is a pipe its launcher reads only on a failed start. fd 1 is the
+    container's log in Kubernetes and `torghut ta`'s output locally."""
+    global _logs_configured
+    if _logs_configured:
+        return
+    configure(component="ta-job", stream=os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8"))
+    _logs_configured = True
+
+
 class _KeyEntry:
     """One symbol's live objects between records (an entry of the per-key cache)."""
 
@@ -137,6 +159,7 @@ class SymbolTaFunction(KeyedProcessFunction):
 
     def open(self, runtime_context: RuntimeContext) -> None:
         o = self.config
+        configure_job_logs()
         self.symbol_state = runtime_context.get_state(
             ValueStateDescriptor("symbol-state", Types.PICKLED_BYTE_ARRAY())
         )
@@ -171,12 +194,17 @@ class SymbolTaFunction(KeyedProcessFunction):
         self.job = o.job_name
         self.status_interval_ns = o.status_interval_ms * 1_000_000
         self.records_in = self.records_out = self.rejected = 0
-        self.reject_log_due_ns = 0
         # the emit guard (docs/design.md, "Bad input"): provisional bars it held back and
         # non-finite indicator values it emitted as null, since start (final bars it held
         # back are `refused_bars` in keyed state); logged at most once per status interval
         self.refused_provisional = self.nulled_values = 0
-        self.refuse_log_due_ns = 0
+        interval_s = o.status_interval_ms / 1000
+        self.budgets = {
+            k: LogBudget(RECORD_LINES_PER_INTERVAL, interval_s)
+            for k in ("rejected", "late", "duplicate", "refused")
+        }
+        # the raw record being applied: the exceptional paths decode it for their log line
+        self.current: bytes = b""
         self.max_future_ns = o.max_future_ms * 1_000_000
         self.max_event_ns = 0
         self.last_status_ns = 0
@@ -317,17 +345,20 @@ class SymbolTaFunction(KeyedProcessFunction):
             if ev is None:
                 continue
             if ev[0] == REJECTED:
-                self._reject(key, ev[6], now)
+                self._reject(key, ev[6], now, data)
                 continue
             reason = invalid_reason(ev, max_future_ns, limits)
             if reason is not None:
-                self._reject(key, reason, now)
+                self._reject(key, reason, now, data)
                 continue
             if entry is None:
                 entry = self._load(key)
+            self.current = data
             result = self._apply(entry, ev, mark if mark > wm else wm, wm, now)
             applied += 1
             if result is not None:
+                if result.late or result.duplicate:
+                    self._dropped(result.late, data, key, mark if mark > wm else wm)
                 if result.new_timer_ms is not None:
                     timers.register_event_time_timer(result.new_timer_ms)
                 if result.emissions:
@@ -342,43 +373,99 @@ class SymbolTaFunction(KeyedProcessFunction):
         if now - self.last_status_ns >= self.status_interval_ns:
             yield self._status_frame(now)
 
-    def _reject(self, key: str, reason: str, now: int) -> None:
-        """Count a record the job cannot use; log it, at most once per status interval."""
+    def _record_fields(self, data: bytes, key: str | None) -> dict:
+        """The correlation fields of a raw record, decoded by the general path (only on the
+        exceptional paths that log): all six, None where the record has no readable value."""
+        try:
+            env = self.events.envelope(data)
+        except Exception:  # the record the job rejects may not decode at all
+            return record_fields(symbol=key)
+        return record_fields(
+            env.get("symbol"),
+            env.get("channel"),
+            env.get("event_ts"),
+            env.get("seq"),
+            env.get("source"),
+            env.get("trace_id"),
+        )
+
+    def _reject(self, key: str, reason: str, now: int, data: bytes = b"") -> None:
+        """Count a record the job cannot use; log it (`RECORD_LINES_PER_INTERVAL`)."""
         self.rejected += 1
-        if now >= self.reject_log_due_ns:
-            self.reject_log_due_ns = now + self.status_interval_ns
+        budget = self.budgets["rejected"]
+        if budget.take():
             log.warning(
-                "rejected raw record (key %r; %d rejected so far): %s", key, self.rejected, reason
+                "rejected raw record (key %r; %d rejected so far, %d not logged): %s",
+                key,
+                self.rejected,
+                budget.drain(),
+                reason,
+                extra={**self._record_fields(data, key), "reason": reason[:300]},
             )
 
-    def _refused(self, symbol: str, start_ns: int, is_final: bool, what: str, detail: str) -> None:
+    def _dropped(self, late: bool, data: bytes, key: str, limit_ms: int) -> None:
+        """A trade applied to nothing: late (its bar's timer at or below its lateness limit)
+        or a duplicate of an applied seq. Counted in keyed state; logged here."""
+        budget = self.budgets["late" if late else "duplicate"]
+        if budget.take():
+            what = (
+                f"late: its bar may already be final (lateness limit {limit_ms} ms)"
+                if late
+                else "a duplicate of a seq already applied (a re-produced delivery)"
+            )
+            log.warning(
+                "dropped a trade of %s, %s (%d more not logged)",
+                key,
+                what,
+                budget.drain(),
+                extra=self._record_fields(data, key),
+            )
+
+    def _refused(
+        self,
+        symbol: str,
+        start_ns: int,
+        is_final: bool,
+        what: str,
+        detail: str,
+        record: tuple[int, int, str] | None = None,
+    ) -> None:
         """The emit guard held back a bar (`what` "bar") or nulled non-finite indicator values
-        ("values", `detail` names them): count it, log it at most once per status interval."""
+        ("values", `detail` names them): count it, log it (`RECORD_LINES_PER_INTERVAL`) with
+        the trade it concerns (`record`: the trade just applied for a provisional bar, the
+        bar's latest trade for a final one)."""
         if what == "bar":
             if not is_final:
                 self.refused_provisional += 1
         else:
             self.nulled_values += detail.count(",") + 1
-        now = time.time_ns()
-        if now >= self.refuse_log_due_ns:
-            self.refuse_log_due_ns = now + self.status_interval_ns
-            kind = "final" if is_final else "provisional"
-            if what == "bar":
-                log.warning(
-                    "%s: held back the %s bar starting %d ns (not emitted): %s",
-                    symbol,
-                    kind,
-                    start_ns,
-                    detail,
-                )
-            else:
-                log.warning(
-                    "%s: the %s bar starting %d ns had non-finite %s: emitted as null",
-                    symbol,
-                    kind,
-                    start_ns,
-                    detail,
-                )
+        budget = self.budgets["refused"]
+        if not budget.take():
+            return
+        kind = "final" if is_final else "provisional"
+        event_ns, seq, trace_id = record if record is not None else (None, None, None)
+        extra = record_fields(symbol, "trades", event_ns, seq, None, trace_id)
+        if not is_final and self.current:  # the trade just applied: its own envelope
+            extra = self._record_fields(self.current, symbol)
+        extra["not_logged"] = budget.drain()
+        if what == "bar":
+            log.warning(
+                "%s: held back the %s bar starting %d ns (not emitted): %s",
+                symbol,
+                kind,
+                start_ns,
+                detail,
+                extra=extra,
+            )
+        else:
+            log.warning(
+                "%s: the %s bar starting %d ns had non-finite %s: emitted as null",
+                symbol,
+                kind,
+                start_ns,
+                detail,
+                extra=extra,
+            )
 
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext):
         if ctx.time_domain() == TimeDomain.PROCESSING_TIME:

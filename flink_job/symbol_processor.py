@@ -48,6 +48,7 @@ from flink_job.errors import TaJobError
 from shared.bars import MicroBar, bucket_start_ns
 from shared.indicators import IndicatorError, Quote, SignalState, SignalValues
 from shared.limits import DEFAULT_LIMITS, PlausibleLimits
+from shared.logs import record_fields
 from shared.sale_conditions import ALL, FORM_T, resolve
 
 log = logging.getLogger("torghut.ta")
@@ -242,10 +243,12 @@ def invalid_reason(
 VWAP_SLACK = 1e-9
 NO_PRICE = "no trade in it may set a price and the symbol has no earlier close to carry"
 
-# on_refuse(symbol, bar start ns, is_final, what, detail): what the emit guard held back,
-# `what` = "bar" (the bar and its signals were not emitted) or "values" (indicator values
-# that were not finite, emitted as null; `detail` names them)
-RefuseHook = Callable[[str, int, bool, str, str], None]
+# on_refuse(symbol, bar start ns, is_final, what, detail, record=...): what the emit guard
+# held back, `what` = "bar" (the bar and its signals were not emitted) or "values"
+# (indicator values that were not finite, emitted as null; `detail` names them); `record`:
+# (event_ns, seq, trace_id) of the trade it concerns (a provisional bar: the trade just
+# applied; a final bar: its latest trade, the one whose trace_id its row would carry)
+RefuseHook = Callable[..., None]
 
 
 def bar_problem(bar: MicroBar, limits: PlausibleLimits = DEFAULT_LIMITS) -> str | None:
@@ -286,10 +289,26 @@ def null_non_finite(values: SignalValues) -> list[str]:
     return bad
 
 
-def _log_refusal(symbol: str, start_ns: int, is_final: bool, what: str, detail: str) -> None:
+def _log_refusal(
+    symbol: str,
+    start_ns: int,
+    is_final: bool,
+    what: str,
+    detail: str,
+    record: tuple[int, int, str] | None = None,
+) -> None:
     kind = "final" if is_final else "provisional"
+    event_ns, seq, trace_id = record if record is not None else (None, None, None)
+    extra = record_fields(symbol, "trades", event_ns, seq, None, trace_id)
     if what == "bar":
-        log.warning("%s: held back the %s bar starting %d: %s", symbol, kind, start_ns, detail)
+        log.warning(
+            "%s: held back the %s bar starting %d: %s",
+            symbol,
+            kind,
+            start_ns,
+            detail,
+            extra=extra,
+        )
     else:
         log.warning(
             "%s: the %s bar starting %d: non-finite %s emitted as null",
@@ -297,6 +316,7 @@ def _log_refusal(symbol: str, start_ns: int, is_final: bool, what: str, detail: 
             kind,
             start_ns,
             detail,
+            extra=extra,
         )
 
 
@@ -399,14 +419,15 @@ class SymbolProcessor:
             and wall_ns - st.last_provisional_wall_ns >= self.provisional_interval_ns
         ):
             st.last_provisional_wall_ns = wall_ns
+            record = (event_ns, seq, trace_id)
             if not bar.price_basis:  # its view as if it closed now: carrying the latest close
                 bar = MicroBar.from_state(bar.to_state())
                 if not self._carry(bar, signals):
-                    self.on_refuse(symbol, start, False, "bar", NO_PRICE)
+                    self.on_refuse(symbol, start, False, "bar", NO_PRICE, record=record)
                     return result
             problem = bar_problem(bar, self.limits)
             if problem is not None:  # the emit guard: never emitted (the final bar is refused)
-                self.on_refuse(symbol, start, False, "bar", problem)
+                self.on_refuse(symbol, start, False, "bar", problem, record=record)
                 return result
             # the provisional view of the bar this trade went into, as if it closed now
             try:
@@ -419,11 +440,11 @@ class SymbolProcessor:
                 IndicatorError,
                 ArithmeticError,
             ) as exc:  # limits wider than the kernels' domain
-                self.on_refuse(symbol, start, False, "bar", str(exc))
+                self.on_refuse(symbol, start, False, "bar", str(exc), record=record)
                 return result
             nulled = null_non_finite(values)
             if nulled:
-                self.on_refuse(symbol, start, False, "values", ", ".join(nulled))
+                self.on_refuse(symbol, start, False, "values", ", ".join(nulled), record=record)
             gap = self._in_gap(st, bar.start_ns, bar.end_ns)
             result.emissions.append(
                 Emission(bar, values, False, event_ns, ingest_ns, seq, trace_id, gap)
@@ -546,28 +567,34 @@ class SymbolProcessor:
                 break
             event_ns, ingest_ns, seq, trace_id = st.latest.pop(start)
             del st.bars[start]
+            record = (event_ns, seq, trace_id)
             if not bar.price_basis and not self._carry(bar, signals):
                 st.counters.refused_bars += 1
-                self.on_refuse(bar.symbol, start, True, "bar", NO_PRICE)
+                self.on_refuse(bar.symbol, start, True, "bar", NO_PRICE, record=record)
                 continue
             problem = bar_problem(bar, self.limits)
             if problem is not None:
                 # the emit guard (docs/design.md, "Bad input"): a bar with a non-finite or
                 # implausible field is not emitted and never reaches the indicators
                 st.counters.refused_bars += 1
-                self.on_refuse(bar.symbol, start, True, "bar", problem)
+                self.on_refuse(bar.symbol, start, True, "bar", problem, record=record)
                 continue
             try:
                 values = signals.update(bar, self._quote_before(st, bar.end_ns))
             except (IndicatorError, ArithmeticError):
                 # a bar the indicators refuse (a bug upstream: the checks in invalid_reason
                 # keep bad values out) is dropped and counted, never a restart loop
-                log.exception("%s: dropped the bar starting %d", bar.symbol, start)
+                log.exception(
+                    "%s: dropped the bar starting %d",
+                    bar.symbol,
+                    start,
+                    extra=record_fields(bar.symbol, "trades", event_ns, seq, None, trace_id),
+                )
                 st.counters.refused_bars += 1
                 continue
             nulled = null_non_finite(values)
             if nulled:
-                self.on_refuse(bar.symbol, start, True, "values", ", ".join(nulled))
+                self.on_refuse(bar.symbol, start, True, "values", ", ".join(nulled), record=record)
             gap = self._in_gap(st, bar.start_ns, bar.end_ns)
             out.append(Emission(bar, values, True, event_ns, ingest_ns, seq, trace_id, gap))
         if st.gaps:

@@ -18,6 +18,7 @@ from forwarder.avro_writer import EnvelopeWriter
 from forwarder.envelope import (
     CHANNEL_BY_TYPE,
     GAP_CHANNEL,
+    SOURCE,
     STATUS_CHANNEL,
     gap_envelope,
     status_envelope,
@@ -35,6 +36,7 @@ from forwarder.sequence import SequenceNumbers, TailScan, scan_tail, seq_floor
 from forwarder.settings import ForwarderSettings
 from forwarder.ws_client import StockDataStream
 from shared.envelope_layout import check_schema
+from shared.logs import record_fields
 from shared.registry import SchemaRegistryClient
 from shared.schemas import schema_json
 from shared.serde import AvroDeserializer, AvroSerializer
@@ -50,6 +52,9 @@ SHUTDOWN_FLUSH_S = 25.0  # inside the 30 s Kubernetes grace period
 STATUS_IDX = CHANNEL_INDEX[STATUS_CHANNEL]
 GAP_IDX = CHANNEL_INDEX[GAP_CHANNEL]
 GC_THRESHOLD = (100_000, 50, 100)
+#: record-level lines per gap (one per marker); the markers of further symbols are in the
+#: gap's summary line and its status event
+GAP_MARKER_LINES = 20
 
 
 def tune_gc() -> tuple[int, int, int]:
@@ -255,6 +260,7 @@ class Forwarder:
             max_future_ns=round(s.max_future_s * 1e9),
             max_envelope_bytes=s.max_envelope_bytes,
             clock=clock,
+            trace_symbols=s.trace_symbols,
         )
         router.set_schema_ids(ids)
         if s.record_dir:  # last: nothing after it can fail and leave the writer running
@@ -458,21 +464,30 @@ class Forwarder:
             self._gap_symbols = {}
         if tail:  # a restart gap: the symbols of the earlier process too
             symbols = sorted(tail.keys() | set(symbols))
-        for symbol in symbols:
+        for i, symbol in enumerate(symbols):
             # a tail symbol's marker: not after its last trade in the log (its partition)
             ts = min(event_ts, tail.get(symbol) or event_ts)
+            seq, trace_id = self._seqs.next((GAP_CHANNEL, symbol)), self._trace.next()
             record = gap_envelope(
                 symbol,
                 feed=self.settings.feed,
-                seq=self._seqs.next((GAP_CHANNEL, symbol)),
+                seq=seq,
                 from_ns=from_ns,
                 to_ns=to_ns,
                 event_ts=ts,
-                trace_id=self._trace.next(),
+                trace_id=trace_id,
                 reason=reason,
                 attempt=attempt,
             )
             p.produce(TRADES.name, ser.encode(record), symbol.encode(), GAP_IDX, ts)
+            if i < GAP_MARKER_LINES:  # one line per marker, the first ones of a large gap
+                log.warning(
+                    "gap marker for %s: messages may have been lost from %d to %d",
+                    symbol,
+                    from_ns,
+                    to_ns,
+                    extra=record_fields(symbol, GAP_CHANNEL, ts, seq, "forwarder", trace_id),
+                )
         self.metrics.gap_markers += len(symbols)
         if self._heartbeats is not None:
             self._heartbeats.hold_until = -math.inf
@@ -512,7 +527,19 @@ class Forwarder:
             f"event_ts={ctx['event_ts']} detail={detail[:300]} "
             f"suppressed_since_last={suppressed}"
         )
-        log.warning("rejected market data: %s", text)
+        # record-level: never produced, so no seq and no trace id; event_ts as received
+        # (epoch ns when it came as an integer, else its text)
+        raw_t = msg.get("t") if isinstance(msg, dict) else None
+        log.warning(
+            "rejected market data: %s",
+            text,
+            extra={
+                **record_fields(ctx["symbol"], ctx["channel"], None, None, SOURCE, None),
+                "event_ts": raw_t if type(raw_t) is int else ctx["event_ts"],
+                "reason": reason,
+                "suppressed": suppressed,
+            },
+        )
         self.on_status("frame_rejected", reason=reason, detail=text)
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import signal
 import sys
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from forwarder.settings import ForwarderSettings
+from shared.logs import LogSettingsError, configure
 
 # flag -> settings field; values given on the command line beat the environment
 FLAGS: dict[str, tuple[str, str]] = {
@@ -70,7 +70,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="default",
         help="tuning profile: low-latency sets linger.ms=5",
     )
-    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
+    parser.add_argument(
+        "--log-level", default=None, help="DEBUG, INFO, WARNING, ERROR (TORGHUT_LOG_LEVEL)"
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=("json", "text", "auto"),
+        default=None,
+        help="log lines as JSON or text; auto (the default): text on a terminal, JSON "
+        "otherwise (TORGHUT_LOG_FORMAT)",
+    )
 
 
 def settings_from(args: argparse.Namespace) -> ForwarderSettings:
@@ -83,10 +92,11 @@ def settings_from(args: argparse.Namespace) -> ForwarderSettings:
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    try:
+        configure("forwarder", level=args.log_level, fmt=args.log_format)
+    except LogSettingsError as exc:
+        print(f"torghut forwarder: {exc}", file=sys.stderr)
+        return 1
     try:
         settings = settings_from(args)
     except ValidationError as exc:

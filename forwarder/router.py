@@ -21,6 +21,7 @@ not decodable or holds no trade or quote, which the caller then decodes and pass
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -49,6 +50,7 @@ from forwarder.envelope import (
     CHANNEL_BY_TYPE,
     CONTROL_TYPES,
     DEDUP_KEY,
+    SOURCE,
     event_ts_ns,
 )
 from forwarder.exceptions import EnvelopeTooLargeError, InvalidMessageError
@@ -60,6 +62,7 @@ from forwarder.settings import ForwarderSettings
 from forwarder.wire import decode_spans
 from shared import envelope_layout as L
 from shared.limits import DEFAULT_LIMITS, PlausibleLimits
+from shared.logs import record_fields
 from shared.topics import CHANNEL_TOPICS
 
 #: event times more than this ahead of the frame's ingest time are refused
@@ -99,6 +102,7 @@ except ImportError:  # not compiled (a plain source checkout): route() does ever
     _fastroute = None  # type: ignore[assignment]
 #: the native fast path is compiled and importable
 NATIVE = _fastroute is not None
+log = logging.getLogger("forwarder.router")
 
 
 def configure_native(tail: bytes = TAIL) -> None:
@@ -159,6 +163,10 @@ class TraceIds:
     def next(self) -> str:
         return self.next_bytes().decode()
 
+    def format(self, n: int) -> str:
+        """Trace id number ``n`` as the envelopes carry it."""
+        return f"{self.prefix.decode()}{n:x}"
+
 
 def _event_ts(t: Any, ingest_ns: int, limit: int) -> int:
     """The slow path of the event time: any wire form, range and future checks (``limit``:
@@ -200,8 +208,12 @@ class EnvelopeRouter:
         max_future_ns: int = DEFAULT_MAX_FUTURE_NS,
         clock: EventClock | None = None,
         max_envelope_bytes: int = DEFAULT_MAX_ENVELOPE_BYTES,
+        trace_symbols: Iterable[str] = (),
     ) -> None:
         self.writer, self.seqs, self.producer, self.metrics = writer, seqs, producer, metrics
+        #: symbols whose every produced record is logged (``TORGHUT_FWD_TRACE_SYMBOLS``): a
+        #: debugging aid that turns the native path off, so the Python loop sees them all
+        self.trace_symbols = frozenset(trace_symbols)
         if not 0 <= max_future_ns < _MAX_NS:
             raise ValueError(f"max_future_ns={max_future_ns} must be in [0, 2**63)")
         if max_envelope_bytes < 2 * NATIVE_MAX_SPAN:
@@ -251,7 +263,7 @@ class EnvelopeRouter:
             for t in CHANNEL_BY_TYPE
         }
         #: use the native fast path in ``route_raw`` (off: every frame goes through ``route``)
-        self.native = NATIVE
+        self.native = NATIVE and not self.trace_symbols
 
     def set_schema_ids(self, ids: Mapping[str, int]) -> None:
         """Schema id per topic name, as the registry answered for ``<topic>-value``."""
@@ -362,6 +374,7 @@ class EnvelopeRouter:
         tid_head = _trace_head(tprefix, n + 1)
         keep_ts, keep_other_ts = f.event_ts.append, f.other_ts.append
         produced, dropped = f.sent, f.duplicates
+        traced = self.trace_symbols
         if produced is None or dropped is None:
             produced, dropped = f.sent, f.duplicates = [0] * _NCH, [0] * _NCH
         m: Any = None
@@ -435,6 +448,8 @@ class EnvelopeRouter:
                         self._blocking_produce(topic, value, slot[2], t // 1_000_000)
                     keep(t)
                     produced[ch] += 1
+                    if traced and sym in traced:
+                        self._log_traced(kind, sym, t, seq, n)
                 except InvalidMessageError as exc:
                     self.on_reject(exc.reason, exc.detail, m)
                 except ENCODE_ERRORS as exc:
@@ -444,6 +459,18 @@ class EnvelopeRouter:
                         self.on_reject("invalid_field", repr(exc)[:200], m)
         finally:
             f.n = n
+
+    def _log_traced(self, kind: str, sym: str, event_ts: int, seq: int, n: int) -> None:
+        """The record-level line of a produced record of a traced symbol."""
+        trace_id = self.trace_ids.format(n)
+        log.info(
+            "traced record %s %s seq %d produced as %s",
+            CHANNEL_BY_TYPE[kind],
+            sym,
+            seq,
+            trace_id,
+            extra=record_fields(sym, CHANNEL_BY_TYPE[kind], event_ts, seq, SOURCE, trace_id),
+        )
 
     def _finish(self, f: _Frame) -> None:
         """``route``'s per-frame bookkeeping: trace ids, seqs issued, dedup marks, counters,

@@ -136,6 +136,13 @@ class ForwarderSettings(StrictEnvSettings, KafkaConnectionFields):
         "reconnect's gap markers; a gap still open then is marked so far and heartbeats "
         "resume (0 = never wait)",
     )
+    trace_symbols: Annotated[tuple[str, ...], NoDecode] = Field(
+        (),
+        description="comma-separated symbols whose every record the forwarder logs as a "
+        "record-level line (symbol, channel, event_ts, seq, source, trace_id) to follow it "
+        "downstream; a debugging aid: while set, every frame takes the Python router (the "
+        "native fast path is off). Empty: off",
+    )
     record_dir: str = Field(
         "",
         description="directory of the frame recording: every WebSocket frame exactly as "
@@ -160,7 +167,7 @@ class ForwarderSettings(StrictEnvSettings, KafkaConnectionFields):
         "are left out of the recording (counted, a loss marker in their place)",
     )
 
-    @field_validator("symbols", "channels", mode="before")
+    @field_validator("symbols", "channels", "trace_symbols", mode="before")
     @classmethod
     def _comma_list(cls, value: Any) -> Any:
         return _split(value)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import signal
 import sys
@@ -598,9 +599,17 @@ def _recording_wire_format(path: Path | None) -> str | None:
 
 
 def _last_error_line(log: Path) -> str:
-    """The forwarder's last ERROR line (e.g. Alpaca's 402 and what to do)."""
+    """The forwarder's last ERROR line (e.g. Alpaca's 402 and what to do): the message of a
+    JSON line (shared/logs.py), or a text line as it is."""
     with contextlib.suppress(OSError):
         for line in reversed(log.read_text(errors="replace").splitlines()):
+            if line.startswith("{"):
+                with contextlib.suppress(ValueError, AttributeError):
+                    entry = json.loads(line)
+                    text = str(entry.get("message", ""))
+                    if entry.get("level") == "ERROR" or "Alpaca error" in text:
+                        return text.split(": ", 1)[-1] if text.startswith("stopping:") else text
+                continue
             if "ERROR" in line or "Alpaca error" in line:
                 return line.split(": ", 1)[-1] if "stopping:" in line else line
     return ""

@@ -11,21 +11,33 @@ Kafka -> TA job, shared by the tests of this module (one job run):
   signal value equals the signal oracle (TA-Lib's values and the numpy ones). The session
   runs at wall-clock time, so Form T follows whichever side of the NYSE session the clock
   is on (the oracle decides the same way); both sides are unit-tested
-  (tests/unit/test_condition_bars.py, tests/unit/test_bars_against_oracle.py).
+  (tests/unit/test_condition_bars.py, tests/unit/test_bars_against_oracle.py);
+- one trade followed by its `trace_id` through the JSON log lines (shared/logs.py): the
+  forwarder's line for it (its symbol is in TORGHUT_FWD_TRACE_SYMBOLS, so this module's
+  forwarder routes every frame in Python: the native path's refusals are
+  tests/unit/test_forwarder_fastroute.py's), the job's line refusing the provisional bar it
+  opened (`NO_PRICE`: an odd lot, first of its symbol), and the ClickHouse row of the final
+  bar that carries its trace_id (the bar's latest trade by event time). A rejected or late
+  trade is in no row, so the followed trade is one the job logs and still puts in a bar.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import json
+import logging
 import math
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
 from shared.limits import DEFAULT_LIMITS
+from shared.logs import LINE_FIELDS, RECORD_FIELDS, handler
 from shared.sale_conditions import CTA, HIGH_LOW, LAST, UTP, VOLUME
 from tests.conftest import wait_for
 from tests.support.bar_oracle import alpaca_trade, oracle_bars
@@ -33,6 +45,8 @@ from tests.support.forwarder import replayed_through_forwarder
 from tests.support.oracle import assert_bar_equals, start_us
 from tests.support.signal_oracle import SIGNAL_VALUE_FIELDS, assert_series_signals
 from tests.support.ta_job import TaJobProcess, read_topic
+from torghut.clickhouse.client import ChdbClient
+from torghut.clickhouse.schema import SchemaParams, apply
 from torghut.sim import (
     JsonlRecorder,
     SyntheticConfig,
@@ -100,17 +114,78 @@ class Session:
     signals: list[dict]
     oracle: dict
     alive: bool
-    logs: object
+    logs: Path
+    trace_symbol: str
+    forwarder_log: Path
 
 
 @pytest.fixture(scope="module")
-def session(stack, tmp_path_factory) -> Session:
+def clickhouse(stack, tmp_path_factory):
+    """An embedded ClickHouse reading this module's derived topics (the schema applied
+    before the job starts, so its Kafka engine tables consume while the session runs)."""
+    client = ChdbClient(tmp_path_factory.mktemp("chdb-finite"))
+    apply(
+        client,
+        SchemaParams(
+            kafka_broker=stack.kafka_bootstrap,
+            registry_url=stack.registry_url,
+            ingest_db_engine="Memory",
+            consumer_group=f"ch-fin-{uuid.uuid4().hex[:6]}",
+        ),
+    )
+    yield client
+    client.close()
+
+
+def _traced_trades(out: list[dict], symbol: str, s0: int) -> None:
+    """Insert two trades of `symbol` (tape A) into `out` before its first message at or after
+    `s0` + 0.9 s (so neither is late): an odd lot at `s0` + 0.9 s, the first trade of its
+    symbol (its provisional bar has no price and no close to carry: refused, `NO_PRICE`),
+    then a regular sale at `s0` + 0.1 s that prices the bar. The final bar's latest trade,
+    whose trace_id its row carries, is the odd lot."""
+    at = next(i for i, m in enumerate(out) if m["t"] >= s0 + 900_000_000)
+    base = {"T": "t", "S": symbol, "x": "V", "z": "A"}
+    out[at:at] = [
+        {**base, "i": 1, "p": 50.25, "s": 30, "c": ["@", "I"], "t": s0 + 900_000_000},
+        {**base, "i": 2, "p": 50.5, "s": 100, "c": ["@"], "t": s0 + 100_000_000},
+    ]
+
+
+@contextlib.contextmanager
+def _json_lines_of(logger_name: str, component: str, path: Path) -> Iterator[None]:
+    """`logger_name`'s records (INFO and up) as shared/logs.py JSON lines into `path`."""
+    logger = logging.getLogger(logger_name)
+    level = logger.level
+    with open(path, "w", encoding="utf-8") as stream:
+        h = handler(component, "json", stream)
+        logger.addHandler(h)
+        logger.setLevel(logging.INFO)
+        try:
+            yield
+        finally:
+            logger.removeHandler(h)
+            logger.setLevel(level)
+
+
+def _json_lines(path: Path) -> list[dict]:
+    """The JSON objects among a log file's lines (a process's output may mix in others)."""
+    out = []
+    for line in path.read_text(errors="replace").splitlines():
+        if line.startswith("{"):
+            with contextlib.suppress(ValueError):
+                out.append(json.loads(line))
+    return out
+
+
+@pytest.fixture(scope="module")
+def session(stack, clickhouse, tmp_path_factory) -> Session:
     """The module's one run: the session's messages sent, what the forwarder refused, and
     the job's final bars and signals once it committed as many as the oracle has."""
     tmp_path = tmp_path_factory.mktemp("finite-conditions")
     tag = uuid.uuid4().hex[:6].upper()
     tapes = {f"F{tag}A": "A", f"F{tag}B": "B", f"F{tag}C": "C"}
     symbols = tuple(tapes)
+    trace = f"F{tag}T"
     t0 = (time.time_ns() // S - 90) * S
     market = SyntheticMarket(
         # no trades late by the mark: the oracle here is the bars of every plausible trade
@@ -136,15 +211,20 @@ def session(stack, tmp_path_factory) -> Session:
             if k % 40 == 0:
                 p, s = POISON[(k // 40) % len(POISON)]
                 out.append({**m, "i": m["i"] + 10**12, "p": p, "s": s, "c": ["@"]})
+    _traced_trades(out, trace, t0 + 5 * S)
     rec = JsonlRecorder(tmp_path / "replay.jsonl")
     rec.write(out)
     rec.close()
     job = TaJobProcess(stack, tmp_path, f"cp-fin-{tag}", f"tx-fin-{tag}", f"grp-fin-{tag}")
     job.start()
+    forwarder_log = tmp_path / "forwarder.jsonl"
     try:
-        with replayed_through_forwarder(
-            stack, tmp_path / "replay.jsonl", tmp_path / "sent.jsonl"
-        ) as (_sim, fwd):
+        with (
+            _json_lines_of("forwarder", "forwarder", forwarder_log),
+            replayed_through_forwarder(
+                stack, tmp_path / "replay.jsonl", tmp_path / "sent.jsonl", trace_symbols=(trace,)
+            ) as (_sim, fwd),
+        ):
             sent = read_jsonl(tmp_path / "sent.jsonl")
             wait_for(
                 lambda: (
@@ -155,7 +235,9 @@ def session(stack, tmp_path_factory) -> Session:
                 "every message acked or rejected",
             )
             rejected = dict(fwd.metrics.frames_rejected)
-            good = [alpaca_trade(m) for m in sent if m["T"] == "t" and _plausible(m)]
+            good = [
+                alpaca_trade(m) for m in sent if m["T"] == "t" and m["S"] in tapes and _plausible(m)
+            ]
             oracle = {(b.symbol, b.start_ns): b for b in oracle_bars(good, S)}
 
             def finals(topic: str) -> list[dict]:
@@ -174,7 +256,17 @@ def session(stack, tmp_path_factory) -> Session:
 
             bars, signals = finals("ta.bars.1s.v1"), finals("ta.signals.v1")
             return Session(
-                symbols, tapes, sent, rejected, bars, signals, oracle, job.alive(), tmp_path
+                symbols,
+                tapes,
+                sent,
+                rejected,
+                bars,
+                signals,
+                oracle,
+                job.alive(),
+                tmp_path,
+                trace,
+                forwarder_log,
             )
     finally:
         job.stop()
@@ -216,3 +308,44 @@ def test_every_sale_condition_on_every_tape_gives_the_bars_and_signals_of_the_or
         # every value but the quote's (this test keeps no quote oracle)
         fields = [f for f in SIGNAL_VALUE_FIELDS if f not in ("spread", "imbalance")]
         assert_series_signals(sym, ob, sig, fields=fields)
+
+
+def test_one_trades_trace_id_leads_from_the_forwarders_json_line_to_the_jobs_to_its_clickhouse_row(
+    session: Session, clickhouse: ChdbClient
+):
+    sym = session.trace_symbol
+    odd_lot = next(m for m in session.sent if m.get("S") == sym and "I" in m["c"])
+    # the forwarder: the traced symbol's lines, every one with the six correlation fields
+    fwd = [r for r in _json_lines(session.forwarder_log) if r.get("symbol") == sym]
+    assert fwd, f"no forwarder line for {sym} in {session.forwarder_log}"
+    for r in fwd:
+        assert set(LINE_FIELDS) | set(RECORD_FIELDS) <= r.keys(), r
+        assert (r["app"], r["component"], r["channel"]) == ("torghut-ta", "forwarder", "trades")
+    (first,) = [r for r in fwd if r["event_ts"] == odd_lot["t"]]
+    trace_id = first["trace_id"]
+    assert first["source"] == "alpaca" and isinstance(first["seq"], int) and trace_id
+    # the job (its Python side writes JSON lines to the process's output): the provisional
+    # bar that trade opened is refused, with the same record's fields
+    job = [r for p in sorted(session.logs.glob("ta-*.log")) for r in _json_lines(p)]
+    refused = [r for r in job if r.get("trace_id") == trace_id]
+    assert refused, f"no job line carries {trace_id}; logs in {session.logs}"
+    (line,) = refused
+    assert {k: line[k] for k in RECORD_FIELDS} == {k: first[k] for k in RECORD_FIELDS}
+    assert (line["component"], line["level"], line["logger"]) == ("ta-job", "WARNING", "torghut.ta")
+    assert "no trade in it may set a price" in line["message"]
+    # the Flink JVM's own lines: JSON with the same top-level keys, next to its text log
+    jvm = [r for p in (session.logs / "flink-logs").glob("*.log.jsonl") for r in _json_lines(p)]
+    assert jvm, f"no JSON lines of the Flink JVM in {session.logs / 'flink-logs'}"
+    assert all(set(LINE_FIELDS) <= r.keys() and r["component"] == "ta-job" for r in jvm)
+    # ClickHouse: the final bar of that second carries the trade's trace_id
+    second = odd_lot["t"] // S * S
+
+    def row() -> list:
+        return clickhouse.rows(
+            "SELECT trace_id, toString(seq) FROM torghut.ta_microbars_final "
+            f"WHERE symbol = '{sym}' AND is_final "
+            f"AND toUnixTimestamp64Nano(window_start) = {second}"
+        )
+
+    rows = wait_for(row, 120, f"the final bar of {sym} in ClickHouse", interval_s=0.5)
+    assert rows == [[trace_id, str(first["seq"])]]

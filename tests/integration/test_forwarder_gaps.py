@@ -6,6 +6,7 @@ final bar overlapping the gap carries `gap` (docs/design.md, "Gaps"): simulator 
 from __future__ import annotations
 
 import datetime
+import logging
 import os
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import pytest
 
 from forwarder.app import ForwarderThread
 from forwarder.metrics import CHANNEL_INDEX
+from shared.logs import RECORD_FIELDS
 from shared.topics import QUOTES, TRADES
 from tests.conftest import REPO_ROOT, wait_for
 from tests.support.forwarder import RAW, envelopes, fwd_settings, market, status_events, symbols_for
@@ -78,13 +80,17 @@ def _overlapping(finals, windows) -> set:
     }
 
 
-def test_bars_overlapping_a_reconnect_gap_carry_gap_and_equal_the_oracle(stack, tmp_path, unique):
+def test_bars_overlapping_a_reconnect_gap_carry_gap_and_equal_the_oracle(
+    stack, tmp_path, unique, caplog
+):
     """The simulator drops every connection 3 s after it authenticated (2 drops in an 8 s
     session) and goes on publishing, so what it sends until the forwarder has subscribed
     again (0.5-1 s of backoff) is lost. The forwarder writes one gap marker per symbol and
-    gap into the raw trades topic before the symbol's first trade of the new connection;
+    gap into the raw trades topic before the symbol's first trade of the new connection,
+    and one record-level log line per marker with its correlation fields (shared/logs.py);
     the job flags exactly the final bars whose [start, end) overlaps a marker's window, and
     its final bars and flags equal the batch oracle of the raw log."""
+    caplog.set_level(logging.WARNING, "forwarder")
     syms = symbols_for(unique)
     cfg = SimConfig(
         synthetic=market(
@@ -118,6 +124,10 @@ def test_bars_overlapping_a_reconnect_gap_carry_gap_and_equal_the_oracle(stack, 
     lost = {(x["S"], x["i"]) for x in sent} - {(e["symbol"], e["payload"]["id"]) for e in trades}
     assert lost, "the disconnects must lose trades"
     assert len(markers) == m.gap_markers
+    lines = [r for r in caplog.records if r.getMessage().startswith("gap marker for")]
+    assert {tuple(getattr(r, k) for k in RECORD_FIELDS) for r in lines} == {
+        (e["symbol"], "gap", e["event_ts"], e["seq"], "forwarder", e["trace_id"]) for e in markers
+    }
     windows = sorted({(_ns(e["window"]["start"]), _ns(e["window"]["end"])) for e in markers})
     assert len(windows) == m.gaps
     for e in markers:

@@ -88,10 +88,11 @@ def market(symbols, **kw) -> SyntheticConfig:
 
 @contextlib.contextmanager
 def replayed_through_forwarder(
-    stack, replay_jsonl: Path, sent_jsonl: Path
+    stack, replay_jsonl: Path, sent_jsonl: Path, **settings
 ) -> Iterator[tuple[SimServerThread, ForwarderThread]]:
     """The simulator replays `replay_jsonl` as fast as a forwarder against `stack` reads it
-    (writing what it sent to `sent_jsonl`); yields (sim, forwarder) once all is sent."""
+    (writing what it sent to `sent_jsonl`); yields (sim, forwarder) once all is sent.
+    `settings`: more `ForwarderSettings` fields."""
     cfg = SimConfig(
         source="replay",
         replay=ReplayConfig(path=replay_jsonl, pace="fast"),
@@ -104,6 +105,7 @@ def replayed_through_forwarder(
         registry_url=stack.registry_url,
         http_port=0,
         linger_ms=5,
+        **settings,
     )
     with SimServerThread(cfg) as sim:  # noqa: SIM117 - the forwarder needs sim.url
         with ForwarderThread(settings.model_copy(update={"alpaca_url": sim.url})) as fwd:

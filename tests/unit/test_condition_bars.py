@@ -24,7 +24,9 @@ def trade(ts: int, price: float, conditions: tuple[str, ...], seq: int, size: fl
 
 
 class Refusals(list):
-    def __call__(self, *args: Any) -> None:
+    """The emit guard's refusals (the trade each concerns, `record`, is not compared)."""
+
+    def __call__(self, *args: Any, record: Any = None) -> None:
         self.append(args)
 
 

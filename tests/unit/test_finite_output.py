@@ -371,7 +371,9 @@ def test_the_emit_guard_passes_a_plausible_bar_and_a_vwap_a_few_ulps_outside() -
 
 
 class Refusals(list):
-    def __call__(self, *args: Any) -> None:
+    """The emit guard's refusals (the trade each concerns, `record`, is not compared)."""
+
+    def __call__(self, *args: Any, record: Any = None) -> None:
         self.append(args)
 
 

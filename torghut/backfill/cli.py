@@ -24,6 +24,7 @@ import os
 import sys
 from pathlib import Path
 
+from shared.logs import LogSettingsError, configure
 from torghut.timearg import TimeArgError, iso, parse_duration, parse_instant
 
 FEEDS = ("iex", "sip", "delayed_sip", "otc", "boats")
@@ -83,12 +84,14 @@ def _fail(message: str, code: int = 2) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    handler = _TqdmHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO,
-        handlers=[handler],
-    )
+    try:
+        configure(
+            "backfill",
+            level="DEBUG" if args.verbose else "WARNING" if args.quiet else None,
+            sink=_TqdmHandler(),
+        )
+    except LogSettingsError as exc:
+        return _fail(str(exc))
     for noisy in ("urllib3", "requests"):
         logging.getLogger(noisy).setLevel(logging.WARNING)  # never a URL or header line
     key_id = os.environ.get("APCA_API_KEY_ID", "")

@@ -78,15 +78,13 @@ def settings_from(args: argparse.Namespace) -> BarCheckSettings:
 
 
 def run(args: argparse.Namespace) -> int:
+    from shared.logs import LogSettingsError, configure
     from shared.settings import SettingsError
 
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
     try:
+        configure("bar-check", level="DEBUG" if args.verbose else None)
         settings = settings_from(args)
-    except (SettingsError, ValueError) as exc:
+    except (SettingsError, LogSettingsError, ValueError) as exc:
         print(f"torghut check-bars: {exc}", file=sys.stderr)
         return 2
     from torghut.barcheck.runner import BarChecker

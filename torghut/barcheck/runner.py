@@ -16,6 +16,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from shared.logs import record_fields
 from shared.topics import BARS_1M, TA_BAR_CHECKS, TA_BARS_1S, TA_STATUS
 from torghut.barcheck.logic import (
     DISAGREE,
@@ -247,6 +248,12 @@ class BarChecker:
                 ", ".join(check.disagreements),
                 {n: getattr(check.ours, n) for n in check.disagreements},
                 {n: getattr(check.theirs, n) for n in check.disagreements},
+                # record-level: the minute is the event time; no single record's seq or trace
+                extra={
+                    **record_fields(check.symbol, "bars", check.minute_ns, None, None, None),
+                    "result": check.result,
+                    "revision": check.revision,
+                },
             )
         if self._producer is not None and self._serializer is not None:
             value = self._serializer.encode(check_record(check, self.clock()))

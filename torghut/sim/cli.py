@@ -25,6 +25,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from shared.logs import LogSettingsError, configure
 from torghut.sim.config import (
     ApiKey,
     FaultConfig,
@@ -410,14 +411,10 @@ def build_config(args: argparse.Namespace) -> SimConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
     try:
+        configure("simulator", level="DEBUG" if args.verbose else None)
         config = build_config(args)
-    except (ValidationError, SimError) as exc:
+    except (ValidationError, SimError, LogSettingsError) as exc:
         print(f"torghut sim: invalid settings: {exc}", file=sys.stderr)
         return 2
     try:
