@@ -28,7 +28,7 @@ from shared.logs import (
     record_fields,
 )
 from shared.sale_conditions import trade_updates
-from tests.unit.test_k8s_manifests import built, one
+from tests.support.k8s import built, one
 
 ROOT = Path(__file__).resolve().parents[2]
 ALLOY = ROOT / "k8s" / "base" / "logging" / "config.alloy"

@@ -75,15 +75,13 @@ def settings_from(args: argparse.Namespace) -> CanarySettings:
 def run(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
+    from shared.logs import LogSettingsError, configure
     from shared.settings import SettingsError
 
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
     try:
+        configure("canary", level="DEBUG" if args.verbose else None)
         settings = settings_from(args)
-    except (SettingsError, ValidationError, ValueError) as exc:
+    except (SettingsError, LogSettingsError, ValidationError, ValueError) as exc:
         print(
             f"torghut canary: {exc}\n(the symbols: --symbols or TORGHUT_CANARY_SYMBOLS, the "
             "forwarder's TORGHUT_FWD_SYMBOLS list; every setting: torghut canary --help)",
