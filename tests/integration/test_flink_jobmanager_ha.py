@@ -50,6 +50,10 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 # one per raw partition (murmur2: FCF 0, FCC 1, FCL 2, FCA 3)
 SYMBOLS = ["FCA", "FCC", "FCF", "FCL"]
 PEMJA_ERROR = "loadedLibraryNames"
+# a TaskManager's job table entry (it holds the job's user-code classloader lease) comes and
+# goes with these lines (DefaultJobLeaderService, INFO)
+ADD_JOB = "Add job"
+REMOVE_JOB = "Remove job"
 # the control's slot timeout: far shorter than a JobManager restart (ZooKeeper session + JVM)
 SHORT_SLOT_TIMEOUT = "2 s"
 
@@ -159,12 +163,14 @@ def test_a_taskmanager_that_survives_a_jobmanager_kill9_runs_the_recovered_job_i
             assert [t["id"] for t in cluster.rest("/taskmanagers")["taskmanagers"]] == [tm.name]
             cluster.wait(lambda: cluster.all_tasks_running(job), 60, "all tasks RUNNING", tm)
             assert _subtasks_by_taskmanager(cluster, job) == {tm.name: {"RUNNING"}}
-            # how: it kept the job's slots (and so its classloader) and offered them to the
-            # new leader; it never released the job's resources, pemja never failed
+            # how: it lost the old leader, kept the job's slots and with them the job's entry
+            # (which holds the classloader lease: added once, never removed) and offered them
+            # to the new leader; pemja never failed
             log = _log(tm)
-            assert f"Close JobManager connection for job {job}" in log
-            assert f"Offer reserved slots to the leader of job {job}" in log
-            assert f"Releasing job resources for job {job}" not in log
+            closed = log.index(f"Close JobManager connection for job {job}")
+            assert log.rindex(f"Offer reserved slots to the leader of job {job}") > closed
+            assert log.count(f"{ADD_JOB} {job} ") == 1
+            assert f"{REMOVE_JOB} {job} " not in log
             assert PEMJA_ERROR not in log
             print(
                 f"kill -9 JobManager -> restored chk-{restored['id']} "
@@ -205,9 +211,12 @@ def test_with_a_slot_timeout_shorter_than_the_restart_the_surviving_taskmanager_
         cluster.wait(lambda: PEMJA_ERROR in _log(tm), 240, "the pemja error", tm)
         error_s = time.monotonic() - t_kill
         log = _log(tm)
-        # the slots timed out, the job's resources (its classloader) went with the last one;
-        # the new leader's deploy got a new classloader, in which pemja cannot load libpython
-        assert f"Releasing job resources for job {job}" in log
+        # the slots timed out and the job's entry (its classloader lease) went with the last
+        # one; the new leader's slot request made a new entry, so a new classloader, in which
+        # pemja cannot load libpython
+        assert "Free slot TaskSlot" in log
+        assert f"{REMOVE_JOB} {job} " in log
+        assert log.count(f"{ADD_JOB} {job} ") == 2
         assert [j["id"] for j in cluster.rest("/jobs")["jobs"]] == [job]
         assert tm.alive() and tm.pid == tm_pid
         exceptions = cluster.rest(f"/jobs/{job}/exceptions")
