@@ -22,9 +22,12 @@ deploys the recovered job into the classloader where pemja is already loaded
    makes the difference.
 
 Scaled down for CI: one TaskManager with one slot at parallelism 1 (production runs one slot
-per TaskManager too), 4 symbols, 1 s checkpoints, HA's ZooKeeper session 15 s (Kubernetes HA's
+per TaskManager too), 4 symbols, 1 s checkpoints, a 15 s ZooKeeper session timeout (Kubernetes HA's
 lease duration, which it stands for); the control runs no feed (the error comes at the
-operator's `open`, before any record).
+operator's `open`, before any record). What the scale does not change: the TaskManager's
+side of the restart (its slots, the job's entry and classloader, pemja in its JVM) is per
+JVM and per job, whatever the parallelism or the trade rate; one slot per TaskManager is
+production's layout.
 """
 
 from __future__ import annotations
