@@ -412,6 +412,11 @@ class FlinkCluster:
         TaskManager JVM in thread mode, fails to load libpython a second time from another
         classloader on Java 17 (`NoSuchFieldException: loadedLibraryNames`, FLINK-37727).
         So restart them too (`restart_taskmanagers`)."""
+        if self.ha is not None and restore_from:
+            raise FlinkClusterError(
+                f"replace_jobmanager({restore_from!r}) on an HA cluster: the new JobManager "
+                "recovers the job and its latest checkpoint from the HA store; pass None"
+            )
         old = self.jobmanager
         if old is not None:
             if old.alive():

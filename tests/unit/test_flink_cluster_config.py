@@ -15,6 +15,7 @@ from flink_job.environment import flink_config
 from flink_job.settings import TaSettings
 from torghut.flink_cluster import (
     FlinkCluster,
+    FlinkClusterError,
     ZooKeeperHA,
     ha_job_id,
     prepare_distribution,
@@ -79,6 +80,9 @@ def test_ha_is_off_by_default_and_zookeeper_ha_keeps_its_store_beside_the_checkp
     assert cfg["high-availability.storageDir"] == "s3a://flink-checkpoints/torghut-ta/ha"
     assert cfg["high-availability.zookeeper.client.session-timeout"] == "15 s"
     assert cfg["taskmanager.slot.timeout"] == "6 min" and cfg["heartbeat.interval"] == "3 s"
+    # the HA store names the checkpoint to restore: a path given by hand is refused
+    with pytest.raises(FlinkClusterError, match=r"recovers the job .* from the HA store"):
+        cluster.replace_jobmanager("s3a://flink-checkpoints/torghut-ta/checkpoints/0123/chk-1")
 
 
 def test_the_ha_job_id_is_flinks_from_the_cluster_id_hash():
