@@ -42,7 +42,7 @@ $(VENV)/.installed: pyproject.toml setup.py forwarder/_fastroute.c forwarder/_rd
 	touch $@
 
 $(ART)/.jvm: $(JVM_SOURCES)
-	@echo "==> Maven: Kafka broker, Flink Kafka connector, S3 plugin, glue jar, schema registry"
+	@echo "==> Maven: Kafka broker, Flink Kafka connector, S3 plugin, glue jar, schema registry, ZooKeeper"
 	mvn -B -q -f jvm/pom.xml package -DskipTests
 	touch $@
 

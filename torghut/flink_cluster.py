@@ -18,14 +18,23 @@ scripts (`standalone-job.sh`, `taskmanager.sh` from the installed `apache-flink`
 - S3 credentials reach the processes as `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY` (the
   S3A default provider chain), as in the pods; `config.yaml` holds no key.
 
-Not mirrored: Kubernetes HA (no leader election, no HA metadata: a JobManager crash loses
-the job; `replace_jobmanager` starts a new one on the same ports restoring the newest
-completed checkpoint, as a new JobManager pod does from the HA ConfigMaps; the TaskManagers
-are restarted with it, `restart_taskmanagers`: a TaskManager JVM that ran the thread-mode
-Python of the old job cannot start it for another job, see `replace_jobmanager`), the
-operator itself (savepoint upgrades, periodic savepoints), TaskManager replacement (the
-caller starts one: `start_taskmanager`), pod resources, and SASL/TLS to Kafka unless the
-settings ask for it.
+HA is an option (`FlinkCluster(ha=ZooKeeperHA(...))`, off by default): Flink's ZooKeeper HA
+services against a real ZooKeeper server on loopback (`torghut.stack.zookeeper`), the HA
+metadata (job graph, checkpoint pointers) in `high-availability.storageDir` beside the
+checkpoints on the same MinIO, as the FlinkDeployment keeps it beside them with Kubernetes HA.
+Leader election and retrieval go through ZooKeeper instead of ConfigMaps; the rest is Flink's
+own HA code path: a new JobManager (`replace_jobmanager(None)`) recovers the job with the
+same job id (application mode under HA fixes it from `high-availability.cluster-id`:
+`ha_job_id`) from its latest completed checkpoint, and running TaskManagers find the new
+leader through ZooKeeper and stay. Without HA (the default) a JobManager crash loses the job;
+`replace_jobmanager` starts a new one on the same ports restoring the checkpoint it is given,
+under a new job id, and the TaskManagers are restarted with it (`restart_taskmanagers`: a
+TaskManager JVM that ran the thread-mode Python of the old job cannot start it for another
+job, see `replace_jobmanager`).
+
+Not mirrored: the operator itself (savepoint upgrades, periodic savepoints), TaskManager
+replacement (the caller starts one: `start_taskmanager`), pod resources, and SASL/TLS to
+Kafka unless the settings ask for it.
 
 Every process is started through `torghut.stack.apps.launch`: a process group of its own,
 and, unless detached, SIGKILL when the starting thread dies (PR_SET_PDEATHSIG), so nothing
@@ -61,6 +70,50 @@ _SECRET_KEYS = ("s3.access-key", "s3.secret-key")
 
 class FlinkClusterError(RuntimeError):
     """The cluster could not be prepared or did not come up; the message says where to look."""
+
+
+@dataclass(frozen=True)
+class ZooKeeperHA:
+    """Flink's ZooKeeper HA for the cluster: `quorum` is the ZooKeeper connect string
+    (`torghut.stack.zookeeper.ZooKeeperServer.connect_string`), `cluster_id` the cluster's
+    node under ZooKeeper's `/flink` and under `storage_dir` (the operator sets it to the
+    FlinkDeployment's name; it also fixes the job id: `ha_job_id`). `storage_dir` default:
+    `ha` beside the checkpoint dir (`s3a://.../torghut-ta/checkpoints` ->
+    `s3a://.../torghut-ta/ha`, as the FlinkDeployment). `session_timeout`: how long ZooKeeper
+    keeps a dead JobManager's session, and so its leadership: the new JobManager is elected
+    after it (Kubernetes HA's lease duration, default 15 s, plays that part)."""
+
+    quorum: str
+    cluster_id: str = "/torghut-ta"
+    storage_dir: str | None = None
+    session_timeout: str = "15 s"
+
+    def config(self, checkpoint_dir: str) -> dict[str, str]:
+        storage = self.storage_dir or checkpoint_dir.rstrip("/").rsplit("/", 1)[0] + "/ha"
+        return {
+            "high-availability.type": "zookeeper",
+            "high-availability.zookeeper.quorum": self.quorum,
+            "high-availability.cluster-id": self.cluster_id,
+            "high-availability.storageDir": storage,
+            "high-availability.zookeeper.client.session-timeout": self.session_timeout,
+        }
+
+
+def ha_job_id(cluster_id: str) -> str:
+    """The job id application mode gives the job under HA when none is set
+    (`$internal.pipeline.job-id`): `new JobID(clusterId.hashCode(), 0)`, Flink 1.20's
+    `ApplicationDispatcherBootstrap.fixJobIdAndRunApplicationAsync`. Every JobManager of the
+    cluster submits the same id, so a new one recovers the job instead of starting another."""
+    h = 0
+    for unit in _utf16_units(cluster_id):
+        h = (31 * h + unit) & 0xFFFFFFFF
+    lower = h - (1 << 32) if h & 0x80000000 else h  # Java's int, widened to long (i2l)
+    return f"{lower & 0xFFFFFFFFFFFFFFFF:016x}{0:016x}"
+
+
+def _utf16_units(text: str) -> list[int]:
+    raw = text.encode("utf-16-be")
+    return [int.from_bytes(raw[i : i + 2], "big") for i in range(0, len(raw), 2)]
 
 
 def flink_home() -> Path:
@@ -222,7 +275,10 @@ class FlinkCluster:
 
     `ta_values` are `TaSettings` fields (validated, rendered to `TORGHUT_TA_*` for the job
     and to `config.yaml` through `flink_config`). `die_with_parent=False` detaches the
-    processes (for `torghut flink-cluster up --detach`; stop them with `down`).
+    processes (for `torghut flink-cluster up --detach`; stop them with `down`). `ha`: Flink's
+    ZooKeeper HA (module docstring); `flink_overrides`: `config.yaml` keys over everything
+    else (e.g. the FlinkDeployment's `taskmanager.slot.timeout`). Each TaskManager's resource
+    id is its process name (`taskmanager-<n>`), so REST names the JVM a task runs in.
     """
 
     run_dir: Path
@@ -231,6 +287,8 @@ class FlinkCluster:
     slots: int = 1
     die_with_parent: bool = True
     taskmanager_memory: str = "1728m"
+    ha: ZooKeeperHA | None = None
+    flink_overrides: Mapping[str, str] = field(default_factory=dict)
     rest_port: int = 0
     rpc_port: int = 0
     jobmanager: FlinkProcess | None = None
@@ -269,7 +327,7 @@ class FlinkCluster:
         return f"http://127.0.0.1:{self.rest_port}"
 
     def config(self) -> dict[str, str]:
-        return cluster_config(
+        cfg = cluster_config(
             self.settings,
             self.run_dir,
             self.rest_port,
@@ -277,6 +335,10 @@ class FlinkCluster:
             slots=self.slots,
             taskmanager_memory=self.taskmanager_memory,
         )
+        if self.ha is not None:
+            cfg.update(self.ha.config(self.settings.checkpoint_dir))
+        cfg.update({k: str(v) for k, v in self.flink_overrides.items()})
+        return cfg
 
     def prepare(self) -> None:
         for sub in ("log", "pid", "tmp"):
@@ -343,7 +405,12 @@ class FlinkCluster:
 
     def replace_jobmanager(self, restore_from: str | None) -> FlinkProcess:
         """A new JobManager for the same job after the old one died (`kill9` it first):
-        application mode again, the job restored from `restore_from` (the newest completed
+        application mode again, same `config.yaml`. With `ha`, pass `restore_from=None`: the
+        new JobManager is elected once ZooKeeper expired the old one's session, recovers the
+        job (same id) from the HA store and restores it from the latest completed checkpoint
+        the store points at; running TaskManagers retrieve the new leader from ZooKeeper.
+
+        Without HA: the job restored from `restore_from` (the newest completed
         checkpoint: `flink_job.restore.latest_checkpoint`). What Kubernetes HA does with a new
         JobManager pod, except that HA reads the checkpoint pointer from its ConfigMaps and
         here the caller names it. Same `config.yaml`, so the same RPC and REST ports: running
@@ -353,6 +420,11 @@ class FlinkCluster:
         TaskManager JVM in thread mode, fails to load libpython a second time from another
         classloader on Java 17 (`NoSuchFieldException: loadedLibraryNames`, FLINK-37727).
         So restart them too (`restart_taskmanagers`)."""
+        if self.ha is not None and restore_from:
+            raise FlinkClusterError(
+                f"replace_jobmanager({restore_from!r}) on an HA cluster: the new JobManager "
+                "recovers the job and its latest checkpoint from the HA store; pass None"
+            )
         old = self.jobmanager
         if old is not None:
             if old.alive():
@@ -364,7 +436,8 @@ class FlinkCluster:
 
     def start_taskmanager(self) -> FlinkProcess:
         self._started += 1
-        tm = self._launch(f"taskmanager-{self._started}", "taskmanager.sh", [])
+        name = f"taskmanager-{self._started}"
+        tm = self._launch(name, "taskmanager.sh", ["-D", f"taskmanager.resource-id={name}"])
         self.workers.append(tm)
         return tm
 

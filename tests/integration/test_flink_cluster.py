@@ -34,6 +34,7 @@ from tests.support.flink_drill import (
     cluster_values,
     completed_id,
     drill_stack,
+    restored_then_checkpointed,
 )
 from torghut.flink_cluster import FlinkCluster
 
@@ -70,21 +71,6 @@ def test_taskmanager_then_jobmanager_kill9_restore_from_checkpoint_final_bars_eq
             feed.stop.set()
 
 
-def _restored_then_checkpointed(cluster: FlinkCluster, job: str, kill_ms: int) -> dict | None:
-    """The job restored after `kill_ms` and completed a checkpoint after that restore."""
-    latest = cluster.checkpoints(job).get("latest") or {}
-    restored, done = latest.get("restored"), latest.get("completed")
-    if (
-        restored
-        and restored["restore_timestamp"] >= kill_ms
-        and done
-        and done["id"] > restored["id"]
-        and done["trigger_timestamp"] >= restored["restore_timestamp"]
-    ):
-        return {"restored": restored, "completed": done}
-    return None
-
-
 def _report(what: str, got: dict, kill_ms: int, failover_s: float) -> None:
     restored, completed = got["restored"], got["completed"]
     print(
@@ -113,7 +99,7 @@ def _drill(cluster: FlinkCluster, feed: Feed, stack, t_test: float) -> None:
     t_kill = time.monotonic()
     cluster.start_taskmanager()
     got = cluster.wait(
-        lambda: _restored_then_checkpointed(cluster, job, kill_ms),
+        lambda: restored_then_checkpointed(cluster, job, kill_ms),
         150,
         "a checkpoint after the restore",
     )
@@ -142,7 +128,7 @@ def _drill(cluster: FlinkCluster, feed: Feed, stack, t_test: float) -> None:
     cluster.replace_jobmanager(restore)
     job2 = cluster.job_id(180)
     got = cluster.wait(
-        lambda: _restored_then_checkpointed(cluster, job2, kill_ms),
+        lambda: restored_then_checkpointed(cluster, job2, kill_ms),
         240,
         "a checkpoint after the new JobManager's restore",
     )

@@ -158,6 +158,21 @@ def assert_final_bars_equal_the_oracle(stack, feed: Feed, min_seconds: int = 10)
     return len(expected)
 
 
+def restored_then_checkpointed(cluster: FlinkCluster, job: str, kill_ms: int) -> dict | None:
+    """The job restored after `kill_ms` and completed a checkpoint after that restore."""
+    latest = cluster.checkpoints(job).get("latest") or {}
+    restored, done = latest.get("restored"), latest.get("completed")
+    if (
+        restored
+        and restored["restore_timestamp"] >= kill_ms
+        and done
+        and done["id"] > restored["id"]
+        and done["trigger_timestamp"] >= restored["restore_timestamp"]
+    ):
+        return {"restored": restored, "completed": done}
+    return None
+
+
 def vertices(cluster: FlinkCluster, job: str) -> dict[str, dict]:
     return {v["name"]: v for v in cluster.rest(f"/jobs/{job}")["vertices"]}
 

@@ -13,7 +13,14 @@ import yaml
 
 from flink_job.environment import flink_config
 from flink_job.settings import TaSettings
-from torghut.flink_cluster import FlinkCluster, prepare_distribution, write_conf_dir
+from torghut.flink_cluster import (
+    FlinkCluster,
+    FlinkClusterError,
+    ZooKeeperHA,
+    ha_job_id,
+    prepare_distribution,
+    write_conf_dir,
+)
 from torghut.stack.paths import FLINK_LIB, FLINK_PLUGINS
 
 VALUES: dict[str, Any] = {
@@ -47,6 +54,44 @@ def test_config_yaml_is_the_jobs_flink_config_on_loopback_without_s3_keys(tmp_pa
     loaded = yaml.safe_load((tmp_path / "conf" / "config.yaml").read_text())
     assert loaded == cfg
     assert (tmp_path / "conf" / "log4j-console.properties").exists()
+
+
+def test_ha_is_off_by_default_and_zookeeper_ha_keeps_its_store_beside_the_checkpoints(
+    tmp_path: Path,
+):
+    """Without `ha` no `high-availability.*` key (the JobManager drill without HA is
+    unchanged); with it Flink's ZooKeeper HA on the given quorum, the store `ha/` beside the
+    checkpoint dir (as the FlinkDeployment: `.../torghut-ta/checkpoints` and `.../ha`), and
+    `flink_overrides` over everything."""
+    plain = FlinkCluster(tmp_path, VALUES).config()
+    assert not any(k.startswith("high-availability") for k in plain)
+    assert plain.get("high-availability.type", "NONE") == "NONE"
+
+    cluster = FlinkCluster(
+        tmp_path,
+        {**VALUES, "checkpoint_dir": "s3a://flink-checkpoints/torghut-ta/checkpoints"},
+        ha=ZooKeeperHA("127.0.0.1:2181", cluster_id="/drill"),
+        flink_overrides={"taskmanager.slot.timeout": "6 min", "heartbeat.interval": "3 s"},
+    )
+    cfg = cluster.config()
+    assert cfg["high-availability.type"] == "zookeeper"
+    assert cfg["high-availability.zookeeper.quorum"] == "127.0.0.1:2181"
+    assert cfg["high-availability.cluster-id"] == "/drill"
+    assert cfg["high-availability.storageDir"] == "s3a://flink-checkpoints/torghut-ta/ha"
+    assert cfg["high-availability.zookeeper.client.session-timeout"] == "15 s"
+    assert cfg["taskmanager.slot.timeout"] == "6 min" and cfg["heartbeat.interval"] == "3 s"
+    # the HA store names the checkpoint to restore: a path given by hand is refused
+    with pytest.raises(FlinkClusterError, match=r"recovers the job .* from the HA store"):
+        cluster.replace_jobmanager("s3a://flink-checkpoints/torghut-ta/checkpoints/0123/chk-1")
+
+
+def test_the_ha_job_id_is_flinks_from_the_cluster_id_hash():
+    """Application mode under HA: `new JobID(clusterId.hashCode(), 0).toHexString()`
+    (Flink 1.20's ApplicationDispatcherBootstrap); the expected values were printed by
+    flink-dist 1.20.5's own `JobID` (a negative hash widens with its sign)."""
+    assert ha_job_id("/default") == "000000006e6b13320000000000000000"
+    assert ha_job_id("torghut-ta") == "000000003df966e30000000000000000"
+    assert ha_job_id("/torghut-ta") == "ffffffff93f638520000000000000000"
 
 
 def test_s3_keys_reach_the_processes_as_aws_env_like_the_pods(tmp_path: Path):

@@ -42,10 +42,11 @@ def test_no_flink_deployment_key_is_deprecated_in_flink_1_20(overlay: str) -> No
 def test_no_key_the_job_or_the_local_cluster_sets_is_deprecated_in_flink_1_20(tmp_path) -> None:
     """The Python side too: the job's own job-level configuration (every optional branch of
     `flink_config` switched on, plus the restore path) and the `config.yaml` the standalone
-    cluster (`torghut flink-cluster`) writes, distribution defaults included."""
+    cluster (`torghut flink-cluster`) writes, distribution defaults and its ZooKeeper HA
+    keys included."""
     from flink_job.environment import job_config
     from flink_job.settings import TaSettings
-    from torghut.flink_cluster import cluster_config
+    from torghut.flink_cluster import ZooKeeperHA, cluster_config
 
     settings = TaSettings(
         s3_endpoint="http://127.0.0.1:9000",
@@ -58,6 +59,7 @@ def test_no_key_the_job_or_the_local_cluster_sets_is_deprecated_in_flink_1_20(tm
     assert {"execution.checkpointing.dir", "execution.state-recovery.path"} <= set(job)
     assert {"s3.endpoint", "metrics.reporter.prom.port", "parallelism.default"} <= set(job)
     cluster = cluster_config(settings, tmp_path, rest_port=18081, rpc_port=16123)
+    cluster |= ZooKeeperHA("127.0.0.1:2181").config(settings.checkpoint_dir)  # the HA option
     keys = deprecated()
     used = {k: keys[k] for k in {*job, *cluster} if k in keys}
     assert used == {}, f"deprecated keys (-> their Flink 1.20 names): {used}"

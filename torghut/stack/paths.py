@@ -10,6 +10,7 @@ ARTIFACTS = Path(os.environ.get("TORGHUT_ARTIFACTS", REPO_ROOT / ".artifacts"))
 KAFKA_LIBS = ARTIFACTS / "kafka" / "libs"
 FLINK_LIB = ARTIFACTS / "flink" / "lib"
 FLINK_PLUGINS = ARTIFACTS / "flink" / "plugins"
+ZOOKEEPER_LIBS = ARTIFACTS / "zookeeper" / "libs"
 REGISTRY_JAR = ARTIFACTS / "registry" / "quarkus-app" / "quarkus-run.jar"
 MINIO_BIN = ARTIFACTS / "bin" / "minio"
 STACK_HOME = Path(os.environ.get("TORGHUT_STACK_HOME", REPO_ROOT / ".stack"))
