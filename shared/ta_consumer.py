@@ -103,17 +103,6 @@ class TaConsumer:
         self.isolation = isolation_of(self.profile)
         self.stats = ConsumerStats()
         self._seen: LRUCache[tuple[Any, ...], bool] = LRUCache(maxsize=dedup_keys)
-        subject = f"{topic}-value"
-        try:
-            registry.versions(subject)
-        except SchemaNotFoundError:
-            raise NoSchemaError(
-                f"the registry at {registry.url} has no schema under {subject!r}: {topic} is "
-                "not a topic written in Avro by the pipeline (or its writer has not started); "
-                "check the topic name (docs/topics-and-schemas.md)"
-            ) from None
-        except RegistryError as exc:
-            raise TaConsumerError(f"schema registry {registry.url}: {exc}") from None
         self._decoder = AvroDeserializer(registry)
         self._consumer = Consumer(
             {
@@ -127,13 +116,28 @@ class TaConsumer:
         )
         try:
             self._assign(start, metadata_timeout_s)
+            self._check_schema(registry)
         except BaseException:
             self._consumer.close()
             raise
 
+    def _check_schema(self, registry: SchemaRegistryClient) -> None:
+        subject = f"{self.topic}-value"
+        try:
+            registry.versions(subject)
+        except SchemaNotFoundError:
+            raise NoSchemaError(
+                f"the registry at {registry.url} has no schema under {subject!r}: "
+                f"{self.topic} is not a topic written in Avro by the pipeline (or its writer "
+                "has not started); check the topic name (docs/topics-and-schemas.md)"
+            ) from None
+        except RegistryError as exc:
+            raise TaConsumerError(f"schema registry {registry.url}: {exc}") from None
+
     def _assign(self, start: Start, timeout_s: float) -> None:
         try:
-            meta = self._consumer.list_topics(self.topic, timeout=timeout_s)
+            # every topic: asking for one by name may auto-create it on a broker that allows it
+            meta = self._consumer.list_topics(timeout=timeout_s)
         except KafkaException as exc:
             raise TaConsumerError(f"Kafka metadata for {self.topic}: {exc}") from None
         tmeta = meta.topics.get(self.topic)
