@@ -388,7 +388,6 @@ def test_a_consumer_switched_to_signals_v2_reads_its_added_field_and_drops_abort
         DEADLINE_S,
         "the v2 signals in ClickHouse",
     )
-    drill.switch(signals_version=1)
 
     kafka = KafkaConnection(bootstrap=drill.stack.kafka_bootstrap)
     with TaConsumer(kafka, drill.w.registry, SIGNALS_V2, "exactly-once", start_ns) as c:

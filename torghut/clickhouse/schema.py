@@ -48,6 +48,11 @@ INGEST_FILES = ("20_ingest.sql", "25_ingest_provisional.sql")
 PROVISIONAL_FILE = "25_ingest_provisional.sql"  # the at-least-once profile's extra path
 UNCOMMITTED_SUFFIX = "_uncommitted"  # the read_uncommitted named collection's name suffix
 # what consumes: a Kafka-engine table, a materialized view (left out when `enabled` is off)
+# The local (SQL-created) collections' consumer session timeout. Under chdb a dropped Kafka
+# table's consumer does not leave its group, so the re-created table's consumer waits for the
+# old member's session to expire before it gets partitions: librdkafka's 45 s default per
+# apply or flag switch, 10 s with this. A server's config.d keeps the default.
+LOCAL_SESSION_TIMEOUT_MS = 10_000
 _CONSUMING = re.compile(
     r"^CREATE\s+(TABLE\s+\S+\s*\(.*\)\s*ENGINE\s*=\s*Kafka|MATERIALIZED VIEW)", re.S
 )
@@ -151,14 +156,18 @@ def plaintext_collection_statements(name: str, broker: str, ingest_db: str) -> l
         raise SchemaApplyError(f"not a broker list: {broker!r}")
     if not _IDENTIFIER.fullmatch(ingest_db):
         raise SchemaApplyError(f"not a database name: {ingest_db!r}")
+    common = (
+        f"kafka_broker_list = '{broker}', kafka_security_protocol = 'plaintext', "
+        f"`kafka.session_timeout_ms` = {LOCAL_SESSION_TIMEOUT_MS}"
+    )
     return [
         f"DROP DATABASE IF EXISTS {ingest_db} SYNC",
         f"DROP NAMED COLLECTION IF EXISTS {name}",
-        f"CREATE NAMED COLLECTION {name} AS kafka_broker_list = '{broker}', "
-        "kafka_security_protocol = 'plaintext', `kafka.isolation_level` = 'read_committed'",
+        f"CREATE NAMED COLLECTION {name} AS {common}, "
+        "`kafka.isolation_level` = 'read_committed'",
         f"DROP NAMED COLLECTION IF EXISTS {name}{UNCOMMITTED_SUFFIX}",
-        f"CREATE NAMED COLLECTION {name}{UNCOMMITTED_SUFFIX} AS kafka_broker_list = '{broker}', "
-        "kafka_security_protocol = 'plaintext', `kafka.isolation_level` = 'read_uncommitted'",
+        f"CREATE NAMED COLLECTION {name}{UNCOMMITTED_SUFFIX} AS {common}, "
+        "`kafka.isolation_level` = 'read_uncommitted'",
     ]
 
 
