@@ -194,10 +194,9 @@ class TaConsumer:
             if msg.error():
                 raise TaConsumerError(f"reading {self.topic}: {msg.error()}")
             self.stats.read += 1
+            partition, offset = msg.partition() or 0, msg.offset() or 0
             try:
-                value = self._decoder.decode(
-                    msg.value() or b"", msg.topic(), msg.partition(), msg.offset()
-                )
+                value = self._decoder.decode(msg.value() or b"", self.topic, partition, offset)
             except SerdeError as exc:
                 self.stats.undecodable += 1
                 if len(self.stats.errors) < 10:
@@ -207,9 +206,7 @@ class TaConsumer:
             if not self._wanted(value):
                 continue
             self.stats.yielded += 1
-            yield ConsumedRecord(
-                msg.topic(), msg.partition(), msg.offset(), msg.timestamp()[1], value
-            )
+            yield ConsumedRecord(self.topic, partition, offset, msg.timestamp()[1], value)
 
     def close(self) -> None:
         self._consumer.close()

@@ -163,8 +163,7 @@ def plaintext_collection_statements(name: str, broker: str, ingest_db: str) -> l
     return [
         f"DROP DATABASE IF EXISTS {ingest_db} SYNC",
         f"DROP NAMED COLLECTION IF EXISTS {name}",
-        f"CREATE NAMED COLLECTION {name} AS {common}, "
-        "`kafka.isolation_level` = 'read_committed'",
+        f"CREATE NAMED COLLECTION {name} AS {common}, `kafka.isolation_level` = 'read_committed'",
         f"DROP NAMED COLLECTION IF EXISTS {name}{UNCOMMITTED_SUFFIX}",
         f"CREATE NAMED COLLECTION {name}{UNCOMMITTED_SUFFIX} AS {common}, "
         "`kafka.isolation_level` = 'read_uncommitted'",
