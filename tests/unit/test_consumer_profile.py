@@ -242,3 +242,17 @@ def test_at_least_once_on_a_server_without_the_read_uncommitted_collection_is_re
             client,
             SchemaParams("", "", profile=ConsumerProfile(profile="at-least-once")),  # type: ignore[arg-type]
         )
+
+
+@pytest.mark.parametrize("overlay", ["dev", "stage", "prod"])
+def test_each_overlay_states_a_valid_consumer_profile_for_the_schema_job(overlay, monkeypatch):
+    from tests.unit.test_k8s_manifests import built, one
+
+    data = one(built(overlay), "ConfigMap", "torghut-clickhouse-schema")["data"]
+    env = {k: v for k, v in data.items() if k.startswith("TORGHUT_CONSUMER_")}
+    assert set(env) == {f"TORGHUT_CONSUMER_{f.upper()}" for f in ConsumerProfile.model_fields}
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    p = ConsumerProfile()
+    # production default: exactly-once, consuming, the v1 topics
+    assert p.describe() == "exactly-once, enabled, ta.bars.1s.v1, ta.signals.v1"
