@@ -9,8 +9,8 @@ and yields `ConsumedRecord`s:
   topics without provisional ones (`ta.status.v1`): each final record of a committed
   transaction, never one that a job restore rolled back.
 - `at-least-once`: `read_uncommitted`; provisional and final records as soon as the job
-  writes them, duplicates dropped by `(symbol, window.start, is_final, version)` (the last
-  `dedup_keys` keys are remembered). A record of a transaction that is aborted later may be
+  writes them, duplicates dropped by `(symbol, window.start, is_final, version)`, a final
+  record's version left out (`dedup_key`; the last `dedup_keys` keys are remembered). A record of a transaction that is aborted later may be
   yielded: use `exactly-once` where only committed output may count.
 
 It assigns the topic's partitions itself (no consumer group membership, no offsets
@@ -78,11 +78,18 @@ class ConsumedRecord:
 
 
 def dedup_key(value: dict[str, Any]) -> tuple[Any, ...] | None:
-    """`(symbol, window start, is_final, version)`, or None for a record without them."""
+    """`(symbol, window start, is_final, version)`, or None for a record without them.
+
+    A final record's version is left out (None): a bar is final once, and the job's
+    at-least-once sink repeats a final after a restore with the same values and a newer
+    `version` (docs/flink-job.md, "Delivery"), which must count as the same record. A
+    provisional record keeps its version: each update of an open bar is a record of its own.
+    """
     window = value.get("window")
     if not isinstance(window, dict) or "symbol" not in value or "version" not in value:
         return None
-    return (value["symbol"], window.get("start"), value.get("is_final"), value["version"])
+    final = value.get("is_final")
+    return (value["symbol"], window.get("start"), final, None if final else value["version"])
 
 
 class TaConsumer:

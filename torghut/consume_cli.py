@@ -47,7 +47,8 @@ examples:
 profiles (env TORGHUT_CONSUMER_PROFILE, default exactly-once):
   exactly-once   read_committed: final records of committed transactions only
   at-least-once  read_uncommitted: provisional and final records at once, duplicates
-                 dropped by (symbol, window start, is_final, version); a record of a
+                 dropped by (symbol, window start, is_final, version), a final's version
+                 left out (a restore repeats it with a newer one); a record of a
                  transaction aborted later may show
 
 It stops after --max records or when nothing came for --idle seconds; it joins no consumer

@@ -142,9 +142,13 @@ def test_the_signals_version_picks_the_topic_of_both_signal_queues() -> None:
     assert tables["ta_microbars_queue"][1] == "ta.bars.1s.v1"
 
 
-def test_dedup_key_is_symbol_window_start_finality_and_version() -> None:
-    rec = {"symbol": "AAPL", "window": {"start": 5}, "is_final": True, "version": 3, "close": 1}
-    assert dedup_key(rec) == ("AAPL", 5, True, 3)
+def test_dedup_key_is_symbol_window_start_finality_and_the_version_of_a_provisional() -> None:
+    rec = {"symbol": "AAPL", "window": {"start": 5}, "is_final": False, "version": 3, "close": 1}
+    assert dedup_key(rec) == ("AAPL", 5, False, 3)
+    assert dedup_key({**rec, "version": 4}) != dedup_key(rec)  # another update of the bar
+    final = {**rec, "is_final": True}
+    # a final repeated by a restore (same values, newer version) is the same record
+    assert dedup_key(final) == dedup_key({**final, "version": 9}) == ("AAPL", 5, True, None)
     assert dedup_key({"job": "ta", "watermark": 1}) is None  # ta.status.v1: nothing to dedup
 
 
