@@ -39,6 +39,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("torghut.bench.cli", "benchmarks that print numbers and save plots"),
     "k8s": ("torghut.k8s_cli", "render Kubernetes objects generated from the contracts"),
     "recording": ("torghut.recording_cli", "inspect forwarder recordings"),
+    "consume": (
+        "torghut.consume_cli",
+        "print the decoded records of a TA topic, read with the consumer profile",
+    ),
 }
 
 

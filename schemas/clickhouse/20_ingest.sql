@@ -5,6 +5,10 @@
 -- password, CA, endpoint identification, isolation.level=read_committed): on a server from
 -- config.d (k8s/base/clickhouse/torghut-kafka.xml), so no credential is ever in this DDL;
 -- see torghut/clickhouse/schema.py. The job's transactional output is only read once committed.
+-- The consumer profile (shared/consumer_profile.py, TORGHUT_CONSUMER_*) picks the topic
+-- versions ({{bars_topic}}, {{signals_topic}}); with `enabled` off, apply runs only the two
+-- database statements: no Kafka table, no MV, nothing consumed, the groups' offsets kept.
+-- The at-least-once profile adds 25_ingest_provisional.sql (read_uncommitted, provisional rows).
 DROP DATABASE IF EXISTS {{ingest_db}} SYNC;
 
 CREATE DATABASE {{ingest_db}} ENGINE = {{ingest_db_engine}};
@@ -34,7 +38,7 @@ CREATE TABLE {{ingest_db}}.ta_microbars_queue
     price_basis Nullable(Int32)
 )
 ENGINE = Kafka({{kafka_collection}})
-SETTINGS kafka_topic_list = 'ta.bars.1s.v1',
+SETTINGS kafka_topic_list = '{{bars_topic}}',
          kafka_group_name = '{{consumer_group}}-microbars',
          kafka_format = 'AvroConfluent',
          format_avro_schema_registry_url = '{{registry_url}}',
@@ -99,7 +103,7 @@ CREATE TABLE {{ingest_db}}.ta_signals_queue
     gap         Bool
 )
 ENGINE = Kafka({{kafka_collection}})
-SETTINGS kafka_topic_list = 'ta.signals.v1',
+SETTINGS kafka_topic_list = '{{signals_topic}}',
          kafka_group_name = '{{consumer_group}}-signals',
          kafka_format = 'AvroConfluent',
          format_avro_schema_registry_url = '{{registry_url}}',

@@ -117,7 +117,9 @@ def engine_config(where: Path, mechanism: str = "PLAIN", identification: str = "
     """A main config (the engine's log file) and, in its config.d, the production collection
     with `mechanism` (and `identification`) swapped in; returns the main config's path."""
     text = KAFKA_COLLECTION_XML.read_text()
-    assert text.count(PROD_MECHANISM) == 1 and text.count(HTTPS) == 1
+    # two collections: read_committed and its read_uncommitted twin (the at-least-once
+    # profile's provisional tables), the same connection: both get the swapped values
+    assert text.count(PROD_MECHANISM) == 2 and text.count(HTTPS) == 2
     text = text.replace(PROD_MECHANISM, PROD_MECHANISM.replace("SCRAM-SHA-512", mechanism))
     text = text.replace(HTTPS, HTTPS.replace("https", identification))
     (where / "config.d").mkdir(parents=True)
@@ -199,11 +201,12 @@ def test_chdb_consumes_bars_and_signals_over_sasl_ssl_through_the_config_collect
     config = engine_config(tmp_path / "conf")
     drill = (tmp_path / "conf" / "config.d" / KAFKA_COLLECTION_XML.name).read_text()
     prod = KAFKA_COLLECTION_XML.read_text()
-    # the production collection but for the SASL mechanism
+    # the production collections (read_committed and its read_uncommitted twin) but for the
+    # SASL mechanism
     changed = [(a, b) for a, b in zip(prod.splitlines(), drill.splitlines(), strict=True) if a != b]
     assert [(a.strip(), b.strip()) for a, b in changed] == [
         (PROD_MECHANISM, "<kafka_sasl_mechanism>PLAIN</kafka_sasl_mechanism>")
-    ]
+    ] * 2
     password = sasl_stack.kafka_plain_password
     seen, log = run_engine(sasl_stack, tmp_path, collection_env(sasl_stack), config)
     assert seen["reached"], seen
@@ -215,10 +218,12 @@ def test_chdb_consumes_bars_and_signals_over_sasl_ssl_through_the_config_collect
     assert seen["dead_letters"] == 0
     assert [(t, e) for t, e, _ in seen["consumers"]] == [(q, []) for q in KAFKA_QUEUES]
 
-    # the collection is the config's (apply created none), its values hidden
-    [(name, source, values)] = seen["collections"]
-    assert (name, source) == ("torghut_kafka", "CONFIG")
-    assert password not in values
+    # the collections are the config's (apply created none), their values hidden
+    assert sorted((n, s) for n, s, _ in seen["collections"]) == [
+        ("torghut_kafka", "CONFIG"),
+        ("torghut_kafka_uncommitted", "CONFIG"),
+    ]
+    assert all(password not in values for _, _, values in seen["collections"])
     # what the engine was given: SASL_SSL, PLAIN, the CA file, host verification
     for setting in (
         "Consumer set property security.protocol:sasl_ssl",

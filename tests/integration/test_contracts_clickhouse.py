@@ -594,9 +594,11 @@ def test_clickhouse_apply_cli_is_idempotent_and_keeps_data(tmp_path) -> None:
     # every statement ran again (the ingest database is re-created), nothing failed
     assert second.stdout.split(" statements")[0] == first.stdout.split(" statements")[0]
     # 24 of schemas/clickhouse (the ALTERs that add `gap` and `price_basis`, and the minute
-    # check's table, queue and views included) plus 3 for the PLAINTEXT named collection (drop
-    # the ingest database that uses it, drop it, create it)
-    assert "applied 27 statements" in second.stdout
+    # check's table, queue and views included; the default exactly-once profile runs none of
+    # 25_ingest_provisional.sql) plus 5 for the PLAINTEXT named collections (drop the ingest
+    # database that uses them, drop and create the read_committed one and its read_uncommitted
+    # twin)
+    assert "applied 29 statements" in second.stdout
     out = _python(
         "from torghut.clickhouse.client import ChdbClient\n"
         f"c = ChdbClient({str(data_dir)!r})\n"

@@ -160,9 +160,16 @@ def test_plaintext_local_path_creates_a_collection_without_credentials(monkeypat
         "DROP DATABASE IF EXISTS torghut_ingest SYNC"  # no table uses it when it is dropped
     )
     created = [s for s in client.statements if s.startswith("CREATE NAMED COLLECTION")]
+    # the read_committed collection and its read_uncommitted twin (the at-least-once profile)
+    common = (
+        "kafka_broker_list = '127.0.0.1:9092', kafka_security_protocol = 'plaintext', "
+        "`kafka.session_timeout_ms` = 10000"
+    )
     assert created == [
-        "CREATE NAMED COLLECTION torghut_kafka AS kafka_broker_list = '127.0.0.1:9092', "
-        "kafka_security_protocol = 'plaintext', `kafka.isolation_level` = 'read_committed'"
+        f"CREATE NAMED COLLECTION torghut_kafka AS {common}, "
+        "`kafka.isolation_level` = 'read_committed'",
+        f"CREATE NAMED COLLECTION torghut_kafka_uncommitted AS {common}, "
+        "`kafka.isolation_level` = 'read_uncommitted'",
     ]
     assert client.statements.index(created[0]) < client.statements.index(
         kafka_tables(client.statements)[0]
@@ -183,8 +190,17 @@ def test_schema_params_carry_no_kafka_credentials() -> None:
 
 def test_the_config_snippet_defines_a_sasl_ssl_collection_whose_secrets_come_from_env() -> None:
     root = ET.parse(KAFKA_COLLECTION_XML).getroot()
-    (coll,) = root.find("named_collections")
+    coll, twin = root.find("named_collections")
     assert coll.tag == SchemaParams("", "").kafka_collection
+    # the at-least-once profile's twin: the same connection, read_uncommitted
+    assert twin.tag == SchemaParams("", "").kafka_collection_uncommitted
+    strip = [(e.tag, e.text, e.attrib) for e in twin if e.tag != "kafka"]
+    assert strip == [(e.tag, e.text, e.attrib) for e in coll if e.tag != "kafka"]
+    twin_rdkafka = {e.tag: e.text for e in twin.find("kafka")}
+    assert twin_rdkafka == {
+        **{e.tag: e.text for e in coll.find("kafka")},
+        "isolation_level": "read_uncommitted",
+    }
     values = {e.tag: e for e in coll}
     assert values["kafka_security_protocol"].text == "sasl_ssl"
     assert values["kafka_sasl_mechanism"].text == "SCRAM-SHA-512"

@@ -140,7 +140,14 @@ VIEWS = {
     v.name: v
     for v in map(parse_mv, (s for s in statements() if s.startswith("CREATE MATERIALIZED VIEW")))
 }
-QUEUES = {t.setting("kafka_topic_list"): t for t in TABLES.values() if "ENGINE = Kafka" in t.tail}
+# the committed (read_committed) queue of each topic; the at-least-once profile's provisional
+# twins (25_ingest_provisional.sql) are checked against these below
+PROVISIONAL = "_provisional_"
+QUEUES = {
+    t.setting("kafka_topic_list"): t
+    for t in TABLES.values()
+    if "ENGINE = Kafka" in t.tail and PROVISIONAL not in t.name
+}
 
 
 DEAD_LETTERS = "torghut.ta_dead_letters"
@@ -345,7 +352,8 @@ def test_records_a_queue_cannot_parse_go_to_the_dead_letters_and_only_those(topi
 
 def test_the_parser_sees_every_statement_it_should() -> None:
     kinds = [s.split(" (")[0].split(" AS ")[0] for s in statements()]
-    assert len(TABLES) == 7 and len(VIEWS) == 6
+    # 7 tables and 6 views, plus the 2 provisional queues and their 2 views
+    assert len(TABLES) == 9 and len(VIEWS) == 8
     assert sum(k.startswith("CREATE OR REPLACE VIEW") for k in kinds) == 5
 
 
@@ -361,3 +369,30 @@ def test_minute_checks_are_kept_per_symbol_and_minute_latest_check_wins_for_the_
     # the version is the check's wall time: a re-check (an updatedBar) replaces the row
     assert mv.outputs["version"] == "toUInt64(check_ts)"
     assert mv.outputs["check_ts"] == "fromUnixTimestamp64Nano(check_ts, 'UTC')"
+
+
+@pytest.mark.parametrize("topic", [TA_BARS_1S, TA_SIGNALS], ids=lambda t: t.name)
+def test_the_provisional_queue_is_its_committed_twin_read_uncommitted_loading_provisional_rows(
+    topic,
+) -> None:
+    """25_ingest_provisional.sql: the same columns, topic and format as the committed queue,
+    through the read_uncommitted collection in a group of its own; its view maps like the
+    committed one and keeps only `NOT is_final` (finals come only through read_committed)."""
+    queue, mv, table = storage_for(topic.name)
+    (twin,) = [
+        t
+        for t in TABLES.values()
+        if PROVISIONAL in t.name and t.setting("kafka_topic_list") == topic.name
+    ]
+    assert twin.columns == queue.columns
+    assert f"Kafka({PARAMS.kafka_collection_uncommitted})" in twin.tail
+    assert f"Kafka({PARAMS.kafka_collection})" in queue.tail
+    for s in ("kafka_format", "format_avro_schema_registry_url", "kafka_handle_error_mode"):
+        assert twin.setting(s) == queue.setting(s)
+    assert twin.setting("kafka_group_name") == queue.setting("kafka_group_name") + "-provisional"
+    (twin_mv,) = [v for v in VIEWS.values() if v.source == twin.name]
+    assert twin_mv.target == table.name and twin_mv.outputs == mv.outputs
+    stmt = next(
+        s for s in statements() if s.startswith(f"CREATE MATERIALIZED VIEW {twin_mv.name} ")
+    )
+    assert stmt.endswith("WHERE length(_error) = 0 AND NOT is_final")

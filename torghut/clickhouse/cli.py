@@ -6,6 +6,13 @@ stack's state file). The Kafka engine reads its connection from a named collecti
 (torghut/clickhouse/schema.py): on a server the one in its config.d; with the embedded engine
 and --kafka-security-protocol SASL_SSL, the same config.d snippet loaded into chdb with its
 `from_env` values set in this process's environment.
+
+`torghut clickhouse flags` re-creates only the ingest database (Kafka tables and views, no
+data) for a consumer profile: `--disabled` stops consumption keeping the groups' offsets,
+`--enabled` resumes from them, `--profile` switches exactly-once / at-least-once and
+`--signals-version`/`--bars-version` the topic version read (docs/runbooks.md, "Consumer
+profile"). Both actions take the profile from env `TORGHUT_CONSUMER_*`
+(shared/consumer_profile.py), each option overriding its variable.
 """
 
 from __future__ import annotations
@@ -13,7 +20,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import Any
 
+from pydantic import ValidationError
+
+from shared.consumer_profile import PROFILES, ConsumerProfile
+from shared.settings import SettingsError
 from torghut.clickhouse.client import ChdbClient, ClickHouseError, connect
 from torghut.clickhouse.schema import (
     KAFKA_COLLECTION_ENV,
@@ -21,12 +33,74 @@ from torghut.clickhouse.schema import (
     SchemaApplyError,
     SchemaParams,
     apply,
+    apply_ingest,
 )
+
+
+def add_profile_arguments(ap: argparse.ArgumentParser) -> None:
+    """The consumer profile's options; each left out keeps its `TORGHUT_CONSUMER_*` value."""
+    ap.add_argument(
+        "--profile",
+        choices=PROFILES,
+        help="exactly-once: read_committed only; at-least-once: also provisional rows "
+        "read_uncommitted at once (env TORGHUT_CONSUMER_PROFILE, default exactly-once)",
+    )
+    ap.add_argument(
+        "--enabled",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="--no-enabled: no Kafka table and no view, nothing consumed, the consumer "
+        "groups' committed offsets kept; --enabled resumes from them (env "
+        "TORGHUT_CONSUMER_ENABLED, default on)",
+    )
+    ap.add_argument(
+        "--bars-version",
+        type=int,
+        help="read ta.bars.1s.v<N> (env TORGHUT_CONSUMER_BARS_VERSION, default 1)",
+    )
+    ap.add_argument(
+        "--signals-version",
+        type=int,
+        help="read ta.signals.v<N> (env TORGHUT_CONSUMER_SIGNALS_VERSION, default 1)",
+    )
+
+
+def profile_from(args: argparse.Namespace) -> ConsumerProfile:
+    """The profile from the environment, with the options given on the command line over it."""
+    given: dict[str, Any] = {
+        k: getattr(args, k)
+        for k in ("profile", "enabled", "bars_version", "signals_version")
+        if getattr(args, k, None) is not None
+    }
+    try:
+        return ConsumerProfile(**given)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        raise SchemaApplyError(
+            f"consumer profile: {problems} (TORGHUT_CONSUMER_* or the options)"
+        ) from None
+    except SettingsError as exc:
+        raise SchemaApplyError(f"consumer profile: {exc}") from None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     ap = sub.add_parser("apply", help="apply schemas/clickhouse/*.sql idempotently")
+    _add_target_arguments(ap)
+    fl = sub.add_parser(
+        "flags",
+        help="switch the consumer profile at runtime: re-create only the ingest database "
+        "(Kafka tables and views), never the tables that hold data",
+        description="Re-create the ingest database for a consumer profile. Storage tables are "
+        "untouched; the consumer groups keep their committed offsets, so disabling loses "
+        "nothing and enabling resumes where consumption stopped.",
+    )
+    _add_target_arguments(fl)
+
+
+def _add_target_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument(
         "--url",
         default=os.environ.get("TORGHUT_CH_URL") or None,
@@ -78,6 +152,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=120.0,
         help="seconds to wait for the server to answer (default: %(default)s)",
     )
+    add_profile_arguments(ap)
 
 
 def chdb_sasl_ssl_environment(
@@ -124,11 +199,16 @@ def run(args: argparse.Namespace) -> int:
             registry_url=registry,
             ingest_db_engine="Atomic" if args.url else "Memory",
             kafka_collection=args.kafka_collection,
+            profile=profile_from(args),
         )
-        n = apply(client, params, wait_s=args.wait, verbose=True)
+        action = apply_ingest if args.action == "flags" else apply
+        n = action(client, params, wait_s=args.wait, verbose=True)
     except (SchemaApplyError, ClickHouseError) as exc:
-        print(f"torghut clickhouse apply: {exc}", file=sys.stderr)
+        print(f"torghut clickhouse {args.action}: {exc}", file=sys.stderr)
         return 1
     shown = "server" if args.url else target  # the URL may hold a password
-    print(f"applied {n} statements to {client.kind} ({shown})")
+    print(
+        f"applied {n} statements to {client.kind} ({shown}); consumer profile: "
+        f"{params.profile.describe()}"
+    )
     return 0
