@@ -250,7 +250,7 @@ def test_at_least_once_on_a_server_without_the_read_uncommitted_collection_is_re
 
 @pytest.mark.parametrize("overlay", ["dev", "stage", "prod"])
 def test_each_overlay_states_a_valid_consumer_profile_for_the_schema_job(overlay, monkeypatch):
-    from tests.unit.test_k8s_manifests import built, one
+    from tests.support.k8s import built, one
 
     data = one(built(overlay), "ConfigMap", "torghut-clickhouse-schema")["data"]
     env = {k: v for k, v in data.items() if k.startswith("TORGHUT_CONSUMER_")}
