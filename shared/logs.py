@@ -103,6 +103,11 @@ def _is_terminal(stream: IO[str]) -> bool:
         return False
 
 
+#: libraries whose INFO lines (a connection opened or closed, a request sent) are noise in
+#: every component: WARNING and above unless the level is DEBUG
+QUIET_LIBRARIES = ("websockets", "urllib3", "requests")
+
+
 def formatter(component: str, fmt: Literal["json", "text"]) -> logging.Formatter:
     """The formatter of `component`'s lines: structlog's ``ProcessorFormatter`` over stdlib
     records (the ``extra`` fields of a call become keys of the line)."""
@@ -180,6 +185,10 @@ def configure(
         root.removeHandler(old)
     root.addHandler(h)
     root.setLevel(level)
+    for name in QUIET_LIBRARIES:  # their INFO lines are per connection/request, never ours
+        logging.getLogger(name).setLevel(
+            logging.DEBUG if level <= logging.DEBUG else logging.WARNING
+        )
     return h
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import shutil
 import tempfile
@@ -83,6 +84,23 @@ def fresh_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackState
     """A stack of the module's own, for event-time tests: topics that other tests filled
     (with other event times) would move the job's watermark and make their records late."""
     yield from module_stack(tmp_path_factory)
+
+
+@pytest.fixture(autouse=True)
+def _root_logging_restored() -> Iterator[None]:
+    """A CLI run in process (`main([...])`) configures the root logger for its process
+    (`shared.logs.configure` replaces its handlers); put it back after the test, so the next
+    test's log records do not go to a stream captured for this one."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for h in list(root.handlers):
+        if h not in handlers:
+            root.removeHandler(h)
+    for h in handlers:
+        if h not in root.handlers:
+            root.addHandler(h)
+    root.setLevel(level)
 
 
 @pytest.fixture

@@ -174,17 +174,21 @@ def _launch_job(
 def _watch_until_done(
     watch: _Watch, collectors: tuple[Collector, Collector], decode: Any, procs: Procs, n: int
 ) -> None:
-    """Until every symbol's last final bar is read (deadline: max(300 s, 1 ms per trade))."""
+    """Until every symbol's last final bar is read and the job has sent two status records
+    (deadline: max(300 s, 1 ms per trade)). A small backlog can be worked off within one
+    status interval; the job's status heartbeat (every interval, idle or not) then brings
+    the second record the rate needs."""
     status, bars = collectors
     n_symbols = len(watch.pending)
     deadline = time.monotonic() + max(300.0, n / 1000)
     next_progress = time.monotonic() + 5
-    while watch.pending:
+    while watch.pending or len(watch.statuses) < 2:
         procs.check("ta-throughput")
         if time.monotonic() > deadline:
             raise RuntimeError(
                 f"throughput run incomplete after the deadline: {len(watch.pending)} symbols "
-                f"without their last final bar; see {procs.log_dir}"
+                f"without their last final bar, {len(watch.statuses)} status records; see "
+                f"{procs.log_dir}"
             )
         time.sleep(0.2)
         watch.sample()
