@@ -204,6 +204,24 @@ def ensure_kafka_collection(client: ClickHouseClient, params: SchemaParams) -> l
     return stmts
 
 
+def _run_files(
+    client: ClickHouseClient, params: SchemaParams, paths: list[Path], verbose: bool
+) -> int:
+    """The Kafka collections ensured, then every statement of `paths` for the profile;
+    returns the number of statements run."""
+    count = len(ensure_kafka_collection(client, params))
+    for path in paths:
+        for stmt in profile_statements(path, params):
+            try:
+                client.execute(stmt)
+            except ClickHouseError as exc:
+                raise SchemaApplyError(f"{path.name}: {exc}") from exc
+            count += 1
+            if verbose:
+                print(f"[clickhouse] {path.name}: {stmt.splitlines()[0][:90]}", file=sys.stderr)
+    return count
+
+
 def apply(
     client: ClickHouseClient,
     params: SchemaParams,
@@ -216,17 +234,7 @@ def apply(
     files = sorted(sql_dir.glob("*.sql"))
     if not files:
         raise SchemaApplyError(f"no .sql files in {sql_dir}")
-    count = len(ensure_kafka_collection(client, params))
-    for path in files:
-        for stmt in profile_statements(path, params):
-            try:
-                client.execute(stmt)
-            except ClickHouseError as exc:
-                raise SchemaApplyError(f"{path.name}: {exc}") from exc
-            count += 1
-            if verbose:
-                print(f"[clickhouse] {path.name}: {stmt.splitlines()[0][:90]}", file=sys.stderr)
-    return count
+    return _run_files(client, params, files, verbose)
 
 
 def apply_ingest(
@@ -240,15 +248,4 @@ def apply_ingest(
     which hold the data, are not touched); returns the number of statements run. The named
     collections are ensured as by `apply`; the consumer groups keep their offsets."""
     wait_until_ready(client, wait_s)
-    count = len(ensure_kafka_collection(client, params))
-    for name in INGEST_FILES:
-        path = sql_dir / name
-        for stmt in profile_statements(path, params):
-            try:
-                client.execute(stmt)
-            except ClickHouseError as exc:
-                raise SchemaApplyError(f"{path.name}: {exc}") from exc
-            count += 1
-            if verbose:
-                print(f"[clickhouse] {path.name}: {stmt.splitlines()[0][:90]}", file=sys.stderr)
-    return count
+    return _run_files(client, params, [sql_dir / name for name in INGEST_FILES], verbose)
