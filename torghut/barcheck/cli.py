@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
-import threading
 
 from torghut.barcheck.settings import BarCheckSettings
+from torghut.service import serve_until_signalled
 
 HELP = """\
 Roll the TA job's final 1 s bars (ta.bars.1s.v1, read_committed) up to the minute by the
@@ -90,17 +89,12 @@ def run(args: argparse.Namespace) -> int:
     from torghut.barcheck.runner import BarChecker
 
     checker = BarChecker(settings)
-    if settings.http_port:
-        from prometheus_client import start_http_server
-
-        start_http_server(settings.http_port, settings.http_host, registry=checker.metrics.registry)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
     logging.getLogger("torghut.barcheck").info(
         "checking minutes (from %s; metrics on :%s)",
         "the beginning" if settings.from_beginning else "now",
         settings.http_port or "-",
     )
-    checker.run(stop)
+    serve_until_signalled(
+        checker.run, checker.metrics.registry, settings.http_host, settings.http_port
+    )
     return 0

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
-import threading
 
 from torghut.canary.settings import CanarySettings
+from torghut.service import serve_until_signalled
 
 HELP = """\
 Read the raw trades and quotes and the TA job's output from the topics' end and serve on
@@ -91,16 +90,11 @@ def run(args: argparse.Namespace) -> int:
     from torghut.canary.runner import Canary
 
     canary = Canary(settings)
-    if settings.http_port:
-        from prometheus_client import start_http_server
-
-        start_http_server(settings.http_port, settings.http_host, registry=canary.metrics.registry)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
     logging.getLogger(__name__).info(
         "canary reading from the topics' end",
         extra={"symbols": list(settings.symbols), "http_port": settings.http_port},
     )
-    canary.run(stop)
+    serve_until_signalled(
+        canary.run, canary.metrics.registry, settings.http_host, settings.http_port
+    )
     return 0
